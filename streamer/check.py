@@ -1,0 +1,56 @@
+"""Everything `streamer check` verifies beyond the config schema, without network access.
+
+`run` calls the same function and refuses to start on any error, so a config that passes
+`check` is the config that runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from streamer.config import Config
+from streamer.rules import RuleError, check_result_urls, compile_rules
+from streamer.sample_context import sample_context
+from streamer.store import StoreUrlError, open_store
+from streamer.templates import Templates
+
+
+@dataclass
+class CheckReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def check_config(config: Config) -> CheckReport:
+    report = CheckReport()
+    try:
+        open_store(config.store_url)
+    except StoreUrlError as exc:
+        report.errors.append(f"{config.source}: store: {exc}")
+    try:
+        rules = compile_rules(config.rules)
+    except RuleError as exc:
+        report.errors += [f"{config.source}: {line}" for line in str(exc).splitlines()]
+        rules = []
+    if not config.templates_dir.is_dir():
+        report.errors.append(f"{config.source}: templates.dir: {config.templates_dir} is not a directory")
+        return report
+    templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
+    for problem in templates.check():
+        (report.errors if problem.severity == "error" else report.warnings).append(str(problem))
+    names = set(templates.template_names())
+    for index, rule in enumerate(config.rules):
+        if rule.template not in names:
+            report.errors.append(f"{config.source}: rules.{index} ({rule.name}).template: no template "
+                                 f"{rule.template!r} in {config.templates_dir}")
+    sample = sample_context("verify_email", config.templates.default_locale)
+    report.errors += [f"{config.source}: {p}" for p in check_result_urls(config, rules, sample["user"], sample["event"])]
+    for name, tenant in config.tenants.items():
+        if tenant.webhook_token is None and not tenant.poll.enabled:
+            report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "
+                                   "or poll.enabled: true, or it only receives `streamer replay` input")
+    return report

@@ -1,0 +1,293 @@
+"""The `streamer` command line. Exit codes: 0 success, 1 user error (clear message, no
+traceback), 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
+
+EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+
+
+class UserError(Exception):
+    """Printed as one line (or a list) on stderr; exit 1."""
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help=f"config file (default: ${CONFIG_ENV}, then ./streamer.yaml)")
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(resolve_config_path(args.config))
+
+
+def _checked(args: argparse.Namespace) -> Config:
+    from streamer.check import check_config
+
+    config = _load(args)
+    report = check_config(config)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not report.ok:
+        raise ConfigError(report.errors)
+    return config
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamer import logs
+    from streamer.daemon import Daemon
+
+    config = _checked(args)
+    logs.configure(args.log_level)
+    asyncio.run(Daemon(config).run())
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from streamer.check import check_config
+
+    config = _load(args)
+    report = check_config(config)
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    for error in report.errors:
+        print(f"error: {error}")
+    if not report.ok:
+        print(f"{len(report.errors)} error(s); fix them and run `streamer check` again", file=sys.stderr)
+        return EXIT_USER
+    print(f"ok: {config.source}: {len(config.tenants)} tenant(s), {len(config.rules)} rule(s), "
+          f"{len(report.warnings)} warning(s)")
+    return EXIT_OK
+
+
+async def _with_store(config: Config, action: Callable[[Any], Any]) -> Any:
+    from streamer.store import open_store
+
+    store = open_store(config.store_url)
+    await store.open()
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamer.events import BodyError
+    from streamer.inbox import Inbox
+    from streamer.sources.replay import replay_files
+
+    config = _load(args)
+    if args.tenant not in config.tenants:
+        raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
+
+    async def replay(store: Any) -> Any:
+        return await replay_files(Inbox(store, config.listened_types()), args.tenant, args.files)
+
+    try:
+        summary = asyncio.run(_with_store(config, replay))
+    except BodyError as exc:
+        raise UserError(str(exc)) from None
+    for reason in summary.skipped[:20]:
+        print(f"skipped: {reason}", file=sys.stderr)
+    print(f"read {summary.read} event(s): {summary.stored} stored, {summary.duplicate} already in the inbox, "
+          f"{summary.ignored} ignored (no rule listens to their type), {len(summary.skipped)} skipped entries")
+    return EXIT_OK
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _email_dict(email: Any) -> dict[str, Any]:
+    return {"id": email.id, "state": email.state.value, "rule": email.rule, "tenant": email.tenant,
+            "recipient": email.recipient, "template": email.template, "locale": email.locale,
+            "user_id": email.user_id, "log_id": email.log_id, "attempts": email.attempts,
+            "next_attempt": _when(email.next_attempt_at) if email.state.value in ("queued", "failed") else "-",
+            "last_error": email.last_error, "created": _when(email.created_at), "sent": _when(email.sent_at)}
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from streamer.outbox import OPEN_STATES, EmailState
+
+    config = _load(args)
+    now = time.time()
+
+    async def act(store: Any) -> int:
+        if args.action == "list":
+            states = None if args.all else OPEN_STATES
+            if args.state:
+                states = (EmailState(args.state),)
+            emails = await store.list_emails(states=states, tenant=args.tenant, limit=args.limit)
+            if args.json:
+                print(json.dumps([_email_dict(e) for e in emails], indent=2))
+                return EXIT_OK
+            if not emails:
+                print("no emails" + ("" if args.all else " queued, failed or dead (use --all to include sent)"))
+                return EXIT_OK
+            header = ("ID", "STATE", "RULE", "TENANT", "RECIPIENT", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
+            rows = [(str(e.id), e.state.value, e.rule, e.tenant, e.recipient, str(e.attempts),
+                     _email_dict(e)["next_attempt"], (e.last_error or "")[:80]) for e in emails]
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            for row in [header, *rows]:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+            return EXIT_OK
+        if args.action == "show":
+            email = await store.get_email(args.id)
+            if email is None:
+                raise UserError(f"no email with id {args.id}")
+            details = _email_dict(email)
+            details["context"] = email.context
+            print(json.dumps(details, indent=2, ensure_ascii=False, default=str))
+            return EXIT_OK
+        failed = 0
+        for email_id in args.ids:
+            if args.action == "retry":
+                done = await store.retry_email(email_id, now=now)
+                verb, allowed = "queued again", "failed, dead or cancelled"
+            else:
+                done = await store.cancel_email(email_id, now=now)
+                verb, allowed = "cancelled", "queued or failed"
+            if done:
+                print(f"{email_id}: {verb}")
+            else:
+                failed += 1
+                email = await store.get_email(email_id)
+                state = email.state.value if email else "not found"
+                print(f"{email_id}: not {verb}: it is {state} (only {allowed} emails can be)", file=sys.stderr)
+        return EXIT_USER if failed else EXIT_OK
+
+    return asyncio.run(_with_store(config, act))
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from streamer.devkit.sandbox import run_sandbox
+
+    return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after))
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from streamer.preview import preview
+
+    config = _load(args)
+    return preview(config, args)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from streamer.register import register
+
+    config = _load(args)
+    if args.tenant not in config.tenants:
+        raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
+    print(asyncio.run(register(config, args.tenant, args.url)))
+    return EXIT_OK
+
+
+# --- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="Send your own Auth0 identity emails (verification, welcome, password) from Auth0 log "
+                    "events, with no Auth0 Rule or Action code.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (webhook server, pollers, rules, outbox workers)",
+                         description="Run the daemon. SIGTERM/SIGINT stop taking work, finish in-flight sends, exit 0.")
+    _config_arg(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate config, rules and every template, without network",
+                           description="Validate the config, compile every rule and template (all locales and "
+                                       "overrides) and check result_url hosts. Exit 1 on any error.")
+    _config_arg(check)
+    check.set_defaults(func=cmd_check)
+
+    replay = sub.add_parser("replay", help="feed log events from files through the inbox",
+                            description="Store log events from files (JSON array, JSON lines, {\"logs\": …} or a "
+                                        "GET /api/v2/logs page) in the inbox; already-seen log_ids are ignored. "
+                                        "A running daemon picks them up.")
+    _config_arg(replay)
+    replay.add_argument("--tenant", required=True, help="tenant name from the config")
+    replay.add_argument("files", nargs="+", metavar="FILE", help="files to read; - reads stdin")
+    replay.set_defaults(func=cmd_replay)
+
+    outbox = sub.add_parser("outbox", help="inspect and act on queued, failed and dead emails",
+                            description="Inspect and act on the outbox.")
+    outbox_sub = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = outbox_sub.add_parser("list", help="list queued, failed and dead emails (--all adds sent)")
+    _config_arg(listing)
+    listing.add_argument("--all", action="store_true", help="include sent and cancelled emails")
+    listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled"])
+    listing.add_argument("--tenant")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    show = outbox_sub.add_parser("show", help="show one email with its context")
+    _config_arg(show)
+    show.add_argument("id", type=int)
+    retry = outbox_sub.add_parser("retry", help="queue failed, dead or cancelled emails again, now")
+    _config_arg(retry)
+    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
+    cancel = outbox_sub.add_parser("cancel", help="cancel queued or failed emails")
+    _config_arg(cancel)
+    cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
+    outbox.set_defaults(func=cmd_outbox)
+
+    dev = sub.add_parser("dev", help="zero-setup sandbox: Auth0 stand-in, mail catcher, daemon, sample events",
+                         description="Start an Auth0 stand-in with sample users, an SMTP mail catcher with a web "
+                                     "page, and the daemon on a sample config; post sample events; print the URLs.")
+    dev.add_argument("--port", type=int, default=8080, help="port of the daemon (others follow it)")
+    dev.add_argument("--dir", default="streamer-dev", help="folder for the sandbox's config, store and .eml files")
+    dev.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
+                     help="stop by itself after this long (for scripts)")
+    dev.set_defaults(func=cmd_dev)
+
+    preview_cmd = sub.add_parser("preview", help="render a template with sample data to .eml, .html and .txt")
+    _config_arg(preview_cmd)
+    preview_cmd.add_argument("--template", help="template name, e.g. verify_email")
+    preview_cmd.add_argument("--tenant")
+    preview_cmd.add_argument("--client", metavar="CLIENT_ID")
+    preview_cmd.add_argument("--locale")
+    preview_cmd.add_argument("--out", default="preview", metavar="DIR")
+    preview_cmd.add_argument("--all", action="store_true", help="every template × locale × override, with index.html")
+    preview_cmd.set_defaults(func=cmd_preview)
+
+    register = sub.add_parser("register", help="create or update the tenant's Auth0 log stream to this daemon")
+    _config_arg(register)
+    register.add_argument("--tenant", required=True)
+    register.add_argument("--url", required=True, metavar="PUBLIC_URL", help="public base URL of this daemon")
+    register.set_defaults(func=cmd_register)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USER
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""The config file: YAML with `${VAR}` expansion, validated by pydantic at load time.
+
+Every error names the file, the line and the key path (`tenants.acme.poll.interval_s`), so an
+operator can fix it without reading our source. Secrets are `SecretStr`: their repr is masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from streamer import yamlload
+
+DEFAULT_CONFIG_NAME = "streamer.yaml"
+CONFIG_ENV = "STREAMER_CONFIG"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; `problems` are one line each, ready to print."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# --- small value parsers ------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """`90`, `"30s"`, `"5m"`, `"1h"`, `"2d"` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m, 1h or 2d")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration such as 30s, 5m, 1h or 2d")
+        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day|s|m|h|d)\s*$")
+_RATE_UNIT_S = {"second": 1, "s": 1, "minute": 60, "m": 60, "hour": 3600, "h": 3600, "day": 86400, "d": 86400}
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """`"10/hour"` → (10, 3600.0): that many events per window of seconds."""
+    match = _RATE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a rate such as 10/hour or 3/minute")
+    return int(match.group(1)), float(_RATE_UNIT_S[match.group(2)])
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _rate(value: Any) -> str:
+    parse_rate(value)
+    return str(value)
+
+
+Rate = Annotated[str, BeforeValidator(_rate)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:8080"
+    public_url: str | None = None
+    max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, such as 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class SmtpConfig(_Strict):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_: str = Field(alias="from")
+    pool_size: int = Field(4, ge=1, le=64)
+    timeout_s: float = Field(30, gt=0)
+
+    @field_validator("username", "password", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class Backoff(_Strict):
+    initial_s: float = Field(5, gt=0)
+    max_s: float = Field(3600, gt=0)
+
+
+class DeliveryConfig(_Strict):
+    max_attempts: int = Field(8, ge=1)
+    backoff: Backoff = Backoff()
+    retention_days: float = Field(30, gt=0)
+    workers: int = Field(8, ge=1, le=256)
+
+
+class TemplatesConfig(_Strict):
+    dir: Path = Path("templates")
+    default_locale: str = "en"
+
+
+class RedirectsConfig(_Strict):
+    allowed_hosts: list[str] = []
+
+
+class PollConfig(_Strict):
+    enabled: bool = False
+    interval_s: float = Field(10, gt=0)
+    start: Literal["now", "oldest"] = "now"
+
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class TenantConfig(_Strict):
+    domain: str
+    api_url: str | None = None
+    client_id: str
+    client_secret: SecretStr
+    webhook_token: SecretStr | None = None
+    default_locale: str | None = None
+    poll: PollConfig = PollConfig()
+    vars: dict[str, Any] = {}
+
+    @field_validator("webhook_token", mode="before")
+    @classmethod
+    def _blank_token(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def base_url(self) -> str:
+        """Base of /oauth/token and /api/v2 (a local stand-in in tests and `streamer dev`)."""
+        return (self.api_url or f"https://{self.domain}").rstrip("/")
+
+    @property
+    def audience(self) -> str:
+        return f"https://{self.domain}/api/v2/"
+
+
+class TicketConfig(_Strict):
+    kind: Literal["email_verification", "password_change"]
+    result_url: str | None = None
+    ttl_sec: int | None = Field(None, ge=0)
+
+
+class Cooldown(_Strict):
+    cooldown: Duration
+
+
+class MarkConfig(_Strict):
+    app_metadata: dict[str, Any]
+
+
+OncePolicy = Literal["per_user", "per_event"] | Cooldown
+
+
+class RuleConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    on: list[str] = Field(min_length=1)
+    if_: str | None = Field(None, alias="if")
+    once: OncePolicy = "per_event"
+    ticket: TicketConfig | None = None
+    template: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    mark: MarkConfig | None = None
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class RateLimits(_Strict):
+    per_ip: Rate = "10/hour"
+    per_address: Rate = "3/hour"
+
+
+class PasswordResetConfig(_Strict):
+    enabled: bool = False
+    new_password: bool = False
+    min_length: int = Field(8, ge=1)
+    rate_limit: RateLimits = RateLimits()
+
+
+class Config(_Strict):
+    server: ServerConfig = ServerConfig()
+    store: str = "sqlite:///streamer.db"
+    smtp: SmtpConfig
+    delivery: DeliveryConfig = DeliveryConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    redirects: RedirectsConfig = RedirectsConfig()
+    tenants: dict[str, TenantConfig] = Field(min_length=1)
+    rules: list[RuleConfig] = Field(min_length=1)
+    password_reset: PasswordResetConfig = PasswordResetConfig()
+    #: Directory of the config file; relative paths in the config are relative to it.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+    #: The file this config came from, for messages.
+    source: str = Field(default="<config>", exclude=True)
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        for name in value:
+            if not _TENANT_NAME.match(name):
+                raise ValueError(f"tenant name {name!r} may use letters, digits, '_', '.', '-' only")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> Config:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f"two rules are named {rule.name!r}; rule names must be unique")
+            seen.add(rule.name)
+        return self
+
+    @property
+    def templates_dir(self) -> Path:
+        return (self.base_dir / self.templates.dir).resolve()
+
+    @property
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made absolute against the config dir."""
+        prefix = "sqlite:///"
+        if self.store.startswith(prefix) and not self.store.startswith(prefix + "/"):
+            return prefix + str((self.base_dir / self.store[len(prefix):]).resolve())
+        return self.store
+
+    def listened_types(self) -> set[str]:
+        return {code for rule in self.rules for code in rule.on}
+
+
+# --- loading -------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def expand_env(value: str, env: dict[str, str]) -> str:
+    """Replace `${VAR}` and `${VAR:-default}`; an unset VAR without default is an error."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        raise ValueError(f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+
+    return _VAR.sub(substitute, value)
+
+
+def _expand_tree(data: Any, env: dict[str, str], path: tuple, problems: list[tuple[tuple, str]]) -> Any:
+    if isinstance(data, dict):
+        return {k: _expand_tree(v, env, path + (k,), problems) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_expand_tree(v, env, path + (i,), problems) for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+        try:
+            return expand_env(data, env)
+        except ValueError as exc:
+            problems.append((path, str(exc)))
+    return data
+
+
+def format_path(path: tuple) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        # Drop pydantic's union-branch labels such as 'literal[...]' or 'Cooldown'.
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and ("[" in p or p[:1].isupper())))
+        loc = tuple("if" if p == "if_" else "from" if p == "from_" else p for p in loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        line = yamlload.line_for(lines, loc)
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{where}: {format_path(loc)}: {message}")
+    return sorted(set(problems), key=problems.index)
+
+
+def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None,
+                 env: dict[str, str] | None = None) -> Config:
+    """Parse and validate config text; raise ConfigError listing every problem found."""
+    env = dict(os.environ) if env is None else env
+    try:
+        data, lines = yamlload.load_with_lines(text)
+    except Exception as exc:  # yaml.YAMLError and friends
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: the config must be a YAML mapping of sections (server, smtp, tenants, rules …)"])
+    env_problems: list[tuple[tuple, str]] = []
+    data = _expand_tree(data, env, (), env_problems)
+    problems = [
+        f"{source}:{yamlload.line_for(lines, path) or '?'}: {format_path(path)}: {message}"
+        for path, message in env_problems
+    ]
+    data["base_dir"] = base_dir or Path(".")
+    data["source"] = source
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, source, lines)
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def resolve_config_path(explicit: str | None) -> Path:
+    """`-c` wins, then `$STREAMER_CONFIG`, then `./streamer.yaml`."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found (pass -c FILE or set ${CONFIG_ENV})"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc}"]) from None
+    return parse_config(text, source=str(path), base_dir=path.resolve().parent, env=env)

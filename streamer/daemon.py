@@ -1,0 +1,178 @@
+"""`streamer run`: wires store, sources, processor and dispatcher together and runs them.
+
+Shutdown order on SIGTERM/SIGINT: stop the HTTP listener (Auth0 retries what it could not
+deliver), stop pollers and the processor, let in-flight sends finish, close connections, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from streamer import metrics
+from streamer.auth0 import ManagementApi
+from streamer.config import Config, ConfigError
+from streamer.delivery import Deliverer
+from streamer.dispatcher import Dispatcher
+from streamer.inbox import Inbox
+from streamer.locale import fallback_chain, wanted_locale
+from streamer.logs import get_logger
+from streamer.outbox import EmailState, RetryPolicy
+from streamer.processor import Processor
+from streamer.rules import compile_rules
+from streamer.server import Readiness, build_app
+from streamer.smtp import SmtpPool
+from streamer.sources.poller import Poller
+from streamer.store import Store, open_store
+from streamer.templates import Templates
+
+log = get_logger(__name__)
+
+GAUGE_EVERY_S = 5.0
+PURGE_EVERY_S = 3600.0
+
+
+class SqliteLock:
+    """One `run` per SQLite file: two would both send (use PostgreSQL for several processes)."""
+
+    def __init__(self, store_url: str):
+        self.path = Path(store_url[len("sqlite:///"):] + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError([f"another `streamer run` is using {self.path.with_suffix('')}; "
+                               "one process per SQLite store (use PostgreSQL to run several)"]) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def make_locale_resolver(config: Config, templates: Templates) -> Callable[[str, str | None, str, dict], str]:
+    def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
+        tenant_default = config.tenants[tenant].default_locale
+        wanted = wanted_locale(user, tenant_default, config.templates.default_locale)
+        return templates.locale_used(template, tenant=tenant, client_id=client_id,
+                                     locale_chain=fallback_chain(wanted, config.templates.default_locale))
+    return resolve
+
+
+@dataclass
+class Daemon:
+    config: Config
+    store: Store | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str | None = None
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def _gauges(self) -> None:
+        assert self.store is not None
+        while not self.stop.is_set():
+            with contextlib.suppress(Exception):
+                stats = await self.store.stats(now=time.time())
+                for state in EmailState:
+                    metrics.OUTBOX_DEPTH.labels(state.value).set(stats["outbox"].get(state.value, 0))
+                metrics.OUTBOX_OLDEST_AGE.set(stats["oldest_open_age_s"])
+                metrics.INBOX_PENDING.set(stats["inbox_pending"])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), GAUGE_EVERY_S)
+
+    async def _purge(self) -> None:
+        assert self.store is not None
+        while not self.stop.is_set():
+            before = time.time() - self.config.delivery.retention_days * 86400
+            try:
+                purged = await self.store.purge(before=before)
+                if purged:
+                    log.info("store_purged", rows=purged, retention_days=self.config.delivery.retention_days)
+            except Exception:  # noqa: BLE001
+                log.exception("store_purge_failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), PURGE_EVERY_S)
+
+    async def run(self, *, install_signals: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
+        config = self.config
+        rules = compile_rules(config.rules)
+        templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
+        lock = SqliteLock(config.store_url) if config.store_url.startswith("sqlite:///") else None
+        if lock:
+            lock.acquire()
+        self.store = store = self.store or open_store(config.store_url)
+        await store.open()
+        if lock:  # single process: whatever was "sending" when it died is ours to resume now
+            requeued = await store.requeue_stale(now=float("inf"))
+            if requeued:
+                log.warning("outbox_resumed_after_crash", count=requeued)
+        apis = {name: ManagementApi(name, tenant) for name, tenant in config.tenants.items()}
+        smtp = SmtpPool(config.smtp)
+        processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
+        inbox = Inbox(store, config.listened_types(), wake=processor_wake)
+        processor = Processor(config, store, rules, apis, make_locale_resolver(config, templates),
+                              wake=processor_wake, outbox_wake=outbox_wake)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp)
+        policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
+                             config.delivery.backoff.max_s)
+        dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake)
+        readiness = Readiness({"store": store.ping, "smtp": smtp.check})
+        app = build_app(config, inbox, readiness)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+        try:
+            await site.start()
+            sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
+            port = sockets[0].getsockname()[1] if sockets else config.server.port
+            self.url = f"http://{config.server.host}:{port}"
+            pollers = [Poller(name, tenant.poll, apis[name], inbox)
+                       for name, tenant in config.tenants.items() if tenant.poll.enabled]
+            self._tasks = [asyncio.create_task(processor.run(self.stop), name="processor"),
+                           asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),
+                           asyncio.create_task(self._gauges(), name="gauges"),
+                           asyncio.create_task(self._purge(), name="purge"),
+                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
+            log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(rules),
+                     store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
+            if on_ready:
+                on_ready(self.url)
+            await self.stop.wait()
+            log.info("streamer_stopping")
+            await site.stop()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self.stop.set()
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await runner.cleanup()
+            await smtp.close()
+            for api in apis.values():
+                await api.close()
+            await store.close()
+            if lock:
+                lock.release()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("streamer_stopped")

@@ -1,0 +1,131 @@
+"""Delivering one outbox email: ticket → render → message → SMTP → optional Auth0 mark.
+
+The ticket is created at send time, so its TTL starts when the user can see it, and its URL
+only ever lives in memory. Every failure leaves here as one of two types, because the
+dispatcher needs to know only one thing: is trying again worth it?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jinja2
+
+from streamer.auth0.errors import Auth0Permanent, Auth0Transient, UserNotFound
+from streamer.config import Config
+from streamer.locale import fallback_chain
+from streamer.logs import get_logger, redact_text
+from streamer.message import InvalidAddress, build_message, envelope
+from streamer.outbox import OutboxEmail
+from streamer.render import render
+from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
+from streamer.smtp import SmtpPermanent, SmtpTransient
+from streamer.templates import Templates
+
+log = get_logger(__name__)
+
+
+class TransientFailure(Exception):
+    """Worth another attempt later (SMTP 4xx, network, Auth0 429/5xx)."""
+
+
+class PermanentFailure(Exception):
+    """Will fail the same way every time (SMTP 5xx, bad address, broken template, 4xx from Auth0)."""
+
+
+class TicketApi(Protocol):
+    async def create_email_verification_ticket(self, *, user_id: str, result_url: str | None = None,
+                                               ttl_sec: int | None = None, client_id: str | None = None) -> str: ...
+
+    async def create_password_change_ticket(self, *, user_id: str, result_url: str | None = None,
+                                            ttl_sec: int | None = None, new_password: str | None = None) -> str: ...
+
+    async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None: ...
+
+
+class Sender(Protocol):
+    async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> str: ...
+
+
+@dataclass
+class Deliverer:
+    config: Config
+    rules: dict[str, CompiledRule]
+    apis: dict[str, TicketApi]
+    templates: Templates
+    smtp: Sender
+
+    def _context(self, email: OutboxEmail) -> dict[str, Any]:
+        tenant = self.config.tenants[email.tenant]
+        return {**email.context, "tenant": tenant_view(email.tenant, tenant), "locale": email.locale}
+
+    async def _ticket(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any]) -> str | None:
+        ticket = rule.config.ticket
+        if ticket is None:
+            return None
+        try:
+            result_url = render_result_url(rule, context)
+        except RuleError as exc:
+            raise PermanentFailure(str(exc)) from None
+        if result_url and not host_allowed(result_url, self.config.redirects.allowed_hosts):
+            raise PermanentFailure(f"ticket.result_url host is not in redirects.allowed_hosts: {result_url[:200]}")
+        api = self.apis[email.tenant]
+        try:
+            if ticket.kind == "email_verification":
+                client_id = None if result_url else (context.get("client") or {}).get("id") or None
+                return await api.create_email_verification_ticket(
+                    user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id)
+            return await api.create_password_change_ticket(
+                user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec)
+        except UserNotFound:
+            raise PermanentFailure("user no longer exists in Auth0 (ticket endpoint answered 404)") from None
+        except Auth0Transient as exc:
+            raise TransientFailure(f"Auth0 ticket: {exc}") from None
+        except Auth0Permanent as exc:
+            raise PermanentFailure(f"Auth0 ticket: {exc}") from None
+
+    async def deliver(self, email: OutboxEmail) -> None:
+        rule = self.rules.get(email.rule)
+        if rule is None:
+            raise PermanentFailure(f"rule {email.rule!r} is no longer in the config")
+        if email.tenant not in self.config.tenants:
+            raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
+        context = self._context(email)
+        ticket_url = await self._ticket(rule, email, context)
+        user = context.get("user") or {}
+        chain = fallback_chain(email.locale, self.config.templates.default_locale)
+        try:
+            rendered = render(self.templates, email.template, tenant=email.tenant,
+                              client_id=(context.get("client") or {}).get("id") or None,
+                              locale_chain=chain, context={**context, "ticket_url": ticket_url})
+        except jinja2.TemplateError as exc:
+            raise PermanentFailure(f"template {email.template}: {type(exc).__name__}: {exc}") from None
+        except LookupError as exc:
+            raise PermanentFailure(f"template {email.template}: {exc}") from None
+        try:
+            message = build_message(
+                from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=user.get("name"),
+                subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
+                message_id_key=email.key)
+            mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
+        except InvalidAddress as exc:
+            raise PermanentFailure(f"invalid address: {exc}") from None
+        del ticket_url, rendered  # the link lives in `message` only, until it is sent
+        try:
+            await self.smtp.send(mail_from, rcpt_to, message)
+        except SmtpPermanent as exc:
+            raise PermanentFailure(f"SMTP {exc}") from None
+        except SmtpTransient as exc:
+            raise TransientFailure(f"SMTP {exc}") from None
+
+    async def mark(self, email: OutboxEmail) -> None:
+        """Write the rule's `mark` to Auth0 after a send; a failure is logged, the email stays sent."""
+        rule = self.rules.get(email.rule)
+        if rule is None or rule.config.mark is None:
+            return
+        try:
+            await self.apis[email.tenant].update_app_metadata(email.user_id, dict(rule.config.mark.app_metadata))
+        except Exception as exc:  # noqa: BLE001 - best effort, the email was sent
+            log.warning("mark_failed", tenant=email.tenant, rule=email.rule, user_id=email.user_id,
+                        error=redact_text(str(exc)))

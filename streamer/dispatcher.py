@@ -1,0 +1,125 @@
+"""The dispatcher: claims due outbox rows and delivers them with bounded concurrency.
+
+Rows are claimed by next attempt time, so one poison email never blocks the others. The attempt
+is counted when the row is claimed, so even an email that crashes the process cannot loop
+forever. On stop, no new rows are claimed and in-flight sends are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from streamer import metrics
+from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
+from streamer.logs import get_logger, redact_text
+from streamer.outbox import OutboxEmail, RetryPolicy
+from streamer.store import Store
+
+log = get_logger(__name__)
+
+#: A claimed row is invisible to other claimers this long; a crashed sender's rows come back after.
+LEASE_S = 300.0
+STALE_CHECK_S = 30.0
+
+
+class Dispatcher:
+    def __init__(self, store: Store, deliverer: Deliverer, policy: RetryPolicy, *, concurrency: int,
+                 wake: asyncio.Event):
+        self.store = store
+        self.deliverer = deliverer
+        self.policy = policy
+        self.concurrency = concurrency
+        self.wake = wake
+        self._in_flight: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
+        next_stale_check = 0.0
+        while not stop.is_set():
+            now = time.time()
+            if now >= next_stale_check:
+                next_stale_check = now + STALE_CHECK_S
+                await self._requeue_stale(now)
+            free = self.concurrency - len(self._in_flight)
+            emails: list[OutboxEmail] = []
+            if free > 0:
+                try:
+                    emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=LEASE_S)
+                except Exception:  # noqa: BLE001 - store hiccup: try again shortly
+                    log.exception("outbox_claim_failed")
+            for email in emails:
+                task = asyncio.create_task(self._deliver(email))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
+            if emails and len(emails) == free:
+                # Full: wait until a slot frees up (or stop).
+                await self._wait_any(stop, [*self._in_flight])
+                continue
+            if not emails:
+                self.wake.clear()
+                await self._wait_any(stop, [asyncio.ensure_future(self.wake.wait())], timeout=idle_s)
+        await self.drain()
+
+    async def _wait_any(self, stop: asyncio.Event, futures: list, timeout: float | None = None) -> None:
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stopper, *futures}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for future in futures:
+            if isinstance(future, asyncio.Future) and not isinstance(future, asyncio.Task):
+                future.cancel()
+
+    async def _requeue_stale(self, now: float) -> None:
+        try:
+            count = await self.store.requeue_stale(now=now)
+        except Exception:  # noqa: BLE001
+            log.exception("outbox_requeue_failed")
+            return
+        if count:
+            log.warning("outbox_requeued_stale", count=count)
+
+    async def drain(self) -> None:
+        """Wait for in-flight sends to finish (used on SIGTERM)."""
+        if self._in_flight:
+            log.info("outbox_draining", in_flight=len(self._in_flight))
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _deliver(self, email: OutboxEmail) -> None:
+        labels = (email.tenant, email.rule)
+        try:
+            await self.deliverer.deliver(email)
+        except PermanentFailure as exc:
+            await self._dead(email, str(exc))
+            return
+        except TransientFailure as exc:
+            await self._failed(email, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the worker; retry, bounded
+            log.exception("delivery_crashed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+            await self._failed(email, f"internal error: {type(exc).__name__}: {exc}")
+            return
+        now = time.time()
+        await self.store.mark_sent(email.id, now=now)
+        metrics.EMAILS_SENT.labels(*labels).inc()
+        metrics.DELIVERY_LATENCY.labels(*labels).observe(max(0.0, now - email.accepted_at))
+        log.info("email_sent", email_id=email.id, tenant=email.tenant, rule=email.rule, user_id=email.user_id,
+                 attempts=email.attempts, latency_s=round(now - email.accepted_at, 3))
+        await self.deliverer.mark(email)
+
+    async def _failed(self, email: OutboxEmail, error: str) -> None:
+        error = redact_text(error)
+        delay = self.policy.next_delay(email.attempts)
+        if delay is None:
+            await self._dead(email, f"gave up after {email.attempts} attempts: {error}")
+            return
+        now = time.time()
+        await self.store.mark_failed(email.id, error=error, next_attempt_at=now + delay, now=now)
+        metrics.EMAILS_FAILED.labels(email.tenant, email.rule).inc()
+        log.warning("email_failed", email_id=email.id, tenant=email.tenant, rule=email.rule,
+                    attempts=email.attempts, retry_in_s=round(delay, 1), error=error)
+
+    async def _dead(self, email: OutboxEmail, error: str) -> None:
+        error = redact_text(error)
+        await self.store.mark_dead(email.id, error=error, now=time.time())
+        metrics.EMAILS_DEAD.labels(email.tenant, email.rule).inc()
+        log.error("email_dead", email_id=email.id, tenant=email.tenant, rule=email.rule,
+                  attempts=email.attempts, error=error)

@@ -1,0 +1,58 @@
+"""The inbox: the one door every source (webhook, poller, replay, hosted form) uses to store events.
+
+It drops events no rule listens to (counted, never stored), warns once per tenant when Auth0
+itself still sends verification emails (`svr`), stores the rest durably and wakes the processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from streamer import metrics
+from streamer.logs import get_logger
+from streamer.store import IngestResult, Store
+
+log = get_logger(__name__)
+
+#: Auth0 queued its own verification email: with streamer in place users would get two.
+AUTO_EMAIL_TYPES = frozenset({"svr"})
+
+
+class Inbox:
+    def __init__(self, store: Store, listened_types: set[str], *, wake: asyncio.Event | None = None):
+        self.store = store
+        self.listened_types = frozenset(listened_types)
+        self.wake = wake or asyncio.Event()
+        self._warned_tenants: set[str] = set()
+
+    def _warn_automatic_emails(self, tenant: str, event: dict[str, Any]) -> None:
+        metrics.AUTO_EMAIL_WARNINGS.labels(tenant).inc()
+        if tenant not in self._warned_tenants:
+            self._warned_tenants.add(tenant)
+            log.warning("auth0_sends_its_own_verification_emails", tenant=tenant, log_id=event.get("log_id"),
+                        hint="Auth0 logged 'svr': switch off the Verification Email template (Dashboard > "
+                             "Branding > Email Templates) or users will get two emails")
+
+    async def accept(self, tenant: str, events: list[dict[str, Any]], *, source: str,
+                     checkpoint: str | None = None) -> IngestResult:
+        """Store the events rules care about; return after the commit."""
+        kept = []
+        for event in events:
+            kind = event["type"]
+            if kind in AUTO_EMAIL_TYPES:
+                self._warn_automatic_emails(tenant, event)
+            if kind in self.listened_types:
+                kept.append(event)
+            else:
+                metrics.EVENTS_IGNORED.labels(tenant, kind).inc()
+        if not kept and checkpoint is None:
+            return IngestResult(new=0, duplicate=0)
+        result = await self.store.add_events(tenant, kept, now=time.time(), checkpoint=checkpoint)
+        if result.new:
+            metrics.EVENTS_RECEIVED.labels(tenant, source).inc(result.new)
+            self.wake.set()
+        if result.duplicate:
+            metrics.EVENTS_DUPLICATE.labels(tenant).inc(result.duplicate)
+        return result

@@ -1,0 +1,71 @@
+"""Structured JSON logs (structlog) with secrets and ticket URLs redacted before they are written.
+
+Redaction is a processor, so it applies to every log line whatever the caller passes: keys that
+name a secret are masked, and any string that looks like an Auth0 ticket link or a bearer token
+is masked too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+REDACTED = "[redacted]"
+_SECRET_KEY = re.compile(r"(secret|password|token|authorization|ticket|credential|api_key|cookie)", re.I)
+_SAFE_KEYS = {"ticket_kind", "token_type", "webhook_token_set"}
+_SECRET_TEXT = [
+    re.compile(r"https?://[^\s\"'<>]*[?&]ticket=[^\s\"'<>]*", re.I),   # Auth0 ticket links
+    re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.I),           # bearer tokens
+    re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
+]
+
+
+def redact_text(text: str) -> str:
+    """Mask ticket URLs, bearer tokens and JWTs inside free text (error messages, reprs)."""
+    for pattern in _SECRET_TEXT:
+        text = pattern.sub(lambda m: (m.group(1) + " " + REDACTED) if m.lastindex else REDACTED, text)
+    return text
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    if key is not None and key not in _SAFE_KEYS and _SECRET_KEY.search(key):
+        return REDACTED if value not in (None, "", False) else value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if k in ("event", "level", "timestamp", "logger") and not isinstance(v, str)
+                else redact(v, k if k not in ("event", "level", "timestamp", "logger") else None))
+            for k, v in event_dict.items()}
+
+
+def configure(level: str = "info", stream: Any = None) -> None:
+    """JSON lines on stderr (or `stream`); call once at process start."""
+    logging.basicConfig(level=level.upper(), stream=stream or sys.stderr, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

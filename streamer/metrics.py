@@ -1,0 +1,42 @@
+"""Prometheus metrics: one registry per process, names fixed here so every module agrees."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS_RECEIVED = Counter("streamer_events_received", "Log events accepted into the inbox (new, not duplicates).",
+                          ["tenant", "source"], registry=REGISTRY)
+EVENTS_DUPLICATE = Counter("streamer_events_duplicate", "Log events already in the inbox (redelivered or replayed).",
+                           ["tenant"], registry=REGISTRY)
+EVENTS_IGNORED = Counter("streamer_events_ignored", "Log events dropped because no rule listens to their type.",
+                         ["tenant", "type"], registry=REGISTRY)
+EVENTS_REJECTED = Counter("streamer_events_rejected", "Entries or requests refused: bad JSON, not a log event, auth …",
+                          ["tenant", "reason"], registry=REGISTRY)
+AUTO_EMAIL_WARNINGS = Counter("streamer_auth0_automatic_email_events",
+                              "svr events: Auth0 still sends its own verification emails for this tenant.",
+                              ["tenant"], registry=REGISTRY)
+EMAILS_QUEUED = Counter("streamer_emails_queued", "Emails put in the outbox.", ["tenant", "rule"], registry=REGISTRY)
+EMAILS_SENT = Counter("streamer_emails_sent", "Emails accepted by the SMTP server.", ["tenant", "rule"], registry=REGISTRY)
+EMAILS_FAILED = Counter("streamer_emails_failed", "Send attempts that failed and will be retried.",
+                        ["tenant", "rule"], registry=REGISTRY)
+EMAILS_DEAD = Counter("streamer_emails_dead", "Emails given up on (permanent error or max_attempts).",
+                      ["tenant", "rule"], registry=REGISTRY)
+EMAILS_DROPPED = Counter("streamer_emails_dropped", "Due emails dropped before queueing, by reason (user not found …).",
+                         ["tenant", "rule", "reason"], registry=REGISTRY)
+OUTBOX_DEPTH = Gauge("streamer_outbox_depth", "Emails in the outbox by state.", ["state"], registry=REGISTRY)
+OUTBOX_OLDEST_AGE = Gauge("streamer_outbox_oldest_age_seconds", "Age of the oldest email not yet sent or dead.",
+                          registry=REGISTRY)
+INBOX_PENDING = Gauge("streamer_inbox_pending", "Stored events not yet evaluated by the rules.", registry=REGISTRY)
+AUTH0_CALLS = Counter("streamer_auth0_calls", "Management API requests by endpoint and HTTP status.",
+                      ["tenant", "endpoint", "status"], registry=REGISTRY)
+AUTH0_RATE_LIMITED = Counter("streamer_auth0_rate_limited", "Management API answers with 429.", ["tenant"],
+                             registry=REGISTRY)
+AUTH0_PACING_SECONDS = Counter("streamer_auth0_pacing_wait_seconds", "Time spent waiting for the Auth0 rate limit.",
+                               ["tenant"], registry=REGISTRY)
+DELIVERY_LATENCY = Histogram("streamer_delivery_latency_seconds", "From event accepted to SMTP 250.",
+                             ["tenant", "rule"], registry=REGISTRY,
+                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+SMTP_SEND_SECONDS = Histogram("streamer_smtp_send_seconds", "Time of one SMTP transaction.", registry=REGISTRY,
+                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30))

@@ -1,0 +1,128 @@
+"""The processor: stored events → rules → due emails in the outbox.
+
+Events are claimed in batches with a lease, so a crash only delays them. User profiles for a
+batch are fetched together (one Auth0 search for many users). Marking the events done and
+queueing their emails is one transaction, and the `once` ledger makes a second pass harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from streamer import metrics
+from streamer.auth0.errors import Auth0Error, Auth0Transient
+from streamer.config import Config
+from streamer.logs import get_logger
+from streamer.rules import CompiledRule, decide, tenant_view
+from streamer.store import InboxEvent, Store
+
+log = get_logger(__name__)
+
+BATCH = 200
+LEASE_S = 120.0
+
+
+class UserSource(Protocol):
+    async def get_users(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]: ...
+
+
+#: (tenant, client_id, template, user profile) → the locale the email will render in.
+LocaleResolver = Callable[[str, str | None, str, dict[str, Any]], str]
+
+
+def retry_delay(attempts: int) -> float:
+    """Events whose users could not be fetched wait 2, 4, 8 … up to 300 s."""
+    return float(min(300, 2 ** max(1, attempts)))
+
+
+class Processor:
+    def __init__(self, config: Config, store: Store, rules: list[CompiledRule], users: dict[str, UserSource],
+                 locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event):
+        self.config = config
+        self.store = store
+        self.rules = rules
+        self.users = users
+        self.locale_for = locale_for
+        self.wake = wake
+        self.outbox_wake = outbox_wake
+
+    async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                handled = await self.process_once()
+            except Exception:  # noqa: BLE001 - keep the loop alive; the events stay pending
+                log.exception("processor_failed")
+                handled = 0
+            if handled == 0:
+                self.wake.clear()
+                waiter = asyncio.ensure_future(self.wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+
+    async def process_once(self) -> int:
+        events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)
+        if not events:
+            return 0
+        by_tenant: dict[str, list[InboxEvent]] = defaultdict(list)
+        for event in events:
+            by_tenant[event.tenant].append(event)
+        await asyncio.gather(*(self._process_tenant(tenant, batch) for tenant, batch in by_tenant.items()))
+        return len(events)
+
+    async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
+        tenant_config = self.config.tenants.get(tenant)
+        if tenant_config is None:  # tenant removed from the config: keep its events, say so
+            await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + 3600,
+                                          error=f"tenant {tenant!r} is not in the config")
+            log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
+            return
+        user_ids = sorted({e.user_id for e in events if e.user_id})
+        try:
+            profiles = await self.users[tenant].get_users(user_ids) if user_ids else {}
+        except Auth0Error as exc:
+            attempts = max(e.attempts for e in events)
+            delay = retry_delay(attempts) if isinstance(exc, Auth0Transient) else 600.0
+            await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + delay,
+                                          error=str(exc))
+            log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
+                        error=str(exc))
+            return
+        tenant_ctx = tenant_view(tenant, tenant_config)
+        due_all = []
+        for event in events:
+            if not event.user_id:
+                log.info("event_without_user", tenant=tenant, log_id=event.log_id, type=event.type)
+                continue
+            profile = profiles.get(event.user_id)
+            client_id = event.event.get("client_id") or None
+
+            def locale_for(rule: CompiledRule, _profile=profile, _client=client_id) -> str:
+                return self.locale_for(tenant, _client, rule.config.template, _profile or {})
+
+            due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
+                                  locale_for=locale_for, accepted_at=event.received_at)
+            for skip in skipped:
+                metrics.EMAILS_DROPPED.labels(tenant, skip.rule, _reason_label(skip.reason)).inc()
+                log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
+                         user_id=event.user_id, reason=skip.reason)
+            due_all.extend(due)
+        queued = await self.store.settle_events([(e.tenant, e.log_id) for e in events], due_all, now=time.time())
+        for email in queued:
+            metrics.EMAILS_QUEUED.labels(tenant, email.rule).inc()
+            log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)
+        if queued:
+            self.outbox_wake.set()
+
+
+def _reason_label(reason: str) -> str:
+    if "not found" in reason:
+        return "user_not_found"
+    if "no email" in reason:
+        return "no_email"
+    return "rule_error"

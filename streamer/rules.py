@@ -1,0 +1,224 @@
+"""Rules: which emails an event makes due (pure functions, no I/O).
+
+A rule's `if` is a sandboxed Jinja2 expression over `event`, `user`, `client`, `tenant` and
+`locale`. Names outside those are rejected when the config is checked; a missing attribute
+(`user.app_metadata.plan` for a user without one) is simply falsy, since Auth0 omits empty
+fields. `result_url` is a sandboxed template over the same names, strict about undefined names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+from streamer.config import Config, Cooldown, RuleConfig, TenantConfig
+from streamer.outbox import DueEmail
+
+CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
+
+_expressions = SandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+_strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+class RuleError(ValueError):
+    """A rule that cannot be compiled or evaluated; the message names the rule and key."""
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    config: RuleConfig
+    condition: Callable[..., Any] | None
+    result_url: jinja2.Template | None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _unknown_names(source: str) -> set[str]:
+    return meta.find_undeclared_variables(_expressions.parse(source)) - CONTEXT_NAMES
+
+
+def compile_rule(rule: RuleConfig, index: int = 0) -> CompiledRule:
+    where = f"rules.{index} ({rule.name})"
+    condition = None
+    if rule.if_ is not None:
+        try:
+            unknown = _unknown_names("{{ (" + rule.if_ + ") }}")
+            condition = _expressions.compile_expression(rule.if_, undefined_to_none=False)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RuleError(f"{where}.if: invalid expression: {exc.message}") from None
+        if unknown:
+            raise RuleError(f"{where}.if: unknown name(s) {', '.join(sorted(unknown))}; "
+                            f"use {', '.join(sorted(CONTEXT_NAMES))}")
+    result_url = None
+    if rule.ticket is not None and rule.ticket.result_url:
+        try:
+            unknown = _unknown_names(rule.ticket.result_url)
+            result_url = _strings.from_string(rule.ticket.result_url)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RuleError(f"{where}.ticket.result_url: invalid template: {exc.message}") from None
+        if unknown:
+            raise RuleError(f"{where}.ticket.result_url: unknown name(s) {', '.join(sorted(unknown))}")
+    return CompiledRule(rule, condition, result_url)
+
+
+def compile_rules(rules: list[RuleConfig]) -> list[CompiledRule]:
+    """Compile every rule; raise RuleError listing all problems, one per line."""
+    compiled, problems = [], []
+    for index, rule in enumerate(rules):
+        try:
+            compiled.append(compile_rule(rule, index))
+        except RuleError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RuleError("\n".join(problems))
+    return compiled
+
+
+def tenant_view(name: str, tenant: TenantConfig) -> dict[str, Any]:
+    """What rules and templates see as `tenant` (never the secrets)."""
+    return {"name": name, "domain": tenant.domain, "vars": dict(tenant.vars)}
+
+
+def client_view(event: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event.get("client_id") or "", "name": event.get("client_name") or ""}
+
+
+def user_view(profile: dict[str, Any]) -> dict[str, Any]:
+    """Auth0 omits empty metadata; rules and templates may rely on both being present."""
+    user = dict(profile)
+    for key in ("user_metadata", "app_metadata"):
+        if not isinstance(user.get(key), dict):
+            user[key] = {}
+    return user
+
+
+def matches(rule: CompiledRule, context: dict[str, Any]) -> bool:
+    if rule.condition is None:
+        return True
+    try:
+        return bool(rule.condition(**context))
+    except Exception as exc:  # noqa: BLE001 - a rule error must not stop the other rules
+        raise RuleError(f"rule {rule.name}: `if` failed: {type(exc).__name__}: {exc}") from None
+
+
+def render_result_url(rule: CompiledRule, context: dict[str, Any]) -> str | None:
+    if rule.result_url is None:
+        return None
+    try:
+        return rule.result_url.render(context).strip()
+    except jinja2.TemplateError as exc:
+        raise RuleError(f"rule {rule.name}: ticket.result_url failed: {exc}") from None
+
+
+def host_allowed(url: str, allowed_hosts: list[str]) -> bool:
+    """`https://app.acme.test/x` against ["app.acme.test", "*.acme.test"]; http(s) only."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    host = (parts.hostname or "").lower().rstrip(".")
+    if parts.scheme not in ("http", "https") or not host:
+        return False
+    for pattern in allowed_hosts:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and host != pattern[2:]:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
+
+
+def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str) -> tuple[str, float | None, str]:
+    """(once ledger key, cooldown seconds or None, outbox idempotency key)."""
+    if isinstance(rule.once, Cooldown):
+        once = f"{tenant}/{rule.name}/user/{user_id}"
+        return once, rule.once.cooldown, f"{once}/{_digest(log_id)}"
+    if rule.once == "per_user":
+        once = f"{tenant}/{rule.name}/user/{user_id}"
+    else:
+        once = f"{tenant}/{rule.name}/event/{log_id}"
+    return once, None, once
+
+
+@dataclass(frozen=True)
+class Skipped:
+    rule: str
+    reason: str
+
+
+def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, tenant_ctx: dict[str, Any],
+           user: dict[str, Any] | None, locale_for: Callable[[CompiledRule], str],
+           accepted_at: float) -> tuple[list[DueEmail], list[Skipped]]:
+    """The emails `event` makes due. `user` is the Auth0 profile (None: not found).
+    `locale_for(rule)` gives the locale that rule's template will render in."""
+    due: list[DueEmail] = []
+    skipped: list[Skipped] = []
+    for rule in rules:
+        if event.get("type") not in rule.config.on:
+            continue
+        if user is None:
+            skipped.append(Skipped(rule.name, "user not found in Auth0"))
+            continue
+        profile = user_view(user)
+        context = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx}
+        locale = locale_for(rule)
+        context["locale"] = locale
+        try:
+            if not matches(rule, context):
+                continue
+        except RuleError as exc:
+            skipped.append(Skipped(rule.name, str(exc)))
+            continue
+        recipient = profile.get("email")
+        if not isinstance(recipient, str) or "@" not in recipient:
+            skipped.append(Skipped(rule.name, "user has no email address"))
+            continue
+        user_id = profile.get("user_id") or event.get("user_id") or ""
+        once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"])
+        due.append(DueEmail(
+            tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
+            key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,
+            accepted_at=accepted_at,
+            context={"event": event, "user": profile, "client": context["client"]}))
+    return due, skipped
+
+
+def rules_for_types(rules: list[CompiledRule]) -> set[str]:
+    return {code for rule in rules for code in rule.config.on}
+
+
+def check_result_urls(config: Config, rules: list[CompiledRule],
+                      sample_user: dict[str, Any], sample_event: dict[str, Any]) -> list[str]:
+    """Render every ticket.result_url for every tenant with sample data; report hosts not allowed."""
+    problems = []
+    for index, rule in enumerate(rules):
+        if rule.result_url is None:
+            continue
+        for name, tenant in config.tenants.items():
+            context = {"event": sample_event, "user": user_view(sample_user), "client": client_view(sample_event),
+                       "tenant": tenant_view(name, tenant), "locale": config.templates.default_locale}
+            try:
+                url = render_result_url(rule, context) or ""
+            except RuleError as exc:
+                problems.append(f"rules.{index} ({rule.name}).ticket.result_url: tenant {name}: {exc}")
+                continue
+            if not host_allowed(url, config.redirects.allowed_hosts):
+                host = urlsplit(url).hostname or url
+                problems.append(f"rules.{index} ({rule.name}).ticket.result_url: tenant {name}: host {host!r} "
+                                f"is not in redirects.allowed_hosts")
+    return problems

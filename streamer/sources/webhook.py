@@ -1,0 +1,80 @@
+"""`POST /logs/{tenant}`: the Auth0 custom-webhook log stream.
+
+A 200 is an Auth0 promise that the batch is ours: we answer it only after the store committed.
+Unknown tenants and wrong tokens get the same 401, after the same constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from streamer import metrics
+from streamer.config import Config
+from streamer.events import BodyError, parse_body
+from streamer.inbox import Inbox
+from streamer.logs import get_logger
+
+log = get_logger(__name__)
+
+_DUMMY_TOKEN = "streamer-no-such-tenant-" + "x" * 32
+
+
+def authorized(header: str, token: str | None) -> bool:
+    """`Authorization` equals the token, bare or as `Bearer <token>` (Auth0 sends it verbatim)."""
+    expected = (token or _DUMMY_TOKEN).encode()
+    given = header.strip().encode()
+    bare = given[7:].strip() if given[:7].lower() == b"bearer " else given
+    # Evaluate both comparisons always: the time taken does not tell which form matched.
+    verbatim_ok = hmac.compare_digest(given, expected)
+    bare_ok = hmac.compare_digest(bare, expected)
+    return token is not None and (verbatim_ok | bare_ok)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_handler(config: Config, inbox: Inbox):
+    async def receive_logs(request: web.Request) -> web.Response:
+        name = request.match_info["tenant"]
+        tenant = config.tenants.get(name)
+        token = tenant.webhook_token.get_secret_value() if tenant and tenant.webhook_token else None
+        if not authorized(request.headers.get("Authorization", ""), token):
+            metrics.EVENTS_REJECTED.labels(name if tenant else "(unknown)", "unauthorized").inc()
+            log.warning("webhook_unauthorized", tenant=name if tenant else None, remote=request.remote)
+            return _error(401, "unauthorized")
+        body = await _read_limited(request, config.server.max_body_bytes)
+        if body is None:
+            metrics.EVENTS_REJECTED.labels(name, "too_large").inc()
+            log.warning("webhook_body_too_large", tenant=name, limit=config.server.max_body_bytes)
+            return _error(413, f"body larger than server.max_body_bytes ({config.server.max_body_bytes})")
+        try:
+            batch = parse_body(body)
+        except BodyError as exc:
+            metrics.EVENTS_REJECTED.labels(name, "bad_body").inc()
+            log.warning("webhook_bad_body", tenant=name, error=str(exc), size=len(body))
+            return _error(400, str(exc))
+        if batch.skipped:
+            metrics.EVENTS_REJECTED.labels(name, "not_a_log_event").inc(len(batch.skipped))
+            log.warning("webhook_entries_skipped", tenant=name, count=len(batch.skipped), reasons=batch.skipped[:5])
+        result = await inbox.accept(name, batch.events, source="webhook")
+        return web.json_response({"received": len(batch.events), "stored": result.new,
+                                  "duplicate": result.duplicate,
+                                  "ignored": len(batch.events) - result.new - result.duplicate,
+                                  "skipped": len(batch.skipped), "skipped_reasons": batch.skipped[:20]})
+
+    return receive_logs

@@ -1,0 +1,113 @@
+"""The store interface: inbox, `once` ledger, outbox and poll checkpoints behind one small API.
+
+SQLite (embedded default) and PostgreSQL (several replicas) implement it; the rest of streamer
+only sees this. Times are UNIX epoch seconds (float). Every write that matters is one transaction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from streamer.outbox import DueEmail, EmailState, OutboxEmail
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    tenant: str
+    log_id: str
+    type: str
+    user_id: str | None
+    event: dict[str, Any]
+    received_at: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    new: int
+    duplicate: int
+
+
+class Store(ABC):
+    """Durable state of one streamer deployment."""
+
+    url: str
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and create or migrate the schema."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached (readiness)."""
+
+    # --- inbox ------------------------------------------------------------------------------
+    @abstractmethod
+    async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
+                         checkpoint: str | None = None) -> IngestResult:
+        """Store events (dedup by (tenant, log_id)) and, for pollers, the checkpoint, in one
+        committed transaction. Returns only after the commit."""
+
+    @abstractmethod
+    async def get_checkpoint(self, tenant: str) -> str | None: ...
+
+    @abstractmethod
+    async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
+        """Pending events due now, oldest first; hidden from other claimers for `lease_s`."""
+
+    @abstractmethod
+    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
+                            now: float) -> list[DueEmail]:
+        """Mark events done and queue their due emails, in one transaction. An email whose
+        `once_key` has already fired (or is within its cooldown) is skipped; returns the queued."""
+
+    @abstractmethod
+    async def defer_events(self, keys: list[tuple[str, str]], *, until: float, error: str) -> None:
+        """Leave events pending, to be tried again at `until` (e.g. Auth0 unavailable)."""
+
+    # --- outbox -----------------------------------------------------------------------------
+    @abstractmethod
+    async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
+        """Due emails, by next attempt time, set to `sending` and counted as an attempt."""
+
+    @abstractmethod
+    async def requeue_stale(self, *, now: float) -> int:
+        """Emails stuck in `sending` past their lease (a crashed sender) go back to `queued`."""
+
+    @abstractmethod
+    async def mark_sent(self, email_id: int, *, now: float) -> None: ...
+
+    @abstractmethod
+    async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None: ...
+
+    @abstractmethod
+    async def mark_dead(self, email_id: int, *, error: str, now: float) -> None: ...
+
+    @abstractmethod
+    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
+                          limit: int = 100) -> list[OutboxEmail]: ...
+
+    @abstractmethod
+    async def get_email(self, email_id: int) -> OutboxEmail | None: ...
+
+    @abstractmethod
+    async def retry_email(self, email_id: int, *, now: float) -> bool:
+        """failed/dead/cancelled → queued, due now, attempts reset. False if not in such a state."""
+
+    @abstractmethod
+    async def cancel_email(self, email_id: int, *, now: float) -> bool:
+        """queued/failed → cancelled. False if not in such a state."""
+
+    @abstractmethod
+    async def stats(self, *, now: float) -> dict[str, Any]:
+        """{"outbox": {state: count}, "oldest_open_age_s": float, "inbox_pending": int}."""
+
+    @abstractmethod
+    async def purge(self, *, before: float) -> int:
+        """Delete processed events and sent/cancelled/dead emails older than `before`.
+        The `once` ledger is kept: a purged email must not be sent again."""

@@ -1,0 +1,93 @@
+"""Webhook/replay body parsing: every Auth0 content format, and garbage never crashes it."""
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.events import BodyError, parse_body, scrub, unwrap, user_id_of
+
+FIXTURES = Path(__file__).parent / "fixtures"  # copies of shared/auth0/samples
+
+
+def sample_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+@pytest.mark.parametrize("name", ["webhook/body_JSONARRAY.json", "webhook/body_JSONLINES.jsonl",
+                                  "webhook/body_JSONOBJECT.json"])
+def test_every_auth0_content_format_gives_the_same_events(name):
+    batch = parse_body(sample_bytes(name))
+    assert [e["type"] for e in batch.events] == ["ss", "svr", "s", "sv"]
+    assert all(len(e["log_id"]) == 56 for e in batch.events)
+    assert batch.skipped == []
+
+
+def test_a_logs_api_page_and_a_bare_event_are_accepted():
+    page = parse_body(sample_bytes("mgmt/GET_logs_checkpoint_page.json"))
+    assert [e["type"] for e in page.events] == ["ss", "svr", "s", "sv"]
+    search = parse_body(sample_bytes("mgmt/GET_logs_search_include_totals.json"))
+    assert [e["type"] for e in search.events] == ["ss", "s"]
+    single = parse_body(sample_bytes("events/ss.json"))
+    assert [e["type"] for e in single.events] == ["ss"]
+
+
+def test_envelope_log_id_is_used_when_data_lacks_it():
+    body = json.dumps([{"log_id": "900abc", "data": {"type": "ss", "user_id": "auth0|1"}}])
+    assert parse_body(body).events == [{"log_id": "900abc", "type": "ss", "user_id": "auth0|1"}]
+
+
+def test_non_events_are_reported_not_fatal():
+    body = json.dumps([1, "x", None, {"type": "ss"}, {"log_id": "1"}, {"log_id": "2", "type": "s"}])
+    batch = parse_body(body)
+    assert [e["log_id"] for e in batch.events] == ["2"]
+    assert len(batch.skipped) == 5
+    assert "entry 0: not an object but int" in batch.skipped
+
+
+@pytest.mark.parametrize("body", [b"", b"   ", b"{not json", b"\xff\xfe\x00", b"[1, 2", b"{\"a\": 1}\n{oops"])
+def test_a_body_that_is_not_json_is_a_body_error(body):
+    with pytest.raises(BodyError):
+        parse_body(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_either_parse_or_raise_body_error(data):
+    try:
+        batch = parse_body(data)
+    except BodyError:
+        return
+    for event in batch.events:
+        assert isinstance(event["log_id"], str) and isinstance(event["type"], str)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(json_values | st.fixed_dictionaries({"log_id": st.text(min_size=1, max_size=60),
+                                                     "type": st.sampled_from(["ss", "s", "sv"])}), max_size=10))
+def test_any_json_array_is_split_into_events_and_skipped_entries(entries):
+    batch = parse_body(json.dumps(entries))
+    assert len(batch.events) + len(batch.skipped) == len(entries)
+
+
+def test_scrub_removes_ticket_links_and_passwords_at_any_depth():
+    event = json.loads(sample_bytes("events/scp.json"))
+    event["details"]["body"]["verificationUrl"] = "https://x.auth0.com/u/email-verification?ticket=abc#"
+    cleaned = json.dumps(scrub(event))
+    assert "Q2hhbmdlUGFzc3dvcmRUaWNrZXRFeGFtcGxl" not in cleaned
+    assert "ticket=abc" not in cleaned
+    assert event["details"]["body"]["ticket"] == "Q2hhbmdlUGFzc3dvcmRUaWNrZXRFeGFtcGxl"  # input untouched
+
+
+def test_user_id_falls_back_to_details_body():
+    assert user_id_of({"user_id": "", "details": {"body": {"user_id": "auth0|9"}}}) == "auth0|9"
+    assert user_id_of({"user_id": ""}) is None
+    assert unwrap({"_id": "7", "type": "s"})[0]["log_id"] == "7"

@@ -1,0 +1,136 @@
+"""Rule decisions are pure: tested here without any I/O."""
+
+import pytest
+
+from streamer.config import parse_config
+from streamer.rules import (
+    RuleError,
+    check_result_urls,
+    compile_rules,
+    decide,
+    host_allowed,
+    once_keys,
+    render_result_url,
+    tenant_view,
+)
+
+from conftest import sample_event
+
+CONFIG = """\
+smtp: {host: localhost, from: "Acme <no-reply@acme.test>"}
+redirects: {allowed_hosts: ["app.acme.test", "*.acme.test"]}
+tenants:
+  acme: {domain: acme.eu.auth0.com, client_id: c, client_secret: s, vars: {app_url: "https://app.acme.test"}}
+rules:
+  - name: verify-email
+    on: [ss, s]
+    if: "not user.email_verified"
+    once: per_user
+    ticket: {kind: email_verification, result_url: "{{ tenant.vars.app_url }}/verified?lang={{ locale }}"}
+    template: verify_email
+  - name: welcome
+    on: [sv, ss, s]
+    if: "user.email_verified and (event.type == 'sv' or user.logins_count <= 1)"
+    once: per_user
+    template: welcome
+  - name: changed
+    on: [scp]
+    once: per_event
+    template: password_changed
+"""
+
+UNVERIFIED = {"user_id": "auth0|65f0c0ffee0000000000a001", "email": "ana.silva@example.com",
+              "email_verified": False, "logins_count": 1}
+
+
+def setup():
+    config = parse_config(CONFIG, env={})
+    return config, compile_rules(config.rules), tenant_view("acme", config.tenants["acme"])
+
+
+def run(event, user, locale="fr"):
+    _, rules, tenant = setup()
+    return decide(rules, event, tenant="acme", tenant_ctx=tenant, user=user, locale_for=lambda rule: locale,
+                  accepted_at=1.0)
+
+
+def test_signup_of_unverified_user_makes_one_verification_email():
+    due, skipped = run(sample_event("ss"), UNVERIFIED)
+    assert [d.rule for d in due] == ["verify-email"] and skipped == []
+    email = due[0]
+    assert email.recipient == "ana.silva@example.com" and email.locale == "fr"
+    assert email.once_key == email.key == "acme/verify-email/user/auth0|65f0c0ffee0000000000a001"
+    assert email.context["user"]["app_metadata"] == {}  # always present for templates
+
+
+def test_verified_user_gets_welcome_on_sv_and_not_on_later_logins():
+    verified = {**UNVERIFIED, "email_verified": True, "logins_count": 5}
+    assert [d.rule for d in run(sample_event("sv"), verified)[0]] == ["welcome"]
+    assert run(sample_event("s"), verified)[0] == []
+
+
+def test_social_first_login_is_welcomed():
+    google = {"user_id": "google-oauth2|1", "email": "b@example.com", "email_verified": True, "logins_count": 1}
+    assert [d.rule for d in run(sample_event("ss_google"), google)[0]] == ["welcome"]
+
+
+def test_missing_user_and_missing_email_are_skipped_with_reasons():
+    assert run(sample_event("ss"), None)[1][0].reason == "user not found in Auth0"
+    assert run(sample_event("ss"), {**UNVERIFIED, "email": None})[1][0].reason == "user has no email address"
+
+
+def test_a_failing_condition_is_reported_not_raised():
+    user = {**UNVERIFIED, "email_verified": True}
+    user.pop("logins_count")
+    due, skipped = run(sample_event("ss"), user)  # `undefined <= 1` fails for the welcome rule
+    assert due == [] and skipped[0].rule == "welcome" and "failed" in skipped[0].reason
+
+
+def test_per_event_and_cooldown_keys():
+    _, rules, _ = setup()
+    assert once_keys(rules[2].config, "acme", "u", "L1") == ("acme/changed/event/L1", None, "acme/changed/event/L1")
+    config = parse_config(CONFIG.replace("once: per_event", "once: {cooldown: 5m}"), env={})
+    once, cooldown, key = once_keys(config.rules[2], "acme", "u", "L1")
+    assert once == "acme/changed/user/u" and cooldown == 300 and key.startswith(once + "/")
+    assert key != once_keys(config.rules[2], "acme", "u", "L2")[2]
+
+
+def test_result_url_is_rendered_from_tenant_vars_and_locale():
+    _, rules, tenant = setup()
+    url = render_result_url(rules[0], {"tenant": tenant, "locale": "fr", "user": {}, "event": {}, "client": {}})
+    assert url == "https://app.acme.test/verified?lang=fr"
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("not usr.email_verified", r"unknown name\(s\) usr"),
+    ("user.email_verified and", "invalid expression"),
+])
+def test_bad_expressions_are_config_errors(expression, message):
+    config = parse_config(CONFIG.replace('"not user.email_verified"', repr(expression)), env={})
+    with pytest.raises(RuleError, match=message):
+        compile_rules(config.rules)
+
+
+def test_sandbox_blocks_python_internals():
+    config = parse_config(CONFIG.replace('"not user.email_verified"', '"user.__class__.__mro__"'), env={})
+    rules = compile_rules(config.rules)
+    due, skipped = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED,
+                          locale_for=lambda r: "en", accepted_at=0)
+    assert not any(d.rule == "verify-email" for d in due)
+
+
+@pytest.mark.parametrize("url, allowed", [
+    ("https://app.acme.test/x", True), ("https://deep.sub.acme.test/", True), ("http://app.acme.test", True),
+    ("https://acme.test/", False), ("https://evil.test/?x=app.acme.test", False),
+    ("https://app.acme.test.evil.test/", False), ("javascript:alert(1)", False), ("//app.acme.test/", False),
+    ("https://APP.ACME.TEST/", True), ("https://user@evil.test/", False),
+])
+def test_host_allow_list(url, allowed):
+    assert host_allowed(url, ["app.acme.test", "*.acme.test"]) is allowed
+
+
+def test_check_reports_result_url_hosts_outside_the_allow_list():
+    config = parse_config(CONFIG.replace('"https://app.acme.test"', '"https://evil.test"'), env={})
+    problems = check_result_urls(config, compile_rules(config.rules), UNVERIFIED, sample_event("ss"))
+    assert problems == ["rules.0 (verify-email).ticket.result_url: tenant acme: host 'evil.test' "
+                        "is not in redirects.allowed_hosts"]

@@ -1,0 +1,131 @@
+"""The store contract, run against every implementation: dedup, once ledger, outbox state machine."""
+
+import asyncio
+
+from streamer.outbox import DueEmail, EmailState
+
+from conftest import sample_event
+
+NOW = 1_800_000_000.0
+
+
+def due(log_id="L1", user="auth0|1", rule="verify", once_key=None, cooldown=None, key=None) -> DueEmail:
+    once_key = once_key or f"acme/{rule}/user/{user}"
+    return DueEmail(tenant="acme", rule=rule, template="verify_email", once_key=once_key, cooldown_s=cooldown,
+                    key=key or once_key, user_id=user, log_id=log_id, recipient="ana@example.com", locale="fr",
+                    accepted_at=NOW, context={"user": {"email": "ana@example.com"}, "event": {"log_id": log_id}})
+
+
+async def test_events_are_deduplicated_by_tenant_and_log_id(store):
+    events = [sample_event("ss"), sample_event("s")]
+    first = await store.add_events("acme", events, now=NOW)
+    again = await store.add_events("acme", events, now=NOW)
+    other_tenant = await store.add_events("globex", events[:1], now=NOW)
+    assert (first.new, first.duplicate) == (2, 0)
+    assert (again.new, again.duplicate) == (0, 2)
+    assert other_tenant.new == 1
+
+
+async def test_concurrent_ingest_is_group_committed_and_loses_nothing(store):
+    batches = [[sample_event("ss", log_id=f"900{i:04d}{j}") for j in range(5)] for i in range(200)]
+    results = await asyncio.gather(*(store.add_events("acme", b, now=NOW) for b in batches))
+    assert sum(r.new for r in results) == 1000
+    stats = await store.stats(now=NOW)
+    assert stats["inbox_pending"] == 1000
+
+
+async def test_events_are_claimed_once_then_settled(store):
+    await store.add_events("acme", [sample_event("ss"), sample_event("s")], now=NOW)
+    claimed = await store.claim_events(limit=10, now=NOW, lease_s=60)
+    assert [e.type for e in claimed] == ["ss", "s"]
+    assert claimed[0].event["details"]["body"]["password"] == "[removed]"  # scrubbed before storing
+    assert await store.claim_events(limit=10, now=NOW + 1, lease_s=60) == []  # leased
+    queued = await store.settle_events([(e.tenant, e.log_id) for e in claimed], [due()], now=NOW + 2)
+    assert len(queued) == 1
+    assert await store.claim_events(limit=10, now=NOW + 100, lease_s=60) == []  # done, not re-claimed
+
+
+async def test_an_unsettled_claim_comes_back_after_its_lease(store):
+    await store.add_events("acme", [sample_event("ss")], now=NOW)
+    assert len(await store.claim_events(limit=10, now=NOW, lease_s=60)) == 1
+    again = await store.claim_events(limit=10, now=NOW + 61, lease_s=60)
+    assert len(again) == 1 and again[0].attempts == 2
+
+
+async def test_deferred_events_wait_until_their_time(store):
+    await store.add_events("acme", [sample_event("ss")], now=NOW)
+    [event] = await store.claim_events(limit=10, now=NOW, lease_s=60)
+    await store.defer_events([(event.tenant, event.log_id)], until=NOW + 30, error="Auth0 down")
+    assert await store.claim_events(limit=10, now=NOW + 29, lease_s=60) == []
+    assert len(await store.claim_events(limit=10, now=NOW + 30, lease_s=60)) == 1
+
+
+async def test_once_per_user_queues_one_email_across_events(store):
+    first = await store.settle_events([], [due("L1"), due("L2")], now=NOW)
+    second = await store.settle_events([], [due("L3")], now=NOW + 5)
+    assert len(first) == 1 and second == []
+
+
+async def test_cooldown_allows_a_new_email_after_the_window(store):
+    def cool(log_id):
+        return due(log_id, rule="reset", cooldown=300, key=f"acme/reset/user/auth0|1/{log_id}")
+
+    assert len(await store.settle_events([], [cool("A")], now=NOW)) == 1
+    assert await store.settle_events([], [cool("B")], now=NOW + 299) == []
+    assert len(await store.settle_events([], [cool("C")], now=NOW + 301)) == 1
+
+
+async def test_outbox_state_machine(store):
+    await store.settle_events([], [due("L1", user="u1"), due("L2", user="u2")], now=NOW)
+    claimed = await store.claim_emails(limit=10, now=NOW, lease_s=60)
+    assert [e.state for e in claimed] == [EmailState.SENDING] * 2 and claimed[0].attempts == 1
+    assert claimed[0].context["user"]["email"] == "ana@example.com"
+    assert await store.claim_emails(limit=10, now=NOW, lease_s=60) == []
+    first, second = claimed
+    await store.mark_failed(first.id, error="451 try later", next_attempt_at=NOW + 10, now=NOW)
+    await store.mark_dead(second.id, error="550 no such user", now=NOW)
+    assert await store.claim_emails(limit=10, now=NOW + 9, lease_s=60) == []
+    [retried] = await store.claim_emails(limit=10, now=NOW + 10, lease_s=60)
+    assert retried.id == first.id and retried.attempts == 2
+    await store.mark_sent(first.id, now=NOW + 11)
+    open_rows = await store.list_emails(states=(EmailState.QUEUED, EmailState.FAILED, EmailState.DEAD))
+    assert [(e.id, e.state, e.last_error) for e in open_rows] == [(second.id, EmailState.DEAD, "550 no such user")]
+    assert await store.cancel_email(second.id, now=NOW) is False  # dead cannot be cancelled
+    assert await store.retry_email(second.id, now=NOW + 20) is True
+    assert (await store.get_email(second.id)).attempts == 0
+    assert await store.cancel_email(second.id, now=NOW + 21) is True
+    assert await store.retry_email(first.id, now=NOW) is False  # sent cannot be retried
+    stats = await store.stats(now=NOW + 30)
+    assert stats["outbox"]["sent"] == 1 and stats["outbox"]["cancelled"] == 1
+
+
+async def test_stale_sending_rows_are_requeued(store):
+    await store.settle_events([], [due()], now=NOW)
+    [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)
+    assert await store.requeue_stale(now=NOW + 30) == 0
+    assert await store.requeue_stale(now=NOW + 61) == 1
+    [again] = await store.claim_emails(limit=1, now=NOW + 62, lease_s=60)
+    assert again.id == email.id and again.attempts == 2
+
+
+async def test_requeue_everything_after_a_crash(store):
+    await store.settle_events([], [due()], now=NOW)
+    await store.claim_emails(limit=1, now=NOW, lease_s=600)
+    assert await store.requeue_stale(now=float("inf")) == 1
+
+
+async def test_purge_keeps_the_once_ledger(store):
+    await store.settle_events([], [due("L1")], now=NOW)
+    [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)
+    await store.mark_sent(email.id, now=NOW)
+    assert await store.purge(before=NOW + 1) == 1
+    assert await store.get_email(email.id) is None
+    assert await store.settle_events([], [due("L9")], now=NOW + 2) == []
+
+
+async def test_checkpoint_is_committed_with_the_events(store):
+    assert await store.get_checkpoint("acme") is None
+    await store.add_events("acme", [sample_event("ss")], now=NOW, checkpoint="900123")
+    assert await store.get_checkpoint("acme") == "900123"
+    await store.add_events("acme", [], now=NOW, checkpoint="900124")
+    assert await store.get_checkpoint("acme") == "900124"
