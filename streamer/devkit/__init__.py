@@ -1,0 +1,1 @@
+"""Development helpers: local stand-ins for the outside world (mail catcher, …)."""
