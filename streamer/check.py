@@ -40,8 +40,16 @@ def check_config(config: Config) -> CheckReport:
         report.errors.append(f"{config.source}: templates.dir: {config.templates_dir} is not a directory")
         return report
     templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
-    for problem in templates.check():
-        (report.errors if problem.severity == "error" else report.warnings).append(str(problem))
+    used = {rule.template for rule in config.rules}
+    # A template no rule uses yet may be meant for a ticket rule: check it with a ticket_url too.
+    with_ticket = {rule.template for rule in config.rules if rule.ticket is not None}
+    problems = templates.check(
+        required=sorted(used),
+        tenant_vars={name: tenant.vars for name, tenant in config.tenants.items()},
+        ticket_templates=with_ticket | (set(templates.template_names()) - used))
+    for problem in problems:
+        line = str(problem.with_root(config.templates_dir)).replace(f": {problem.level}: ", ": ", 1)
+        (report.errors if problem.level == "error" else report.warnings).append(line)
     names = set(templates.template_names())
     for index, rule in enumerate(config.rules):
         if rule.template not in names:

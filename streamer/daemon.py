@@ -70,8 +70,8 @@ def make_locale_resolver(config: Config, templates: Templates) -> Callable[[str,
     def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
         tenant_default = config.tenants[tenant].default_locale
         wanted = wanted_locale(user, tenant_default, config.templates.default_locale)
-        return templates.locale_used(template, tenant=tenant, client_id=client_id,
-                                     locale_chain=fallback_chain(wanted, config.templates.default_locale))
+        chain = fallback_chain(wanted, config.templates.default_locale)
+        return templates.resolve(template, tenant, client_id, chain).locale_used
     return resolve
 
 
@@ -121,7 +121,7 @@ class Daemon:
             requeued = await store.requeue_stale(now=float("inf"))
             if requeued:
                 log.warning("outbox_resumed_after_crash", count=requeued)
-        apis = {name: ManagementApi(name, tenant) for name, tenant in config.tenants.items()}
+        apis = {name: ManagementApi(tenant, name=name) for name, tenant in config.tenants.items()}
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)

@@ -21,7 +21,7 @@ from streamer.outbox import OutboxEmail
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
-from streamer.templates import Templates
+from streamer.templates import TemplateError, Templates, greeting_name
 
 log = get_logger(__name__)
 
@@ -99,13 +99,11 @@ class Deliverer:
             rendered = render(self.templates, email.template, tenant=email.tenant,
                               client_id=(context.get("client") or {}).get("id") or None,
                               locale_chain=chain, context={**context, "ticket_url": ticket_url})
-        except jinja2.TemplateError as exc:
-            raise PermanentFailure(f"template {email.template}: {type(exc).__name__}: {exc}") from None
-        except LookupError as exc:
+        except (TemplateError, jinja2.TemplateError) as exc:
             raise PermanentFailure(f"template {email.template}: {exc}") from None
         try:
             message = build_message(
-                from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=user.get("name"),
+                from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=greeting_name(user) or None,
                 subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
                 message_id_key=email.key)
             mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)

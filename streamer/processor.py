@@ -27,7 +27,8 @@ LEASE_S = 120.0
 
 
 class UserSource(Protocol):
-    async def get_users(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]: ...
+    async def get_users(self, user_ids: list[str], *,
+                        fresh_since: dict[str, str] | None = None) -> dict[str, dict[str, Any] | None]: ...
 
 
 #: (tenant, client_id, template, user profile) → the locale the email will render in.
@@ -83,8 +84,15 @@ class Processor:
             log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
             return
         user_ids = sorted({e.user_id for e in events if e.user_id})
+        # A profile cached before an event (say, `sv`) may not reflect it: ask for a fresher one.
+        fresh_since: dict[str, str] = {}
+        for event in events:
+            date = event.event.get("date")
+            if event.user_id and isinstance(date, str) and date > fresh_since.get(event.user_id, ""):
+                fresh_since[event.user_id] = date
         try:
-            profiles = await self.users[tenant].get_users(user_ids) if user_ids else {}
+            profiles = (await self.users[tenant].get_users(user_ids, fresh_since=fresh_since)
+                        if user_ids else {})
         except Auth0Error as exc:
             attempts = max(e.attempts for e in events)
             delay = retry_delay(attempts) if isinstance(exc, Auth0Transient) else 600.0

@@ -36,3 +36,125 @@ async def store(request, tmp_path):
     await store.open()
     yield store
     await store.close()
+
+
+# --- end-to-end harness: the Auth0 stand-in, a real SMTP catcher, the daemon in-process ----------
+
+import asyncio
+import contextlib
+import io
+import json as _json
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+WEBHOOK_TOKEN = "test-webhook-token-0123456789"
+
+
+@pytest.fixture
+async def standin():
+    from streamer.devkit.auth0_standin import Auth0StandIn, load_sample_users
+
+    server = Auth0StandIn(users=load_sample_users())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def catcher():
+    from streamer.devkit.mailcatcher import MailCatcher
+
+    server = MailCatcher()
+    server.port = await server.start()
+    yield server
+    await server.stop()
+
+
+def config_text(tmp_path: Path, standin, catcher, *, extra_rules: str = "", delivery: str = "",
+                poll: str = "{enabled: false}") -> str:
+    return f"""\
+server: {{listen: "127.0.0.1:0"}}
+store: "sqlite:///{tmp_path}/streamer.db"
+smtp: {{host: 127.0.0.1, port: {catcher.port}, security: none, from: "Acme <no-reply@acme.test>", pool_size: 2, timeout_s: 5}}
+delivery: {{max_attempts: 4, backoff: {{initial_s: 0.05, max_s: 0.2}}{delivery}}}
+templates: {{dir: "{REPO / 'templates'}", default_locale: en}}
+redirects: {{allowed_hosts: ["app.acme.test"]}}
+tenants:
+  acme:
+    domain: {standin.domain}
+    api_url: {standin.base_url}
+    client_id: {standin.client_id}
+    client_secret: {standin.client_secret}
+    webhook_token: "{WEBHOOK_TOKEN}"
+    poll: {poll}
+    vars: {{app_url: "https://app.acme.test"}}
+rules:
+  - name: verify-email
+    on: [ss, s]
+    if: "not user.email_verified"
+    once: per_user
+    ticket: {{kind: email_verification, result_url: "{{{{ tenant.vars.app_url }}}}/verified?lang={{{{ locale }}}}", ttl_sec: 3600}}
+    template: verify_email
+    mark: {{app_metadata: {{verification_email_sent: true}}}}
+  - name: welcome
+    on: [sv, ss, s]
+    if: "user.email_verified and (event.type == 'sv' or user.logins_count <= 1)"
+    once: per_user
+    template: welcome
+{extra_rules}"""
+
+
+class RunningDaemon:
+    def __init__(self, daemon, task, config_path: Path, logs: io.StringIO):
+        self.daemon, self.task, self.config_path, self.logs = daemon, task, config_path, logs
+
+    @property
+    def url(self) -> str:
+        return self.daemon.url
+
+    async def post(self, body, *, tenant="acme", token=WEBHOOK_TOKEN, raw: bytes | None = None):
+        data = raw if raw is not None else _json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self.url}/logs/{tenant}", data=data, headers=headers) as response:
+                text = await response.text()
+                return response.status, (_json.loads(text) if text.startswith("{") else text)
+
+    async def stop(self):
+        self.daemon.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+@pytest.fixture
+async def start_daemon(tmp_path):
+    """start_daemon(config_text) → RunningDaemon; logs captured as JSON lines."""
+    from streamer import logs
+    from streamer.config import load_config
+    from streamer.daemon import Daemon
+
+    started: list[RunningDaemon] = []
+
+    async def start(text: str) -> RunningDaemon:
+        path = tmp_path / "streamer.yaml"
+        path.write_text(text)
+        buffer = io.StringIO()
+        logs.configure("debug", stream=buffer)
+        daemon = Daemon(load_config(path, env={}))
+        ready = asyncio.Event()
+        task = asyncio.create_task(daemon.run(install_signals=False, on_ready=lambda url: ready.set()))
+        done, _ = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=10,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raise the start-up error
+        running = RunningDaemon(daemon, task, path, buffer)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            with contextlib.suppress(Exception):
+                await running.stop()
