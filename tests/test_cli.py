@@ -1,0 +1,137 @@
+"""The command line as a user runs it: exit codes, messages, and effects on the store."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer.cli import main
+
+from conftest import FIXTURES, REPO, config_text
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def config_file(tmp_path, standin, catcher) -> Path:
+    path = tmp_path / "streamer.yaml"
+    path.write_text(config_text(tmp_path, standin, catcher))
+    return path
+
+
+def test_help_for_every_command():
+    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["dev"], ["preview"],
+                    ["register"]):
+        result = run_cli(*command, "--help")
+        assert result.returncode == 0 and "usage: streamer" in result.stdout
+
+
+def test_usage_error_exits_2():
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli("replay").returncode == 2  # --tenant and FILE are required
+
+
+def test_example_config_passes_check(tmp_path):
+    """As the README says: copy it to streamer.yaml beside templates/, set the env, check."""
+    (tmp_path / "streamer.yaml").write_text((REPO / "config/streamer.example.yaml").read_text())
+    (tmp_path / "templates").symlink_to(REPO / "templates")
+    env = {"ACME_CLIENT_ID": "x", "ACME_CLIENT_SECRET": "y", "ACME_WEBHOOK_TOKEN": "z", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-m", "streamer", "check", "-c", str(tmp_path / "streamer.yaml")],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("ok:")
+
+
+def test_check_reports_problems_with_file_line_and_exits_1(tmp_path, config_file):
+    config_file.write_text(config_file.read_text().replace("max_attempts: 4", "max_attempts: lots")
+                           .replace('["app.acme.test"]', '["elsewhere.test"]'))
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{config_file}:4: delivery.max_attempts:" in result.stderr
+
+
+def test_check_refuses_result_url_outside_allowed_hosts_and_run_refuses_to_start(tmp_path, config_file):
+    config_file.write_text(config_file.read_text().replace('["app.acme.test"]', '["elsewhere.test"]'))
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 1
+    assert "host 'app.acme.test' is not in redirects.allowed_hosts" in result.stdout
+    started = run_cli("run", "-c", str(config_file))
+    assert started.returncode == 1 and "redirects.allowed_hosts" in started.stderr
+
+
+def test_check_reports_a_broken_template_with_file_and_line(tmp_path, config_file):
+    templates = tmp_path / "templates"
+    subprocess.run(["cp", "-r", str(REPO / "templates"), str(templates)], check=True)
+    (templates / "welcome" / "subject.fr.txt").write_text("Bienvenue {{ user.name \n")
+    config_file.write_text(config_file.read_text().replace(f'dir: "{REPO / "templates"}"', f'dir: "{templates}"'))
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 1
+    assert f"{templates}/welcome/subject.fr.txt:1" in result.stdout
+
+
+def test_missing_config_is_a_clear_error(tmp_path):
+    result = run_cli("check", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 1 and "config file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replay_stores_each_event_once(tmp_path, config_file, capsys):
+    body = FIXTURES / "webhook" / "body_JSONLINES.jsonl"
+    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(body)]) == 0
+    first = capsys.readouterr().out
+    assert "3 stored" in first and "1 ignored" in first  # ss, s, sv stored; svr has no rule
+    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(body),
+                 str(FIXTURES / "mgmt" / "GET_logs_checkpoint_page.json")]) == 0
+    assert "0 stored, 6 already in the inbox" in capsys.readouterr().out
+
+
+def test_replay_bad_input_is_a_clear_error(tmp_path, config_file, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(bad)]) == 1
+    assert "bad.json: body is not JSON" in capsys.readouterr().err
+    assert main(["replay", "-c", str(config_file), "--tenant", "nobody", str(bad)]) == 1
+    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(tmp_path / "missing.json")]) == 1
+
+
+async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
+    from streamer.outbox import DueEmail
+    from streamer.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "streamer.db")
+    await store.open()
+    emails = [DueEmail(tenant="acme", rule="verify-email", template="verify_email", once_key=f"k{i}",
+                       cooldown_s=None, key=f"k{i}", user_id=f"auth0|{i}", log_id=f"L{i}",
+                       recipient=f"user{i}@example.com", locale="en", accepted_at=0, context={"user": {}})
+              for i in range(3)]
+    await store.settle_events([], emails, now=1000)
+    claimed = await store.claim_emails(limit=3, now=1000, lease_s=60)
+    await store.mark_dead(claimed[0].id, error="550 5.1.1 unknown user", now=1001)
+    await store.mark_sent(claimed[1].id, now=1001)
+    await store.mark_failed(claimed[2].id, error="451 later", next_attempt_at=5000, now=1001)
+    await store.close()
+    dead, sent, failed = (c.id for c in claimed)
+
+    def cli(*args):
+        code = asyncio.get_running_loop().run_in_executor(None, main, list(args))
+        return code
+
+    assert await cli("outbox", "list", "-c", str(config_file)) == 0
+    listing = capsys.readouterr().out
+    assert "550 5.1.1 unknown user" in listing and "user1@example.com" not in listing  # sent is hidden
+    assert await cli("outbox", "list", "--all", "--json", "-c", str(config_file)) == 0
+    assert {e["state"] for e in json.loads(capsys.readouterr().out)} == {"dead", "sent", "failed"}
+    assert await cli("outbox", "show", str(dead), "-c", str(config_file)) == 0
+    assert json.loads(capsys.readouterr().out)["last_error"] == "550 5.1.1 unknown user"
+    assert await cli("outbox", "retry", str(dead), "-c", str(config_file)) == 0
+    assert await cli("outbox", "cancel", str(failed), "-c", str(config_file)) == 0
+    assert await cli("outbox", "retry", str(sent), "-c", str(config_file)) == 1
+    assert "it is sent" in capsys.readouterr().err
+    assert await cli("outbox", "show", "999", "-c", str(config_file)) == 1
+    assert await cli("outbox", "list", "--state", "queued", "--json", "-c", str(config_file)) == 0
+    [queued] = json.loads(capsys.readouterr().out)
+    assert queued["id"] == dead and queued["attempts"] == 0
