@@ -1,0 +1,75 @@
+"""`streamer dev` as a newcomer uses it: sample emails arrive, the link verifies, welcome follows."""
+
+import asyncio
+import email
+import email.policy
+import io
+import re
+import socket
+
+import aiohttp
+
+from streamer.devkit.sandbox import run_sandbox
+
+
+def free_port_block(size: int = 4) -> int:
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size < 65535 and all(_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no free port block")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def saved_mail(workdir) -> list:
+    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted((workdir / "mail").glob("*.eml"))]
+
+
+def to(message) -> str:
+    return message["To"].addresses[0].addr_spec
+
+
+async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_welcome(tmp_path):
+    port = free_port_block()
+    out = io.StringIO()
+    task = asyncio.create_task(run_sandbox(port=port, workdir=tmp_path / "dev", open_for_s=60, out=out))
+    workdir = tmp_path / "dev"
+    for _ in range(200):
+        if len(saved_mail(workdir)) >= 4:
+            break
+        await asyncio.sleep(0.05)
+    messages = saved_mail(workdir)
+    subjects = {to(m): m["Subject"] for m in messages}
+    assert "ana.silva@example.com" in subjects and "bruno.costa@example.com" in subjects
+    assert f"http://127.0.0.1:{port + 2}/" in out.getvalue()  # the mail page URL is printed
+    ana = next(m for m in messages if to(m) == "ana.silva@example.com")
+    assert ana["Content-Language"] == "fr"
+    text = ana.get_body(("plain",)).get_content()
+    link = re.search(r"https?://\S+ticket=[^\s)]+", text).group()
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link) as landing:  # follows the redirect to the sandbox's /verified page
+            assert landing.status == 200 and str(landing.url).startswith(f"http://127.0.0.1:{port + 2}/verified")
+        async with session.get(f"http://127.0.0.1:{port + 2}/") as page:
+            assert "ana.silva@example.com" in await page.text()
+    for _ in range(200):  # the poller reads the stand-in's `sv` log; the welcome rule fires
+        welcome = [m for m in saved_mail(workdir) if to(m) == "ana.silva@example.com"]
+        if len(welcome) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(welcome) == 2, [m["Subject"] for m in welcome]
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
