@@ -28,6 +28,7 @@ from streamer.inbox import Inbox
 from streamer.locale import fallback_chain, wanted_locale
 from streamer.logs import get_logger
 from streamer.outbox import EmailState, RetryPolicy
+from streamer.password_reset import NewPasswordVault, PasswordResetPages
 from streamer.processor import Processor
 from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
@@ -127,12 +128,15 @@ class Daemon:
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)
         processor = Processor(config, store, rules, apis, make_locale_resolver(config, templates),
                               wake=processor_wake, outbox_wake=outbox_wake)
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp)
+        vault = NewPasswordVault()
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake)
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
-        app = build_app(config, inbox, readiness)
+        reset_pages = (PasswordResetPages(config, inbox, apis, vault=vault)
+                       if config.password_reset.enabled else None)
+        app = build_app(config, inbox, readiness, reset_pages.routes() if reset_pages else [])
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
@@ -159,6 +163,8 @@ class Daemon:
             await self.stop.wait()
             log.info("streamer_stopping")
             await site.stop()
+            if reset_pages:
+                await reset_pages.drain()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self.stop.set()

@@ -18,6 +18,7 @@ from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
 from streamer.message import InvalidAddress, build_message, envelope
 from streamer.outbox import OutboxEmail
+from streamer.password_reset import NewPasswordVault, create_reset_ticket
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
@@ -55,6 +56,8 @@ class Deliverer:
     apis: dict[str, TicketApi]
     templates: Templates
     smtp: Sender
+    #: New passwords captured by the hosted form (memory only); see password_reset.create_reset_ticket.
+    vault: NewPasswordVault | None = None
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -76,8 +79,8 @@ class Deliverer:
                 client_id = None if result_url else (context.get("client") or {}).get("id") or None
                 return await api.create_email_verification_ticket(
                     user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id)
-            return await api.create_password_change_ticket(
-                user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec)
+            return await create_reset_ticket(api, self.vault, log_id=email.log_id, user_id=email.user_id,
+                                             result_url=result_url, ttl_sec=ticket.ttl_sec)
         except UserNotFound:
             raise PermanentFailure("user no longer exists in Auth0 (ticket endpoint answered 404)") from None
         except Auth0Transient as exc:

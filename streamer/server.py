@@ -44,7 +44,8 @@ class Readiness:
             return results
 
 
-def build_app(config: Config, inbox: Inbox, readiness: Readiness) -> web.Application:
+def build_app(config: Config, inbox: Inbox, readiness: Readiness,
+              extra_routes: list[web.RouteDef] = ()) -> web.Application:
     # The webhook enforces max_body_bytes itself (413); this is aiohttp's own outer bound.
     app = web.Application(client_max_size=config.server.max_body_bytes + 1)
 
@@ -65,4 +66,5 @@ def build_app(config: Config, inbox: Inbox, readiness: Readiness) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    app.add_routes(extra_routes)
     return app

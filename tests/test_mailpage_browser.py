@@ -19,13 +19,11 @@ from streamer.render import render
 from streamer.sample_context import sample_context
 from streamer.templates import Templates
 
-playwright_api = pytest.importorskip("playwright.async_api")
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+from browser import chromium
+
 
 REPO = Path(__file__).resolve().parents[1]
 SENDER = "Acme <no-reply@acme.test>"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 HOSTILE_SUBJECT = '<img src=x onerror="alert(1)"> & "Hostile" <b>subject</b>'
 HOSTILE_HTML = """<!DOCTYPE html><html><head><title>x</title></head><body>
 <h1 id="hostile">Hello from a hostile email</h1>
@@ -72,7 +70,7 @@ async def smtp_send(catcher: MailCatcher, data: bytes, recipient: str) -> None:
 
 
 async def test_mail_page_in_a_real_browser(mail_page):
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import expect
 
     catcher, base = mail_page
     verify, verify_to = streamer_email(base, "verify_email", "en", "browser-1")
@@ -81,9 +79,7 @@ async def test_mail_page_in_a_real_browser(mail_page):
     await smtp_send(catcher, welcome, welcome_to)
     verify_id = catcher.messages[0].id
 
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                          args=CHROMIUM_ARGS)
+    async with chromium() as browser:
         try:
             page = await browser.new_page()
             dialogs: list[str] = []

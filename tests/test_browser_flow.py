@@ -1,0 +1,50 @@
+"""A person's whole password-reset journey in real headless Chromium, against `streamer dev`:
+form → generic page → the email in the mail-catcher page → the link → Auth0's reset page."""
+
+import asyncio
+import io
+import re
+
+from streamer.devkit.sandbox import run_sandbox
+
+from browser import chromium
+from test_sandbox import free_port_block
+
+
+async def test_reset_form_to_email_to_auth0_reset_page(tmp_path):
+    port = free_port_block()
+    sandbox = asyncio.create_task(run_sandbox(port=port, workdir=tmp_path / "dev", open_for_s=90, out=io.StringIO()))
+    daemon, mail_page, standin = (f"http://127.0.0.1:{port + i}" for i in (0, 2, 1))
+    try:
+        async with chromium() as browser:
+            page = await browser.new_page(locale="de-DE")
+            for _ in range(100):  # wait for the sandbox to listen
+                try:
+                    await page.goto(f"{daemon}/password-reset/acme")
+                    break
+                except Exception:  # noqa: BLE001 - not up yet
+                    await asyncio.sleep(0.1)
+            assert await page.get_attribute("html", "lang") == "de"
+            await page.goto(f"{daemon}/password-reset/acme?lang=en")
+            await page.get_by_label("Email address").fill("dave.miller@example.com")
+            await page.get_by_role("button", name="Send reset link").click()
+            await page.get_by_role("heading", name="Check your email").wait_for()
+
+            await page.goto(mail_page + "/")
+            row = page.locator("#mails tr", has_text=re.compile(r"Reset your \w+ password"))
+            await row.first.wait_for(timeout=15000)  # arrives live on the open page
+            assert "dave.miller@example.com" in await row.first.inner_text()
+            await row.first.locator("a").first.click()
+            link = page.locator("a[href*='reset-verify?ticket=']").first
+            await link.wait_for()
+            href = await link.get_attribute("href")
+            assert href.startswith(standin)
+            await page.goto(href)
+            assert "password" in (await page.content()).lower()
+            assert page.url.startswith(f"{standin}/u/reset-verify")
+    finally:
+        sandbox.cancel()
+        try:
+            await sandbox
+        except asyncio.CancelledError:
+            pass
