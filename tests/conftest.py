@@ -26,12 +26,17 @@ async def sqlite_store(tmp_path):
     await store.close()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 async def store(request, tmp_path):
-    """Every store implementation must pass the same contract tests."""
+    """Every store implementation must pass the same contract tests (PostgreSQL: a fresh database each)."""
     from streamer.store import open_store
 
-    url = f"sqlite:///{tmp_path}/store.db"
+    if request.param == "postgres":
+        import pg
+
+        url = await pg.create_database(request.getfixturevalue("postgres_url"))
+    else:
+        url = f"sqlite:///{tmp_path}/store.db"
     store = open_store(url)
     await store.open()
     yield store
@@ -158,3 +163,11 @@ async def start_daemon(tmp_path):
         if not running.task.done():
             with contextlib.suppress(Exception):
                 await running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL cluster for the session (tests/pg.py); FAILS if the binaries are missing."""
+    import pg
+
+    yield from pg.session_cluster()

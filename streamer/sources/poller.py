@@ -65,6 +65,10 @@ class Poller:
         while not stop.is_set():
             delay = self.poll.interval_s
             try:
+                if not await self.inbox.store.try_lead(f"poll:{self.tenant}"):
+                    started = False  # another replica polls; read its checkpoint if we take over
+                    await self._sleep(stop, delay)
+                    continue
                 if not started:
                     checkpoint = await self._start_checkpoint()
                     started = True
@@ -82,8 +86,13 @@ class Poller:
                 failures += 1
                 delay = min(300.0, self.poll.interval_s * 2 ** min(failures, 6))
                 log.exception("poll_crashed", tenant=self.tenant)
-            if delay:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except asyncio.TimeoutError:
-                    pass
+            await self._sleep(stop, delay)
+        await self.inbox.store.release_lead(f"poll:{self.tenant}")
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, delay: float) -> None:
+        if delay:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass

@@ -46,6 +46,14 @@ class Store(ABC):
     async def ping(self) -> None:
         """Raise if the store cannot be reached (readiness)."""
 
+    async def try_lead(self, name: str) -> bool:
+        """Whether this process leads `name` (e.g. the poller of a tenant) right now.
+        Call it before each round. A single-process store always leads."""
+        return True
+
+    async def release_lead(self, name: str) -> None:
+        """Give up the lead on `name`, if held."""
+
     # --- inbox ------------------------------------------------------------------------------
     @abstractmethod
     async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,

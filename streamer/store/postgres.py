@@ -1,0 +1,507 @@
+"""PostgreSQL store: the SQLite store's semantics, safe for several `streamer run` replicas on one database.
+
+- asyncpg pool (1..10 connections). Every method is one transaction; most are one statement
+  (one round trip): `add_events` inserts the whole batch with `unnest` and upserts the poll
+  checkpoint in data-modifying CTEs of the same statement, and counts new rows via RETURNING.
+- Claims (`claim_events`, `claim_emails`) pick rows with `FOR UPDATE SKIP LOCKED` in a CTE and
+  lease them in the same UPDATE … RETURNING: two replicas never claim the same row, and never
+  wait for each other.
+- `settle_events` runs the `once` ledger upsert (whose RETURNING says whether the email may be
+  sent), the outbox insert and the events' `done` marks in one transaction. Two replicas settling
+  the same once_key serialise on its ledger row: exactly one email is queued. A deadlock or
+  serialisation failure (possible when two replicas touch the same keys in another order) rolls
+  the whole transaction back and it is retried.
+- Schema: created idempotently on `open()` under `pg_advisory_xact_lock`, so replicas may start
+  together; nothing DDL runs when `meta.schema_version` is already current.
+- Leadership (`try_lead`/`release_lead`): session advisory locks on one dedicated connection held
+  for the store's lifetime, so that only one replica polls a tenant's Auth0 logs (see `try_lead`).
+- `url`, `repr()` and every exception raised here show the URL with its password masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import asyncpg
+
+from streamer.events import scrub, user_id_of
+from streamer.outbox import (
+    CANCELLABLE_STATES,
+    RETRYABLE_STATES,
+    DueEmail,
+    EmailState,
+    OutboxEmail,
+)
+from streamer.store.base import InboxEvent, IngestResult, Store
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+#: Advisory lock keys (two-int form, so they cannot collide with another application's bigint keys).
+_SCHEMA_LOCK = (0x5354524D, 1)  # "STRM", schema creation/migration (transaction-scoped)
+_LEAD_NAMESPACE = 0x5354524C  # "STRL", leadership: (namespace, hashtext(name)) (session-scoped)
+_RETRIES = 5
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+_LEAD_CHECK_TIMEOUT_S = 5.0
+
+_OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
+                   "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
+
+
+class PostgresStoreError(RuntimeError):
+    """The store cannot be opened or used; the message never contains the URL's password."""
+
+
+# --- secrets ----------------------------------------------------------------------------------
+_SECRET_PARAMS = re.compile(r"(?i)(^|&)((?:ssl)?password)=([^&]*)")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (user-info or `?password=`) replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, hosts = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                userinfo = userinfo.split(":", 1)[0] + ":***"
+            netloc = f"{userinfo}@{hosts}"
+        query = _SECRET_PARAMS.sub(lambda m: f"{m[1]}{m[2]}=***", parts.query)
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except Exception:  # noqa: BLE001 - unparseable: show nothing that could be a secret
+        return url.split(":", 1)[0] + "://***"
+
+
+def _secrets_of(url: str) -> list[str]:
+    found: list[str] = []
+    try:
+        netloc = urlsplit(url).netloc
+        query = urlsplit(url).query
+    except Exception:  # noqa: BLE001
+        netloc, query = url, ""
+    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+        found.append(netloc.rsplit("@", 1)[0].split(":", 1)[1])
+    found += [m[3] for m in _SECRET_PARAMS.finditer(query)]
+    found += [unquote(s) for s in found]
+    return sorted({s for s in found if s}, key=len, reverse=True)
+
+
+# --- values -----------------------------------------------------------------------------------
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL (SQLite can) nor lone surrogates: replace them, don't fail the batch."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _json(value: Any) -> str:
+    # ensure_ascii (the default): the text is pure ASCII, escapes included; `json` columns keep it as is.
+    return json.dumps(scrub(value), separators=(",", ":"), default=str)
+
+
+def _row_to_email(row: asyncpg.Record) -> OutboxEmail:
+    values = list(row)
+    values[9] = EmailState(values[9])
+    values[17] = json.loads(values[17])
+    return OutboxEmail(*values)
+
+
+def _count(status: str) -> int:
+    """asyncpg's command status ("UPDATE 3", "INSERT 0 1") → rows affected."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+# --- SQL --------------------------------------------------------------------------------------
+_ADD_EVENTS = """
+WITH new AS (
+  INSERT INTO events(tenant, log_id, type, user_id, body, received_at, next_attempt_at)
+  SELECT $1::text, r.log_id, r.type, r.user_id, r.body::json, $2::float8, $2::float8
+  FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS r(log_id, type, user_id, body)
+  ON CONFLICT (tenant, log_id) DO NOTHING
+  RETURNING 1),
+checkpoint AS (
+  INSERT INTO checkpoints(tenant, log_id, updated_at)
+  SELECT $1::text, $7::text, $2::float8 WHERE $7::text IS NOT NULL
+  ON CONFLICT (tenant) DO UPDATE SET log_id = excluded.log_id, updated_at = excluded.updated_at)
+SELECT count(*) FROM new
+"""
+
+_CLAIM_EVENTS = """
+WITH due AS (
+  SELECT tenant, log_id FROM events
+  WHERE state = 'pending' AND next_attempt_at <= $1
+  ORDER BY next_attempt_at, log_id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED)
+UPDATE events e SET next_attempt_at = $3, attempts = e.attempts + 1
+FROM due WHERE e.tenant = due.tenant AND e.log_id = due.log_id
+RETURNING e.tenant, e.log_id, e.type, e.user_id, e.body, e.received_at, e.attempts
+"""
+
+# One statement per due email: the ledger upsert gates the outbox insert (the CTE's RETURNING is
+# empty when the once_key already fired / is within its cooldown). Returns the outbox id if queued.
+# $1 once_key, $2 now, [$3 cooldown cutoff], then the outbox columns.
+def _settle_sql(ledger: str, first: int) -> str:
+    p = [f"${n}" for n in range(first, first + 10)]
+    return f"""
+WITH once AS (
+  INSERT INTO once_keys(key, at) VALUES ($1, $2::float8)
+  {ledger}
+  RETURNING 1)
+INSERT INTO outbox(key, tenant, rule, template, user_id, log_id, recipient, locale, state,
+                   next_attempt_at, created_at, updated_at, accepted_at, context)
+SELECT {", ".join(p[:8])}, 'queued', $2::float8, $2::float8, $2::float8, {p[8]}::float8, {p[9]}::json
+WHERE EXISTS (SELECT 1 FROM once)
+ON CONFLICT (key) DO NOTHING
+RETURNING id
+"""
+
+
+_SETTLE_ONCE = _settle_sql("ON CONFLICT (key) DO NOTHING", 3)
+_SETTLE_COOLDOWN = _settle_sql("ON CONFLICT (key) DO UPDATE SET at = excluded.at WHERE once_keys.at <= $3::float8", 4)
+
+_EVENTS_DONE = """
+UPDATE events e SET state = 'done', processed_at = $1, last_error = NULL
+FROM unnest($2::text[], $3::text[]) AS k(tenant, log_id)
+WHERE e.tenant = k.tenant AND e.log_id = k.log_id
+"""
+
+_DEFER_EVENTS = """
+UPDATE events e SET next_attempt_at = $1, last_error = $2
+FROM unnest($3::text[], $4::text[]) AS k(tenant, log_id)
+WHERE e.tenant = k.tenant AND e.log_id = k.log_id AND e.state = 'pending'
+"""
+
+_CLAIM_EMAILS = f"""
+WITH due AS (
+  SELECT id FROM outbox
+  WHERE state IN ('queued', 'failed') AND next_attempt_at <= $1
+  ORDER BY next_attempt_at, id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED)
+UPDATE outbox o SET state = 'sending', lease_until = $3, attempts = o.attempts + 1, updated_at = $1
+FROM due WHERE o.id = due.id
+RETURNING {", ".join(f"o.{c}" for c in _OUTBOX_COLUMNS.split(", "))}
+"""
+
+
+class PostgresStore(Store):
+    """`postgresql://user:password@host:port/db?…` (asyncpg URL syntax). See the module docstring."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10):
+        self._dsn = url
+        self.url = mask_url(url)
+        self._secrets = _secrets_of(url)
+        self._min_size, self._max_size = min_size, max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lead_conn: asyncpg.Connection | None = None
+        self._leads: set[str] = set()
+        self._lead_mutex = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r})"
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _error(self, what: str, exc: BaseException) -> PostgresStoreError:
+        detail = str(exc) or type(exc).__name__
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        return PostgresStoreError(f"{what} ({self.url}): {type(exc).__name__}: {detail}")
+
+    async def open(self) -> None:
+        error: PostgresStoreError | None = None
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size, timeout=30,
+                server_settings={"application_name": "streamer"})
+            await self._create_schema()
+        except PostgresStoreError:
+            await self._discard_pool()
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised below without the original (it may hold the URL)
+            error = self._error("cannot open the PostgreSQL store", exc)
+        if error is not None:  # raised outside the except block: no __context__ to leak through
+            await self._discard_pool()
+            raise error
+
+    async def _discard_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    async def _create_schema(self) -> None:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_SCHEMA_LOCK)
+            if await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
+                version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+                if version is not None and int(version) > SCHEMA_VERSION:
+                    raise PostgresStoreError(
+                        f"the database ({self.url}) has schema version {version}, newer than this streamer's "
+                        f"{SCHEMA_VERSION}: upgrade streamer")
+                if version is not None and int(version) == SCHEMA_VERSION:
+                    return  # no DDL (CREATE INDEX IF NOT EXISTS would still lock the tables)
+            schema = resources.files("streamer.store").joinpath("postgres_schema.sql").read_text("utf-8")
+            await conn.execute(schema)
+
+    async def close(self) -> None:
+        async with self._lead_mutex:
+            await self._drop_lead_connection()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pool.terminate()
+
+    def _connection(self) -> Any:
+        if self._pool is None:
+            raise PostgresStoreError("the PostgreSQL store is not open")
+        return self._pool.acquire()
+
+    async def _retrying(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run `fn` (which opens its own transaction) again after a deadlock/serialisation failure:
+        the failed attempt was rolled back entirely, so a retry is exact."""
+        for attempt in range(_RETRIES):
+            try:
+                async with self._connection() as conn:
+                    return await fn(conn)
+            except _RETRYABLE:
+                if attempt + 1 == _RETRIES:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async with self._connection() as conn:
+            return await conn.execute(sql, *args)
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # --- inbox ------------------------------------------------------------------------------
+    async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
+                         checkpoint: str | None = None) -> IngestResult:
+        # Sorted by log_id (stable: of two copies in one batch the first is kept, as in SQLite) so that
+        # concurrent batches lock their rows in one order.
+        rows = sorted(((_text(e["log_id"]), _text(e["type"]), _text(user_id_of(e)),
+                        json.dumps(scrub(e), separators=(",", ":"))) for e in events), key=lambda r: r[0])
+        log_ids, types, user_ids, bodies = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+
+        async def insert(conn: asyncpg.Connection) -> int:
+            return await conn.fetchval(_ADD_EVENTS, _text(tenant), now, log_ids, types, user_ids, bodies,
+                                       _text(checkpoint))
+
+        new = await self._retrying(insert)
+        return IngestResult(new=new, duplicate=len(rows) - new)
+
+    async def get_checkpoint(self, tenant: str) -> str | None:
+        async with self._connection() as conn:
+            return await conn.fetchval("SELECT log_id FROM checkpoints WHERE tenant = $1", _text(tenant))
+
+    async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(_CLAIM_EVENTS, now, limit, now + lease_s)
+        rows.sort(key=lambda r: r[1])
+        return [InboxEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+
+    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
+                            now: float) -> list[DueEmail]:
+        # Ledger rows are locked in once_key order (a stable sort: within a key the first email still
+        # wins) so that two replicas settling overlapping keys rarely deadlock; the result keeps the
+        # callers' order.
+        order = sorted(range(len(emails)), key=lambda i: emails[i].once_key)
+        tenants = [_text(t) for t, _ in keys]
+        log_ids = [_text(l) for _, l in keys]
+
+        async def settle(conn: asyncpg.Connection) -> list[DueEmail]:
+            queued: set[int] = set()
+            async with conn.transaction():
+                for i in order:
+                    email = emails[i]
+                    common = (_text(email.key), _text(email.tenant), _text(email.rule), _text(email.template),
+                              _text(email.user_id), _text(email.log_id), _text(email.recipient),
+                              _text(email.locale), email.accepted_at, _json(email.context))
+                    if email.cooldown_s is None:
+                        args: tuple = (_text(email.once_key), now, *common)
+                        email_id = await conn.fetchval(_SETTLE_ONCE, *args)
+                    else:
+                        args = (_text(email.once_key), now, now - email.cooldown_s, *common)
+                        email_id = await conn.fetchval(_SETTLE_COOLDOWN, *args)
+                    if email_id is not None:
+                        queued.add(i)
+                if keys:
+                    await conn.execute(_EVENTS_DONE, now, tenants, log_ids)
+            return [email for i, email in enumerate(emails) if i in queued]
+
+        return await self._retrying(settle)
+
+    async def defer_events(self, keys: list[tuple[str, str]], *, until: float, error: str) -> None:
+        if keys:
+            await self._execute(_DEFER_EVENTS, until, _text(error[:500]), [_text(t) for t, _ in keys],
+                                [_text(l) for _, l in keys])
+
+    # --- outbox -----------------------------------------------------------------------------
+    async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(_CLAIM_EMAILS, now, limit, now + lease_s)
+        return sorted((_row_to_email(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
+
+    async def requeue_stale(self, *, now: float) -> int:
+        """Expired leases only (`lease_until < now`); `now=inf` (single process after a crash) takes
+        every `sending` row: never do that with other replicas running."""
+        return _count(await self._execute(
+            "UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = $1 "
+            "WHERE state = 'sending' AND lease_until < $1", now))
+
+    async def mark_sent(self, email_id: int, *, now: float) -> None:
+        await self._execute(
+            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, lease_until = NULL, last_error = NULL "
+            "WHERE id = $2", now, email_id)
+
+    async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None:
+        await self._execute(
+            "UPDATE outbox SET state = 'failed', last_error = $1, next_attempt_at = $2, updated_at = $3, "
+            "lease_until = NULL WHERE id = $4", _text(error[:1000]), next_attempt_at, now, email_id)
+
+    async def mark_dead(self, email_id: int, *, error: str, now: float) -> None:
+        await self._execute(
+            "UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_until = NULL WHERE id = $3",
+            _text(error[:1000]), now, email_id)
+
+    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
+                          limit: int = 100) -> list[OutboxEmail]:
+        where, args = [], []
+        if states:
+            args.append([s.value for s in states])
+            where.append(f"state = ANY(${len(args)}::text[])")
+        if tenant:
+            args.append(_text(tenant))
+            where.append(f"tenant = ${len(args)}")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        args.append(limit)
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ${len(args)}", *args)
+        return [_row_to_email(r) for r in rows]
+
+    async def get_email(self, email_id: int) -> OutboxEmail | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = $1", email_id)
+        return _row_to_email(row) if row else None
+
+    async def retry_email(self, email_id: int, *, now: float) -> bool:
+        return bool(_count(await self._execute(
+            "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = $1, updated_at = $1 "
+            "WHERE id = $2 AND state = ANY($3::text[])", now, email_id, [s.value for s in RETRYABLE_STATES])))
+
+    async def cancel_email(self, email_id: int, *, now: float) -> bool:
+        return bool(_count(await self._execute(
+            "UPDATE outbox SET state = 'cancelled', updated_at = $1 WHERE id = $2 AND state = ANY($3::text[])",
+            now, email_id, [s.value for s in CANCELLABLE_STATES])))
+
+    async def stats(self, *, now: float) -> dict[str, Any]:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT (SELECT coalesce(json_object_agg(state, n), '{}')::text "
+                "        FROM (SELECT state, count(*) AS n FROM outbox GROUP BY state) s), "
+                "       (SELECT min(created_at) FROM outbox WHERE state IN ('queued', 'sending', 'failed')), "
+                "       (SELECT count(*) FROM events WHERE state = 'pending')")
+        counts, oldest, pending = json.loads(row[0]), row[1], row[2]
+        return {"outbox": {s.value: counts.get(s.value, 0) for s in EmailState},
+                "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
+
+    async def purge(self, *, before: float) -> int:
+        async with self._connection() as conn, conn.transaction():
+            events = _count(await conn.execute(
+                "DELETE FROM events WHERE state = 'done' AND processed_at < $1", before))
+            emails = _count(await conn.execute(
+                "DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead') AND updated_at < $1", before))
+        return events + emails
+
+    # --- leadership -------------------------------------------------------------------------
+    async def try_lead(self, name: str) -> bool:
+        """Become (or confirm being) the one replica that does `name` (e.g. "poll:<tenant>").
+
+        A session-level `pg_try_advisory_lock(STRL, hashtext(name))` on a dedicated connection that
+        this store holds until `close()`: the lock lasts as long as that session, so a crashed or
+        partitioned replica loses it when PostgreSQL drops its session, and another one's next
+        `try_lead` gets it. Call it before every unit of work (each poll): when already held it
+        checks that the session is still alive (one round trip, 5 s timeout) and returns False if
+        the lock was lost (and could not be taken again). Never raises for an unreachable database:
+        returns False (not leading). Different names may hash alike: then they share one lock
+        (the only harm: one replica leads both).
+        """
+        async with self._lead_mutex:
+            if self._pool is None:
+                raise PostgresStoreError("the PostgreSQL store is not open")
+            conn = self._lead_conn
+            if name in self._leads and conn is not None and not conn.is_closed():
+                try:
+                    await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
+                    return True
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                    await self._drop_lead_connection()  # the session (and its locks) may be gone
+            try:
+                conn = await self._lead_connection()
+                got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
+                                               _LEAD_NAMESPACE, _text(name), timeout=_LEAD_CHECK_TIMEOUT_S))
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                await self._drop_lead_connection()
+                return False
+            if got:
+                self._leads.add(name)
+            return got
+
+    async def release_lead(self, name: str) -> None:
+        """Stop leading `name` (no-op if not leading). `close()` releases every lead."""
+        async with self._lead_mutex:
+            if name not in self._leads:
+                return
+            self._leads.discard(name)
+            conn = self._lead_conn
+            if conn is None or conn.is_closed():
+                return
+            try:
+                await conn.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", _LEAD_NAMESPACE, _text(name),
+                                    timeout=_LEAD_CHECK_TIMEOUT_S)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                await self._drop_lead_connection()  # ending the session releases its locks
+
+    async def _lead_connection(self) -> asyncpg.Connection:
+        if self._lead_conn is None or self._lead_conn.is_closed():
+            self._leads.clear()
+            conn = await asyncpg.connect(self._dsn, timeout=_LEAD_CHECK_TIMEOUT_S,
+                                         server_settings={"application_name": "streamer-lead"})
+            conn.add_termination_listener(self._on_lead_lost)
+            self._lead_conn = conn
+        return self._lead_conn
+
+    def _on_lead_lost(self, conn: asyncpg.Connection) -> None:
+        if conn is self._lead_conn:
+            self._leads.clear()
+
+    async def _drop_lead_connection(self) -> None:
+        conn, self._lead_conn = self._lead_conn, None
+        self._leads.clear()
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), _LEAD_CHECK_TIMEOUT_S)
+            except Exception:  # noqa: BLE001
+                conn.terminate()

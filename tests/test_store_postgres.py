@@ -1,0 +1,222 @@
+"""PostgreSQL-only behaviour: several replicas (= several PostgresStore pools) on one database."""
+
+import asyncio
+import traceback
+
+import asyncpg
+import pytest
+
+import pg
+from conftest import sample_event
+from streamer.store import open_store
+from streamer.store.postgres import PostgresStore, PostgresStoreError
+from test_store_contract import NOW, due
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.fixture
+async def db_url(postgres_url):
+    return await pg.create_database(postgres_url)
+
+
+@pytest.fixture
+async def replicas(db_url):
+    stores = [PostgresStore(db_url), PostgresStore(db_url)]
+    for store in stores:
+        await store.open()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+async def _drain(store, claim, workers=4, limit=7):
+    got = []
+
+    async def worker():
+        while batch := await claim(store, limit):
+            got.extend(batch)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return got
+
+
+async def test_replicas_never_claim_the_same_email_and_together_claim_all(replicas):
+    a, b = replicas
+    queued = await a.settle_events([], [due(f"L{i}", user=f"u{i}") for i in range(500)], now=NOW)
+    assert len(queued) == 500
+
+    async def claim(store, limit):
+        return await store.claim_emails(limit=limit, now=NOW, lease_s=60)
+
+    got_a, got_b = await asyncio.gather(_drain(a, claim), _drain(b, claim))
+    ids_a, ids_b = [e.id for e in got_a], [e.id for e in got_b]
+    assert len(set(ids_a)) == len(ids_a) and len(set(ids_b)) == len(ids_b)
+    assert not set(ids_a) & set(ids_b)
+    assert len(ids_a) + len(ids_b) == 500 and ids_a and ids_b
+    assert all(e.attempts == 1 for e in got_a + got_b)
+    assert (await a.stats(now=NOW))["outbox"]["sending"] == 500
+
+
+async def test_replicas_never_claim_the_same_event_and_together_claim_all(replicas):
+    a, b = replicas
+    result = await a.add_events("acme", [sample_event("ss", log_id=f"9{i:05d}") for i in range(500)], now=NOW)
+    assert result.new == 500
+
+    async def claim(store, limit):
+        return await store.claim_events(limit=limit, now=NOW, lease_s=60)
+
+    got_a, got_b = await asyncio.gather(_drain(a, claim), _drain(b, claim))
+    keys_a, keys_b = [(e.tenant, e.log_id) for e in got_a], [(e.tenant, e.log_id) for e in got_b]
+    assert not set(keys_a) & set(keys_b)
+    assert len(set(keys_a) | set(keys_b)) == len(keys_a) + len(keys_b) == 500
+    assert all(e.attempts == 1 for e in got_a + got_b)
+
+
+async def test_concurrent_settle_of_one_once_key_queues_exactly_one_email(replicas):
+    a, b = replicas
+    rounds = 40
+    results = await asyncio.gather(*(
+        store.settle_events([], [due(f"{name}{i}", user=f"u{i}")], now=NOW)
+        for i in range(rounds) for store, name in ((a, "A"), (b, "B"))))
+    assert sum(len(r) for r in results) == rounds
+    for i in range(rounds):  # per once_key: one of the two replicas won
+        assert len(results[2 * i]) + len(results[2 * i + 1]) == 1
+    assert (await a.stats(now=NOW))["outbox"]["queued"] == rounds
+
+
+async def test_concurrent_cooldown_settles_queue_one_email(replicas):
+    a, b = replicas
+
+    def cool(log_id):
+        return due(log_id, rule="reset", cooldown=300, key=f"acme/reset/user/auth0|1/{log_id}")
+
+    for window, now in enumerate((NOW, NOW + 301, NOW + 602)):
+        results = await asyncio.gather(*(store.settle_events([], [cool(f"{window}{name}{n}")], now=now)
+                                         for n in range(5) for store, name in ((a, "A"), (b, "B"))))
+        assert sum(len(r) for r in results) == 1, window
+    assert (await a.stats(now=NOW))["outbox"]["queued"] == 3
+
+
+async def test_overlapping_batches_in_opposite_orders_settle_without_losing_or_doubling(replicas):
+    a, b = replicas
+    emails = [due(f"L{i}", user=f"u{i}") for i in range(60)]
+    await a.add_events("acme", [sample_event("ss", log_id=f"9{i:05d}") for i in range(60)], now=NOW)
+    keys = [("acme", f"9{i:05d}") for i in range(60)]
+    first, second = await asyncio.gather(a.settle_events(keys, emails, now=NOW),
+                                         b.settle_events(keys[::-1], emails[::-1], now=NOW))
+    assert len(first) + len(second) == 60
+    assert {e.once_key for e in first} | {e.once_key for e in second} == {e.once_key for e in emails}
+    stats = await a.stats(now=NOW)
+    assert stats["outbox"]["queued"] == 60 and stats["inbox_pending"] == 0
+
+
+async def test_concurrent_ingest_of_the_same_events_counts_each_once(replicas):
+    a, b = replicas
+    batch = [sample_event("ss", log_id=f"9{i:05d}") for i in range(200)]
+    results = await asyncio.gather(*(store.add_events("acme", batch[::step], now=NOW)
+                                     for store in (a, b) for step in (1, -1)))
+    assert sum(r.new for r in results) == 200
+    assert sum(r.new + r.duplicate for r in results) == 800
+
+
+async def test_try_lead_is_exclusive_across_replicas_and_released_on_close(db_url):
+    a, b = PostgresStore(db_url), PostgresStore(db_url)
+    await a.open()
+    await b.open()
+    try:
+        assert await a.try_lead("poll:acme") is True
+        assert await b.try_lead("poll:acme") is False
+        assert await a.try_lead("poll:acme") is True  # confirmed, still ours
+        assert await b.try_lead("poll:globex") is True
+        assert await a.try_lead("poll:globex") is False
+        await a.release_lead("poll:acme")
+        assert await b.try_lead("poll:acme") is True
+        assert await a.try_lead("poll:acme") is False
+        await b.close()
+        assert await a.try_lead("poll:acme") is True
+        assert await a.try_lead("poll:globex") is True
+    finally:
+        await a.close()
+        await b.close()
+    c = PostgresStore(db_url)
+    await c.open()
+    try:
+        assert await c.try_lead("poll:acme") is True  # a's close released its session locks
+    finally:
+        await c.close()
+
+
+async def test_a_lost_lead_session_is_noticed_and_taken_over(db_url):
+    a, b = PostgresStore(db_url), PostgresStore(db_url)
+    await a.open()
+    await b.open()
+    try:
+        assert await a.try_lead("poll:acme") is True
+        admin = await asyncpg.connect(db_url)
+        try:  # PostgreSQL drops a's lead session (e.g. a network partition, idle timeout)
+            killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                          "WHERE application_name = 'streamer-lead'")
+        finally:
+            await admin.close()
+        assert killed == 1
+        assert await b.try_lead("poll:acme") is True
+        assert await a.try_lead("poll:acme") is False  # a notices and does not keep polling
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_first_open_creates_the_schema_once(db_url):
+    stores = [PostgresStore(db_url) for _ in range(5)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        conn = await asyncpg.connect(db_url)
+        try:
+            assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "1"
+        finally:
+            await conn.close()
+        assert (await stores[0].add_events("acme", [sample_event("ss")], now=NOW)).new == 1
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def _leaks(exc: BaseException) -> bool:
+    text = "".join(traceback.format_exception(exc)) + repr(exc)
+    return SECRET in text
+
+
+@pytest.mark.parametrize("bad", ["database", "port", "syntax"])
+async def test_the_password_is_masked_in_errors_and_reprs(postgres_url, bad):
+    host = postgres_url.split("@", 1)[1].split("/", 1)[0]
+    url = {
+        "database": f"postgresql://streamer:{SECRET}@{host}/no_such_database",
+        "port": f"postgresql://streamer:{SECRET}@127.0.0.1:1/streamer",
+        "syntax": f"postgresql://streamer:{SECRET}@127.0.0.1:notaport/streamer?password={SECRET}",
+    }[bad]
+    store = open_store(url)
+    assert SECRET not in repr(store) and SECRET not in store.url and "***" in store.url
+    with pytest.raises(PostgresStoreError) as caught:
+        await store.open()
+    assert not _leaks(caught.value), "".join(traceback.format_exception(caught.value))
+    assert "***" in str(caught.value)
+    await store.close()
+
+
+async def test_text_postgres_cannot_hold_is_stored_not_refused(store):
+    """NUL in attacker-controlled fields (e.g. a failed login's user_id) must not make a batch fail
+    forever (Auth0 would retry it for ever): SQLite stores it, PostgreSQL replaces it."""
+    event = sample_event("ss", user_id="auth0|\x00evil", details={"body": {"note": "a\x00b"}})
+    assert (await store.add_events("acme", [event], now=NOW)).new == 1
+    [claimed] = await store.claim_events(limit=1, now=NOW, lease_s=60)
+    assert claimed.event["details"]["body"]["note"] == "a\x00b"
+    assert claimed.user_id.startswith("auth0|") and claimed.user_id.endswith("evil")
+    email = due(claimed.log_id, user=claimed.user_id)
+    assert len(await store.settle_events([(claimed.tenant, claimed.log_id)], [email], now=NOW)) == 1
+
+
+async def test_duplicates_within_one_batch_count_as_duplicates(store):
+    result = await store.add_events("acme", [sample_event("ss"), sample_event("ss")], now=NOW)
+    assert (result.new, result.duplicate) == (1, 1)
