@@ -274,8 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamer import logs
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    logs.configure("warning")  # JSON lines on stderr; `run` sets its own level
     try:
         return args.func(args)
     except ConfigError as exc:

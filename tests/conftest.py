@@ -16,6 +16,15 @@ def sample_event(name: str, **changes) -> dict:
     return event
 
 
+@pytest.fixture(autouse=True)
+def _logs_to_stderr():
+    """A test that captures logs into a buffer must not leave the next test writing to it."""
+    yield
+    from streamer import logs
+
+    logs.configure("warning")
+
+
 @pytest.fixture
 async def sqlite_store(tmp_path):
     from streamer.store.sqlite import SqliteStore

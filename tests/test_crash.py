@@ -1,6 +1,6 @@
 """kill -9 of a real `streamer run` mid-load, then restart: nothing lost, no duplicate beyond the
 documented window (a crash between the SMTP server's 250 and our commit: the resent copy keeps
-the same Message-ID, so such duplicates are bounded by the number of sends in flight)."""
+the same Message-ID, and such duplicates are bounded by delivery.workers)."""
 
 import asyncio
 import os
@@ -87,7 +87,9 @@ async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, cat
     duplicates = {r: n for r, n in recipients.items() if n > 1}
     by_message_id = Counter(m.parsed["Message-ID"] for m in catcher.messages)
     assert len(by_message_id) == 120, "a resent email keeps its Message-ID"
-    assert sum(n - 1 for n in duplicates.values()) <= 2, f"duplicates beyond the crash window: {duplicates}"
+    # The window: a send whose 250 arrived but whose "sent" commit had not. Each of the
+    # delivery.workers (8) slots holds at most one such email.
+    assert sum(n - 1 for n in duplicates.values()) <= 8, f"duplicates beyond the crash window: {duplicates}"
     assert accepted, "some batches were accepted before the kill"
 
 

@@ -22,6 +22,7 @@ import asyncio
 import copy
 import re
 import time
+import urllib.request
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
@@ -176,6 +177,15 @@ def normalize_user(obj: Any) -> dict[str, Any]:
     return user
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy from HTTPS_PROXY/HTTP_PROXY/NO_PROXY for `url`; httpx ignores them once a
+    transport is given, and the token fetch (a plain client) does honour them."""
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme)
+
+
 def retry_delay(headers: Mapping[str, str], attempt: int) -> float:
     """Wait before retrying a raw call: what Auth0 said, else 1, 2, 4 … s."""
     hinted = retry_after_from(headers)
@@ -265,8 +275,8 @@ class ManagementApi:
         self._max_retries = max_retries
         self._clock = clock
         self._api_base = f"{tenant.base_url}/api/v2"
-        transport = _PacedTransport(httpx.AsyncHTTPTransport(), self.pacer, urlsplit(self._api_base).path,
-                                    self._record)
+        inner = httpx.AsyncHTTPTransport(proxy=env_proxy(self._api_base))
+        transport = _PacedTransport(inner, self.pacer, urlsplit(self._api_base).path, self._record)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout_s)
         self._owns_tokens = token_source is None
         self.tokens = token_source or TokenSource(tenant, timeout_s=timeout_s)

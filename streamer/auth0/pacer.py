@@ -3,30 +3,42 @@
 Auth0 limits a tenant with a token bucket (burst = `x-ratelimit-limit`, refilled at a rate it
 does not announce) and answers 429 when the bucket is empty. Waiting for 429s and retrying
 wastes calls and, on a shared tenant, starves the other clients, so we keep a local model of
-the bucket and make callers wait *before* sending:
+the bucket and make callers wait *before* sending. Every estimate errs on the slow side:
 
-* the bucket size comes from `x-ratelimit-limit`;
-* the refill rate is estimated from (limit − remaining) / (reset − time the request was sent):
-  `x-ratelimit-reset` is the epoch second at which the bucket is full again, rounded up, so each
-  sample is a lower bound of the true rate, and we keep the largest recent one;
-* the token count is re-synchronised from `x-ratelimit-remaining` on every answer, minus the
-  requests still in flight (the server may not have counted them yet): usage by other
-  processes on the same tenant shows up there too;
-* before the first answer only one request is in flight (a probe), because nothing is known;
-* after a 429 nothing is sent until `x-ratelimit-reset`.
+* the bucket size is `x-ratelimit-limit`;
+* the token count is re-read from every answer's `x-ratelimit-remaining`, minus the requests
+  still in flight (the server may not have counted them when it answered). Requests that
+  finished while this one was in flight may have been handled before or after it; the answer
+  may lower our count with them assumed before, and raise it only to the count with them
+  assumed after, which is certain. Usage by other clients of the tenant shows up there too;
+* the refill rate is bounded from below, and the largest recent bound is used:
+  (limit − remaining − 1) / (reset − send time), because `x-ratelimit-reset` is the second,
+  rounded up, at which the bucket is full again; and, between two answers at least a couple of
+  seconds apart, (remaining₂ − remaining₁ + calls certainly counted in between − 1) / (time
+  between them). `remaining` is a whole number, hence the − 1. Other clients, or a bucket that
+  filled up in between, only make these bounds lower;
+* before the first answer only one request is in flight (a probe): nothing is known yet;
+* after a 429 nothing is sent until `x-ratelimit-reset`, and our share of the refill rate is
+  cut (then regained slowly): a 429 despite the model means another client uses the same
+  tenant, and leaving it room avoids a 429 storm between the two;
+* `x-ratelimit-reset` is on the server's clock: the offset to ours is bounded by each answer's
+  `Date` header (that second lies between our send and receive times), and the end of the
+  interval that makes us slower is used.
 
-The decisions (`delay_before_next`, `on_send`, `observe`) are pure functions of the state and
-an explicit `now`, so tests can drive them with a simulated clock; `acquire` is the only part
-that sleeps.
+The decisions (`delay_before_next`, `on_send`, `observe`, `on_failure`) are pure functions of
+the state and an explicit `now`, so tests drive them with a simulated clock; `acquire` is the
+only part that sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 
 #: How often waiters re-check while the first (probe) answer is outstanding.
 PROBE_WAIT_S = 0.05
@@ -36,6 +48,14 @@ DEFAULT_RATE = 1.0
 MAX_WAIT_S = 60.0
 #: After a 429 without a usable reset header.
 FALLBACK_BLOCK_S = 1.0
+#: Share of the refill rate we use after a 429, and what each good answer gives back.
+SHARE_AFTER_429 = 0.6
+SHARE_MIN = 0.2
+SHARE_RECOVERY = 0.01
+#: Window rate bounds use answers this far apart at least, kept this long, this often.
+WINDOW_MIN_S = 2.0
+WINDOW_MAX_AGE_S = 60.0
+ANCHOR_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,33 @@ def parse_headers(headers: Mapping[str, str]) -> RateHeaders | None:
         return None
 
 
+def parse_date(headers: Mapping[str, str]) -> float | None:
+    """The HTTP `Date` header as epoch seconds (a whole second, rounded down by the server)."""
+    value = next((v for k, v in headers.items() if str(k).lower() == "date"), None)
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class _InFlight:
+    sent_at: float
+    counted_at_send: int     # answers that had taken a token when this request left
+    finished_meanwhile: int = 0
+
+
+@dataclass(frozen=True)
+class _Anchor:
+    sent_at: float
+    received_at: float
+    remaining: int
+    counted: int             # answers that had taken a token, including this one
+    in_flight: int           # requests that may be counted after this answer was written
+
+
 @dataclass
 class RateLimitPacer:
     """One per tenant (Auth0's limit is per tenant). All times are wall-clock epoch seconds."""
@@ -63,24 +110,35 @@ class RateLimitPacer:
     default_rate: float = DEFAULT_RATE
     max_wait_s: float = MAX_WAIT_S
     capacity: float | None = None          # bucket size, from x-ratelimit-limit
-    rate: float | None = None              # estimated refill, tokens per second
+    rate: float | None = None              # estimated refill, tokens per second (a lower bound)
     tokens: float = 0.0                    # model of the server's bucket at `t_ref`
     t_ref: float = 0.0
     blocked_until: float = 0.0             # after a 429
     unlimited: bool = False                # answers carry no rate-limit headers at all
+    share: float = 1.0                     # part of the refill rate we allow ourselves
     _samples: deque = field(default_factory=lambda: deque(maxlen=32))
-    _in_flight: dict[int, float] = field(default_factory=dict)   # seq -> sent at
+    _anchors: deque = field(default_factory=lambda: deque(maxlen=int(WINDOW_MAX_AGE_S / ANCHOR_EVERY_S)))
+    _in_flight: dict[int, _InFlight] = field(default_factory=dict)
     _seq: int = 0
-    _newest_observed: int = 0
+    _counted: int = 0
+    _offset_low: float = -math.inf         # bounds of (server clock − ours)
+    _offset_high: float = math.inf
     _lock: asyncio.Lock | None = None
 
     # --- pure decisions ----------------------------------------------------------------------
 
+    @property
+    def clock_offset(self) -> float:
+        """Server clock minus ours: the low end of what the Date headers allow (0 if unknown)."""
+        return self._offset_low if math.isfinite(self._offset_low) else 0.0
+
+    def _pace(self) -> float:
+        return (self.rate or self.default_rate) * self.share
+
     def tokens_at(self, now: float) -> float:
         if self.capacity is None:
             return 0.0
-        rate = self.rate or self.default_rate
-        return min(self.capacity, self.tokens + max(0.0, now - self.t_ref) * rate)
+        return min(self.capacity, self.tokens + max(0.0, now - self.t_ref) * self._pace())
 
     def delay_before_next(self, now: float) -> float:
         """Seconds to wait before the next request may be sent (0 = go now)."""
@@ -93,7 +151,7 @@ class RateLimitPacer:
         tokens = self.tokens_at(now)
         if tokens >= 1.0:
             return 0.0
-        return min((1.0 - tokens) / (self.rate or self.default_rate), self.max_wait_s)
+        return min((1.0 - tokens) / self._pace(), self.max_wait_s)
 
     def on_send(self, now: float) -> int:
         """Take one token for a request sent now; returns its sequence number for `observe`."""
@@ -101,16 +159,24 @@ class RateLimitPacer:
             self.tokens = self.tokens_at(now) - 1.0
             self.t_ref = now
         self._seq += 1
-        self._in_flight[self._seq] = now
+        self._in_flight[self._seq] = _InFlight(now, self._counted)
         return self._seq
 
     def on_failure(self, seq: int) -> None:
-        """The request got no answer (timeout, connection error): it tells us nothing."""
-        self._in_flight.pop(seq, None)
+        """The request got no answer (timeout, connection error): it tells us nothing.
+
+        The server may still have counted it, so the others in flight treat it as finished.
+        """
+        if self._in_flight.pop(seq, None) is not None:
+            for other in self._in_flight.values():
+                other.finished_meanwhile += 1
 
     def observe(self, seq: int, status: int, headers: Mapping[str, str], now: float) -> None:
-        """Learn from one answer's x-ratelimit-* headers."""
-        sent_at = self._in_flight.pop(seq, now)
+        """Learn from one answer's headers."""
+        request = self._in_flight.pop(seq, None) or _InFlight(now, self._counted)
+        for other in self._in_flight.values():
+            other.finished_meanwhile += 1
+        self._learn_offset(headers, request.sent_at, now)
         info = parse_headers(headers)
         if info is None:
             if self.capacity is None:
@@ -120,23 +186,54 @@ class RateLimitPacer:
             return
         self.unlimited = False
         self.capacity = float(max(1, info.limit))
-        deficit = info.limit - info.remaining
-        span = info.reset - sent_at
-        if deficit > 0 and span > 0:
-            # Lower bound of the refill rate; capped at a full bucket per second as a guard
-            # against clock skew (every documented Auth0 plan refills slower than that).
-            self._samples.append(min(deficit / span, self.capacity))
-            self.rate = max(self._samples)
+        local_reset = info.reset - self.clock_offset   # when the bucket is full, on our clock
+        deficit = info.limit - info.remaining - 1       # remaining is rounded down
+        if deficit > 0 and local_reset > request.sent_at:
+            self._add_sample(deficit / (local_reset - request.sent_at))
         if status == 429:
-            self._block(info.reset if info.reset > now else now + FALLBACK_BLOCK_S, now)
+            self.share = max(SHARE_MIN, self.share * SHARE_AFTER_429)
+            self._block(local_reset if local_reset > now else now + FALLBACK_BLOCK_S, now)
             return
-        estimate = info.remaining - len(self._in_flight)
-        if seq > self._newest_observed:
-            self.tokens = float(estimate)
-            self._newest_observed = seq
-        else:  # an older answer overtaken by a newer one: it may only lower the estimate
-            self.tokens = min(self.tokens_at(now), float(estimate))
+        self.share = min(1.0, self.share + SHARE_RECOVERY)
+        self._counted += 1
+        self._window_sample(request, info.remaining, now)
+        likely = float(info.remaining - len(self._in_flight))
+        certain = likely - request.finished_meanwhile
+        self.tokens = max(certain, min(self.tokens_at(now), likely))
         self.t_ref = now
+
+    def _add_sample(self, sample: float) -> None:
+        # Capped at a full bucket per second: every documented Auth0 plan refills slower.
+        self._samples.append(min(sample, self.capacity or sample))
+        self.rate = max(self._samples)
+
+    def _window_sample(self, request: _InFlight, remaining: int, now: float) -> None:
+        """Rate bound from the change of `remaining` since earlier answers."""
+        while self._anchors and now - self._anchors[0].received_at > WINDOW_MAX_AGE_S:
+            self._anchors.popleft()
+        best = 0.0
+        for anchor in self._anchors:
+            span = now - anchor.sent_at
+            if span < WINDOW_MIN_S:
+                break
+            # Counted after the anchor's answer was written and before this request was: sure.
+            surely_between = request.counted_at_send - anchor.counted - anchor.in_flight
+            best = max(best, (remaining - anchor.remaining + max(0, surely_between) - 1) / span)
+        if best > 0:
+            self._add_sample(best)
+        if not self._anchors or now - self._anchors[-1].received_at >= ANCHOR_EVERY_S:
+            self._anchors.append(_Anchor(request.sent_at, now, remaining, self._counted,
+                                         len(self._in_flight) + request.finished_meanwhile))
+
+    def _learn_offset(self, headers: Mapping[str, str], sent_at: float, now: float) -> None:
+        server_second = parse_date(headers)
+        if server_second is None:
+            return
+        low, high = server_second - now, server_second + 1.0 - sent_at
+        if max(low, self._offset_low) > min(high, self._offset_high):  # a clock was stepped: start over
+            self._offset_low, self._offset_high = low, high
+        else:
+            self._offset_low, self._offset_high = max(low, self._offset_low), min(high, self._offset_high)
 
     def _block(self, until: float, now: float) -> None:
         self.blocked_until = max(self.blocked_until, min(until, now + self.max_wait_s))

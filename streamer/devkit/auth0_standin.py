@@ -426,15 +426,23 @@ class Auth0StandIn:
         self.search_snapshots.clear()
 
     def add_log(self, event: dict) -> dict:
-        """Append a tenant log event; Auth0 assigns log_id/_id at ingest (always fresh, increasing)."""
+        """Append a tenant log event, filling `date`, `log_id` and `_id`.
+
+        A given numeric `log_id` not used yet is kept (to replay known events); otherwise a new
+        one is made from the ingest time, always above every id so far, as checkpoints need.
+        """
         stored = copy.deepcopy(event)
         now = datetime.now(UTC)
         stored.setdefault("date", iso_ms(now))
-        self._log_sequence += 1
-        log_id = make_log_id(now, self._log_sequence)
-        if int(log_id) <= self._last_log_id:
-            log_id = str(self._last_log_id + 1)
-        self._last_log_id = int(log_id)
+        given = str(stored.get("log_id") or "")
+        if given.isdigit() and all(e["log_id"] != given for e in self.logs):
+            log_id = given
+        else:
+            self._log_sequence += 1
+            log_id = make_log_id(now, self._log_sequence)
+            if int(log_id) <= self._last_log_id:
+                log_id = str(self._last_log_id + 1)
+        self._last_log_id = max(self._last_log_id, int(log_id))
         stored["log_id"] = stored["_id"] = log_id
         self.logs.append(stored)
         self._queue_for_streams(stored)
@@ -453,6 +461,11 @@ class Auth0StandIn:
     def password_matches(self, user_id: str, password: str) -> bool:
         return self._passwords.get(user_id) == hashlib.sha256(password.encode()).hexdigest()
 
+    @property
+    def issued_tokens(self) -> list[str]:
+        """Every access token handed out (to assert that none leaks into logs or storage)."""
+        return list(self._tokens)
+
     def expire_tokens(self) -> None:
         """Every access token issued so far is now expired (the next API call gets 401)."""
         for token in self._tokens:
@@ -466,17 +479,21 @@ class Auth0StandIn:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        try:
-            response = await self._handle(request, handler)
-        except ApiProblem as problem:
-            response = api_error(problem.status, problem.message, problem.error_code)
-        except web.HTTPException as exc:
-            if request.path.startswith("/api/v2"):
-                response = api_error(exc.status, exc.reason, "not_found" if exc.status == 404 else None)
-            else:
-                response = web.Response(status=exc.status, text=exc.reason)
+        response = await self._handle(request, handler)
         self.calls.append((request.method, request.path, response.status))
         return response
+
+    @staticmethod
+    async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
+        """The handler's response, with problems and router errors as Auth0-style answers."""
+        try:
+            return await handler(request)
+        except ApiProblem as problem:
+            return api_error(problem.status, problem.message, problem.error_code)
+        except web.HTTPException as exc:  # unknown route, wrong method
+            if request.path.startswith("/api/v2"):
+                return api_error(exc.status, exc.reason, "not_found" if exc.status == 404 else None)
+            return web.Response(status=exc.status, text=exc.reason)
 
     async def _handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
@@ -500,10 +517,7 @@ class Auth0StandIn:
             problem = self._bearer_problem(request.headers.get("Authorization", ""), now)
             if problem is not None:
                 return api_error(401, problem, None, headers)
-        try:
-            response = await handler(request)
-        except ApiProblem as problem:
-            response = api_error(problem.status, problem.message, problem.error_code)
+        response = await self._answer(request, handler)
         response.headers.update(headers)
         return response
 
@@ -567,9 +581,8 @@ class Auth0StandIn:
         if data.get("client_id") != self.client_id or data.get("client_secret") != self.client_secret:
             return web.json_response({"error": "access_denied", "error_description": "Unauthorized"}, status=401)
         if data.get("audience") != self.audience:
-            return web.json_response({"error": "access_denied",
-                                      "error_description": f"Service not enabled within domain: {data.get('audience')}"},
-                                     status=403)
+            described = f"Service not enabled within domain: {data.get('audience')}"
+            return web.json_response({"error": "access_denied", "error_description": described}, status=403)
         return web.json_response({"access_token": self._new_token(self.token_ttl_s), "expires_in": self.token_ttl_s,
                                   "scope": SCOPES, "token_type": "Bearer"},
                                  headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -622,7 +635,8 @@ class Auth0StandIn:
         if not email:
             raise ApiProblem(400, "Query validation error: 'Missing required property: email' on property email.",
                              "invalid_query_string")
-        found = [project(public_user(u), *self._fields(request)) for u in self.users.values() if u.get("email") == email]
+        fields = self._fields(request)
+        found = [project(public_user(u), *fields) for u in self.users.values() if u.get("email") == email]
         return web.json_response(found)
 
     async def _patch_user(self, request: web.Request) -> web.Response:
@@ -889,7 +903,8 @@ class Auth0StandIn:
             raise ApiProblem(400, "Payload validation error: 'Invalid value' on property status.")
         if "filters" in body and not (isinstance(body["filters"], list)
                                       and all(isinstance(f, dict) and f.get("name") for f in body["filters"])):
-            raise ApiProblem(400, "Payload validation error: 'Expected type array of {type, name}' on property filters.")
+            raise ApiProblem(400, "Payload validation error: 'Expected an array of {type, name}' on property "
+                             "filters.")
         if "sink" in body and not isinstance(body["sink"], dict):
             raise ApiProblem(400, "Payload validation error: 'Expected type object' on property sink.")
 

@@ -193,5 +193,6 @@ verification email; click its link, and the welcome email follows. Ctrl+C stops 
             await runner.cleanup()
         await catcher.stop()
         await standin.stop()
+        logs.configure("warning")  # back to stderr before the file closes
         log_file.close()
     return 0

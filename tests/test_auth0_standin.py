@@ -1,0 +1,459 @@
+"""The Auth0 stand-in answers like Auth0's documented Management API (raw HTTP, real sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from aiohttp import web
+
+from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users, make_log_id, parse_query
+
+SAMPLES = Path("/work/shared/auth0/samples")
+ANA = "auth0|65f0c0ffee0000000000a001"
+BRUNO = "google-oauth2|104203384937812345678"
+CHLOE = "auth0|65f0c0ffee0000000000c003"
+
+
+def sample(name: str):
+    return json.loads((SAMPLES / name).read_text())
+
+
+@pytest.fixture
+async def standin():
+    server = Auth0StandIn(users=load_sample_users())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def http(standin):
+    """An httpx client with a valid Management API token, not following redirects."""
+    async with httpx.AsyncClient(base_url=standin.base_url, follow_redirects=False, timeout=10) as client:
+        answer = await client.post("/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": standin.client_id,
+            "client_secret": standin.client_secret, "audience": standin.audience})
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        yield client
+
+
+def error_shape(body: dict, status: int) -> None:
+    assert body["statusCode"] == status
+    assert isinstance(body["error"], str) and isinstance(body["message"], str)
+
+
+# --- /oauth/token and bearer checks ----------------------------------------------------------
+
+
+async def test_token_form_and_json(standin):
+    async with httpx.AsyncClient(base_url=standin.base_url) as client:
+        form = await client.post("/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
+            "audience": "https://acme-test.us.auth0.com/api/v2/"})
+        as_json = await client.post("/oauth/token", json={
+            "grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
+            "audience": "https://acme-test.us.auth0.com/api/v2/"})
+    for answer in (form, as_json):
+        assert answer.status_code == 200
+        body = answer.json()
+        assert set(body) == set(sample("mgmt/POST_oauth_token_200.json"))
+        assert body["token_type"] == "Bearer" and body["expires_in"] == 86400
+        assert body["access_token"].count(".") == 2  # JWT-looking
+
+
+async def test_token_refusals(standin):
+    base = {"grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
+            "audience": "https://acme-test.us.auth0.com/api/v2/"}
+    async with httpx.AsyncClient(base_url=standin.base_url) as client:
+        bad_secret = await client.post("/oauth/token", data={**base, "client_secret": "nope"})
+        bad_audience = await client.post("/oauth/token", data={**base, "audience": base["audience"].rstrip("/")})
+        bad_grant = await client.post("/oauth/token", data={**base, "grant_type": "password"})
+    assert bad_secret.status_code == 401
+    assert bad_secret.json() == {"error": "access_denied", "error_description": "Unauthorized"}
+    assert bad_audience.status_code == 403 and bad_audience.json()["error"] == "access_denied"
+    assert bad_grant.status_code == 403 and bad_grant.json()["error"] == "unsupported_grant_type"
+
+
+async def test_api_requires_valid_unexpired_bearer(standin, http):
+    async with httpx.AsyncClient(base_url=standin.base_url) as anonymous:
+        missing = await anonymous.get(f"/api/v2/users/{ANA}")
+        invalid = await anonymous.get(f"/api/v2/users/{ANA}", headers={"Authorization": "Bearer not-a-token"})
+    assert missing.status_code == 401 and invalid.status_code == 401
+    assert invalid.json() == sample("mgmt/error_bodies.json")["401"]
+    assert (await http.get(f"/api/v2/users/{ANA}")).status_code == 200
+    assert http.headers["Authorization"].removeprefix("Bearer ") in standin.issued_tokens
+    standin.expire_tokens()
+    expired = await http.get(f"/api/v2/users/{ANA}")
+    assert expired.status_code == 401 and expired.json()["message"] == "Expired token"
+
+
+async def test_short_token_ttl_expires():
+    async with Auth0StandIn(token_ttl_s=1) as server:
+        token = server.issue_token(ttl_s=0)
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            answer = await client.get("/api/v2/logs", params={"from": "0"},
+                                      headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401 and answer.json()["message"] == "Expired token"
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+async def test_get_user_and_404_body(http):
+    ana = await http.get(f"/api/v2/users/{ANA.replace('|', '%7C')}")
+    assert ana.status_code == 200
+    assert ana.json()["email"] == "ana.silva@example.com" and ana.json()["user_metadata"] == {"locale": "fr-CA"}
+    assert "app_metadata" not in ana.json()  # empty → omitted, like Auth0
+    bruno = (await http.get(f"/api/v2/users/{BRUNO}")).json()
+    assert "user_metadata" not in bruno and bruno["locale"] == "pt-BR"
+    missing = await http.get("/api/v2/users/auth0|nobody")
+    assert missing.status_code == 404
+    assert missing.json() == sample("mgmt/error_bodies.json")["404"]
+
+
+async def test_get_user_fields(http):
+    only = (await http.get(f"/api/v2/users/{CHLOE}",
+                           params={"fields": "email,user_id", "include_fields": "true"})).json()
+    assert set(only) == {"email", "user_id"}
+    without = (await http.get(f"/api/v2/users/{CHLOE}",
+                              params={"fields": "identities", "include_fields": "false"})).json()
+    assert "identities" not in without and "email" in without
+
+
+async def test_search_forms_and_totals(standin, http):
+    one = await http.get("/api/v2/users", params={"q": f'user_id:"{ANA}"', "search_engine": "v3"})
+    assert [u["user_id"] for u in one.json()] == [ANA]
+    many = await http.get("/api/v2/users", params={"q": f'user_id:("{ANA}" OR "{BRUNO}" OR "auth0|x")',
+                                                   "search_engine": "v3", "per_page": 100, "include_totals": "true"})
+    body = many.json()
+    assert set(body) == {"start", "limit", "length", "total", "users"}
+    assert {u["user_id"] for u in body["users"]} == {ANA, BRUNO} and body["total"] == 2 and body["limit"] == 100
+    by_email = await http.get("/api/v2/users", params={"q": 'email:"chloe.tremblay@example.com"'})
+    assert [u["user_id"] for u in by_email.json()] == [CHLOE]
+    paged = await http.get("/api/v2/users", params={"per_page": 2, "page": 1, "include_totals": "true"})
+    assert paged.json()["start"] == 2 and paged.json()["length"] == 2 and paged.json()["total"] == len(standin.users)
+
+
+async def test_search_refuses_bad_queries(http):
+    for params in ({"q": "user_id:(a OR"}, {"q": 'user_id:"a" OR'}, {"q": "nonsense"}, {"per_page": 101}):
+        answer = await http.get("/api/v2/users", params=params)
+        assert answer.status_code == 400, params
+        error_shape(answer.json(), 400)
+        assert answer.json()["errorCode"] == "invalid_query_string"
+
+
+async def test_search_index_lag(standin, http):
+    fresh = standin.add_user({"email": "new.user@example.com"}, indexed=False)
+    query = {"q": f'user_id:"{fresh["user_id"]}"'}
+    assert (await http.get("/api/v2/users", params=query)).json() == []
+    assert (await http.get(f"/api/v2/users/{fresh['user_id']}")).status_code == 200
+    standin.freeze_search(ANA)
+    await http.patch(f"/api/v2/users/{ANA}", json={"email_verified": True})
+    stale = (await http.get("/api/v2/users", params={"q": f'user_id:"{ANA}"'})).json()[0]
+    assert stale["email_verified"] is False
+    standin.index_all()
+    assert [u["user_id"] for u in (await http.get("/api/v2/users", params=query)).json()] == [fresh["user_id"]]
+
+
+def test_parse_query_subset():
+    assert parse_query('user_id:"a|1"') == [("user_id", ["a|1"])]
+    assert parse_query('user_id:("a" OR "b\\"c")') == [("user_id", ["a", 'b"c'])]
+    assert parse_query('type:sv AND user_id:"x"') == [("type", ["sv"]), ("user_id", ["x"])]
+    for bad in ("", 'user_id:("a" "b")', "user_id:", 'a:"b" c:"d"'):
+        with pytest.raises(ValueError):
+            parse_query(bad)
+
+
+async def test_users_by_email(http):
+    found = await http.get("/api/v2/users-by-email", params={"email": "chloe.tremblay@example.com"})
+    assert [u["user_id"] for u in found.json()] == [CHLOE]
+    assert (await http.get("/api/v2/users-by-email", params={"email": "nobody@example.com"})).json() == []
+    assert (await http.get("/api/v2/users-by-email")).status_code == 400
+
+
+async def test_patch_merges_metadata_first_level(standin, http):
+    answer = await http.patch(f"/api/v2/users/{CHLOE}", json={
+        "app_metadata": {"streamer": {"welcome_sent_at": "x"}, "plan": None, "new": 1}, "name": "Chloé T."})
+    assert answer.status_code == 200
+    assert answer.json()["app_metadata"] == {"streamer": {"welcome_sent_at": "x"}, "new": 1}  # nested replaced
+    assert answer.json()["user_metadata"] == {"locale": "fr-CA", "marketing_opt_in": False}
+    assert standin.users[CHLOE]["name"] == "Chloé T."
+    cleared = await http.patch(f"/api/v2/users/{CHLOE}", json={"app_metadata": {"streamer": None, "new": None}})
+    assert "app_metadata" not in cleared.json()  # empty again → omitted
+    assert (await http.patch(f"/api/v2/users/{CHLOE}", json={})).status_code == 400
+    assert (await http.patch("/api/v2/users/auth0|nobody", json={"name": "x"})).status_code == 404
+
+
+# --- tickets ---------------------------------------------------------------------------------
+
+
+async def test_email_verification_ticket(standin, http):
+    answer = await http.post("/api/v2/tickets/email-verification", json=sample(
+        "mgmt/POST_tickets_email-verification_request.json"))
+    assert answer.status_code == 201
+    url = answer.json()["ticket"]
+    assert url.startswith(f"{standin.base_url}/u/email-verification?ticket=") and url.endswith("#")
+    ticket = standin.tickets[parse_qs(urlsplit(url).query)["ticket"][0]]
+    assert ticket["kind"] == "email_verification" and ticket["user_id"] == ANA and ticket["ttl_sec"] == 86400
+    assert ticket["client_id"] == "Xy7pQ2acmeTESTclient000000000001" and ticket["used"] is False
+    default = await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA})
+    assert standin.tickets[parse_qs(urlsplit(default.json()["ticket"]).query)["ticket"][0]]["ttl_sec"] == 432000
+
+
+async def test_ticket_refusals(http):
+    missing = await http.post("/api/v2/tickets/email-verification", json={"ttl_sec": 10})
+    assert missing.status_code == 400 and missing.json() == sample("mgmt/error_bodies.json")["400"]
+    both = await http.post("/api/v2/tickets/email-verification",
+                           json={"user_id": ANA, "result_url": "https://app.acme.test/", "client_id": "abc"})
+    assert both.status_code == 400 and both.json()["errorCode"] == "invalid_body"
+    unknown = await http.post("/api/v2/tickets/email-verification", json={"user_id": "auth0|nobody"})
+    assert unknown.status_code == 404 and unknown.json()["errorCode"] == "inexistent_user"
+    extra = await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA, "bogus": 1})
+    assert extra.status_code == 400
+    new_password = await http.post("/api/v2/tickets/password-change", json={"user_id": ANA, "new_password": "x" * 12})
+    assert new_password.status_code == 400 and "new_password" in new_password.json()["message"]
+    neither = await http.post("/api/v2/tickets/password-change", json={"ttl_sec": 10})
+    assert neither.status_code == 400
+    email_only = await http.post("/api/v2/tickets/password-change", json={"email": "ana.silva@example.com"})
+    assert email_only.status_code == 400 and "connection_id" in email_only.json()["message"]
+
+
+async def test_verification_ticket_consumed_once_appends_sv_and_redirects(standin, http):
+    answer = await http.post("/api/v2/tickets/email-verification",
+                             json={"user_id": ANA, "result_url": "https://app.acme.test/verified?lang=fr"})
+    url = answer.json()["ticket"]
+    used = await http.get(url.rstrip("#"), headers={"Authorization": ""})
+    assert used.status_code == 302
+    location = urlsplit(used.headers["Location"])
+    assert (location.netloc, location.path) == ("app.acme.test", "/verified")
+    assert parse_qs(location.query)["lang"] == ["fr"] and parse_qs(location.query)["success"] == ["true"]
+    assert standin.users[ANA]["email_verified"] is True
+    event = standin.logs[-1]
+    reference = sample("events/sv.json")
+    assert event["type"] == "sv" and event["user_id"] == ANA and set(reference) <= set(event)
+    assert set(event["details"]) == set(reference["details"])
+    assert event["details"]["body"] == {"tenant": "acme-test"}  # no ticket id
+    assert event["details"]["query"]["resultUrl"] == "https://app.acme.test/verified?lang=fr"
+    again = await http.get(url.rstrip("#"))
+    assert again.status_code == 410 and "text/html" in again.headers["Content-Type"]
+    assert len([e for e in standin.logs if e["type"] == "sv"]) == 1
+
+
+async def test_verification_ticket_without_result_url_and_expired(standin, http):
+    url = (await http.post("/api/v2/tickets/email-verification", json={"user_id": CHLOE})).json()["ticket"]
+    page = await http.get(url)
+    assert page.status_code == 200 and "Your email was verified" in page.text
+    url = (await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA, "ttl_sec": 1})).json()["ticket"]
+    standin.tickets[parse_qs(urlsplit(url).query)["ticket"][0]]["expires_at"] = time.time() - 1
+    expired = await http.get(url)
+    assert expired.status_code == 410 and standin.users[ANA]["email_verified"] is False
+    assert (await http.get("/u/email-verification?ticket=nope")).status_code == 400
+
+
+async def test_password_change_ticket_flow(standin, http):
+    answer = await http.post("/api/v2/tickets/password-change", json={
+        "user_id": ANA, "result_url": "https://app.acme.test/login", "ttl_sec": 3600, "mark_email_as_verified": True})
+    assert answer.status_code == 201
+    url = answer.json()["ticket"]
+    assert url.startswith(f"{standin.base_url}/u/reset-verify?ticket=") and url.endswith("#")
+    form = await http.get(url)
+    assert form.status_code == 200
+    assert 'label for="newPassword"' in form.text and 'autocomplete="new-password"' in form.text
+    action = url.rstrip("#").removeprefix(standin.base_url)
+    mismatch = await http.post(action, data={"newPassword": "correct horse 1", "confirmNewPassword": "other"})
+    assert mismatch.status_code == 400 and 'role="alert"' in mismatch.text
+    done = await http.post(action, data={"newPassword": "correct horse 1", "confirmNewPassword": "correct horse 1"})
+    assert done.status_code == 302 and done.headers["Location"] == "https://app.acme.test/login"
+    assert standin.password_matches(ANA, "correct horse 1") and standin.users[ANA]["email_verified"] is True
+    event = standin.logs[-1]
+    assert event["type"] == "scp" and "ticket" not in event["details"]["body"]
+    assert "correct horse" not in json.dumps(event)
+    assert (await http.post(action, data={"newPassword": "x" * 9, "confirmNewPassword": "x" * 9})).status_code == 410
+
+
+async def test_legacy_password_flow_accepts_new_password():
+    async with Auth0StandIn(users=load_sample_users(), legacy_password_flow=True) as server:
+        token = server.issue_token()
+        async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
+            url = (await http.post("/api/v2/tickets/password-change",
+                                   json={"user_id": ANA, "new_password": "chosen-before-1"})).json()["ticket"]
+            page = await http.get(url)
+            assert "Confirm new password" in page.text and "chosen-before-1" not in page.text
+            assert (await http.post(url.rstrip("#").removeprefix(server.base_url))).status_code == 200
+        assert server.password_matches(ANA, "chosen-before-1")
+        assert all("new_password" not in t for t in server.tickets.values())
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+
+def test_log_id_layout():
+    from datetime import UTC, datetime
+    log_id = make_log_id(datetime(2026, 3, 1, 14, 1, 8, 449000, tzinfo=UTC), 7)
+    assert len(log_id) == 56 and log_id.startswith("90020260301140108449") and log_id.endswith("7")
+
+
+async def test_add_log_fills_ids_increasing(standin):
+    events = [standin.add_log({"type": "s", "user_id": ANA}) for _ in range(5)]
+    ids = [e["log_id"] for e in events]
+    assert all(len(i) == 56 and i.startswith("900") and i.isdigit() for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert all(e["_id"] == e["log_id"] and e["date"].endswith("Z") for e in events)
+    known = sample("events/ss.json")
+    replayed = standin.add_log(known)  # a known event keeps its id and date
+    assert replayed["log_id"] == known["log_id"] and replayed["date"] == "2026-03-01T14:01:07.412Z"
+    again = standin.add_log(known)     # ids stay unique
+    later = standin.add_log({"type": "s"})
+    assert again["log_id"] != known["log_id"] and later["log_id"] > max(ids + [again["log_id"]])
+
+
+async def test_checkpoint_paging_and_link(standin, http):
+    first = standin.add_log({"type": "ss", "user_id": ANA})
+    for kind in ("svr", "s", "sv", "scp"):
+        standin.add_log({"type": kind, "user_id": ANA})
+    page = await http.get("/api/v2/logs", params={"from": first["log_id"], "take": 2})
+    assert page.status_code == 200 and [e["type"] for e in page.json()] == ["svr", "s"]
+    link = page.headers["Link"]
+    assert link.endswith('; rel="next"') and "take=2" in link
+    next_url = page.links["next"]["url"]
+    assert parse_qs(urlsplit(next_url).query)["from"] == [page.json()[-1]["log_id"]]
+    rest = await http.get(next_url.removeprefix(standin.base_url))
+    assert [e["type"] for e in rest.json()] == ["sv", "scp"]
+    caught_up = await http.get(rest.links["next"]["url"].removeprefix(standin.base_url))
+    assert caught_up.json() == [] and caught_up.links["next"]["url"] == rest.links["next"]["url"]
+    assert (await http.get("/api/v2/logs", params={"from": "0", "take": 101})).status_code == 400
+    assert (await http.get("/api/v2/logs", params={"from": "abc"})).status_code == 400
+
+
+async def test_logs_search_mode(standin, http):
+    for kind in ("ss", "s", "sv"):
+        standin.add_log({"type": kind, "user_id": ANA})
+        await asyncio.sleep(0.002)  # distinct dates
+    newest_first = (await http.get("/api/v2/logs")).json()
+    assert [e["type"] for e in newest_first] == ["sv", "s", "ss"]
+    oldest_first = (await http.get("/api/v2/logs", params={"sort": "date:1", "per_page": 2})).json()
+    assert [e["type"] for e in oldest_first] == ["ss", "s"]
+    totals = (await http.get("/api/v2/logs", params={"q": 'type:"sv"', "include_totals": "true"})).json()
+    assert totals["total"] == 1 and totals["logs"][0]["type"] == "sv"
+
+
+# --- rate limit and injected failures ---------------------------------------------------------
+
+
+async def test_rate_limit_headers_on_every_api_response(standin, http):
+    for path in (f"/api/v2/users/{ANA}", "/api/v2/users/auth0|nobody", "/api/v2/logs?from=0"):
+        answer = await http.get(path)
+        assert int(answer.headers["x-ratelimit-limit"]) >= 1000
+        assert int(answer.headers["x-ratelimit-reset"]) >= int(time.time())
+    async with httpx.AsyncClient(base_url=standin.base_url) as anonymous:
+        assert "x-ratelimit-limit" in (await anonymous.get("/api/v2/users")).headers
+
+
+async def test_token_bucket_answers_429_with_headers(standin, http):
+    standin.set_rate_limit(2, 1.0)
+    answers = [await http.get(f"/api/v2/users/{ANA}") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["1", "0", "0"]
+    assert answers[2].json() == sample("mgmt/error_bodies.json")["429"]
+    reset = int(answers[2].headers["x-ratelimit-reset"])
+    assert time.time() < reset <= time.time() + 3
+    assert all(a.headers["x-ratelimit-limit"] == "2" for a in answers)
+
+
+def test_token_bucket_model():
+    bucket = TokenBucket(5, 5.0, updated=1000.0)
+    assert all(bucket.take(1000.0) for _ in range(5)) and not bucket.take(1000.0)
+    assert bucket.headers(1000.0) == {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0",
+                                      "x-ratelimit-reset": "1001"}
+    assert bucket.take(1000.2) and not bucket.take(1000.2)
+
+
+async def test_fail_next_injects_auth0_error_bodies(standin, http):
+    standin.fail_next("/api/v2/users/", 503, count=2)
+    first, second, third = [await http.get(f"/api/v2/users/{ANA}") for _ in range(3)]
+    assert (first.status_code, second.status_code, third.status_code) == (503, 503, 200)
+    error_shape(first.json(), 503)
+    assert "x-ratelimit-limit" in first.headers
+    standin.fail_next("/api/v2/tickets", 429)
+    limited = await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA})
+    assert limited.status_code == 429 and limited.json()["errorCode"] == "too_many_requests"
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+    assert ("GET", f"/api/v2/users/{ANA}", 503) in standin.calls
+    assert standin.calls[-1] == ("POST", "/api/v2/tickets/email-verification", 429)
+
+
+# --- log streams -----------------------------------------------------------------------------
+
+
+async def test_log_stream_crud(http):
+    body = sample("mgmt/POST_log-streams_request.json")
+    created = await http.post("/api/v2/log-streams", json=body)
+    assert created.status_code == 200
+    stream = created.json()
+    assert stream["id"].startswith("lst_") and stream["status"] == "active" and stream["sink"] == body["sink"]
+    assert [s["id"] for s in (await http.get("/api/v2/log-streams")).json()] == [stream["id"]]
+    paused = await http.patch(f"/api/v2/log-streams/{stream['id']}", json={"status": "paused"})
+    assert paused.json()["status"] == "paused"
+    sink = await http.patch(f"/api/v2/log-streams/{stream['id']}", json={"sink": {"httpEndpoint": "https://x.test/"}})
+    assert sink.json()["sink"]["httpEndpoint"] == "https://x.test/"
+    assert sink.json()["sink"]["httpContentFormat"] == "JSONARRAY"
+    assert (await http.patch(f"/api/v2/log-streams/{stream['id']}", json={"status": "bogus"})).status_code == 400
+    assert (await http.post("/api/v2/log-streams", json={"type": "http", "sink": {}})).status_code == 400
+    assert (await http.delete(f"/api/v2/log-streams/{stream['id']}")).status_code == 204
+    missing = await http.get(f"/api/v2/log-streams/{stream['id']}")
+    assert missing.status_code == 404 and missing.json()["statusCode"] == 404
+
+
+async def test_active_http_stream_receives_events(standin, http):
+    received: list[tuple[str, list]] = []
+    arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        received.append((request.headers.get("Authorization", ""), await request.json()))
+        arrived.set()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/logs/acme", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}/logs/acme"
+        await http.post("/api/v2/log-streams", json={
+            "name": "streamer", "type": "http", "filters": [{"type": "category", "name": "user.success"}],
+            "sink": {"httpEndpoint": endpoint, "httpContentFormat": "JSONARRAY", "httpAuthorization": "Bearer s3"}})
+        standin.add_log({"type": "s", "user_id": ANA})   # auth.login.success: filtered out
+        event = standin.add_log({"type": "sv", "user_id": ANA})
+        await asyncio.wait_for(arrived.wait(), 5)
+    finally:
+        await runner.cleanup()
+    authorization, body = received[0]
+    assert authorization == "Bearer s3"
+    assert body == [{"log_id": event["log_id"], "data": event}]
+
+
+def test_sample_users_cover_locales_and_shapes():
+    users = {u["email"]: u for u in load_sample_users()}
+    assert users["ana.silva@example.com"]["user_metadata"]["locale"] == "fr-CA"
+    assert users["ana.silva@example.com"]["email_verified"] is False
+    assert users["bruno.costa@example.com"]["user_id"].startswith("google-oauth2|")
+    assert users["bruno.costa@example.com"]["email_verified"] is True
+    assert users["chloe.tremblay@example.com"]["email_verified"] is True
+    locales = {(u.get("user_metadata") or {}).get("locale") for u in users.values()}
+    assert {"fr-CA", "de", "es"} <= locales
+    assert any(not u["email_verified"] and "user_metadata" not in u for u in users.values())  # English, default
+    assert all(u["email"].endswith("@example.com") for u in users.values())
+
+
+async def test_unknown_api_route_answers_auth0_shape(http):
+    answer = await http.get("/api/v2/no-such-thing")
+    assert answer.status_code == 404 and answer.json()["statusCode"] == 404
+    assert "x-ratelimit-limit" in answer.headers
