@@ -403,6 +403,15 @@ class ManagementApi:
 
     # --- logs -------------------------------------------------------------------------------
 
+    async def latest_log_id(self) -> str | None:
+        """The newest log's id (search mode, newest first): where `poll.start: now` begins."""
+        response = await self._raw_get("/logs", {"sort": "date:-1", "page": 0, "per_page": 1,
+                                                 "include_totals": "false"})
+        body = self._json(response, "GET /logs")
+        events = body.get("logs", []) if isinstance(body, dict) else body
+        events = [e for e in events if isinstance(e, dict)]
+        return str(events[0].get("log_id") or events[0].get("_id")) if events else None
+
     async def read_logs(self, from_log_id: str | None, take: int = 100) -> tuple[list[dict], str | None]:
         """One page of tenant logs after `from_log_id`, and the `from` for the next page.
 
