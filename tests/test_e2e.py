@@ -179,3 +179,33 @@ async def test_no_secret_token_or_ticket_url_in_logs_or_database(tmp_path, stand
         assert token not in logs and token.encode() not in database
     for line in logs.splitlines():
         json.loads(line)  # every line is JSON
+
+
+async def test_a_log_stream_delivers_to_the_daemon_like_auth0(tmp_path, standin, catcher, start_daemon):
+    """The stand-in's custom-webhook stream posts batches to /logs/acme, as Auth0 would."""
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    standin.log_streams["lst_test"] = {
+        "id": "lst_test", "name": "streamer-acme", "type": "http", "status": "active",
+        "sink": {"httpEndpoint": f"{daemon.url}/logs/acme", "httpContentFormat": "JSONLINES",
+                 "httpContentType": "application/json", "httpAuthorization": f"Bearer {WEBHOOK_TOKEN}"}}
+    standin.add_log(sample_event("ss"))
+    [message] = await catcher.wait_for(1)
+    assert message.to == ["ana.silva@example.com"]
+    assert standin.stream_deliveries and standin.stream_deliveries[0][1] == 200
+
+
+async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, standin, catcher, start_daemon):
+    from streamer import metrics
+
+    before = metrics.REGISTRY.get_sample_value("streamer_auth0_automatic_email_events_total", {"tenant": "acme"}) or 0
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    first, second = sample_event("svr"), sample_event("svr", log_id="90020260301140109040039595000000000000000000000000000099")
+    status, answer = await daemon.post([envelope(first), envelope(second)])
+    assert status == 200 and answer["ignored"] == 2 and answer["stored"] == 0
+    warnings = [json.loads(line) for line in daemon.logs.getvalue().splitlines()
+                if "auth0_sends_its_own_verification_emails" in line]
+    assert len(warnings) == 1 and warnings[0]["tenant"] == "acme" and warnings[0]["level"] == "warning"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{daemon.url}/metrics") as response:
+            exposed = await response.text()
+    assert f'streamer_auth0_automatic_email_events_total{{tenant="acme"}} {before + 2}' in exposed

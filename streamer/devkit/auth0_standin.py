@@ -25,6 +25,7 @@ import copy
 import fnmatch
 import hashlib
 import html
+import ipaddress
 import json
 import math
 import re
@@ -287,6 +288,17 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
 
 
 # --- the server -----------------------------------------------------------------------------
+
+
+def is_loopback_url(url: str) -> bool:
+    """Only loopback endpoints (127.0.0.0/8, ::1, localhost) are delivered to."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Auth0StandIn:
@@ -970,6 +982,10 @@ class Auth0StandIn:
 
     async def _post_to_stream(self, stream: dict, events: list[dict]) -> None:
         sink = stream.get("sink", {})
+        if not is_loopback_url(sink.get("httpEndpoint", "")):
+            # A stand-in never sends traffic off this machine: the stream is kept, not delivered.
+            self.stream_deliveries.append((stream["id"], -1, len(events)))
+            return
         records = [{"log_id": e["log_id"], "data": e} for e in events]
         shape = sink.get("httpContentFormat", "JSONARRAY")
         if shape == "JSONLINES":
