@@ -195,7 +195,14 @@ class MarkConfig(_Strict):
     app_metadata: dict[str, Any]
 
 
-OncePolicy = Literal["per_user", "per_event"] | Cooldown
+class OnceKey(_Strict):
+    """Once per user and rendered key, e.g. `{key: "{{ event.ip }} {{ event.user_agent }}"}`
+    sends a new-device notice once per (user, IP, browser)."""
+
+    key: str = Field(min_length=1)
+
+
+OncePolicy = Literal["per_user", "per_event"] | Cooldown | OnceKey
 
 
 class RuleConfig(_Strict):

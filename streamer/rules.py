@@ -19,7 +19,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from streamer.config import Config, Cooldown, RuleConfig, TenantConfig
+from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
 from streamer.outbox import DueEmail
 
 CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
@@ -37,6 +37,7 @@ class CompiledRule:
     config: RuleConfig
     condition: Callable[..., Any] | None
     result_url: jinja2.Template | None
+    once_key: jinja2.Template | None = None
 
     @property
     def name(self) -> str:
@@ -68,7 +69,16 @@ def compile_rule(rule: RuleConfig, index: int = 0) -> CompiledRule:
             raise RuleError(f"{where}.ticket.result_url: invalid template: {exc.message}") from None
         if unknown:
             raise RuleError(f"{where}.ticket.result_url: unknown name(s) {', '.join(sorted(unknown))}")
-    return CompiledRule(rule, condition, result_url)
+    once_key = None
+    if isinstance(rule.once, OnceKey):
+        try:
+            unknown = _unknown_names(rule.once.key)
+            once_key = _expressions.from_string(rule.once.key)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RuleError(f"{where}.once.key: invalid template: {exc.message}") from None
+        if unknown:
+            raise RuleError(f"{where}.once.key: unknown name(s) {', '.join(sorted(unknown))}")
+    return CompiledRule(rule, condition, result_url, once_key)
 
 
 def compile_rules(rules: list[RuleConfig]) -> list[CompiledRule]:
@@ -143,8 +153,12 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
 
 
-def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str) -> tuple[str, float | None, str]:
+def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str,
+              rendered_key: str | None = None) -> tuple[str, float | None, str]:
     """(once ledger key, cooldown seconds or None, outbox idempotency key)."""
+    if isinstance(rule.once, OnceKey):
+        once = f"{tenant}/{rule.name}/user/{user_id}/key/{_digest(rendered_key or '')}"
+        return once, None, once
     if isinstance(rule.once, Cooldown):
         once = f"{tenant}/{rule.name}/user/{user_id}"
         return once, rule.once.cooldown, f"{once}/{_digest(log_id)}"
@@ -189,7 +203,8 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             skipped.append(Skipped(rule.name, "user has no email address"))
             continue
         user_id = profile.get("user_id") or event.get("user_id") or ""
-        once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"])
+        rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
+        once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"], rendered_key)
         due.append(DueEmail(
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
             key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,

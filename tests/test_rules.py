@@ -134,3 +134,29 @@ def test_check_reports_result_url_hosts_outside_the_allow_list():
     problems = check_result_urls(config, compile_rules(config.rules), UNVERIFIED, sample_event("ss"))
     assert problems == ["rules.0 (verify-email).ticket.result_url: tenant acme: host 'evil.test' "
                         "is not in redirects.allowed_hosts"]
+
+
+def test_once_key_sends_once_per_user_and_device():
+    text = CONFIG + """  - name: new-device
+    on: [s]
+    if: "user.logins_count > 1"
+    once: {key: "{{ event.ip }} {{ event.user_agent }}"}
+    template: new_device
+"""
+    config = parse_config(text, env={})
+    rules = compile_rules(config.rules)
+    user = {**UNVERIFIED, "email_verified": True, "logins_count": 4}
+
+    def keys(event):
+        due, _ = decide(rules, event, tenant="acme", tenant_ctx={}, user=user, locale_for=lambda r: "en",
+                        accepted_at=0)
+        return [d.once_key for d in due if d.rule == "new-device"]
+
+    known = keys(sample_event("s"))
+    again = keys(sample_event("s", log_id="another"))
+    phone = keys(sample_event("s_new_device"))
+    assert len(known) == 1 and known == again and phone != known
+    assert known[0].startswith("acme/new-device/user/auth0|65f0c0ffee0000000000a001/key/")
+    bad = parse_config(text.replace("{{ event.ip }}", "{{ evnt.ip }}"), env={})
+    with pytest.raises(RuleError, match=r"once.key: unknown name\(s\) evnt"):
+        compile_rules(bad.rules)

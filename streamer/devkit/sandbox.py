@@ -75,6 +75,11 @@ rules:
     if: "user.email_verified and (event.type == 'sv' or user.logins_count <= 1)"
     once: per_user
     template: welcome
+  - name: new-device
+    on: [s]
+    if: "user.logins_count > 1"
+    once: {{key: "{{{{ event.ip }}}} {{{{ event.user_agent }}}}"}}
+    template: new_device
   - name: password-changed
     on: [scp]
     once: per_event
