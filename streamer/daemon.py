@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import time
@@ -68,11 +69,16 @@ class SqliteLock:
 
 
 def make_locale_resolver(config: Config, templates: Templates) -> Callable[[str, str | None, str, dict], str]:
-    def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
-        tenant_default = config.tenants[tenant].default_locale
-        wanted = wanted_locale(user, tenant_default, config.templates.default_locale)
+    """The locale each email renders in; lookups are memoised (the template set is fixed while running)."""
+
+    @functools.lru_cache(maxsize=4096)
+    def used(template: str, tenant: str, client_id: str | None, wanted: str) -> str:
         chain = fallback_chain(wanted, config.templates.default_locale)
         return templates.resolve(template, tenant, client_id, chain).locale_used
+
+    def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
+        tenant_default = config.tenants[tenant].default_locale
+        return used(template, tenant, client_id, wanted_locale(user, tenant_default, config.templates.default_locale))
     return resolve
 
 

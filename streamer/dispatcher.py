@@ -52,8 +52,10 @@ class Dispatcher:
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
             if emails and len(emails) == free:
-                # Full: wait until a slot frees up (or stop).
-                await self._wait_any(stop, [*self._in_flight])
+                # Full: wait until half the slots are free (or stop), so that one claim
+                # transaction serves several emails instead of one.
+                while len(self._in_flight) > self.concurrency // 2 and not stop.is_set():
+                    await self._wait_any(stop, [*self._in_flight])
                 continue
             if not emails:
                 self.wake.clear()

@@ -23,6 +23,9 @@ from streamer.store import InboxEvent, Store
 log = get_logger(__name__)
 
 BATCH = 200
+#: Event types after which a profile from before the event is wrong for the rules
+#: (verified, email changed, password changed, username/phone changed).
+PROFILE_CHANGING_TYPES = frozenset({"sv", "sce", "scp", "scu", "scpn"})
 LEASE_S = 120.0
 
 
@@ -84,11 +87,13 @@ class Processor:
             log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
             return
         user_ids = sorted({e.user_id for e in events if e.user_id})
-        # A profile cached before an event (say, `sv`) may not reflect it: ask for a fresher one.
+        # A profile cached (or indexed) before an `sv` may still say email_verified: false: for
+        # events that change what rules read, ask for a profile at least as new as the event.
         fresh_since: dict[str, str] = {}
         for event in events:
             date = event.event.get("date")
-            if event.user_id and isinstance(date, str) and date > fresh_since.get(event.user_id, ""):
+            if (event.type in PROFILE_CHANGING_TYPES and event.user_id and isinstance(date, str)
+                    and date > fresh_since.get(event.user_id, "")):
                 fresh_since[event.user_id] = date
         try:
             profiles = (await self.users[tenant].get_users(user_ids, fresh_since=fresh_since)
