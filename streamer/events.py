@@ -98,12 +98,28 @@ def unwrap(entry: Any) -> tuple[dict[str, Any] | None, str]:
 
 
 def scrub(value: Any) -> Any:
-    """A copy without credential values (ticket ids, reset links, passwords) at any depth."""
+    """`value` without credential values (ticket ids, reset links, passwords) at any depth.
+
+    Copies only the containers on the way to a removed value; the input is never modified,
+    and an event without credentials is returned as it is (the common, fast case).
+    """
     if isinstance(value, dict):
-        return {k: ("[removed]" if k in _CREDENTIAL_KEYS and value[k] not in (None, "") else scrub(v))
-                for k, v in value.items()}
+        changed = None
+        for key, item in value.items():
+            if key in _CREDENTIAL_KEYS and item not in (None, ""):
+                cleaned: Any = "[removed]"
+            elif isinstance(item, (dict, list)):
+                cleaned = scrub(item)
+            else:
+                continue
+            if cleaned is not item:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = cleaned
+        return value if changed is None else changed
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        items = [scrub(v) if isinstance(v, (dict, list)) else v for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else items
     return value
 
 

@@ -91,3 +91,20 @@ def test_user_id_falls_back_to_details_body():
     assert user_id_of({"user_id": "", "details": {"body": {"user_id": "auth0|9"}}}) == "auth0|9"
     assert user_id_of({"user_id": ""}) is None
     assert unwrap({"_id": "7", "type": "s"})[0]["log_id"] == "7"
+
+
+def test_scrub_returns_a_clean_event_as_it_is_and_copies_only_what_it_changes():
+    clean = json.loads(sample_bytes("events/s.json"))
+    assert scrub(clean) is clean
+    dirty = json.loads(sample_bytes("events/sv.json"))
+    cleaned = scrub(dirty)
+    assert cleaned is not dirty and cleaned["details"]["body"]["ticket"] == "[removed]"
+    assert cleaned["details"]["query"] is dirty["details"]["query"]  # untouched branch shared, not copied
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values)
+def test_scrub_never_leaves_a_credential_value(value):
+    wrapped = {"details": {"body": {"ticket": "SECRET-TICKET", "x": value}}, "list": [{"password": "p4ss"}]}
+    text = json.dumps(scrub(wrapped))
+    assert "SECRET-TICKET" not in text and "p4ss" not in text

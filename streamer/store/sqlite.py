@@ -163,12 +163,11 @@ class SqliteStore(Store):
                  now, now) for e in events]
 
         def insert(conn: sqlite3.Connection) -> IngestResult:
-            new = 0
-            for row in rows:
-                cursor = conn.execute(
-                    "INSERT INTO events(tenant, log_id, type, user_id, body, received_at, next_attempt_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", row)
-                new += cursor.rowcount
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT INTO events(tenant, log_id, type, user_id, body, received_at, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+            new = conn.total_changes - before
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
