@@ -27,7 +27,7 @@ class ParsedBatch:
 #: Keys whose values are credentials (ticket links, passwords) and must never reach the store.
 _CREDENTIAL_KEYS = frozenset({
     "ticket", "verificationUrl", "resetUrl", "ticket_url", "password", "newPassword", "confirmNewPassword",
-    "new_password", "client_secret", "access_token", "id_token", "refresh_token", "code", "otp",
+    "new_password", "client_secret", "access_token", "id_token", "refresh_token", "otp",
 })
 
 

@@ -108,3 +108,9 @@ def test_scrub_never_leaves_a_credential_value(value):
     wrapped = {"details": {"body": {"ticket": "SECRET-TICKET", "x": value}}, "list": [{"password": "p4ss"}]}
     text = json.dumps(scrub(wrapped))
     assert "SECRET-TICKET" not in text and "p4ss" not in text
+
+
+def test_risk_assessment_codes_survive_scrubbing():
+    """Rules read details.riskAssessment.assessments.NewDevice.code: it is not a credential."""
+    event = scrub(json.loads(sample_bytes("events/s_new_device.json")))
+    assert event["details"]["riskAssessment"]["assessments"]["NewDevice"]["code"] == "no_match"
