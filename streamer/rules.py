@@ -17,15 +17,16 @@ from urllib.parse import urlsplit
 
 import jinja2
 from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
 from streamer.outbox import DueEmail
 
 CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
 
-_expressions = SandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
-_strings = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+# Immutable: an expression cannot change the (shared, cached) profiles it reads.
+_expressions = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+_strings = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class RuleError(ValueError):

@@ -160,3 +160,12 @@ def test_once_key_sends_once_per_user_and_device():
     bad = parse_config(text.replace("{{ event.ip }}", "{{ evnt.ip }}"), env={})
     with pytest.raises(RuleError, match=r"once.key: unknown name\(s\) evnt"):
         compile_rules(bad.rules)
+
+
+def test_rules_cannot_modify_the_profile_they_read():
+    config = parse_config(CONFIG.replace('"not user.email_verified"', '"user.app_metadata.update(x=1) or True"'),
+                          env={})
+    user = {**UNVERIFIED, "app_metadata": {}}
+    due, skipped = decide(compile_rules(config.rules), sample_event("ss"), tenant="acme", tenant_ctx={}, user=user,
+                          locale_for=lambda r: "en", accepted_at=0)
+    assert user["app_metadata"] == {} and skipped and "verify-email" not in [d.rule for d in due]

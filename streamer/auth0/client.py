@@ -19,7 +19,6 @@ and the first page of the "oldest" start.
 from __future__ import annotations
 
 import asyncio
-import copy
 import re
 import time
 import urllib.request
@@ -360,7 +359,9 @@ class ManagementApi:
             for uid, value in refetched.items():
                 self._cache.put(uid, value, now)
             out.update(refetched)
-        return {uid: copy.deepcopy(out.get(uid)) for uid in ids}
+        # Shallow copies: callers may replace top-level keys; nested values are shared and must
+        # be treated as read-only (rules and templates run in immutable sandboxes).
+        return {uid: (dict(out[uid]) if out.get(uid) is not None else None) for uid in ids}
 
     def forget_user(self, user_id: str) -> None:
         """Drop a cached profile (e.g. after a change made outside this client)."""
