@@ -46,12 +46,15 @@ async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_
     task = asyncio.create_task(run_sandbox(port=port, workdir=tmp_path / "dev", open_for_s=60, out=out))
     workdir = tmp_path / "dev"
     for _ in range(200):
-        if len(saved_mail(workdir)) >= 4:
+        if len(saved_mail(workdir)) >= 7:
             break
         await asyncio.sleep(0.05)
     messages = saved_mail(workdir)
     subjects = {to(m): m["Subject"] for m in messages}
     assert "ana.silva@example.com" in subjects and "bruno.costa@example.com" in subjects
+    erik = sorted(m["Subject"] for m in messages if to(m) == "erik.schmidt@example.com")
+    assert erik == ["Ihr Passwort für Acme wurde geändert", "Neue Anmeldung bei Acme"]  # scp, new device
+    assert subjects["chloe.tremblay@example.com"] == "Nouvelle connexion à votre compte Acme"
     assert f"http://127.0.0.1:{port + 2}/" in out.getvalue()  # the mail page URL is printed
     ana = next(m for m in messages if to(m) == "ana.silva@example.com")
     assert ana["Content-Language"] == "fr"

@@ -94,23 +94,36 @@ password_reset: {{enabled: true, new_password: false, rate_limit: {{per_ip: "30/
 
 
 def sample_events(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One signup per sample user, shaped like Auth0's `ss` log entries."""
+    """What a tenant's log stream carries on a busy minute, shaped like Auth0's log entries:
+    new users sign up (`ss`), established users log in from a new phone (`s`), and the last
+    of them changes their password (`scp`)."""
     stamp = datetime.now(timezone.utc)
     events = []
+    established = [u for u in users if (u.get("logins_count") or 0) > 1]
     for index, user in enumerate(users):
         social = not user["user_id"].startswith("auth0|")
         connection = "google-oauth2" if social else "Username-Password-Authentication"
-        log_id = f"900{stamp.strftime('%Y%m%d%H%M%S%f')[:17]}{index:036d}"
-        events.append({
-            "log_id": log_id, "date": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "type": "ss", "description": "", **CLIENT, "ip": "203.0.113.24",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/128.0 Safari/537.36",
-            "hostname": DOMAIN, "user_id": user["user_id"], "user_name": user.get("email", ""),
-            "connection": connection, "strategy": "google-oauth2" if social else "auth0",
-            "strategy_type": "social" if social else "database",
-            "details": {"body": {"email": user.get("email"), "email_verified": user.get("email_verified", False),
-                                 "connection": connection, "client_id": CLIENT["client_id"]}}})
+        returning = user in established
+        events.append(_event(stamp, len(events), "s" if returning else "ss", user, connection, social,
+                             phone=returning))
+        if established and user is established[-1]:
+            events.append(_event(stamp, len(events), "scp", user, connection, social, phone=True))
     return events
+
+
+def _event(stamp: datetime, index: int, kind: str, user: dict[str, Any], connection: str, social: bool,
+           *, phone: bool) -> dict[str, Any]:
+    agent = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/128.0 Mobile Safari/537.36"
+             if phone else "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/128.0 Safari/537.36")
+    return {
+        "log_id": f"900{stamp.strftime('%Y%m%d%H%M%S%f')[:17]}{index:036d}",
+        "date": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "type": kind, "description": "", **CLIENT, "ip": "198.51.100.77" if phone else "203.0.113.24",
+        "user_agent": agent, "isMobile": phone, "hostname": DOMAIN, "user_id": user["user_id"],
+        "user_name": user.get("email", ""), "connection": connection,
+        "strategy": "google-oauth2" if social else "auth0", "strategy_type": "social" if social else "database",
+        "details": {"body": {"email": user.get("email"), "email_verified": user.get("email_verified", False),
+                             "connection": connection, "client_id": CLIENT["client_id"]}}}
 
 
 async def _start_site(app: web.Application, port: int) -> web.AppRunner:
@@ -157,7 +170,7 @@ async def run_sandbox(*, port: int = 8080, workdir: str | Path = "streamer-dev",
     logs.configure("info", stream=log_file)
     daemon = Daemon(load_config(config_path))
     links = {"Password reset form": f"{daemon_url}/password-reset/{TENANT}?client_id={CLIENT['client_id']}",
-             "Daemon metrics": f"{daemon_url}/metrics", "Auth0 stand-in users": f"{standin_url}/api/v2/users"}
+             "Daemon metrics": f"{daemon_url}/metrics"}
     announcer = asyncio.create_task(_announce_mail(catcher, out))
     ready = asyncio.Event()
     daemon_task = asyncio.create_task(daemon.run(on_ready=lambda _url: ready.set()))
@@ -181,8 +194,9 @@ streamer dev is running. Open:
   Auth0 stand-in       {standin_url}
   Config and logs      {config_path}, {workdir / 'daemon.log'}
 
-Posted {answer.get('received', 0)} sample signups as an Auth0 log stream would. Unverified users get a
-verification email; click its link, and the welcome email follows. Ctrl+C stops everything.
+Posted {answer.get('received', 0)} sample log events as an Auth0 log stream would: new users get a
+verification (or welcome) email, returning users a new-device notice, one a password-changed
+notice. Click a verification link and the welcome email follows. Ctrl+C stops everything.
 """, file=out, flush=True)
         if open_for_s is not None:
             with contextlib.suppress(asyncio.TimeoutError):
