@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jinja2.exceptions import SecurityError
 
 from streamer.locale import locale_chain
@@ -196,6 +198,86 @@ def test_html_to_text_keeps_long_links_whole() -> None:
     assert "hidden" not in text
     assert "Title" in text.splitlines() and "#" not in text.replace(url, "")
     assert "When: today" in text.splitlines()
+
+
+def test_html_to_text_skips_hidden_elements_and_the_head() -> None:
+    html = ("<html><head><title>TITLE</title><style>.x { color: red }</style><script>var s = 1;</script></head>"
+            '<body><div class="preheader" data-text="skip">PREHEADER<p>inner</p></div>'
+            '<p>a<span style="display: none !important">X1</span>b</p>'
+            '<p>c<span style="VISIBILITY:Hidden">X2</span> d</p>'
+            '<p>e <span style="font-size:1px; mso-hide: all">X3<b>X4</b></span>f</p>'
+            '<p hidden>X5</p><p>g <a href="https://x.test" data-text="skip">X6</a>h</p>'
+            '<p style="color: red; text-decoration: none">shown</p>'
+            "<script>X7()</script><style>p{}</style></body></html>")
+    assert html_to_text(html) == "ab\n\nc d\n\ne f\n\ng h\n\nshown\n"
+
+
+def test_html_to_text_links() -> None:
+    text = html_to_text(
+        '<p><a href="https://x.test/a"><span><b>Bold</b> label</span></a>, '
+        '<a href="https://x.test/b">see https://x.test/b</a>, <a href="https://x.test/c"><img src="c.png"></a>, '
+        '<a href="#top">top</a>, <a href="">none</a>, <a href="mailto:s@x.test">Write to us</a>, '
+        '<a href="MAILTO:s@x.test">s@x.test</a>.</p><h2>Go <a href="https://x.test/h">here</a></h2>')
+    assert text.splitlines() == [
+        "Bold label (https://x.test/a), see https://x.test/b, https://x.test/c, top, none, "
+        "Write to us (s@x.test), s@x.test.", "", "Go here (https://x.test/h)"]
+    nested = html_to_text('<p><a href="https://a.test">outer <a href="https://b.test">inner</a> tail</a></p>')
+    assert "outer (https://a.test)" in nested and "inner (https://b.test)" in nested
+    assert nested.count("https://a.test") == 1 and nested.count("https://b.test") == 1
+
+
+def test_html_to_text_lists() -> None:
+    html = ("<p>Steps:</p><ol><li>one</li><li><p>two</p></li><li>three<br>more\n  words</li></ol>"
+            "<ul>\n<li>a</li>\n<li>b<ul><li>b1</li><li>b2</li></ul></li>\n<li>c</li></ul>"
+            '<ol start="7"><li>seven</li></ol><p>after</p>')
+    assert html_to_text(html) == ("Steps:\n\n1. one\n2. two\n3. three\n   more words\n\n"
+                                  "- a\n- b\n  - b1\n  - b2\n- c\n\n7. seven\n\nafter\n")
+
+
+def test_html_to_text_tables() -> None:
+    html = ("<p>Before</p><table>\n<tr><th>Name</th><th>Value</th></tr>\n"
+            "<tr>\n<td>When:</td>\n<td> 4 March </td></tr><tr><td>Empty:</td><td></td><td>last</td></tr>"
+            "<tr><td>Nested:</td><td><table><tr><td>x</td><td>y</td></tr></table></td></tr></table>after")
+    assert html_to_text(html) == "Before\n\nName Value\nWhen: 4 March\nEmpty: last\nNested:\n\nx y\n\nafter\n"
+
+
+def test_html_to_text_breaks_blocks_and_whitespace() -> None:
+    html = ("<div>  one\n\n  two\t<span> three </span> four</div><div></div><p></p>"
+            "<p>a<br>b<br><br><br><br>c</p><div>d<div>e</div>f</div><h1>Big <em>title</em></h1>"
+            "<p>x<b>y</b>z</p><pre>  keep\n    this</pre>end")
+    assert html_to_text(html) == ("one two three four\n\na\nb\n\nc\n\nd\n\ne\n\nf\n\nBig title\n\n"
+                                  "xyz\n\n  keep\n    this\n\nend\n")
+    assert html_to_text("") == html_to_text("  ") == html_to_text("<!-- only a comment -->") == "\n"
+
+
+def test_html_to_text_entities_and_unicode() -> None:
+    html = ("<p>Tom &amp; Jerry &lt;tag&gt; &quot;q&quot; &#39;s&#x27; caf&eacute; &#x2019; &euro;</p>"
+            "<p>Chlo\u00e9 Lef\u00e8vre, Wei\u00df&nbsp;: \u00ab&nbsp;oui&nbsp;\u00bb 9:17\u202fPM</p>")
+    assert html_to_text(html).splitlines() == [
+        "Tom & Jerry <tag> \"q\" 's' café ’ €", "",
+        "Chloé Lefèvre, Weiß\u00a0: «\u00a0oui\u00a0» 9:17\u202fPM"]
+
+
+_HTMLISH = st.lists(st.one_of(
+    st.sampled_from(["<p>", "</p>", "<div>", "</div>", "<br>", "<table>", "<tr>", "<td>", "</td>", "</tr>",
+                     "</table>", "<ul>", "<ol>", "<li>", "</li>", "</ul>", "</ol>", "<h1>", "</h1>", "<pre>",
+                     "</pre>", "<blockquote>", "</blockquote>", "<hr>", "<img src=x alt=y>", "<b>", "</b>",
+                     '<a href="https://x.test/p?q=1">', '<a href="mailto:m@x.test">', '<a href="#t">', "</a>",
+                     '<span style="display:none">', '<div data-text="skip">', "</span>", "&amp;", "&nbsp;",
+                     "&eacute;", "&#x2019;", "&bogus;", "\n", "  ", "\t"]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<>&\"'"), max_size=12),
+), max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_HTMLISH, _HTMLISH, st.text(max_size=60))
+def test_html_to_text_never_raises_nor_shows_scripts(before: str, after: str, junk: str) -> None:
+    for html in (before + "<script>var SECRETBODY = '<p>';</script>" + after,
+                 before + "<style>p::after { content: 'SECRETBODY' }</style>" + after, junk, before + junk):
+        text = html_to_text(html)
+        assert "SECRETBODY" not in text
+        assert text.endswith("\n") and "\n\n\n" not in text
+        assert all(line == line.rstrip() for line in text.split("\n"))
 
 
 def test_check_reports_broken_template_with_file_and_line(tmp_path: Path) -> None:
