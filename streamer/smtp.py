@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Iterable, Sequence
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import ClassVar, Final, Literal
 
 import aiosmtplib
@@ -174,6 +175,7 @@ def _secret_forms(username: str | None, password: str | None) -> list[str]:
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+@lru_cache(maxsize=4096)
 def _one_address(raw: str) -> str:
     """The addr-spec of "addr" or "Name <addr>"; ValueError for anything else (lists, CR/LF …)."""
     if not isinstance(raw, str) or _CONTROL_CHARS.search(raw):
