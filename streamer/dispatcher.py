@@ -86,6 +86,12 @@ class Dispatcher:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _deliver(self, email: OutboxEmail) -> None:
+        try:
+            await self._deliver_and_record(email)
+        except Exception:  # noqa: BLE001 - the outcome could not be stored: the lease brings it back
+            log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+
+    async def _deliver_and_record(self, email: OutboxEmail) -> None:
         labels = (email.tenant, email.rule)
         try:
             await self.deliverer.deliver(email)
