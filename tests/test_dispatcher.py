@@ -1,0 +1,87 @@
+"""The dispatcher's decisions with a real SQLite store and a deliverer that fails on purpose."""
+
+import asyncio
+import time
+
+from structlog.testing import capture_logs
+
+from streamer.delivery import PermanentFailure, TransientFailure
+from streamer.dispatcher import Dispatcher
+from streamer.outbox import DueEmail, EmailState, RetryPolicy
+
+
+def due(i: int) -> DueEmail:
+    return DueEmail(tenant="acme", rule="r", template="welcome", once_key=f"k{i}", cooldown_s=None, key=f"k{i}",
+                    user_id=f"u{i}", log_id=f"L{i}", recipient=f"u{i}@example.com", locale="en",
+                    accepted_at=time.time(), context={})
+
+
+class ScriptedDeliverer:
+    """Fails each email as told by its recipient number: 0 ok, 1 transient, 2 permanent, 3 crash."""
+
+    def __init__(self):
+        self.attempts: dict[int, int] = {}
+
+    async def deliver(self, email):
+        n = int(email.user_id[1:])
+        self.attempts[n] = self.attempts.get(n, 0) + 1
+        kind = n % 4
+        if kind == 1:
+            raise TransientFailure("451 later")
+        if kind == 2:
+            raise PermanentFailure("550 no such user")
+        if kind == 3:
+            raise RuntimeError("bug")
+
+    async def mark(self, email):
+        return None
+
+
+async def run_until(store, dispatcher, predicate, timeout=10.0):
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop, idle_s=0.02))
+    try:
+        for _ in range(int(timeout / 0.02)):
+            if predicate(await store.list_emails(states=None)):
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("not reached")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_outcomes_follow_the_retry_policy(sqlite_store):
+    await sqlite_store.settle_events([], [due(i) for i in range(8)], now=time.time())
+    deliverer = ScriptedDeliverer()
+    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=4,
+                            wake=asyncio.Event())
+    await run_until(sqlite_store, dispatcher,
+                    lambda emails: all(e.state in (EmailState.SENT, EmailState.DEAD) for e in emails))
+    states = {int(e.user_id[1:]): (e.state, e.attempts) for e in await sqlite_store.list_emails(states=None)}
+    assert states[0] == (EmailState.SENT, 1) and states[4] == (EmailState.SENT, 1)
+    assert states[1] == (EmailState.DEAD, 3)      # transient until max_attempts
+    assert states[2] == (EmailState.DEAD, 1)      # permanent at once
+    assert states[3] == (EmailState.DEAD, 3)      # a crash is retried, bounded
+
+
+async def test_a_store_error_while_recording_is_logged_and_the_email_comes_back(sqlite_store):
+    await sqlite_store.settle_events([], [due(0)], now=time.time())
+    original = sqlite_store.mark_sent
+    calls = []
+
+    async def flaky_mark_sent(email_id, *, now):
+        calls.append(email_id)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        await original(email_id, now=now)
+
+    sqlite_store.mark_sent = flaky_mark_sent
+    dispatcher = Dispatcher(sqlite_store, ScriptedDeliverer(), RetryPolicy(3, 0.01, 0.02), concurrency=2,
+                            wake=asyncio.Event())
+    with capture_logs() as logs:
+        await run_until(sqlite_store, dispatcher, lambda emails: len(calls) >= 1)
+    assert any(entry["event"] == "outbox_update_failed" for entry in logs)
+    [email] = await sqlite_store.list_emails(states=None)
+    assert email.state == EmailState.SENDING  # leased: requeue_stale brings it back after the lease
+    assert await sqlite_store.requeue_stale(now=time.time() + 10_000) == 1
