@@ -129,3 +129,22 @@ async def test_checkpoint_is_committed_with_the_events(store):
     assert await store.get_checkpoint("acme") == "900123"
     await store.add_events("acme", [], now=NOW, checkpoint="900124")
     assert await store.get_checkpoint("acme") == "900124"
+
+
+async def test_one_failing_write_in_a_group_commit_does_not_fail_the_others(sqlite_store):
+    """Concurrent writes share a commit; a failing one is isolated (SQLite's group commit)."""
+    import sqlite3
+
+    import pytest
+
+    def broken(conn):
+        conn.execute("INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES ('x', 'y', 0)")
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    good = [sqlite_store.add_events("acme", [sample_event("ss", log_id=f"G{i}")], now=NOW) for i in range(5)]
+    results = await asyncio.gather(sqlite_store._write(broken), *good, return_exceptions=True)
+    assert isinstance(results[0], sqlite3.OperationalError)
+    assert [r.new for r in results[1:]] == [1] * 5
+    assert await sqlite_store.get_checkpoint("x") is None  # the failed op's first statement rolled back
+    with pytest.raises(sqlite3.OperationalError):
+        await sqlite_store._write(broken)

@@ -135,8 +135,19 @@ class SqliteStore(Store):
             self._flushing = False
 
     def _commit_group(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        """Fast path: all operations in one plain transaction. If one fails, roll back and
+        run them again, each in its own SAVEPOINT, so only the failing one fails."""
         conn = self._conn
         assert conn is not None, "store is not open"
+        if len(fns) > 1:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results = [fn(conn) for fn in fns]
+                conn.execute("COMMIT")
+                return [(True, result) for result in results]
+            except Exception:  # noqa: BLE001 - retried one by one below
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
