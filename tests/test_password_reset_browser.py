@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from contextlib import asynccontextmanager
 
-import pytest
-
-
-from browser import chromium  # noqa: E402
-from test_password_reset import ANA, ANA_EMAIL, PATH, SECRET_PASSWORD, harness  # noqa: E402,F401,F811 (the fixture)
-
+from browser import chromium
+from test_password_reset import ANA, ANA_EMAIL, PATH, SECRET_PASSWORD, harness  # noqa: F401 (the fixture)
 
 
 @asynccontextmanager
