@@ -46,11 +46,14 @@ def _checked(args: argparse.Namespace) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from streamer import logs
-    from streamer.daemon import Daemon
+    from streamer.daemon import Daemon, StartupError
 
     config = _checked(args)
     logs.configure(args.log_level)
-    asyncio.run(Daemon(config).run())
+    try:
+        asyncio.run(Daemon(config).run())
+    except StartupError as exc:
+        raise UserError(str(exc)) from None
     return EXIT_OK
 
 
@@ -75,7 +78,10 @@ async def _with_store(config: Config, action: Callable[[Any], Any]) -> Any:
     from streamer.store import open_store
 
     store = open_store(config.store_url)
-    await store.open()
+    try:
+        await store.open()
+    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
+        raise UserError(f"cannot open the store: {exc}") from None
     try:
         return await action(store)
     finally:

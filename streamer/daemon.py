@@ -22,12 +22,12 @@ from aiohttp import web
 
 from streamer import metrics
 from streamer.auth0 import ManagementApi
-from streamer.config import Config, ConfigError
+from streamer.config import Config
 from streamer.delivery import Deliverer
 from streamer.dispatcher import Dispatcher
 from streamer.inbox import Inbox
 from streamer.locale import fallback_chain, wanted_locale
-from streamer.logs import get_logger
+from streamer.logs import get_logger, redact_text
 from streamer.outbox import EmailState, RetryPolicy
 from streamer.password_reset import NewPasswordVault, PasswordResetPages
 from streamer.processor import Processor
@@ -44,6 +44,10 @@ GAUGE_EVERY_S = 5.0
 PURGE_EVERY_S = 3600.0
 
 
+class StartupError(Exception):
+    """The daemon cannot start (store unreachable, port taken …): one clear line, exit 1."""
+
+
 class SqliteLock:
     """One `run` per SQLite file: two would both send (use PostgreSQL for several processes)."""
 
@@ -52,14 +56,17 @@ class SqliteLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StartupError(f"cannot open the store: {self.path.parent}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise ConfigError([f"another `streamer run` is using {self.path.with_suffix('')}; "
-                               "one process per SQLite store (use PostgreSQL to run several)"]) from None
+            raise StartupError(f"another `streamer run` is using {self.path.with_suffix('')}; "
+                               "one process per SQLite store (use PostgreSQL to run several)") from None
         self._fd = fd
 
     def release(self) -> None:
@@ -123,7 +130,12 @@ class Daemon:
         if lock:
             lock.acquire()
         self.store = store = self.store or open_store(config.store_url)
-        await store.open()
+        try:
+            await store.open()
+        except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
+            if lock:
+                lock.release()
+            raise StartupError(f"cannot open the store: {redact_text(str(exc))}") from None
         if lock:  # single process: whatever was "sending" when it died is ours to resume now
             requeued = await store.requeue_stale(now=float("inf"))
             if requeued:
@@ -151,7 +163,11 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
         try:
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {config.server.listen} (server.listen): "
+                                   f"{exc.strerror or exc}") from None
             sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
             port = sockets[0].getsockname()[1] if sockets else config.server.port
             self.url = f"http://{config.server.host}:{port}"

@@ -135,3 +135,38 @@ async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
     assert await cli("outbox", "list", "--state", "queued", "--json", "-c", str(config_file)) == 0
     [queued] = json.loads(capsys.readouterr().out)
     assert queued["id"] == dead and queued["attempts"] == 0
+
+
+def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):
+    """Store unreachable, port taken, a second run on the same SQLite file: exit 1, no traceback."""
+    import socket
+
+    text = config_file.read_text()
+    config_file.write_text(text.replace(f'store: "sqlite:///{tmp_path}/streamer.db"',
+                                        'store: "postgresql://u:hunter2@127.0.0.1:1/db"'))
+    result = run_cli("run", "-c", str(config_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot open the store" in result.stderr and "hunter2" not in result.stderr
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_file.write_text(text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"'))
+        result = run_cli("run", "-c", str(config_file))
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_second_run_on_the_same_sqlite_store_is_refused(tmp_path, config_file):
+    from test_crash import free_port, start_run
+
+    port = free_port()
+    config_file.write_text(config_file.read_text().replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"'))
+    first = await start_run(config_file, port)
+    try:
+        second = await asyncio.to_thread(run_cli, "run", "-c", str(config_file))
+        assert second.returncode == 1 and "another `streamer run` is using" in second.stderr
+    finally:
+        first.terminate()
+        await first.wait()
