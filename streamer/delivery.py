@@ -86,6 +86,10 @@ class Deliverer:
         except Auth0Transient as exc:
             raise TransientFailure(f"Auth0 ticket: {exc}") from None
         except Auth0Permanent as exc:
+            if exc.status in (401, 403):
+                # Our credentials or scopes, not this email: keep it until the operator fixes them.
+                raise TransientFailure(f"Auth0 refused streamer's credentials or scopes (fix the tenant's "
+                                       f"client_id/client_secret or the M2M application's scopes): {exc}") from None
             raise PermanentFailure(f"Auth0 ticket: {exc}") from None
 
     async def deliver(self, email: OutboxEmail) -> None:

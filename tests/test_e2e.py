@@ -209,3 +209,29 @@ async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, st
         async with session.get(f"{daemon.url}/metrics") as response:
             exposed = await response.text()
     assert f'streamer_auth0_automatic_email_events_total{{tenant="acme"}} {before + 2}' in exposed
+
+
+async def test_wrong_auth0_credentials_keep_emails_queued_not_dead(tmp_path, standin, catcher, start_daemon):
+    """A bad client secret is the operator's to fix: emails wait (failed, retried), never dead at once."""
+    text = config_text(tmp_path, standin, catcher).replace(f"client_secret: {standin.client_secret}",
+                                                           "client_secret: wrong-secret")
+    daemon = await start_daemon(text)
+    await daemon.post([envelope(sample_event("ss"))])
+    for _ in range(200):
+        emails = await daemon.daemon.store.list_emails(states=None)
+        if emails or "user_fetch_failed" in daemon.logs.getvalue():
+            break
+        await asyncio.sleep(0.05)
+    # The user fetch itself needs the token: the event waits in the inbox, nothing is dead.
+    assert not [e for e in await daemon.daemon.store.list_emails(states=None) if e.state == "dead"]
+    assert "user_fetch_failed" in daemon.logs.getvalue()
+    assert "wrong-secret" not in daemon.logs.getvalue()
+
+
+async def test_a_missing_ticket_scope_is_retried_not_dead(tmp_path, standin, catcher, start_daemon):
+    standin.fail_next("/api/v2/tickets", 403, count=2)  # insufficient_scope, then the operator fixes it
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    await daemon.post([envelope(sample_event("ss"))])
+    [email] = await wait_for_state(daemon, "sent")
+    assert email.attempts == 3
+    assert "credentials or scopes" in daemon.logs.getvalue()
