@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -26,13 +27,21 @@ _SECRET_TEXT = [
 
 def redact_text(text: str) -> str:
     """Mask ticket URLs, bearer tokens and JWTs inside free text (error messages, reprs)."""
+    lowered = text.lower()
+    if "ticket=" not in lowered and "bearer" not in lowered and "eyj" not in lowered:
+        return text  # the common case: nothing any pattern could match
     for pattern in _SECRET_TEXT:
         text = pattern.sub(lambda m: (m.group(1) + " " + REDACTED) if m.lastindex else REDACTED, text)
     return text
 
 
+@lru_cache(maxsize=2048)
+def _is_secret_key(key: str) -> bool:
+    return key not in _SAFE_KEYS and bool(_SECRET_KEY.search(key))
+
+
 def redact(value: Any, key: str | None = None) -> Any:
-    if key is not None and key not in _SAFE_KEYS and _SECRET_KEY.search(key):
+    if key is not None and _is_secret_key(key):
         return REDACTED if value not in (None, "", False) else value
     if isinstance(value, str):
         return redact_text(value)
