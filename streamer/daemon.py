@@ -136,10 +136,10 @@ class Daemon:
             if lock:
                 lock.release()
             raise StartupError(f"cannot open the store: {redact_text(str(exc))}") from None
-        if lock:  # single process: whatever was "sending" when it died is ours to resume now
-            requeued = await store.requeue_stale(now=float("inf"))
-            if requeued:
-                log.warning("outbox_resumed_after_crash", count=requeued)
+        if lock:  # single process: whatever the previous process had claimed is ours to resume now
+            released = await store.resume_after_restart(now=time.time())
+            if released:
+                log.warning("resumed_after_restart", rows=released)
         apis = {name: ManagementApi(tenant, name=name) for name, tenant in config.tenants.items()}
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()

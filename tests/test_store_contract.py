@@ -148,3 +148,17 @@ async def test_one_failing_write_in_a_group_commit_does_not_fail_the_others(sqli
     assert await sqlite_store.get_checkpoint("x") is None  # the failed op's first statement rolled back
     with pytest.raises(sqlite3.OperationalError):
         await sqlite_store._write(broken)
+
+
+async def test_a_restart_releases_the_dead_process_claims_but_not_deferrals(sqlite_store):
+    """kill -9 while events are claimed: the next `run` must not wait out the lease."""
+    await sqlite_store.add_events("acme", [sample_event("ss"), sample_event("s")], now=NOW)
+    claimed = await sqlite_store.claim_events(limit=10, now=NOW, lease_s=120)
+    deferred = claimed[1]
+    await sqlite_store.defer_events([(deferred.tenant, deferred.log_id)], until=NOW + 600, error="Auth0 down")
+    await sqlite_store.settle_events([], [due("L1")], now=NOW)
+    await sqlite_store.claim_emails(limit=1, now=NOW, lease_s=300)
+    assert await sqlite_store.resume_after_restart(now=NOW + 1) == 2  # one event lease, one sending email
+    [again] = await sqlite_store.claim_events(limit=10, now=NOW + 1, lease_s=120)
+    assert again.log_id == claimed[0].log_id
+    assert len(await sqlite_store.claim_emails(limit=1, now=NOW + 1, lease_s=300)) == 1

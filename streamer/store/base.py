@@ -83,6 +83,11 @@ class Store(ABC):
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
         """Due emails, by next attempt time, set to `sending` and counted as an attempt."""
 
+    async def resume_after_restart(self, *, now: float) -> int:
+        """Single-process stores only: the previous process is gone, so every claim it held
+        (events being evaluated, emails being sent) is due again now. Returns rows released."""
+        raise NotImplementedError("only a single-process store can release every claim at start")
+
     @abstractmethod
     async def requeue_stale(self, *, now: float) -> int:
         """Emails stuck in `sending` past their lease (a crashed sender) go back to `queued`."""

@@ -196,7 +196,7 @@ class SqliteStore(Store):
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
         def claim(conn: sqlite3.Connection) -> list[InboxEvent]:
             rows = conn.execute(
-                "UPDATE events SET next_attempt_at = ?, attempts = attempts + 1 "
+                "UPDATE events SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
                 "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM events WHERE state = 'pending' "
                 "AND next_attempt_at <= ? ORDER BY next_attempt_at, log_id LIMIT ?) "
                 "RETURNING tenant, log_id, type, user_id, body, received_at, attempts",
@@ -252,6 +252,16 @@ class SqliteStore(Store):
             return sorted((_row_to_email(r) for r in rows), key=lambda e: e.next_attempt_at)
 
         return await self._write(claim)
+
+    async def resume_after_restart(self, *, now: float) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            events = conn.execute("UPDATE events SET next_attempt_at = ? WHERE state = 'pending' "
+                                  "AND next_attempt_at > ? AND last_error IS NULL", (now, now)).rowcount
+            emails = conn.execute("UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = ? "
+                                  "WHERE state = 'sending'", (now,)).rowcount
+            return events + emails
+
+        return await self._write(release)
 
     async def requeue_stale(self, *, now: float) -> int:
         return await self._write(lambda c: c.execute(
