@@ -26,6 +26,7 @@ from streamer.config import Config
 from streamer.delivery import Deliverer
 from streamer.dispatcher import Dispatcher
 from streamer.inbox import Inbox
+from streamer.lifecycle import sleep_unless_stopped
 from streamer.locale import fallback_chain, wanted_locale
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import EmailState, RetryPolicy
@@ -106,8 +107,7 @@ class Daemon:
                     metrics.OUTBOX_DEPTH.labels(state.value).set(stats["outbox"].get(state.value, 0))
                 metrics.OUTBOX_OLDEST_AGE.set(stats["oldest_open_age_s"])
                 metrics.INBOX_PENDING.set(stats["inbox_pending"])
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), GAUGE_EVERY_S)
+            await sleep_unless_stopped(self.stop, GAUGE_EVERY_S)
 
     async def _purge(self) -> None:
         assert self.store is not None
@@ -119,8 +119,7 @@ class Daemon:
                     log.info("store_purged", rows=purged, retention_days=self.config.delivery.retention_days)
             except Exception:  # noqa: BLE001
                 log.exception("store_purge_failed")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), PURGE_EVERY_S)
+            await sleep_unless_stopped(self.stop, PURGE_EVERY_S)
 
     async def run(self, *, install_signals: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
         config = self.config

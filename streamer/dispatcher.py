@@ -12,6 +12,7 @@ import time
 
 from streamer import metrics
 from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
+from streamer.lifecycle import wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
 from streamer.store import Store
@@ -55,20 +56,12 @@ class Dispatcher:
                 # Full: wait until half the slots are free (or stop), so that one claim
                 # transaction serves several emails instead of one.
                 while len(self._in_flight) > self.concurrency // 2 and not stop.is_set():
-                    await self._wait_any(stop, [*self._in_flight])
+                    await wait_any(stop, [*self._in_flight])
                 continue
             if not emails:
                 self.wake.clear()
-                await self._wait_any(stop, [asyncio.ensure_future(self.wake.wait())], timeout=idle_s)
+                await wait_any(stop, [self.wake.wait()], timeout=idle_s)
         await self.drain()
-
-    async def _wait_any(self, stop: asyncio.Event, futures: list, timeout: float | None = None) -> None:
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({stopper, *futures}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for future in futures:
-            if isinstance(future, asyncio.Future) and not isinstance(future, asyncio.Task):
-                future.cancel()
 
     async def _requeue_stale(self, now: float) -> None:
         try:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
+from streamer.lifecycle import wait_any
 from streamer.logs import get_logger
 from streamer.rules import CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
@@ -63,11 +64,7 @@ class Processor:
                 handled = 0
             if handled == 0:
                 self.wake.clear()
-                waiter = asyncio.ensure_future(self.wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await wait_any(stop, [self.wake.wait()], timeout=idle_s)
 
     async def process_once(self) -> int:
         events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)

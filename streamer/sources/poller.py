@@ -14,6 +14,7 @@ from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import PollConfig
 from streamer.events import unwrap
 from streamer.inbox import Inbox
+from streamer.lifecycle import sleep_unless_stopped
 from streamer.logs import get_logger
 
 log = get_logger(__name__)
@@ -67,7 +68,7 @@ class Poller:
             try:
                 if not await self.inbox.store.try_lead(f"poll:{self.tenant}"):
                     started = False  # another replica polls; read its checkpoint if we take over
-                    await self._sleep(stop, delay)
+                    await sleep_unless_stopped(stop, delay)
                     continue
                 if not started:
                     checkpoint = await self._start_checkpoint()
@@ -86,13 +87,5 @@ class Poller:
                 failures += 1
                 delay = min(300.0, self.poll.interval_s * 2 ** min(failures, 6))
                 log.exception("poll_crashed", tenant=self.tenant)
-            await self._sleep(stop, delay)
+            await sleep_unless_stopped(stop, delay)
         await self.inbox.store.release_lead(f"poll:{self.tenant}")
-
-    @staticmethod
-    async def _sleep(stop: asyncio.Event, delay: float) -> None:
-        if delay:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
