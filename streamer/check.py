@@ -57,6 +57,10 @@ def check_config(config: Config) -> CheckReport:
                                  f"{rule.template!r} in {config.templates_dir}")
     sample = sample_context("verify_email", config.templates.default_locale)
     report.errors += [f"{config.source}: {p}" for p in check_result_urls(config, rules, sample["user"], sample["event"])]
+    if config.password_reset.enabled and "password_reset_requested" not in config.listened_types():
+        report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
+                               "password_reset_requested, so the hosted form would send nothing "
+                               "(see the password-reset rule in config/streamer.example.yaml)")
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
             report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "

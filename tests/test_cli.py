@@ -170,3 +170,10 @@ async def test_a_second_run_on_the_same_sqlite_store_is_refused(tmp_path, config
     finally:
         first.terminate()
         await first.wait()
+
+
+def test_check_warns_when_the_reset_form_has_no_rule(tmp_path, config_file):
+    config_file.write_text(config_file.read_text() + "password_reset: {enabled: true}\n")
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 0
+    assert "no rule listens to password_reset_requested" in result.stdout
