@@ -49,36 +49,35 @@ def _unknown_names(source: str) -> set[str]:
     return meta.find_undeclared_variables(_expressions.parse(source)) - CONTEXT_NAMES
 
 
+def _compiled(where: str, build: Callable[[], Any], *, names_in: str, what: str) -> Any:
+    """Compile with `build`; a syntax error or a name outside CONTEXT_NAMES is a RuleError."""
+    try:
+        unknown = _unknown_names(names_in)
+        compiled = build()
+    except jinja2.TemplateSyntaxError as exc:
+        raise RuleError(f"{where}: invalid {what}: {exc.message}") from None
+    if unknown:
+        raise RuleError(f"{where}: unknown name(s) {', '.join(sorted(unknown))}; "
+                        f"use {', '.join(sorted(CONTEXT_NAMES))}")
+    return compiled
+
+
 def compile_rule(rule: RuleConfig, index: int = 0) -> CompiledRule:
     where = f"rules.{index} ({rule.name})"
-    condition = None
+    condition = result_url = once_key = None
     if rule.if_ is not None:
-        try:
-            unknown = _unknown_names("{{ (" + rule.if_ + ") }}")
-            condition = _expressions.compile_expression(rule.if_, undefined_to_none=False)
-        except jinja2.TemplateSyntaxError as exc:
-            raise RuleError(f"{where}.if: invalid expression: {exc.message}") from None
-        if unknown:
-            raise RuleError(f"{where}.if: unknown name(s) {', '.join(sorted(unknown))}; "
-                            f"use {', '.join(sorted(CONTEXT_NAMES))}")
-    result_url = None
+        source = rule.if_
+        condition = _compiled(f"{where}.if",
+                              lambda: _expressions.compile_expression(source, undefined_to_none=False),
+                              names_in="{{ (" + source + ") }}", what="expression")
     if rule.ticket is not None and rule.ticket.result_url:
-        try:
-            unknown = _unknown_names(rule.ticket.result_url)
-            result_url = _strings.from_string(rule.ticket.result_url)
-        except jinja2.TemplateSyntaxError as exc:
-            raise RuleError(f"{where}.ticket.result_url: invalid template: {exc.message}") from None
-        if unknown:
-            raise RuleError(f"{where}.ticket.result_url: unknown name(s) {', '.join(sorted(unknown))}")
-    once_key = None
+        url = rule.ticket.result_url
+        result_url = _compiled(f"{where}.ticket.result_url", lambda: _strings.from_string(url),
+                               names_in=url, what="template")
     if isinstance(rule.once, OnceKey):
-        try:
-            unknown = _unknown_names(rule.once.key)
-            once_key = _expressions.from_string(rule.once.key)
-        except jinja2.TemplateSyntaxError as exc:
-            raise RuleError(f"{where}.once.key: invalid template: {exc.message}") from None
-        if unknown:
-            raise RuleError(f"{where}.once.key: unknown name(s) {', '.join(sorted(unknown))}")
+        key = rule.once.key
+        once_key = _compiled(f"{where}.once.key", lambda: _expressions.from_string(key),
+                             names_in=key, what="template")
     return CompiledRule(rule, condition, result_url, once_key)
 
 
