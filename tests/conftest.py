@@ -80,7 +80,7 @@ async def catcher():
     from streamer.devkit.mailcatcher import MailCatcher
 
     server = MailCatcher()
-    server.port = await server.start()
+    await server.start()  # sets server.port
     yield server
     await server.stop()
 

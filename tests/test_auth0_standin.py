@@ -24,13 +24,6 @@ def sample(name: str):
     return json.loads((SAMPLES / name).read_text())
 
 
-@pytest.fixture
-async def standin():
-    server = Auth0StandIn(users=load_sample_users())
-    await server.start()
-    yield server
-    await server.stop()
-
 
 @pytest.fixture
 async def http(standin):

@@ -37,13 +37,6 @@ async def deliver(port: int, message: bytes = b"", *, rcpt: list[str] | None = N
             await smtp.sendmail("no-reply@acme.test", rcpt or ["zoe@example.test"], message or build())
 
 
-@pytest.fixture
-async def catcher():
-    catcher = MailCatcher()
-    await catcher.start()
-    yield catcher
-    await catcher.stop()
-
 
 async def test_helpers(catcher):
     message = build()

@@ -56,13 +56,6 @@ def full_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
 
 
-@pytest.fixture
-async def catcher():
-    catcher = MailCatcher()
-    await catcher.start()
-    yield catcher
-    await catcher.stop()
-
 
 @pytest.fixture
 async def pool(catcher):
