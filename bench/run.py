@@ -71,6 +71,9 @@ OLD_DATE = "2026-01-01T00:00:00.000Z"  # before the users' last update: cached p
 LOGID_MARKER = "@@LOGID@@"
 SIGNUP_BATCH = 50
 LATENCY_RATE = 50.0
+#: Events stored but not yet through the rules (as SqliteStore.stats counts them).
+PENDING_SQL = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) FROM meta "
+               "WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
 #: A round in which other processes took more of core 0 is set aside when a cleaner round exists.
 DISTURBED = 0.15
 
@@ -210,8 +213,8 @@ async def run_wrk(url: str, bodies: Path, batch: int, seconds: float, server_pid
 async def processor_rate(daemon: Daemon, seconds: float) -> tuple[float, float] | tuple[None, None]:
     """(events/s, daemon CPU µs per event) the processor settles alone once the webhook load has
     stopped (rules evaluated, no email due); (None, None) when it had no backlog to work on."""
-    count_done = "SELECT count(*) FROM events WHERE state = 'done'"
-    if daemon.query("SELECT count(*) FROM events WHERE state = 'pending'")[0] < 1000:
+    count_done = f"SELECT count(*) - ({PENDING_SQL}) FROM seen"
+    if daemon.query(PENDING_SQL)[0] < 1000:
         return None, None
     before, started = daemon.query(count_done)[0], time.monotonic()
     with h.CoreWatch(SERVER_CORE, daemon.pid) as core:
@@ -236,7 +239,7 @@ async def ingest_batch(settings: Settings, batch: int, bodies: Path, bare: Servi
             with daemon.paused():  # its processor may still be working off the last round's events
                 ceiling = await run_wrk(bare_url, bodies, batch, settings.ingest_s, bare.pid)
             rounds.append((ceiling, await run_wrk(daemon.url, bodies, batch, settings.ingest_s, daemon.pid)))
-        stored, pending = daemon.query("SELECT count(*), coalesce(sum(state = 'pending'), 0) FROM events")
+        stored, pending = daemon.query(f"SELECT count(*), ({PENDING_SQL}) FROM seen")
         drain_rate, drain_cpu_us = await processor_rate(daemon, settings.drain_s)
         if daemon.query("SELECT count(*) FROM outbox")[0]:
             raise RuntimeError("the ingest run queued emails; its users should match no rule")
@@ -431,7 +434,7 @@ async def streamer_delivery(count: int, sink_port: int, workdir: Path, *, profil
         "SELECT min(created_at), max(sent_at), sum(state != 'sent') FROM outbox")
     if unsent:
         raise RuntimeError(f"{unsent} emails not sent")
-    processed_by = daemon.query("SELECT max(processed_at) FROM events")[0]
+    processed_by = daemon.query("SELECT CAST(value AS REAL) FROM meta WHERE key = 'inbox_done_at'")[0]
     span, wall = last_sent - first_queued, done - started
     return DeliveryRun(rate=count / span, queued_to_sent_s=span, processed_by_s=processed_by - first_queued,
                        wall_rate=count / wall, cpu_ms_per_email=core.ours * wall / count * 1000,
@@ -824,7 +827,7 @@ def write_results(path: Path, report: Report, machine: dict[str, str], mode: str
 # --- main --------------------------------------------------------------------------------------
 
 
-async def main(settings: Settings, mode: str) -> None:
+async def main(settings: Settings, mode: str, only: str | None = None) -> None:
     h.pin_self_to_helper_core()
     started = time.monotonic()
     report = Report()
@@ -834,15 +837,24 @@ async def main(settings: Settings, mode: str) -> None:
     sink = h.smtp_sink(sink_port, workdir)
     await sink.start(ready_port=sink_port)
     try:
-        await measure_ingest(settings, report, sink_port, workdir)
-        await measure_delivery(settings, report, sink_port, workdir)
-        await measure_api_calls(settings, report, sink_port, workdir)
-        message = (workdir / "message.eml").read_bytes()
-        await measure_latency(settings, report, workdir, message)
+        if only in (None, "ingest"):
+            await measure_ingest(settings, report, sink_port, workdir)
+        if only in (None, "delivery", "latency"):
+            await measure_delivery(settings, report, sink_port, workdir)
+        if only in (None, "api"):
+            await measure_api_calls(settings, report, sink_port, workdir)
+        if only in (None, "latency"):
+            message = (workdir / "message.eml").read_bytes()
+            await measure_latency(settings, report, workdir, message)
     finally:
         await sink.stop()
     elapsed = time.monotonic() - started
     print(f"\n{table_text(report.rows)}\n\n{mode} run: {elapsed:.0f} s")
+    if only is not None:  # a partial run is for iterating; RESULTS.md keeps whole runs only
+        for section, lines in report.notes.items():
+            print(f"\n{section}\n" + "\n".join(f"- {line}" for line in lines))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
     machine = h.machine_info()
     machine["load average (1/5/15 min)"] = (f"{' '.join(load_before)} at start, "
                                             f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at end")
@@ -854,5 +866,7 @@ async def main(settings: Settings, mode: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs, no profile (≤ 90 s)")
+    parser.add_argument("--only", choices=("ingest", "delivery", "api", "latency"),
+                        help="run one measurement and print it; bench/RESULTS.md is left as it is")
     arguments = parser.parse_args()
-    asyncio.run(main(QUICK if arguments.quick else FULL, "quick" if arguments.quick else "full"))
+    asyncio.run(main(QUICK if arguments.quick else FULL, "quick" if arguments.quick else "full", arguments.only))

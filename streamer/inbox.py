@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from streamer import metrics
+from streamer.events import may_hold_credentials
 from streamer.logs import get_logger
 from streamer.store import IngestResult, Store
 
@@ -36,8 +37,10 @@ class Inbox:
                              "Branding > Email Templates) or users will get two emails")
 
     async def accept(self, tenant: str, events: list[dict[str, Any]], *, source: str,
-                     checkpoint: str | None = None) -> IngestResult:
-        """Store the events rules care about; return after the commit."""
+                     checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+        """Store the events rules care about; return after the commit. `raw` is the body the
+        events were parsed from, with no entry skipped: stored as it is when all are kept and
+        nothing in it needs scrubbing (see Store.add_events)."""
         kept = []
         for event in events:
             kind = event["type"]
@@ -49,7 +52,9 @@ class Inbox:
                 metrics.EVENTS_IGNORED.labels(tenant, kind).inc()
         if not kept and checkpoint is None:
             return IngestResult(new=0, duplicate=0)
-        result = await self.store.add_events(tenant, kept, now=time.time(), checkpoint=checkpoint)
+        if raw is not None and (len(kept) != len(events) or may_hold_credentials(raw)):
+            raw = None
+        result = await self.store.add_events(tenant, kept, now=time.time(), checkpoint=checkpoint, raw=raw)
         if result.new:
             metrics.EVENTS_RECEIVED.labels(tenant, source).inc(result.new)
             self.wake.set()

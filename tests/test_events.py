@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.events import BodyError, parse_body, scrub, unwrap, user_id_of
+from streamer.events import BodyError, may_hold_credentials, parse_body, scrub, unwrap, user_id_of
 
 FIXTURES = Path(__file__).parent / "fixtures"  # copies of shared/auth0/samples
 
@@ -114,3 +114,27 @@ def test_risk_assessment_codes_survive_scrubbing():
     """Rules read details.riskAssessment.assessments.NewDevice.code: it is not a credential."""
     event = scrub(json.loads(sample_bytes("events/s_new_device.json")))
     assert event["details"]["riskAssessment"]["assessments"]["NewDevice"]["code"] == "no_match"
+
+
+_KEYS = st.sampled_from(["password", "ticket", "otp", "access_token", "name", "email", "details", "Ticket"])
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.just("*****"),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.dictionaries(_KEYS, _JSON, max_size=5), min_size=1, max_size=4), st.booleans(), st.booleans())
+def test_a_body_said_to_hold_no_credentials_needs_no_scrubbing(entries, pretty, ascii_only):
+    """The raw-body fast path may only skip scrub() when scrub() would change nothing."""
+    events = [{**entry, "log_id": f"L{i}", "type": "ss"} for i, entry in enumerate(entries)]
+    raw = json.dumps(events, indent=2 if pretty else None, ensure_ascii=ascii_only).encode()
+    if not may_hold_credentials(raw):
+        assert all(scrub(event) is event for event in parse_body(raw).events)
+
+
+def test_auth0s_password_mask_is_kept_and_real_credentials_are_found():
+    assert not may_hold_credentials(b'[{"details": {"body": {"password": "*****", "otp": null}}}]')
+    assert may_hold_credentials(b'[{"details": {"body": {"password" : "hunter2"}}}]')
+    assert may_hold_credentials(b'[{"details": {"body": {"ticket": "https://t"}}}]')
+    assert may_hold_credentials(b'[{"details": {"body": {"pass\\u0077ord": "x"}}}]')  # an escape could spell one
+    assert scrub({"password": "*****"}) == {"password": "*****"}

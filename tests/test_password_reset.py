@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from streamer import logs
 from streamer.auth0 import ManagementApi
 from streamer.config import parse_config
+from streamer.events import parse_body
 from streamer.inbox import Inbox
 from streamer.password_reset import (
     CSRF_COOKIE,
@@ -88,8 +89,10 @@ class Harness:
         return response.status, response.headers, await response.text()
 
     def events(self) -> list[dict]:
+        """Every event stored, read straight from the database file (not through the store)."""
         with sqlite3.connect(self.db_path) as db:
-            return [json.loads(body) for (body,) in db.execute("SELECT body FROM events ORDER BY log_id")]
+            bodies = [body for (body,) in db.execute("SELECT body FROM inbox")]
+        return sorted((event for body in bodies for event in parse_body(body).events), key=lambda e: e["log_id"])
 
     def log_lines(self) -> list[dict]:
         return [json.loads(line) for line in self.logs.getvalue().splitlines() if line.startswith("{")]

@@ -1,8 +1,14 @@
 """The store contract, run against every implementation: dedup, once ledger, outbox state machine."""
 
 import asyncio
+import json
+import sqlite3
 
+import pytest
+
+from streamer.events import parse_body, scrub
 from streamer.outbox import DueEmail, EmailState
+from streamer.store.sqlite import SqliteStore
 
 from conftest import sample_event
 
@@ -35,7 +41,9 @@ async def test_concurrent_ingest_is_group_committed_and_loses_nothing(store):
 
 
 async def test_events_are_claimed_once_then_settled(store):
-    await store.add_events("acme", [sample_event("ss"), sample_event("s")], now=NOW)
+    signup = sample_event("ss")
+    signup["details"]["body"]["password"] = "hunter2"  # Auth0 masks it as "*****"; a real one must go
+    await store.add_events("acme", [signup, sample_event("s")], now=NOW)
     claimed = await store.claim_events(limit=10, now=NOW, lease_s=60)
     assert [e.type for e in claimed] == ["ss", "s"]
     assert claimed[0].event["details"]["body"]["password"] == "[removed]"  # scrubbed before storing
@@ -133,10 +141,6 @@ async def test_checkpoint_is_committed_with_the_events(store):
 
 async def test_one_failing_write_in_a_group_commit_does_not_fail_the_others(sqlite_store):
     """Concurrent writes share a commit; a failing one is isolated (SQLite's group commit)."""
-    import sqlite3
-
-    import pytest
-
     def broken(conn):
         conn.execute("INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES ('x', 'y', 0)")
         conn.execute("INSERT INTO no_such_table VALUES (1)")
@@ -162,3 +166,88 @@ async def test_a_restart_releases_the_dead_process_claims_but_not_deferrals(sqli
     [again] = await sqlite_store.claim_events(limit=10, now=NOW + 1, lease_s=120)
     assert again.log_id == claimed[0].log_id
     assert len(await sqlite_store.claim_emails(limit=1, now=NOW + 1, lease_s=300)) == 1
+
+
+# --- SQLite inbox: raw bodies, a persisted cursor, in-memory leases --------------------------------
+
+
+def _inbox_bodies(path) -> list[bytes]:
+    with sqlite3.connect(path) as db:
+        return [bytes(body) for (body,) in db.execute("SELECT body FROM inbox ORDER BY id")]
+
+
+async def test_a_clean_webhook_body_is_stored_as_sent_and_read_back_as_the_same_events(sqlite_store):
+    events = [sample_event("ss", log_id="A1"), sample_event("s", log_id="A2")]
+    raw = json.dumps([{"log_id": e["log_id"], "data": e} for e in events]).encode()
+    await sqlite_store.add_events("acme", parse_body(raw).events, now=NOW, raw=raw)
+    # One event already seen: the stored body holds only the new one, encoded again.
+    await sqlite_store.add_events("acme", parse_body(raw).events + [sample_event("sv", log_id="A3")], now=NOW,
+                                  raw=raw)
+    first, second = _inbox_bodies(sqlite_store.path)
+    assert first == raw
+    assert [e["log_id"] for e in parse_body(second).events] == ["A3"]
+    claimed = await sqlite_store.claim_events(limit=10, now=NOW, lease_s=60)
+    assert [e.event for e in claimed] == parse_body(raw).events + [scrub(sample_event("sv", log_id="A3"))]
+    assert claimed[2].event["details"]["body"]["ticket"] == "[removed]"
+
+
+async def test_a_new_process_starts_after_the_last_settled_row(tmp_path):
+    first = SqliteStore(tmp_path / "s.db")
+    await first.open()
+    await first.add_events("acme", [sample_event("ss", log_id="B1"), sample_event("s", log_id="B2")], now=NOW)
+    await first.add_events("acme", [sample_event("ss", log_id="B3")], now=NOW)
+    claimed = await first.claim_events(limit=10, now=NOW, lease_s=60)
+    await first.settle_events([(e.tenant, e.log_id) for e in claimed if e.log_id != "B3"], [], now=NOW)
+    assert (await first.stats(now=NOW))["inbox_pending"] == 1
+    await first.close()  # B3 stays claimed but unsettled: as after kill -9
+
+    second = SqliteStore(tmp_path / "s.db")
+    await second.open()
+    try:
+        [again] = await second.claim_events(limit=10, now=NOW, lease_s=60)
+        assert again.log_id == "B3"
+        await second.settle_events([(again.tenant, again.log_id)], [], now=NOW)
+        assert await second.claim_events(limit=10, now=NOW + 1000, lease_s=60) == []
+        assert (await second.stats(now=NOW))["inbox_pending"] == 0
+        assert (await second.add_events("acme", [sample_event("ss", log_id="B1")], now=NOW)).duplicate == 1
+    finally:
+        await second.close()
+
+
+async def test_settling_part_of_a_row_keeps_the_cursor_before_it(sqlite_store, tmp_path):
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="C1"), sample_event("s", log_id="C2")], now=NOW)
+    c1, c2 = await sqlite_store.claim_events(limit=10, now=NOW, lease_s=60)
+    await sqlite_store.settle_events([(c1.tenant, c1.log_id)], [], now=NOW)
+    assert (await sqlite_store.stats(now=NOW))["inbox_pending"] == 2  # the row is not finished
+    again = await sqlite_store.claim_events(limit=10, now=NOW + 61, lease_s=60)
+    assert [e.log_id for e in again] == ["C2"] and again[0].attempts == 2
+    await sqlite_store.defer_events([(c2.tenant, c2.log_id)], until=NOW + 100, error="Auth0 down")
+    assert (await sqlite_store.stats(now=NOW))["inbox_pending"] == 1  # now a retry of its own
+    [retried] = await sqlite_store.claim_events(limit=10, now=NOW + 100, lease_s=60)
+    assert (retried.log_id, retried.type, retried.attempts) == ("C2", "s", 3)
+
+
+async def test_a_schema_1_database_is_migrated_without_losing_or_repeating_events(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE events(tenant TEXT NOT NULL, log_id TEXT NOT NULL, type TEXT NOT NULL, user_id TEXT,
+              body TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+              attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
+              processed_at REAL, PRIMARY KEY (tenant, log_id)) WITHOUT ROWID;""")
+        for log_id, state in (("D1", "done"), ("D2", "pending")):
+            db.execute("INSERT INTO events(tenant, log_id, type, body, received_at, state, next_attempt_at) "
+                       "VALUES ('acme', ?, 'ss', ?, ?, ?, ?)", (log_id, json.dumps(sample_event("ss", log_id=log_id)),
+                                                               NOW, state, NOW))
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        [pending] = await store.claim_events(limit=10, now=NOW, lease_s=60)
+        assert pending.log_id == "D2"
+        again = await store.add_events("acme", [sample_event("ss", log_id="D1"), sample_event("ss", log_id="D2")],
+                                       now=NOW)
+        assert again.duplicate == 2
+    finally:
+        await store.close()

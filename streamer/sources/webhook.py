@@ -71,7 +71,7 @@ def make_handler(config: Config, inbox: Inbox):
         if batch.skipped:
             metrics.EVENTS_REJECTED.labels(name, "not_a_log_event").inc(len(batch.skipped))
             log.warning("webhook_entries_skipped", tenant=name, count=len(batch.skipped), reasons=batch.skipped[:5])
-        result = await inbox.accept(name, batch.events, source="webhook")
+        result = await inbox.accept(name, batch.events, source="webhook", raw=None if batch.skipped else body)
         return web.json_response({"received": len(batch.events), "stored": result.new,
                                   "duplicate": result.duplicate,
                                   "ignored": len(batch.events) - result.new - result.duplicate,

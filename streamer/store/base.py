@@ -57,9 +57,11 @@ class Store(ABC):
     # --- inbox ------------------------------------------------------------------------------
     @abstractmethod
     async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None) -> IngestResult:
+                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
         """Store events (dedup by (tenant, log_id)) and, for pollers, the checkpoint, in one
-        committed transaction. Returns only after the commit."""
+        committed transaction. Returns only after the commit. `raw`, when given, is a body that
+        parse_body() turns into exactly `events` and that holds no credential: a store may keep
+        those bytes instead of encoding the events again."""
 
     @abstractmethod
     async def get_checkpoint(self, tenant: str) -> str | None: ...

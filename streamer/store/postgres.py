@@ -297,7 +297,7 @@ class PostgresStore(Store):
 
     # --- inbox ------------------------------------------------------------------------------
     async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None) -> IngestResult:
+                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
         # Sorted by log_id (stable: of two copies in one batch the first is kept, as in SQLite) so that
         # concurrent batches lock their rows in one order.
         rows = sorted(((_text(e["log_id"]), _text(e["type"]), _text(user_id_of(e)),

@@ -5,19 +5,28 @@ one hop. Why group commit: a durable commit costs an fsync; concurrent webhook r
 outbox updates that arrive while one commit is in flight are written together in the next one,
 each in its own SAVEPOINT so one failure does not fail the others. An operation's future
 resolves only after its transaction is committed.
+
+The inbox is shaped for the single process SQLite allows (`run` holds a lock file): a webhook
+batch is stored as one row, as the bytes Auth0 sent when nothing in it needs scrubbing, with its
+log_ids in a small dedup table; the processor reads rows after a persisted cursor and keeps its
+leases in memory. No per-event UPDATE, so storing costs little more than parsing. Events whose
+users could not be fetched move to `retries`, one row each, with their own next attempt time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streamer.events import scrub, user_id_of
+import orjson
+
+from streamer.events import parse_body, scrub, user_id_of
 from streamer.outbox import (
     CANCELLABLE_STATES,
     RETRYABLE_STATES,
@@ -31,13 +40,16 @@ T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events(
-  tenant TEXT NOT NULL, log_id TEXT NOT NULL, type TEXT NOT NULL, user_id TEXT, body TEXT NOT NULL,
-  received_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at REAL NOT NULL, last_error TEXT, processed_at REAL,
+CREATE TABLE IF NOT EXISTS inbox(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, tenant TEXT NOT NULL, body BLOB NOT NULL, events INTEGER NOT NULL,
+  received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seen(tenant TEXT NOT NULL, log_id TEXT NOT NULL, at REAL NOT NULL,
   PRIMARY KEY (tenant, log_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_pending ON events(next_attempt_at, log_id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS events_processed ON events(processed_at) WHERE state = 'done';
+CREATE TABLE IF NOT EXISTS retries(
+  tenant TEXT NOT NULL, log_id TEXT NOT NULL, body BLOB NOT NULL, received_at REAL NOT NULL,
+  attempts INTEGER NOT NULL, next_attempt_at REAL NOT NULL, last_error TEXT,
+  PRIMARY KEY (tenant, log_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS retries_due ON retries(next_attempt_at);
 CREATE TABLE IF NOT EXISTS checkpoints(tenant TEXT PRIMARY KEY, log_id TEXT NOT NULL, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS once_keys(key TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox(
@@ -49,8 +61,41 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at) WHERE state IN ('queued', 'failed');
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 'sending';
-INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
+
+#: Schema 1 kept one row per event with its state; pending ones become retries, all stay deduplicated.
+MIGRATE_FROM_1 = """
+INSERT OR IGNORE INTO seen(tenant, log_id, at) SELECT tenant, log_id, received_at FROM events;
+INSERT OR IGNORE INTO retries(tenant, log_id, body, received_at, attempts, next_attempt_at, last_error)
+  SELECT tenant, log_id, body, received_at, attempts, next_attempt_at, last_error FROM events WHERE state = 'pending';
+DROP TABLE events;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+#: SQLite's limit on the variables of one statement is 32766; stay well below it.
+_IN_CHUNK = 500
+
+
+def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list[str]) -> set[str]:
+    """Which of `log_ids` the table (`seen` or `retries`) holds for the tenant."""
+    found: set[str] = set()
+    for start in range(0, len(log_ids), _IN_CHUNK):
+        chunk = log_ids[start:start + _IN_CHUNK]
+        found.update(row[0] for row in conn.execute(
+            f"SELECT log_id FROM {table} WHERE tenant = ? AND log_id IN ({', '.join('?' * len(chunk))})",
+            (tenant, *chunk)))
+    return found
+
+
+@dataclass
+class _Lease:
+    """An inbox row the processor holds: the events of it not yet settled or deferred."""
+    tenant: str
+    open: set[str]
+    lease_until: float
+    attempts: int
+
 
 _OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
                    "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
@@ -59,7 +104,7 @@ _OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient,
 def _row_to_email(row: tuple) -> OutboxEmail:
     values = list(row)
     values[9] = EmailState(values[9])
-    values[17] = json.loads(values[17])
+    values[17] = orjson.loads(values[17])
     return OutboxEmail(*values)
 
 
@@ -72,6 +117,11 @@ class SqliteStore(Store):
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
         self._flushing = False
+        # The processor's claims on inbox rows. Touched on the event loop only, after commits.
+        self._leases: dict[int, _Lease] = {}
+        self._claimed_upto = 0  # highest inbox row ever claimed by this process
+        self._done = 0          # every inbox row up to this one is settled (persisted as inbox_done)
+        self._claiming = asyncio.Lock()
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -83,7 +133,12 @@ class SqliteStore(Store):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
+        legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
         conn.executescript(SCHEMA)
+        if legacy:
+            conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} COMMIT;")
+        self._done = int(conn.execute("SELECT value FROM meta WHERE key = 'inbox_done'").fetchone()[0])
+        self._claimed_upto = self._done
         self._conn = conn
 
     async def open(self) -> None:
@@ -169,22 +224,26 @@ class SqliteStore(Store):
 
     # --- inbox ------------------------------------------------------------------------------
     async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None) -> IngestResult:
-        rows = [(tenant, e["log_id"], e["type"], user_id_of(e), json.dumps(scrub(e), separators=(",", ":")),
-                 now, now) for e in events]
+                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+        unique = {e["log_id"]: e for e in reversed(events)}  # of two copies in one batch, the first is kept
+        log_ids = list(unique)
 
         def insert(conn: sqlite3.Connection) -> IngestResult:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT INTO events(tenant, log_id, type, user_id, body, received_at, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
-            new = conn.total_changes - before
+            known = _log_ids_in(conn, "seen", tenant, log_ids)
+            new = [log_id for log_id in log_ids if log_id not in known]
+            if new:
+                body = raw if raw is not None and len(new) == len(events) else orjson.dumps(
+                    [scrub(unique[log_id]) for log_id in reversed(new)])
+                conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
+                             (tenant, body, len(new), now))
+                conn.executemany("INSERT INTO seen(tenant, log_id, at) VALUES (?, ?, ?)",
+                                 [(tenant, log_id, now) for log_id in new])
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(tenant) DO UPDATE SET log_id = excluded.log_id, updated_at = excluded.updated_at",
                     (tenant, checkpoint, now))
-            return IngestResult(new=new, duplicate=len(rows) - new)
+            return IngestResult(new=len(new), duplicate=len(events) - len(new))
 
         return await self._write(insert)
 
@@ -194,20 +253,75 @@ class SqliteStore(Store):
         return row[0] if row else None
 
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
-        def claim(conn: sqlite3.Connection) -> list[InboxEvent]:
-            rows = conn.execute(
-                "UPDATE events SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
-                "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM events WHERE state = 'pending' "
-                "AND next_attempt_at <= ? ORDER BY next_attempt_at, log_id LIMIT ?) "
-                "RETURNING tenant, log_id, type, user_id, body, received_at, attempts",
-                (now + lease_s, now, limit)).fetchall()
-            rows.sort(key=lambda r: r[1])
-            return [InboxEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        async with self._claiming:  # one claimer at a time: the leases are this process's memory
+            expired = [row_id for row_id, lease in self._leases.items() if lease.lease_until <= now]
+            after = self._claimed_upto
 
-        return await self._write(claim)
+            def claim(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple], bool]:
+                retried = conn.execute(
+                    "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
+                    "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM retries WHERE next_attempt_at <= ? "
+                    "ORDER BY next_attempt_at LIMIT ?) RETURNING tenant, log_id, body, received_at, attempts",
+                    (now + lease_s, now, limit)).fetchall()
+                wanted, total = list(expired), len(retried)
+                for row_id, count in conn.execute("SELECT id, events FROM inbox WHERE id > ? ORDER BY id LIMIT ?",
+                                                  (after, max(1, limit - total))):
+                    if total >= limit:
+                        break
+                    wanted.append(row_id)
+                    total += count
+                rows = conn.execute(f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN "
+                                    f"({', '.join('?' * len(wanted))}) ORDER BY id", wanted).fetchall()
+                return retried, rows, conn.execute("SELECT 1 FROM retries LIMIT 1").fetchone() is not None
+
+            retried, rows, any_retries = await self._write(claim)
+            claimed = [InboxEvent(t, log_id, (event := orjson.loads(body))["type"], user_id_of(event), event,
+                                  received_at, attempts) for t, log_id, body, received_at, attempts in retried]
+            for row_id, tenant, body, received_at in rows:
+                lease = self._leases.get(row_id)
+                attempts = lease.attempts + 1 if lease else 1
+                events = parse_body(body).events
+                if lease is not None:
+                    events = [e for e in events if e["log_id"] in lease.open]
+                elif any_retries:  # read again after a restart: its deferred events wait in `retries`
+                    log_ids = [e["log_id"] for e in events]
+                    deferred = await self._read(lambda c, t=tenant, ids=log_ids: _log_ids_in(c, "retries", t, ids))
+                    events = [e for e in events if e["log_id"] not in deferred]
+                self._leases[row_id] = _Lease(tenant, {e["log_id"] for e in events}, now + lease_s, attempts)
+                self._claimed_upto = max(self._claimed_upto, row_id)
+                claimed += [InboxEvent(tenant, e["log_id"], e["type"], user_id_of(e), e, received_at, attempts)
+                            for e in events]
+            self._close_finished_leases()
+            return claimed
+
+    def _close_finished_leases(self) -> None:
+        for row_id in [row_id for row_id, lease in self._leases.items() if not lease.open]:
+            del self._leases[row_id]
+
+    def _done_after(self, keys: list[tuple[str, str]]) -> int:
+        """The inbox cursor once `keys` are settled: below the lowest row still holding other events."""
+        leaving = set(keys)
+        still_open = [row_id for row_id, lease in self._leases.items()
+                      if any((lease.tenant, log_id) not in leaving for log_id in lease.open)]
+        return min(still_open) - 1 if still_open else self._claimed_upto
+
+    def _release(self, keys: list[tuple[str, str]], done: int) -> None:
+        leaving = set(keys)
+        for lease in self._leases.values():
+            lease.open = {log_id for log_id in lease.open if (lease.tenant, log_id) not in leaving}
+        self._close_finished_leases()
+        self._done = max(self._done, done)
+
+    @staticmethod
+    def _advance(conn: sqlite3.Connection, done: int, now: float) -> None:
+        # max(): two settles computed concurrently each hold a cursor at or below the truth.
+        conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'inbox_done'", (done,))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'inbox_done_at'", (repr(now),))
 
     async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
                             now: float) -> list[DueEmail]:
+        done = self._done_after(keys)
+
         def settle(conn: sqlite3.Connection) -> list[DueEmail]:
             queued = []
             for email in emails:
@@ -227,19 +341,54 @@ class SqliteStore(Store):
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
                     (email.key, email.tenant, email.rule, email.template, email.user_id, email.log_id,
                      email.recipient, email.locale, now, now, now, email.accepted_at,
-                     json.dumps(scrub(email.context), separators=(",", ":"), default=str)))
+                     orjson.dumps(scrub(email.context), default=str).decode()))
                 if cursor.rowcount == 1:
                     queued.append(email)
-            conn.executemany("UPDATE events SET state = 'done', processed_at = ?, last_error = NULL "
-                             "WHERE tenant = ? AND log_id = ?", [(now, t, l) for t, l in keys])
+            if keys:
+                conn.executemany("DELETE FROM retries WHERE tenant = ? AND log_id = ?", keys)
+                self._advance(conn, done, now)
             return queued
 
-        return await self._write(settle)
+        queued = await self._write(settle)
+        self._release(keys, done)
+        return queued
 
     async def defer_events(self, keys: list[tuple[str, str]], *, until: float, error: str) -> None:
-        await self._write(lambda c: c.executemany(
-            "UPDATE events SET next_attempt_at = ?, last_error = ? WHERE tenant = ? AND log_id = ? "
-            "AND state = 'pending'", [(until, error[:500], t, l) for t, l in keys]))
+        leased = {(lease.tenant, log_id): row_id for row_id, lease in self._leases.items() for log_id in lease.open}
+        from_inbox = [key for key in keys if key in leased]
+        bodies = await self._read_bodies(from_inbox, leased)
+        done, now = self._done_after(from_inbox), time.time()
+
+        def defer(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO retries(tenant, log_id, body, received_at, attempts, next_attempt_at, last_error) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET next_attempt_at = excluded.next_attempt_at, "
+                "last_error = excluded.last_error",
+                [(t, log_id, *bodies[(t, log_id)], until, error[:500]) for t, log_id in from_inbox])
+            conn.executemany("UPDATE retries SET next_attempt_at = ?, last_error = ? WHERE tenant = ? AND log_id = ?",
+                             [(until, error[:500], t, log_id) for t, log_id in keys if (t, log_id) not in leased])
+            if from_inbox:
+                self._advance(conn, done, now)
+
+        await self._write(defer)
+        self._release(from_inbox, done)
+
+    async def _read_bodies(self, keys: list[tuple[str, str]], leased: dict[tuple[str, str], int]
+                           ) -> dict[tuple[str, str], tuple[bytes, float, int]]:
+        """(scrubbed event JSON, received_at, attempts) of events still inside their inbox rows."""
+        row_ids = sorted({leased[key] for key in keys})
+        if not row_ids:
+            return {}
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(row_ids))})",
+            row_ids).fetchall())
+        wanted, found = set(keys), {}
+        for row_id, tenant, body, received_at in rows:
+            for event in parse_body(body).events:
+                if (tenant, event["log_id"]) in wanted:
+                    found[(tenant, event["log_id"])] = (orjson.dumps(scrub(event)), received_at,
+                                                        self._leases[row_id].attempts)
+        return found
 
     # --- outbox -----------------------------------------------------------------------------
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
@@ -254,14 +403,18 @@ class SqliteStore(Store):
         return await self._write(claim)
 
     async def resume_after_restart(self, *, now: float) -> int:
+        held = sum(len(lease.open) for lease in self._leases.values())
+        self._leases.clear()
+        self._claimed_upto = self._done
+
         def release(conn: sqlite3.Connection) -> int:
-            events = conn.execute("UPDATE events SET next_attempt_at = ? WHERE state = 'pending' "
-                                  "AND next_attempt_at > ? AND last_error IS NULL", (now, now)).rowcount
+            events = conn.execute("UPDATE retries SET next_attempt_at = ? WHERE next_attempt_at > ? "
+                                  "AND last_error IS NULL", (now, now)).rowcount
             emails = conn.execute("UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = ? "
                                   "WHERE state = 'sending'", (now,)).rowcount
             return events + emails
 
-        return await self._write(release)
+        return held + await self._write(release)
 
     async def requeue_stale(self, *, now: float) -> int:
         return await self._write(lambda c: c.execute(
@@ -325,7 +478,9 @@ class SqliteStore(Store):
             counts = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
             oldest = conn.execute("SELECT min(created_at) FROM outbox WHERE state IN "
                                   "('queued', 'sending', 'failed')").fetchone()[0]
-            pending = conn.execute("SELECT count(*) FROM events WHERE state = 'pending'").fetchone()[0]
+            pending = conn.execute(
+                "SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
+                "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)").fetchone()[0]
             return {"outbox": {s.value: counts.get(s.value, 0) for s in EmailState},
                     "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
 
@@ -333,7 +488,9 @@ class SqliteStore(Store):
 
     async def purge(self, *, before: float) -> int:
         def purge(conn: sqlite3.Connection) -> int:
-            events = conn.execute("DELETE FROM events WHERE state = 'done' AND processed_at < ?", (before,)).rowcount
+            done = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'inbox_done'").fetchone()[0]
+            events = conn.execute("DELETE FROM inbox WHERE id <= ? AND received_at < ?", (done, before)).rowcount
+            conn.execute("DELETE FROM seen WHERE at < ?", (before,))
             emails = conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead') "
                                   "AND updated_at < ?", (before,)).rowcount
             return events + emails
