@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 from jinja2 import meta
+from jinja2.runtime import new_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
@@ -33,10 +34,29 @@ class RuleError(ValueError):
     """A rule that cannot be compiled or evaluated; the message names the rule and key."""
 
 
+class Condition:
+    """A compiled `if`. Jinja's TemplateExpression walks the environment's globals (a ChainMap)
+    twice on every call, most of the cost of a simple condition; they are merged once here, and
+    the same compiled template runs in the same kind of context."""
+
+    def __init__(self, source: str):
+        self._template = _expressions.compile_expression(source, undefined_to_none=False)._template
+        self._globals = dict(self._template.globals)
+        self.uses_locale = "locale" in meta.find_undeclared_variables(_expressions.parse("{{ (" + source + ") }}"))
+
+    def __call__(self, variables: dict[str, Any]) -> Any:
+        template = self._template
+        context = new_context(template.environment, template.name, template.blocks,
+                              {**self._globals, **variables}, shared=True)
+        for _ in self._template.root_render_func(context):
+            pass
+        return context.vars["result"]
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     config: RuleConfig
-    condition: Callable[..., Any] | None
+    condition: Condition | None
     result_url: jinja2.Template | None
     once_key: jinja2.Template | None = None
 
@@ -67,9 +87,8 @@ def compile_rule(rule: RuleConfig, index: int = 0) -> CompiledRule:
     condition = result_url = once_key = None
     if rule.if_ is not None:
         source = rule.if_
-        condition = _compiled(f"{where}.if",
-                              lambda: _expressions.compile_expression(source, undefined_to_none=False),
-                              names_in="{{ (" + source + ") }}", what="expression")
+        condition = _compiled(f"{where}.if", lambda: Condition(source), names_in="{{ (" + source + ") }}",
+                              what="expression")
     if rule.ticket is not None and rule.ticket.result_url:
         url = rule.ticket.result_url
         result_url = _compiled(f"{where}.ticket.result_url", lambda: _strings.from_string(url),
@@ -116,7 +135,7 @@ def matches(rule: CompiledRule, context: dict[str, Any]) -> bool:
     if rule.condition is None:
         return True
     try:
-        return bool(rule.condition(**context))
+        return bool(rule.condition(context))
     except Exception as exc:  # noqa: BLE001 - a rule error must not stop the other rules
         raise RuleError(f"rule {rule.name}: `if` failed: {type(exc).__name__}: {exc}") from None
 
@@ -182,22 +201,26 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
     `locale_for(rule)` gives the locale that rule's template will render in."""
     due: list[DueEmail] = []
     skipped: list[Skipped] = []
-    for rule in rules:
-        if event.get("type") not in rule.config.on:
-            continue
-        if user is None:
-            skipped.append(Skipped(rule.name, "user not found in Auth0"))
-            continue
-        profile = user_view(user)
-        context = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx}
-        locale = locale_for(rule)
-        context["locale"] = locale
+    listening = [rule for rule in rules if event.get("type") in rule.config.on]
+    if not listening:
+        return due, skipped
+    if user is None:
+        return due, [Skipped(rule.name, "user not found in Auth0") for rule in listening]
+    profile = user_view(user)
+    shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx}
+    for rule in listening:
+        # The locale costs a lookup through the template tree: only when the `if` reads it or the email is due.
+        locale = locale_for(rule) if rule.condition is not None and rule.condition.uses_locale else None
+        context = {**shared, "locale": locale} if locale is not None else shared
         try:
             if not matches(rule, context):
                 continue
         except RuleError as exc:
             skipped.append(Skipped(rule.name, str(exc)))
             continue
+        if locale is None:
+            locale = locale_for(rule)
+            context = {**shared, "locale": locale}
         recipient = profile.get("email")
         if not isinstance(recipient, str) or "@" not in recipient:
             skipped.append(Skipped(rule.name, "user has no email address"))
@@ -209,7 +232,7 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
             key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,
             accepted_at=accepted_at,
-            context={"event": event, "user": profile, "client": context["client"]}))
+            context={"event": event, "user": profile, "client": shared["client"]}))
     return due, skipped
 
 

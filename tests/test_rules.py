@@ -169,3 +169,28 @@ def test_rules_cannot_modify_the_profile_they_read():
     due, skipped = decide(compile_rules(config.rules), sample_event("ss"), tenant="acme", tenant_ctx={}, user=user,
                           locale_for=lambda r: "en", accepted_at=0)
     assert user["app_metadata"] == {} and skipped and "verify-email" not in [d.rule for d in due]
+
+
+def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed():
+    config = parse_config(CONFIG.replace('"not user.email_verified"', '"locale.startswith(\'fr\')"'), env={})
+    rules = compile_rules(config.rules)
+    asked = []
+
+    def locale_for(rule):
+        asked.append(rule.name)
+        return current
+
+    current = "fr-CA"
+    due, _ = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for,
+                    accepted_at=0)
+    assert [(d.rule, d.locale) for d in due] == [("verify-email", "fr-CA")]
+    current = "de"
+    due, _ = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for,
+                    accepted_at=0)
+    assert due == []
+    # A rule whose `if` ignores the locale and is false never asks for one.
+    plain = compile_rules(parse_config(CONFIG, env={}).rules)
+    asked.clear()
+    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user={**UNVERIFIED, "email_verified": True, "logins_count": 5},
+                  locale_for=locale_for, accepted_at=0) == ([], [])
+    assert asked == []
