@@ -144,7 +144,8 @@ class Daemon:
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)
         processor = Processor(config, store, rules, apis, make_locale_resolver(config, templates),
-                              wake=processor_wake, outbox_wake=outbox_wake)
+                              wake=processor_wake, outbox_wake=outbox_wake,
+                              ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()
         deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,

@@ -26,6 +26,8 @@ class Inbox:
         self.store = store
         self.listened_types = frozenset(listened_types)
         self.wake = wake or asyncio.Event()
+        #: Batches waiting for their commit right now: the processor steps aside while there are any.
+        self.accepting = 0
         self._warned_tenants: set[str] = set()
 
     def _warn_automatic_emails(self, tenant: str, event: dict[str, Any]) -> None:
@@ -54,7 +56,11 @@ class Inbox:
             return IngestResult(new=0, duplicate=0)
         if raw is not None and (len(kept) != len(events) or may_hold_credentials(raw)):
             raw = None
-        result = await self.store.add_events(tenant, kept, now=time.time(), checkpoint=checkpoint, raw=raw)
+        self.accepting += 1
+        try:
+            result = await self.store.add_events(tenant, kept, now=time.time(), checkpoint=checkpoint, raw=raw)
+        finally:
+            self.accepting -= 1
         if result.new:
             metrics.EVENTS_RECEIVED.labels(tenant, source).inc(result.new)
             self.wake.set()

@@ -3,6 +3,11 @@
 Events are claimed in batches with a lease, so a crash only delays them. User profiles for a
 batch are fetched together (one Auth0 search for many users). Marking the events done and
 queueing their emails is one transaction, and the `once` ledger makes a second pass harmless.
+
+Ingest first: a 200 is what Auth0 waits for, and a log stream whose endpoint stays slow is
+retried and then paused by Auth0. While batches are waiting for their commit, the processor
+keeps to about a quarter of the event loop; the events are stored, and it catches up at full
+speed as soon as the burst ends.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any, Protocol
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
-from streamer.lifecycle import wait_any
+from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger
 from streamer.rules import CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
@@ -28,6 +33,8 @@ BATCH = 200
 #: (verified, email changed, password changed, username/phone changed).
 PROFILE_CHANGING_TYPES = frozenset({"sv", "sce", "scp", "scu", "scpn"})
 LEASE_S = 120.0
+#: The processor's share of the loop while the inbox is busy accepting batches.
+SHARE_WHILE_INGESTING = 0.25
 
 
 class UserSource(Protocol):
@@ -46,7 +53,8 @@ def retry_delay(attempts: int) -> float:
 
 class Processor:
     def __init__(self, config: Config, store: Store, rules: list[CompiledRule], users: dict[str, UserSource],
-                 locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event):
+                 locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
+                 ingesting: Callable[[], bool] = lambda: False):
         self.config = config
         self.store = store
         self.rules = rules
@@ -54,9 +62,11 @@ class Processor:
         self.locale_for = locale_for
         self.wake = wake
         self.outbox_wake = outbox_wake
+        self.ingesting = ingesting
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 handled = await self.process_once()
             except Exception:  # noqa: BLE001 - keep the loop alive; the events stay pending
@@ -65,6 +75,9 @@ class Processor:
             if handled == 0:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
+            elif self.ingesting():
+                spent = time.monotonic() - started
+                await sleep_unless_stopped(stop, spent * (1 - SHARE_WHILE_INGESTING) / SHARE_WHILE_INGESTING)
 
     async def process_once(self) -> int:
         events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)

@@ -73,6 +73,8 @@ DROP TABLE events;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
+#: How long a commit waits for more writes when the last one carried several (PostgreSQL's commit_delay).
+COMMIT_DELAY_S = 0.001
 #: SQLite's limit on the variables of one statement is 32766; stay well below it.
 _IN_CHUNK = 500
 
@@ -86,6 +88,15 @@ def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list
             f"SELECT log_id FROM {table} WHERE tenant = ? AND log_id IN ({', '.join('?' * len(chunk))})",
             (tenant, *chunk)))
     return found
+
+
+def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now: float) -> None:
+    """One multi-row INSERT per chunk, not executemany: each statement step hands the GIL to the
+    event loop and back, and on one core that costs more than the insert itself."""
+    for start in range(0, len(log_ids), _IN_CHUNK):
+        chunk = log_ids[start:start + _IN_CHUNK]
+        conn.execute(f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}",
+                     [value for log_id in chunk for value in (tenant, log_id, now)])
 
 
 @dataclass
@@ -170,8 +181,14 @@ class SqliteStore(Store):
 
     async def _flush(self) -> None:
         try:
+            previous = 0
             while self._pending:
+                if previous > 1 and len(self._pending) < previous:
+                    # Under concurrent load an fsync costs more CPU than the writes it commits:
+                    # give the requests already on their way a moment to join this commit.
+                    await asyncio.sleep(COMMIT_DELAY_S)
                 group, self._pending = self._pending, []
+                previous = len(group)
                 try:
                     outcomes = await self._run(self._commit_group, [fn for fn, _ in group])
                 except BaseException as exc:  # the commit itself failed: every op in it failed
@@ -236,8 +253,7 @@ class SqliteStore(Store):
                     [scrub(unique[log_id]) for log_id in reversed(new)])
                 conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
                              (tenant, body, len(new), now))
-                conn.executemany("INSERT INTO seen(tenant, log_id, at) VALUES (?, ?, ?)",
-                                 [(tenant, log_id, now) for log_id in new])
+                _insert_seen(conn, tenant, new, now)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
@@ -321,6 +337,8 @@ class SqliteStore(Store):
     async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
                             now: float) -> list[DueEmail]:
         done = self._done_after(keys)
+        leased = {(lease.tenant, log_id) for lease in self._leases.values() for log_id in lease.open}
+        retried = [key for key in keys if key not in leased]
 
         def settle(conn: sqlite3.Connection) -> list[DueEmail]:
             queued = []
@@ -344,8 +362,9 @@ class SqliteStore(Store):
                      orjson.dumps(scrub(email.context), default=str).decode()))
                 if cursor.rowcount == 1:
                     queued.append(email)
+            if retried:
+                conn.executemany("DELETE FROM retries WHERE tenant = ? AND log_id = ?", retried)
             if keys:
-                conn.executemany("DELETE FROM retries WHERE tenant = ? AND log_id = ?", keys)
                 self._advance(conn, done, now)
             return queued
 
