@@ -100,6 +100,15 @@ async def test_bad_requests_store_nothing_and_the_daemon_stays_healthy(tmp_path,
     status, answer = await daemon.post(None, raw=b"{this is not json")
     assert status == 400 and "not JSON" in answer["error"]
     assert (await daemon.post(None, raw=b"[" + b" " * 5000 + b"]"))[0] == 413
+    for size, status in ((5000, 413), (100, 200)):  # chunked: no Content-Length to trust
+        async def chunks(size=size):
+            yield b"[" + b" " * size
+            yield b"]"
+
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{daemon.url}/logs/acme", data=chunks(),
+                                    headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}) as response:
+                assert response.status == status
     status, answer = await daemon.post([1, "two", {"no": "log_id"}])
     assert status == 200 and answer["skipped"] == 3 and answer["stored"] == 0
     stats = await daemon.daemon.store.stats(now=0)

@@ -33,8 +33,9 @@ def authorized(header: str, token: str | None) -> bool:
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    if request.content_length is not None and request.content_length > limit:
-        return None
+    if request.content_length is not None:
+        # aiohttp stops at the declared length; the app's client_max_size is limit + 1.
+        return await request.read() if request.content_length <= limit else None
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(65536):
         size += len(chunk)
