@@ -251,3 +251,15 @@ async def test_a_schema_1_database_is_migrated_without_losing_or_repeating_event
         assert again.duplicate == 2
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("statement", ["CLAIM_EMAILS", "CLAIM_RETRIES"])
+def test_claims_walk_the_due_index_instead_of_sorting_the_whole_backlog(statement):
+    """A regression: the outbox claim read and sorted every queued row, once per claim."""
+    from streamer.store import sqlite as module
+
+    db = sqlite3.connect(":memory:")
+    db.executescript(module.SCHEMA)
+    sql = getattr(module, statement)
+    plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (0,) * sql.count("?")))
+    assert "TEMP B-TREE" not in plan and "_due" in plan, plan
