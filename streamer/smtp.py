@@ -173,6 +173,9 @@ def _secret_forms(username: str | None, password: str | None) -> list[str]:
 
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+#: dot-atom @ LDH labels (RFC 5322 §3.4.1 without quotes or literals).
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                            r"@(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\Z")
 
 
 @lru_cache(maxsize=4096)
@@ -180,6 +183,8 @@ def _one_address(raw: str) -> str:
     """The addr-spec of "addr" or "Name <addr>"; ValueError for anything else (lists, CR/LF …)."""
     if not isinstance(raw, str) or _CONTROL_CHARS.search(raw):
         raise ValueError("control characters")
+    if _PLAIN_ADDRESS.match(raw):  # what message.envelope() hands over: nothing left to parse
+        return raw
     pairs = getaddresses([raw])
     if len(pairs) != 1 or not pairs[0][1]:
         raise ValueError("not exactly one address")

@@ -14,6 +14,8 @@ from email.policy import SMTP as SMTP_POLICY
 import aiosmtplib
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.config import SmtpConfig
 from streamer.devkit.mailcatcher import LoginAttempt, MailCatcher
@@ -491,3 +493,22 @@ def test_classify_keeps_an_smtp_error_and_describes_causes():
 def test_errors_survive_pickling():
     err = pickle.loads(pickle.dumps(SmtpTransient(451, "later", stage="RCPT")))
     assert (type(err), err.code, err.message, err.stage) == (SmtpTransient, 451, "later", "RCPT")
+
+
+_ATOM = st.text(alphabet="abcXYZ09.!#$%&'*+/=?^_`{|}~-\" <>,@\r\n\\[]()", min_size=1, max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ATOM, _ATOM)
+def test_the_plain_address_shortcut_agrees_with_the_full_parse(local, domain):
+    """The envelope's fast path may only accept what the full parse accepts, unchanged."""
+    from email.utils import getaddresses
+
+    from aiosmtplib.email import parse_address
+
+    from streamer.smtp import _PLAIN_ADDRESS
+
+    raw = f"{local}@{domain}"
+    if _PLAIN_ADDRESS.match(raw):
+        pairs = getaddresses([raw])
+        assert len(pairs) == 1 and parse_address(pairs[0][1]) == raw
