@@ -46,6 +46,12 @@ class UserSource(Protocol):
 LocaleResolver = Callable[[str, str | None, str, dict[str, Any]], str]
 
 
+def pause_after(spent_s: float, ingesting: bool) -> float:
+    """How long the processor steps aside after a batch that took `spent_s`: while batches wait
+    for their commit, long enough that it keeps SHARE_WHILE_INGESTING of the loop; else not at all."""
+    return spent_s * (1 - SHARE_WHILE_INGESTING) / SHARE_WHILE_INGESTING if ingesting else 0.0
+
+
 def retry_delay(attempts: int) -> float:
     """Events whose users could not be fetched wait 2, 4, 8 … up to 300 s."""
     return float(min(300, 2 ** max(1, attempts)))
@@ -75,9 +81,8 @@ class Processor:
             if handled == 0:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
-            elif self.ingesting():
-                spent = time.monotonic() - started
-                await sleep_unless_stopped(stop, spent * (1 - SHARE_WHILE_INGESTING) / SHARE_WHILE_INGESTING)
+            else:
+                await sleep_unless_stopped(stop, pause_after(time.monotonic() - started, self.ingesting()))
 
     async def process_once(self) -> int:
         events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)

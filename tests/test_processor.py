@@ -1,0 +1,72 @@
+"""The processor steps aside while the inbox is accepting batches, and still works everything off."""
+
+import asyncio
+
+import pytest
+
+from streamer.config import parse_config
+from streamer.inbox import Inbox
+from streamer.processor import SHARE_WHILE_INGESTING, Processor, pause_after
+from streamer.rules import compile_rules
+
+from conftest import config_text, sample_event
+
+
+class _Endpoint:  # config_text needs somewhere to point the tenant and the SMTP server
+    domain, base_url, client_id, client_secret, port = "acme.test", "http://127.0.0.1:9", "c", "s", 2525
+
+
+class _Users:
+    """Verified returning users: the shipped rules make nothing due for them."""
+
+    async def get_users(self, user_ids, *, fresh_since=None):
+        return {uid: {"user_id": uid, "email": "ana@example.com", "email_verified": True, "logins_count": 9}
+                for uid in user_ids}
+
+
+def test_the_pause_keeps_the_processor_to_its_share_only_while_ingesting():
+    assert pause_after(0.02, ingesting=False) == 0.0
+    pause = pause_after(0.02, ingesting=True)
+    assert 0.02 / (0.02 + pause) == pytest.approx(SHARE_WHILE_INGESTING)
+
+
+async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
+    inbox = Inbox(sqlite_store, {"ss"})
+    seen_while_waiting = []
+    original = sqlite_store.add_events
+
+    async def add_events(*args, **kwargs):
+        seen_while_waiting.append(inbox.accepting)
+        return await original(*args, **kwargs)
+
+    sqlite_store.add_events = add_events
+    await asyncio.gather(*(inbox.accept("acme", [sample_event("ss", log_id=f"P{i}")], source="webhook")
+                           for i in range(3)))
+    assert max(seen_while_waiting) == 3 and inbox.accepting == 0
+
+    async def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    sqlite_store.add_events = broken
+    with pytest.raises(OSError):
+        await inbox.accept("acme", [sample_event("ss", log_id="P9")], source="webhook")
+    assert inbox.accepting == 0  # a failed commit does not leave the processor paused forever
+
+
+async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path):
+    config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
+    for batch in range(5):
+        await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}")
+                                               for i in range(300)], now=0)
+    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event(),
+                          ingesting=lambda: True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(processor.run(stop, idle_s=0.05))
+    try:
+        async with asyncio.timeout(30):
+            while (await sqlite_store.stats(now=0))["inbox_pending"]:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
