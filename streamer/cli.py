@@ -47,11 +47,12 @@ def _checked(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     from streamer import logs
     from streamer.daemon import Daemon, StartupError
+    from streamer.gc_tuning import tune_for_service
 
     config = _checked(args)
     logs.configure(args.log_level)
     try:
-        asyncio.run(Daemon(config).run())
+        asyncio.run(Daemon(config).run(on_ready=lambda _url: tune_for_service()))
     except StartupError as exc:
         raise UserError(str(exc)) from None
     return EXIT_OK
