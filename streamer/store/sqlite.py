@@ -90,13 +90,17 @@ def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list
     return found
 
 
-def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now: float) -> None:
-    """One multi-row INSERT per chunk, not executemany: each statement step hands the GIL to the
-    event loop and back, and on one core that costs more than the insert itself."""
+def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now: float) -> set[str]:
+    """Record log_ids as seen; return those that were new. One multi-row statement per chunk,
+    not a lookup and an executemany: each statement step hands the GIL to the event loop and
+    back, and on one core that costs more than the insert itself."""
+    new: set[str] = set()
     for start in range(0, len(log_ids), _IN_CHUNK):
         chunk = log_ids[start:start + _IN_CHUNK]
-        conn.execute(f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))}",
-                     [value for log_id in chunk for value in (tenant, log_id, now)])
+        new.update(row[0] for row in conn.execute(
+            f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
+            f"ON CONFLICT DO NOTHING RETURNING log_id", [value for log_id in chunk for value in (tenant, log_id, now)]))
+    return new
 
 
 @dataclass
@@ -258,14 +262,13 @@ class SqliteStore(Store):
         log_ids = list(unique)
 
         def insert(conn: sqlite3.Connection) -> IngestResult:
-            known = _log_ids_in(conn, "seen", tenant, log_ids)
-            new = [log_id for log_id in log_ids if log_id not in known]
+            inserted = _insert_seen(conn, tenant, log_ids, now)
+            new = [log_id for log_id in log_ids if log_id in inserted]
             if new:
                 body = raw if raw is not None and len(new) == len(events) else orjson.dumps(
                     [scrub(unique[log_id]) for log_id in reversed(new)])
                 conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
                              (tenant, body, len(new), now))
-                _insert_seen(conn, tenant, new, now)
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
