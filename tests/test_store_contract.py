@@ -5,6 +5,7 @@ import json
 import sqlite3
 
 import pytest
+from structlog.testing import capture_logs
 
 from streamer.events import parse_body, scrub
 from streamer.outbox import DueEmail, EmailState
@@ -263,3 +264,24 @@ def test_claims_walk_the_due_index_instead_of_sorting_the_whole_backlog(statemen
     sql = getattr(module, statement)
     plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (0,) * sql.count("?")))
     assert "TEMP B-TREE" not in plan and "_due" in plan, plan
+
+
+async def test_purge_drops_processed_rows_and_keeps_the_backlog_deduplicated(sqlite_store):
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="E1")], now=NOW)
+    [done] = await sqlite_store.claim_events(limit=1, now=NOW, lease_s=60)
+    await sqlite_store.settle_events([(done.tenant, done.log_id)], [], now=NOW)
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="E2")], now=NOW + 1)  # not processed yet
+    await sqlite_store.purge(before=NOW + 10)
+    assert len(_inbox_bodies(sqlite_store.path)) == 1
+    assert (await sqlite_store.add_events("acme", [sample_event("ss", log_id="E2")], now=NOW + 20)).duplicate == 1
+    assert (await sqlite_store.stats(now=NOW))["inbox_pending"] == 1
+
+
+async def test_an_unreadable_row_is_logged_and_does_not_stop_the_rows_after_it(sqlite_store):
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="F1")], now=NOW)
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="F2")], now=NOW)
+    await sqlite_store._write(lambda c: c.execute("UPDATE inbox SET body = x'00ff' WHERE id = 1"))
+    with capture_logs() as logs:
+        claimed = await sqlite_store.claim_events(limit=10, now=NOW, lease_s=60)
+    assert [e.log_id for e in claimed] == ["F2"]
+    assert [entry["event"] for entry in logs] == ["inbox_row_unreadable"]

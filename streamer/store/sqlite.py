@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from streamer.events import parse_body, scrub, user_id_of
+from streamer.events import BodyError, parse_body, scrub, user_id_of
+from streamer.logs import get_logger
 from streamer.outbox import (
     CANCELLABLE_STATES,
     RETRYABLE_STATES,
@@ -37,6 +38,7 @@ from streamer.outbox import (
 from streamer.store.base import InboxEvent, IngestResult, Store
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -307,7 +309,11 @@ class SqliteStore(Store):
             for row_id, tenant, body, received_at in rows:
                 lease = self._leases.get(row_id)
                 attempts = lease.attempts + 1 if lease else 1
-                events = parse_body(body).events
+                try:
+                    events = parse_body(body).events
+                except BodyError as exc:  # it parsed when stored: the file was damaged since
+                    log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
+                    events = []
                 if lease is not None:
                     events = [e for e in events if e["log_id"] in lease.open]
                 elif any_retries:  # read again after a restart: its deferred events wait in `retries`
@@ -516,7 +522,9 @@ class SqliteStore(Store):
         def purge(conn: sqlite3.Connection) -> int:
             done = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'inbox_done'").fetchone()[0]
             events = conn.execute("DELETE FROM inbox WHERE id <= ? AND received_at < ?", (done, before)).rowcount
-            conn.execute("DELETE FROM seen WHERE at < ?", (before,))
+            # Forget log_ids only once their events went through the rules (dedup must cover the backlog).
+            oldest_open = conn.execute("SELECT min(received_at) FROM inbox WHERE id > ?", (done,)).fetchone()[0]
+            conn.execute("DELETE FROM seen WHERE at < ?", (min(before, oldest_open or before),))
             emails = conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead') "
                                   "AND updated_at < ?", (before,)).rowcount
             return events + emails
