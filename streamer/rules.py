@@ -36,18 +36,22 @@ class RuleError(ValueError):
 
 class Condition:
     """A compiled `if`. Jinja's TemplateExpression walks the environment's globals (a ChainMap)
-    twice on every call, most of the cost of a simple condition; they are merged once here, and
-    the same compiled template runs in the same kind of context."""
+    twice and builds a new Context on every call, most of the cost of a simple condition; here
+    the globals are merged once and one Context is refilled per call (a condition runs to the
+    end without awaiting, so calls on the event loop never overlap)."""
 
     def __init__(self, source: str):
         self._template = _expressions.compile_expression(source, undefined_to_none=False)._template
         self._globals = dict(self._template.globals)
+        template = self._template
+        self._context = new_context(template.environment, template.name, template.blocks, {}, shared=True)
         self.uses_locale = "locale" in meta.find_undeclared_variables(_expressions.parse("{{ (" + source + ") }}"))
 
     def __call__(self, variables: dict[str, Any]) -> Any:
-        template = self._template
-        context = new_context(template.environment, template.name, template.blocks,
-                              {**self._globals, **variables}, shared=True)
+        context = self._context  # reused: the event loop evaluates one condition at a time
+        context.parent = {**self._globals, **variables}
+        context.vars = {}
+        context.exported_vars = set()
         for _ in self._template.root_render_func(context):
             pass
         return context.vars["result"]
