@@ -194,3 +194,15 @@ def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed()
     assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user={**UNVERIFIED, "email_verified": True, "logins_count": 5},
                   locale_for=locale_for, accepted_at=0) == ([], [])
     assert asked == []
+
+
+def test_a_condition_that_failed_for_one_event_evaluates_cleanly_for_the_next():
+    config = parse_config(CONFIG.replace('"not user.email_verified"', '"10 / user.logins_count > 5"'), env={})
+    rules = compile_rules(config.rules)
+    run_once = lambda logins: decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={},  # noqa: E731
+                                     user={**UNVERIFIED, "logins_count": logins}, locale_for=lambda r: "en",
+                                     accepted_at=0)
+    due, skipped = run_once(0)
+    assert any("ZeroDivisionError" in s.reason for s in skipped)
+    assert [d.rule for d in run_once(1)[0]] == ["verify-email"]
+    assert [d.rule for d in run_once(4)[0]] == []
