@@ -277,11 +277,45 @@ async def test_purge_drops_processed_rows_and_keeps_the_backlog_deduplicated(sql
     assert (await sqlite_store.stats(now=NOW))["inbox_pending"] == 1
 
 
-async def test_an_unreadable_row_is_logged_and_does_not_stop_the_rows_after_it(sqlite_store):
-    await sqlite_store.add_events("acme", [sample_event("ss", log_id="F1")], now=NOW)
-    await sqlite_store.add_events("acme", [sample_event("ss", log_id="F2")], now=NOW)
-    await sqlite_store._write(lambda c: c.execute("UPDATE inbox SET body = x'00ff' WHERE id = 1"))
-    with capture_logs() as logs:
-        claimed = await sqlite_store.claim_events(limit=10, now=NOW, lease_s=60)
+async def test_an_unreadable_row_is_logged_and_does_not_stop_the_rows_after_it(tmp_path):
+    first = SqliteStore(tmp_path / "s.db")
+    await first.open()
+    await first.add_events("acme", [sample_event("ss", log_id="F1")], now=NOW)
+    await first.add_events("acme", [sample_event("ss", log_id="F2")], now=NOW)
+    await first._write(lambda c: c.execute("UPDATE inbox SET body = x'00ff' WHERE id = 1"))
+    await first.close()
+    store = SqliteStore(tmp_path / "s.db")  # a new process reads the rows from the file
+    await store.open()
+    try:
+        with capture_logs() as logs:
+            claimed = await store.claim_events(limit=10, now=NOW, lease_s=60)
+    finally:
+        await store.close()
     assert [e.log_id for e in claimed] == ["F2"]
     assert [entry["event"] for entry in logs] == ["inbox_row_unreadable"]
+
+
+async def test_events_handed_over_in_memory_equal_those_read_back_from_the_file(tmp_path, monkeypatch):
+    from streamer.store import sqlite as module
+
+    monkeypatch.setattr(module, "FRESH_LIMIT", 3)  # the fourth and fifth rows must come from the file
+    signup = sample_event("ss", log_id="G1")
+    signup["details"]["body"]["password"] = "hunter2"
+    batches = [[signup], *([sample_event("s", log_id=f"G{i}")] for i in range(2, 6))]
+    writer = SqliteStore(tmp_path / "s.db")
+    await writer.open()
+    for batch in batches:
+        await writer.add_events("acme", batch, now=NOW)
+    assert writer._fresh_events <= 3
+    from_memory = await writer.claim_events(limit=10, now=NOW, lease_s=60)
+    assert writer._fresh_events == 0
+    await writer.close()
+    reader = SqliteStore(tmp_path / "s.db")
+    await reader.open()
+    try:
+        from_file = await reader.claim_events(limit=10, now=NOW, lease_s=60)
+    finally:
+        await reader.close()
+    assert [e.event for e in from_memory] == [e.event for e in from_file]
+    assert [e.log_id for e in from_file] == ["G1", "G2", "G3", "G4", "G5"]
+    assert from_memory[0].event["details"]["body"]["password"] == "[removed]"

@@ -8,14 +8,16 @@ resolves only after its transaction is committed.
 
 The inbox is shaped for the single process SQLite allows (`run` holds a lock file): a webhook
 batch is stored as one row, as the bytes Auth0 sent when nothing in it needs scrubbing, with its
-log_ids in a small dedup table; the processor reads rows after a persisted cursor and keeps its
-leases in memory. No per-event UPDATE, so storing costs little more than parsing. Events whose
-users could not be fetched move to `retries`, one row each, with their own next attempt time.
+log_ids in a small dedup table; the processor takes rows after a persisted cursor, keeps its
+leases in memory and gets the events of rows stored moments ago handed over without reading
+them back. No per-event UPDATE, so storing costs little more than parsing. Events whose users
+could not be fetched move to `retries`, one row each, with their own next attempt time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable
@@ -77,6 +79,8 @@ UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
 #: How long a commit waits for more writes when the last one carried several (PostgreSQL's commit_delay).
 COMMIT_DELAY_S = 0.001
+#: At most this many just-stored events are kept in memory for the processor.
+FRESH_LIMIT = 20_000
 #: SQLite's limit on the variables of one statement is 32766; stay well below it.
 _IN_CHUNK = 500
 
@@ -151,6 +155,10 @@ class SqliteStore(Store):
         self._claimed_upto = 0  # highest inbox row ever claimed by this process
         self._done = 0          # every inbox row up to this one is settled (persisted as inbox_done)
         self._claiming = asyncio.Lock()
+        # Events of inbox rows this process stored and the processor has not claimed yet, so that
+        # it need not read and parse them back (bounded; rows beyond it are read from the file).
+        self._fresh: dict[int, tuple[str, list[dict[str, Any]], float]] = {}
+        self._fresh_events = 0
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -263,22 +271,30 @@ class SqliteStore(Store):
         unique = {e["log_id"]: e for e in reversed(events)}  # of two copies in one batch, the first is kept
         log_ids = list(unique)
 
-        def insert(conn: sqlite3.Connection) -> IngestResult:
+        def insert(conn: sqlite3.Connection) -> tuple[IngestResult, int | None, list[dict[str, Any]]]:
             inserted = _insert_seen(conn, tenant, log_ids, now)
             new = [log_id for log_id in log_ids if log_id in inserted]
+            row_id, stored = None, []
             if new:
-                body = raw if raw is not None and len(new) == len(events) else orjson.dumps(
-                    [scrub(unique[log_id]) for log_id in reversed(new)])
-                conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
-                             (tenant, body, len(new), now))
+                if raw is not None and len(new) == len(events):
+                    body, stored = raw, events
+                else:
+                    stored = [scrub(unique[log_id]) for log_id in reversed(new)]
+                    body = orjson.dumps(stored)
+                row_id = conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
+                                      (tenant, body, len(new), now)).lastrowid
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(tenant) DO UPDATE SET log_id = excluded.log_id, updated_at = excluded.updated_at",
                     (tenant, checkpoint, now))
-            return IngestResult(new=len(new), duplicate=len(events) - len(new))
+            return IngestResult(new=len(new), duplicate=len(events) - len(new)), row_id, stored
 
-        return await self._write(insert)
+        result, row_id, stored = await self._write(insert)
+        if row_id is not None and self._fresh_events + len(stored) <= FRESH_LIMIT:
+            self._fresh[row_id] = (tenant, stored, now)
+            self._fresh_events += len(stored)
+        return result
 
     async def get_checkpoint(self, tenant: str) -> str | None:
         row = await self._read(lambda c: c.execute(
@@ -299,21 +315,30 @@ class SqliteStore(Store):
                         break
                     wanted.append(row_id)
                     total += count
-                rows = conn.execute(f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN "
-                                    f"({', '.join('?' * len(wanted))}) ORDER BY id", wanted).fetchall()
-                return retried, rows, conn.execute("SELECT 1 FROM retries LIMIT 1").fetchone() is not None
+                unread = [row_id for row_id in wanted if row_id not in self._fresh]  # `in` is atomic
+                rows = {row_id: (tenant, body, received_at) for row_id, tenant, body, received_at in conn.execute(
+                    f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(unread))})",
+                    unread)}
+                return retried, wanted, rows, conn.execute("SELECT 1 FROM retries LIMIT 1").fetchone() is not None
 
-            retried, rows, any_retries = await self._write(claim)
+            retried, wanted, rows, any_retries = await self._write(claim)
             claimed = [InboxEvent(t, log_id, (event := orjson.loads(body))["type"], user_id_of(event), event,
                                   received_at, attempts) for t, log_id, body, received_at, attempts in retried]
-            for row_id, tenant, body, received_at in rows:
+            for row_id in wanted:
                 lease = self._leases.get(row_id)
                 attempts = lease.attempts + 1 if lease else 1
-                try:
-                    events = parse_body(body).events
-                except BodyError as exc:  # it parsed when stored: the file was damaged since
-                    log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
-                    events = []
+                if row_id in self._fresh:  # stored by this process moments ago: no need to read it back
+                    tenant, events, received_at = self._fresh.pop(row_id)
+                    self._fresh_events -= len(events)
+                elif row_id in rows:
+                    tenant, body, received_at = rows[row_id]
+                    try:
+                        events = parse_body(body).events
+                    except BodyError as exc:  # it parsed when stored: the file was damaged since
+                        log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
+                        events = []
+                else:  # purged meanwhile (it cannot be, below the cursor) — nothing to evaluate
+                    continue
                 if lease is not None:
                     events = [e for e in events if e["log_id"] in lease.open]
                 elif any_retries:  # read again after a restart: its deferred events wait in `retries`
@@ -325,6 +350,9 @@ class SqliteStore(Store):
                 claimed += [InboxEvent(tenant, e["log_id"], e["type"], user_id_of(e), e, received_at, attempts)
                             for e in events]
             self._close_finished_leases()
+            # A row read from the file because its commit was still being acknowledged: drop its copy.
+            for row_id in list(itertools.takewhile(lambda r: r <= self._claimed_upto, self._fresh)):
+                self._fresh_events -= len(self._fresh.pop(row_id)[1])
             return claimed
 
     def _close_finished_leases(self) -> None:
