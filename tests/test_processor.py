@@ -6,7 +6,7 @@ import pytest
 
 from streamer.config import parse_config
 from streamer.inbox import Inbox
-from streamer.processor import SHARE_WHILE_INGESTING, Processor, pause_after
+from streamer.processor import RATE_WHILE_INGESTING, Processor, pause_after
 from streamer.rules import compile_rules
 
 from conftest import config_text, sample_event
@@ -24,10 +24,11 @@ class _Users:
                 for uid in user_ids}
 
 
-def test_the_pause_keeps_the_processor_to_its_share_only_while_ingesting():
-    assert pause_after(0.02, ingesting=False) == 0.0
-    pause = pause_after(0.02, ingesting=True)
-    assert 0.02 / (0.02 + pause) == pytest.approx(SHARE_WHILE_INGESTING)
+def test_the_pause_keeps_the_processor_to_its_rate_only_while_ingesting():
+    assert pause_after(200, 0.005, ingesting=False) == 0.0
+    pause = pause_after(200, 0.005, ingesting=True)
+    assert 200 / (0.005 + pause) == pytest.approx(RATE_WHILE_INGESTING)
+    assert pause_after(200, 1.0, ingesting=True) == 0.0  # already slower than the rate: no pause
 
 
 async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
