@@ -79,8 +79,9 @@ UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
 #: How long a commit waits for more writes when the last one carried several (PostgreSQL's commit_delay).
 COMMIT_DELAY_S = 0.001
-#: At most this many just-stored events are kept in memory for the processor.
-FRESH_LIMIT = 20_000
+#: At most this many just-stored events are kept in memory for the processor (a few MB; the
+#: processor claims 200 at a time, so a backlog beyond this is read from the file).
+FRESH_LIMIT = 5_000
 #: SQLite's limit on the variables of one statement is 32766; stay well below it.
 _IN_CHUNK = 500
 
