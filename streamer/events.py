@@ -46,9 +46,9 @@ def may_hold_credentials(raw: bytes) -> bool:
 
 
 def _is_credential(key: str, value: Any) -> bool:
-    """Auth0 itself masks passwords as "*****" in its logs: that mask is no credential."""
-    return key in _CREDENTIAL_KEYS and value not in (None, "") and not (isinstance(value, str) and
-                                                                       not value.strip("*"))
+    if key not in _CREDENTIAL_KEYS or value in (None, ""):
+        return False
+    return not (isinstance(value, str) and not value.strip("*"))  # Auth0's own "*****" mask is none
 
 
 def parse_body(body: bytes | str) -> ParsedBatch:

@@ -41,9 +41,9 @@ class Condition:
     end without awaiting, so calls on the event loop never overlap)."""
 
     def __init__(self, source: str):
-        self._template = _expressions.compile_expression(source, undefined_to_none=False)._template
-        self._globals = dict(self._template.globals)
-        template = self._template
+        template = _expressions.compile_expression(source, undefined_to_none=False)._template
+        self._template = template
+        self._globals = dict(template.globals)
         self._context = new_context(template.environment, template.name, template.blocks, {}, shared=True)
         self.uses_locale = "locale" in meta.find_undeclared_variables(_expressions.parse("{{ (" + source + ") }}"))
 

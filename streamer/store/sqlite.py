@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,11 +86,15 @@ FRESH_LIMIT = 5_000
 _IN_CHUNK = 500
 
 
+def _chunks(log_ids: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(log_ids), _IN_CHUNK):
+        yield log_ids[start:start + _IN_CHUNK]
+
+
 def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list[str]) -> set[str]:
     """Which of `log_ids` the table (`seen` or `retries`) holds for the tenant."""
     found: set[str] = set()
-    for start in range(0, len(log_ids), _IN_CHUNK):
-        chunk = log_ids[start:start + _IN_CHUNK]
+    for chunk in _chunks(log_ids):
         found.update(row[0] for row in conn.execute(
             f"SELECT log_id FROM {table} WHERE tenant = ? AND log_id IN ({', '.join('?' * len(chunk))})",
             (tenant, *chunk)))
@@ -102,8 +106,7 @@ def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now:
     not a lookup and an executemany: each statement step hands the GIL to the event loop and
     back, and on one core that costs more than the insert itself."""
     new: set[str] = set()
-    for start in range(0, len(log_ids), _IN_CHUNK):
-        chunk = log_ids[start:start + _IN_CHUNK]
+    for chunk in _chunks(log_ids):
         new.update(row[0] for row in conn.execute(
             f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
             f"ON CONFLICT DO NOTHING RETURNING log_id", [value for log_id in chunk for value in (tenant, log_id, now)]))
