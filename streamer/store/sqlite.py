@@ -310,7 +310,7 @@ class SqliteStore(Store):
             expired = [row_id for row_id, lease in self._leases.items() if lease.lease_until <= now]
             after = self._claimed_upto
 
-            def claim(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple], bool]:
+            def claim(conn: sqlite3.Connection) -> tuple[list[tuple], list[int], dict[int, tuple], bool]:
                 retried = conn.execute(CLAIM_RETRIES, (now + lease_s, now, limit)).fetchall()
                 wanted, total = list(expired), len(retried)
                 for row_id, count in conn.execute("SELECT id, events FROM inbox WHERE id > ? ORDER BY id LIMIT ?",
@@ -341,7 +341,7 @@ class SqliteStore(Store):
                     except BodyError as exc:  # it parsed when stored: the file was damaged since
                         log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
                         events = []
-                else:  # purged meanwhile (it cannot be, below the cursor) — nothing to evaluate
+                else:  # not in the file either: cannot happen (purge only deletes rows below the cursor)
                     continue
                 if lease is not None:
                     events = [e for e in events if e["log_id"] in lease.open]
