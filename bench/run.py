@@ -21,10 +21,10 @@ ratios (work per CPU-second of each side) are printed as cross-checks that inter
    processing, not with SMTP delivery. While batches wait for their commit the processor
    evaluates at most 10,000 events/s (streamer/processor.py): at one event per request it keeps
    up; at the larger batch sizes it falls behind and works off the backlog afterwards, at the
-   rate reported as "settled alone". Why it
-   matters: a 200 is Auth0's promise that the batch is ours, so this is the rate a log stream can
-   reach. py-spy counts a thread waiting for the GIL as busy: the profile's shares of the SQLite
-   thread are upper bounds; the per-thread CPU split comes from /proc.
+   rate reported as "settled alone". Why it matters: a 200 is Auth0's promise that the batch is
+   ours, so this is the rate a log stream can reach. py-spy counts a thread waiting for the GIL
+   as busy: the profile's shares of the SQLite thread are upper bounds; the per-thread CPU split
+   comes from /proc.
 2. Delivery, emails/s into smtp-sink. N `sv` events (verified users → welcome email, no ticket)
    are stored with `streamer replay`, then `streamer run` starts; the rate is N over the span from
    the first email queued to the last one sent (outbox timestamps, read from SQLite afterwards),
@@ -66,6 +66,7 @@ from harness import BENCH, HELPER_CORE, PYTHON, SERVER_CORE, Daemon, Service
 
 from streamer.devkit.auth0_standin import Auth0StandIn  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
+from streamer.store.sqlite import INBOX_PENDING  # noqa: E402
 
 POOL_SIZE = 8                    # SMTP connections and dispatcher workers, in streamer and in the ceiling
 INGEST_BATCHES = (1, 10, 100)
@@ -76,9 +77,6 @@ OLD_DATE = "2026-01-01T00:00:00.000Z"  # before the users' last update: cached p
 LOGID_MARKER = "@@LOGID@@"
 SIGNUP_BATCH = 50
 LATENCY_RATE = 50.0
-#: Events stored but not yet through the rules (as SqliteStore.stats counts them).
-PENDING_SQL = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) FROM meta "
-               "WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
 #: A round in which other processes took more of core 0 is set aside when a cleaner round exists.
 DISTURBED = 0.15
 
@@ -218,8 +216,8 @@ async def run_wrk(url: str, bodies: Path, batch: int, seconds: float, server_pid
 async def processor_rate(daemon: Daemon, seconds: float) -> tuple[float, float] | tuple[None, None]:
     """(events/s, daemon CPU µs per event) the processor settles alone once the webhook load has
     stopped (rules evaluated, no email due); (None, None) when it had no backlog to work on."""
-    count_done = f"SELECT count(*) - ({PENDING_SQL}) FROM seen"
-    if daemon.query(PENDING_SQL)[0] < 1000:
+    count_done = f"SELECT count(*) - ({INBOX_PENDING}) FROM seen"
+    if daemon.query(INBOX_PENDING)[0] < 1000:
         return None, None
     before, started = daemon.query(count_done)[0], time.monotonic()
     with h.CoreWatch(SERVER_CORE, daemon.pid) as core:
@@ -244,7 +242,7 @@ async def ingest_batch(settings: Settings, batch: int, bodies: Path, bare: Servi
             with daemon.paused():  # its processor may still be working off the last round's events
                 ceiling = await run_wrk(bare_url, bodies, batch, settings.ingest_s, bare.pid)
             rounds.append((ceiling, await run_wrk(daemon.url, bodies, batch, settings.ingest_s, daemon.pid)))
-        stored, pending = daemon.query(f"SELECT count(*), ({PENDING_SQL}) FROM seen")
+        stored, pending = daemon.query(f"SELECT count(*), ({INBOX_PENDING}) FROM seen")
         drain_rate, drain_cpu_us = await processor_rate(daemon, settings.drain_s)
         if daemon.query("SELECT count(*) FROM outbox")[0]:
             raise RuntimeError("the ingest run queued emails; its users should match no rule")

@@ -126,6 +126,9 @@ _OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient,
                    "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
 
 
+#: Events stored but not yet through the rules: the rows after the cursor, and the retries.
+INBOX_PENDING = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
+                 "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
 #: INDEXED BY: without statistics SQLite picks outbox_state, reads every queued row and sorts them
 #: all for each claim, which turns working off a large backlog (an SMTP outage) quadratic.
 CLAIM_EMAILS = (
@@ -542,9 +545,7 @@ class SqliteStore(Store):
             counts = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
             oldest = conn.execute("SELECT min(created_at) FROM outbox WHERE state IN "
                                   "('queued', 'sending', 'failed')").fetchone()[0]
-            pending = conn.execute(
-                "SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
-                "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)").fetchone()[0]
+            pending = conn.execute(INBOX_PENDING).fetchone()[0]
             return {"outbox": {s.value: counts.get(s.value, 0) for s in EmailState},
                     "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
 
