@@ -29,7 +29,7 @@ from streamer.inbox import Inbox
 from streamer.lifecycle import sleep_unless_stopped
 from streamer.locale import fallback_chain, wanted_locale
 from streamer.logs import get_logger, redact_text
-from streamer.outbox import EmailState, RetryPolicy
+from streamer.outbox import RetryPolicy
 from streamer.password_reset import NewPasswordVault, PasswordResetPages
 from streamer.processor import Processor
 from streamer.rules import compile_rules
@@ -103,8 +103,8 @@ class Daemon:
         while not self.stop.is_set():
             with contextlib.suppress(Exception):
                 stats = await self.store.stats(now=time.time())
-                for state in EmailState:
-                    metrics.OUTBOX_DEPTH.labels(state.value).set(stats["outbox"].get(state.value, 0))
+                for state, count in stats["outbox"].items():
+                    metrics.OUTBOX_DEPTH.labels(state).set(count)
                 metrics.OUTBOX_OLDEST_AGE.set(stats["oldest_open_age_s"])
                 metrics.INBOX_PENDING.set(stats["inbox_pending"])
             await sleep_unless_stopped(self.stop, GAUGE_EVERY_S)

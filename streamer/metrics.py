@@ -25,7 +25,8 @@ EMAILS_DEAD = Counter("streamer_emails_dead", "Emails given up on (permanent err
                       ["tenant", "rule"], registry=REGISTRY)
 EMAILS_DROPPED = Counter("streamer_emails_dropped", "Due emails dropped before queueing, by reason (user not found …).",
                          ["tenant", "rule", "reason"], registry=REGISTRY)
-OUTBOX_DEPTH = Gauge("streamer_outbox_depth", "Emails in the outbox by state.", ["state"], registry=REGISTRY)
+OUTBOX_DEPTH = Gauge("streamer_outbox_depth", "Emails in the outbox by state (sent ones: streamer_emails_sent_total).",
+                     ["state"], registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge("streamer_outbox_oldest_age_seconds", "Age of the oldest email not yet sent or dead.",
                           registry=REGISTRY)
 INBOX_PENDING = Gauge("streamer_inbox_pending", "Stored events not yet evaluated by the rules.", registry=REGISTRY)

@@ -24,6 +24,8 @@ class EmailState(StrEnum):
 
 #: States an operator usually wants to see: not yet delivered, or given up on.
 OPEN_STATES = (EmailState.QUEUED, EmailState.SENDING, EmailState.FAILED, EmailState.DEAD)
+#: States the depth gauges count: all but `sent`, which only grows (until purged) and has a counter.
+COUNTED_STATES = (*OPEN_STATES, EmailState.CANCELLED)
 #: States `outbox retry` accepts.
 RETRYABLE_STATES = (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED)
 #: States `outbox cancel` accepts.

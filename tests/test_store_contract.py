@@ -105,7 +105,8 @@ async def test_outbox_state_machine(store):
     assert await store.cancel_email(second.id, now=NOW + 21) is True
     assert await store.retry_email(first.id, now=NOW) is False  # sent cannot be retried
     stats = await store.stats(now=NOW + 30)
-    assert stats["outbox"]["sent"] == 1 and stats["outbox"]["cancelled"] == 1
+    assert stats["outbox"]["cancelled"] == 1 and "sent" not in stats["outbox"]  # sent: a counter, not a scan
+    assert [e.id for e in await store.list_emails(states=(EmailState.SENT,))] == [first.id]
 
 
 async def test_stale_sending_rows_are_requeued(store):
@@ -319,3 +320,16 @@ async def test_events_handed_over_in_memory_equal_those_read_back_from_the_file(
     assert [e.event for e in from_memory] == [e.event for e in from_file]
     assert [e.log_id for e in from_file] == ["G1", "G2", "G3", "G4", "G5"]
     assert from_memory[0].event["details"]["body"]["password"] == "[removed]"
+
+
+async def test_stats_report_the_oldest_open_email_and_the_open_states(store):
+    assert (await store.stats(now=NOW))["oldest_open_age_s"] == 0.0
+    await store.settle_events([], [due("L1", user="u1")], now=NOW)
+    await store.settle_events([], [due("L2", user="u2")], now=NOW + 10)
+    stats = await store.stats(now=NOW + 100)
+    assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"]["queued"] == 2
+    [first] = await store.claim_emails(limit=1, now=NOW + 100, lease_s=60)
+    await store.mark_sent(first.id, now=NOW + 101)
+    stats = await store.stats(now=NOW + 110)
+    assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {"queued": 1, "sending": 0, "failed": 0,
+                                                                     "dead": 0, "cancelled": 0}

@@ -120,7 +120,8 @@ class Store(ABC):
 
     @abstractmethod
     async def stats(self, *, now: float) -> dict[str, Any]:
-        """{"outbox": {state: count}, "oldest_open_age_s": float, "inbox_pending": int}."""
+        """{"outbox": {state: count}, "oldest_open_age_s": float, "inbox_pending": int}; the outbox
+        counts cover COUNTED_STATES (not `sent`: it only grows, and the gauges run every few seconds)."""
 
     @abstractmethod
     async def purge(self, *, before: float) -> int:

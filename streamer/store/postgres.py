@@ -34,6 +34,7 @@ import asyncpg
 from streamer.events import scrub, user_id_of
 from streamer.outbox import (
     CANCELLABLE_STATES,
+    COUNTED_STATES,
     RETRYABLE_STATES,
     DueEmail,
     EmailState,
@@ -420,11 +421,12 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT coalesce(json_object_agg(state, n), '{}')::text "
-                "        FROM (SELECT state, count(*) AS n FROM outbox GROUP BY state) s), "
+                "        FROM (SELECT state, count(*) AS n FROM outbox WHERE state = ANY($1::text[]) "
+                "              GROUP BY state) s), "
                 "       (SELECT min(created_at) FROM outbox WHERE state IN ('queued', 'sending', 'failed')), "
-                "       (SELECT count(*) FROM events WHERE state = 'pending')")
+                "       (SELECT count(*) FROM events WHERE state = 'pending')", [s.value for s in COUNTED_STATES])
         counts, oldest, pending = json.loads(row[0]), row[1], row[2]
-        return {"outbox": {s.value: counts.get(s.value, 0) for s in EmailState},
+        return {"outbox": {s.value: counts.get(s.value, 0) for s in COUNTED_STATES},
                 "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
 
     async def purge(self, *, before: float) -> int:

@@ -32,6 +32,7 @@ from streamer.events import BodyError, parse_body, scrub, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import (
     CANCELLABLE_STATES,
+    COUNTED_STATES,
     RETRYABLE_STATES,
     DueEmail,
     EmailState,
@@ -126,6 +127,13 @@ _OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient,
                    "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
 
 
+#: Every state but `sent`, which grows with the retention and is counted as it happens
+#: (streamer_emails_sent_total): the gauges run every few seconds and must not scan it.
+_COUNTED = ", ".join(f"'{state.value}'" for state in COUNTED_STATES)
+OUTBOX_COUNTS = f"SELECT state, count(*) FROM outbox WHERE state IN ({_COUNTED}) GROUP BY state"
+#: Ids grow with time: the open email with the lowest id is the oldest, found in the state index.
+OLDEST_OPEN = ("SELECT created_at FROM outbox WHERE id = (SELECT min(id) FROM outbox "
+               "WHERE state IN ('queued', 'sending', 'failed'))")
 #: Events stored but not yet through the rules: the rows after the cursor, and the retries.
 INBOX_PENDING = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
                  "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
@@ -542,12 +550,11 @@ class SqliteStore(Store):
 
     async def stats(self, *, now: float) -> dict[str, Any]:
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
-            counts = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-            oldest = conn.execute("SELECT min(created_at) FROM outbox WHERE state IN "
-                                  "('queued', 'sending', 'failed')").fetchone()[0]
+            counts = dict(conn.execute(OUTBOX_COUNTS).fetchall())
+            oldest = conn.execute(OLDEST_OPEN).fetchone()
             pending = conn.execute(INBOX_PENDING).fetchone()[0]
-            return {"outbox": {s.value: counts.get(s.value, 0) for s in EmailState},
-                    "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
+            return {"outbox": {state.value: counts.get(state.value, 0) for state in COUNTED_STATES},
+                    "oldest_open_age_s": (now - oldest[0]) if oldest else 0.0, "inbox_pending": pending}
 
         return await self._read(read)
 
