@@ -340,3 +340,16 @@ def test_greeting_name(user: dict, expected: str) -> None:
 ])
 def test_describe_device(ua: str | None, expected: str) -> None:
     assert describe_device(ua) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.characters(blacklist_categories=()) | st.sampled_from("\x00\x1f\x7f\x85\x9f\u2028\u2029\ud800 \t")))
+def test_clean_text_drops_exactly_the_control_categories(value):
+    """The regex spells out Unicode's Cc, Cs, Zl and Zp; it must agree with the database."""
+    import unicodedata
+
+    from streamer.templates.text import clean_text
+
+    expected = " ".join("".join(" " if unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} else ch
+                                for ch in value).split())
+    assert clean_text(value) == expected
