@@ -31,7 +31,9 @@ ratios (work per CPU-second of each side) are printed as cross-checks that inter
    so it covers the processor and the dispatcher sharing the core, not process start-up.
    Ceiling: bench/raw_smtp.py, pooled raw aiosmtplib (same pool size) sending N copies of the
    very bytes streamer produced for one of those emails, right after each streamer round (median
-   of the per-round ratios). Below target, the run is repeated under py-spy (sampling from
+   of the per-round ratios). A second yardstick, reported without a target: bench/render_smtp.py
+   renders and builds each of the same N emails with streamer's renderer and sends it raw, the
+   work no design can skip per email and nothing else. Below target, the run is repeated under py-spy (sampling from
    core 1) and the profile is written to RESULTS.md; the CPU time per email of each side, and
    of streamer's render + build measured in-process, say where the difference goes.
 3. Management API calls per verification email: distinct unverified users sign up (`ss` dated
@@ -458,23 +460,34 @@ async def raw_delivery(count: int, sink_port: int, message_file: Path) -> dict:
     return {**result, "helper_core_busy": helper.busy, "foreign_load": max(0.0, core.busy - core.softirq - own)}
 
 
+async def render_delivery(count: int, sink_port: int, config_path: Path) -> dict:
+    """bench/render_smtp.py's JSON: render + build + raw send of the same welcome emails, core 0."""
+    out = await h.run_command(h.pinned(SERVER_CORE, PYTHON, str(BENCH / "render_smtp.py"), "--config",
+                                       str(config_path), "--port", str(sink_port), "--count", str(count),
+                                       "--pool", str(POOL_SIZE)))
+    return json.loads(out.strip().splitlines()[-1])
+
+
 async def delivery_rounds(settings: Settings, sink_port: int, workdir: Path, message_file: Path
-                          ) -> tuple[list[tuple[DeliveryRun, dict]], OfflineDelivery]:
-    """Streamer then raw aiosmtplib, round after round; the raw side sends the bytes streamer built."""
-    pairs: list[tuple[DeliveryRun, dict]] = []
+                          ) -> tuple[list[tuple[DeliveryRun, dict, dict]], OfflineDelivery]:
+    """Streamer, then raw aiosmtplib sending the bytes streamer built, then render + raw send,
+    round after round."""
+    rounds: list[tuple[DeliveryRun, dict, dict]] = []
     offline = None
     for round_number in range(settings.delivery_rounds):
         run = await streamer_delivery(settings.delivery_emails, sink_port, workdir / f"delivery-{round_number}")
         if offline is None:
             offline = await OfflineDelivery.load(run.daemon)
             message_file.write_bytes(await offline.message())
-        pairs.append((run, await raw_delivery(settings.delivery_emails, sink_port, message_file)))
-    return pairs, offline
+        raw = await raw_delivery(settings.delivery_emails, sink_port, message_file)
+        rounds.append((run, raw, await render_delivery(settings.delivery_emails, sink_port, run.daemon.config_path)))
+    return rounds, offline
 
 
-def report_delivery(report: Report, section: str, pairs: list[tuple[DeliveryRun, dict]], size: int,
+def report_delivery(report: Report, section: str, rounds: list[tuple[DeliveryRun, dict, dict]], size: int,
                     costs: dict[str, float]) -> float:
-    """Row and notes; returns the ratio (median over the rounds other processes left alone)."""
+    """Rows and notes; returns the ratio (median over the rounds other processes left alone)."""
+    pairs = [(run, raw) for run, raw, _ in rounds]
     clean = [(run, raw) for run, raw in pairs if max(run.foreign_load, raw["foreign_load"]) <= DISTURBED] or pairs
     ratio = statistics.median(run.rate / raw["rate"] for run, raw in clean)
     report.rows.append(Row("2. delivery into smtp-sink", f"{statistics.median(run.rate for run, _ in clean):,.0f} emails/s",
@@ -502,6 +515,15 @@ def report_delivery(report: Report, section: str, pairs: list[tuple[DeliveryRun,
                 f"capture): context + render + build_message {costs['deliver']:.2f} ms, including html_to_text "
                 f"(text part derived from the HTML, the shipped templates have no body.txt) "
                 f"{costs['html_to_text']:.2f} ms")
+    floor_rate = statistics.median(rendered["rate"] for _, _, rendered in rounds)
+    floor_ratio = statistics.median(run.rate / rendered["rate"] for run, _, rendered in rounds)
+    report.rows.append(Row("2. delivery vs render + raw send", f"{statistics.median(run.rate for run, _ in clean):,.0f} "
+                           f"emails/s", f"{floor_rate:,.0f} emails/s (render + build + raw send)", f"{floor_ratio:.0%}",
+                           "report", verdict(None)))
+    report.note(section, "render + raw send (bench/render_smtp.py): the same welcome emails rendered with "
+                f"streamer's renderer and sent over {POOL_SIZE} raw aiosmtplib connections, nothing else: "
+                + ", ".join(f"{rendered['rate']:,.0f} emails/s ({rendered['cpu_ms_per_email']:.2f} ms CPU per email)"
+                            for _, _, rendered in rounds))
     bound = raw_cpu / (raw_cpu + costs["deliver"])
     report.note(section, f"bound for any design that renders each email on this one core: raw send + render + "
                 f"build = {raw_cpu + costs['deliver']:.2f} ms per email, so at most {bound:.0%} of the ceiling, "
@@ -513,8 +535,8 @@ async def measure_delivery(settings: Settings, report: Report, sink_port: int, w
     section = "2. Delivery"
     print(f"\n{section}", flush=True)
     message_file = workdir / "message.eml"
-    pairs, offline = await delivery_rounds(settings, sink_port, workdir, message_file)
-    ratio = report_delivery(report, section, pairs, message_file.stat().st_size, await offline.costs_ms())
+    rounds, offline = await delivery_rounds(settings, sink_port, workdir, message_file)
+    ratio = report_delivery(report, section, rounds, message_file.stat().st_size, await offline.costs_ms())
     if ratio < 0.7 and settings.profile:
         profile_file = workdir / "delivery.pyspy"
         profiled = await streamer_delivery(settings.delivery_emails, sink_port, workdir / "delivery-profiled",
