@@ -18,6 +18,7 @@ from pathlib import Path
 import aiosmtplib
 
 import harness as h
+from raw_smtp import pooled
 
 from streamer.config import load_config  # noqa: E402
 from streamer.locale import fallback_chain  # noqa: E402
@@ -42,28 +43,18 @@ async def send_all(config_path: Path, port: int, count: int, pool: int) -> dict:
     templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
     chain = fallback_chain("en", config.templates.default_locale)
     todo = contexts(count, tenant_view(TENANT, config.tenants[TENANT]))
-    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench")
-               for _ in range(pool)]
-    await asyncio.gather(*(client.connect() for client in clients))
 
-    async def worker(client: aiosmtplib.SMTP) -> None:
-        while todo:
-            context = todo.pop()
-            user = context["user"]
-            rendered = render(templates, "welcome", tenant=TENANT, client_id=None, locale_chain=chain,
-                              context=context)
-            message = build_message(from_addr=config.smtp.from_, to_addr=user["email"],
-                                    to_name=greeting_name(user) or None, subject=rendered.subject,
-                                    html=rendered.html, text=rendered.text, locale=rendered.locale,
-                                    message_id_key=context["event"]["log_id"])
-            mail_from, rcpt_to = envelope(config.smtp.from_, user["email"])
-            await client.sendmail(mail_from, rcpt_to, message)
+    async def send_one(client: aiosmtplib.SMTP, index: int) -> None:
+        context = todo[index]
+        user = context["user"]
+        rendered = render(templates, "welcome", tenant=TENANT, client_id=None, locale_chain=chain, context=context)
+        message = build_message(from_addr=config.smtp.from_, to_addr=user["email"], to_name=greeting_name(user) or None,
+                                subject=rendered.subject, html=rendered.html, text=rendered.text,
+                                locale=rendered.locale, message_id_key=context["event"]["log_id"])
+        mail_from, rcpt_to = envelope(config.smtp.from_, user["email"])
+        await client.sendmail(mail_from, rcpt_to, message)
 
-    started, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(client) for client in clients))
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    await asyncio.gather(*(client.quit() for client in clients), return_exceptions=True)
-    return {"sent": count, "seconds": seconds, "rate": count / seconds, "cpu_ms_per_email": cpu / count * 1000}
+    return await pooled(port, count, pool, send_one)
 
 
 def main() -> None:
