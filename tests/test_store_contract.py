@@ -333,3 +333,25 @@ async def test_stats_report_the_oldest_open_email_and_the_open_states(store):
     stats = await store.stats(now=NOW + 110)
     assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {"queued": 1, "sending": 0, "failed": 0,
                                                                      "dead": 0, "cancelled": 0}
+
+
+@pytest.mark.parametrize("shape", ["array", "lines", "logs_object", "bare_array"])
+async def test_every_webhook_format_stored_as_sent_reads_back_after_a_restart(tmp_path, shape):
+    events = [sample_event("s", log_id=f"H{i}") for i in range(3)]
+    entries = [e if shape == "bare_array" else {"log_id": e["log_id"], "data": e} for e in events]
+    raw = {"array": lambda: json.dumps(entries), "bare_array": lambda: json.dumps(entries),
+           "lines": lambda: "\n".join(json.dumps(e) for e in entries) + "\n",
+           "logs_object": lambda: json.dumps({"logs": entries})}[shape]().encode()
+    writer = SqliteStore(tmp_path / "s.db")
+    await writer.open()
+    await writer.add_events("acme", parse_body(raw).events, now=NOW, raw=raw)
+    await writer.close()
+    assert _inbox_bodies(tmp_path / "s.db") == [raw]
+    reader = SqliteStore(tmp_path / "s.db")
+    await reader.open()
+    try:
+        claimed = await reader.claim_events(limit=10, now=NOW, lease_s=60)
+    finally:
+        await reader.close()
+    assert [e.event for e in claimed] == parse_body(raw).events
+    assert [e.log_id for e in claimed] == ["H0", "H1", "H2"]
