@@ -173,6 +173,16 @@ async def test_a_restart_releases_the_dead_process_claims_but_not_deferrals(sqli
 # --- SQLite inbox: raw bodies, a persisted cursor, in-memory leases --------------------------------
 
 
+async def _claim_in_a_new_process(path) -> list:
+    """What a freshly started `run` claims from the file: nothing handed over in memory."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        return await store.claim_events(limit=10, now=NOW, lease_s=60)
+    finally:
+        await store.close()
+
+
 def _inbox_bodies(path) -> list[bytes]:
     with sqlite3.connect(path) as db:
         return [bytes(body) for (body,) in db.execute("SELECT body FROM inbox ORDER BY id")]
@@ -285,13 +295,8 @@ async def test_an_unreadable_row_is_logged_and_does_not_stop_the_rows_after_it(t
     await first.add_events("acme", [sample_event("ss", log_id="F2")], now=NOW)
     await first._write(lambda c: c.execute("UPDATE inbox SET body = x'00ff' WHERE id = 1"))
     await first.close()
-    store = SqliteStore(tmp_path / "s.db")  # a new process reads the rows from the file
-    await store.open()
-    try:
-        with capture_logs() as logs:
-            claimed = await store.claim_events(limit=10, now=NOW, lease_s=60)
-    finally:
-        await store.close()
+    with capture_logs() as logs:
+        claimed = await _claim_in_a_new_process(tmp_path / "s.db")
     assert [e.log_id for e in claimed] == ["F2"]
     assert [entry["event"] for entry in logs] == ["inbox_row_unreadable"]
 
@@ -311,12 +316,7 @@ async def test_events_handed_over_in_memory_equal_those_read_back_from_the_file(
     from_memory = await writer.claim_events(limit=10, now=NOW, lease_s=60)
     assert writer._fresh_events == 0
     await writer.close()
-    reader = SqliteStore(tmp_path / "s.db")
-    await reader.open()
-    try:
-        from_file = await reader.claim_events(limit=10, now=NOW, lease_s=60)
-    finally:
-        await reader.close()
+    from_file = await _claim_in_a_new_process(tmp_path / "s.db")
     assert [e.event for e in from_memory] == [e.event for e in from_file]
     assert [e.log_id for e in from_file] == ["G1", "G2", "G3", "G4", "G5"]
     assert from_memory[0].event["details"]["body"]["password"] == "[removed]"
@@ -347,11 +347,6 @@ async def test_every_webhook_format_stored_as_sent_reads_back_after_a_restart(tm
     await writer.add_events("acme", parse_body(raw).events, now=NOW, raw=raw)
     await writer.close()
     assert _inbox_bodies(tmp_path / "s.db") == [raw]
-    reader = SqliteStore(tmp_path / "s.db")
-    await reader.open()
-    try:
-        claimed = await reader.claim_events(limit=10, now=NOW, lease_s=60)
-    finally:
-        await reader.close()
+    claimed = await _claim_in_a_new_process(tmp_path / "s.db")
     assert [e.event for e in claimed] == parse_body(raw).events
     assert [e.log_id for e in claimed] == ["H0", "H1", "H2"]
