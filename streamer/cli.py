@@ -182,7 +182,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from streamer.devkit.sandbox import run_sandbox
 
-    return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after))
+    return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after, templates=args.templates))
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "page, and the daemon on a sample config; post sample events; print the URLs.")
     dev.add_argument("--port", type=int, default=8080, help="port of the daemon (others follow it)")
     dev.add_argument("--dir", default="streamer-dev", help="folder for the sandbox's config, store and .eml files")
+    dev.add_argument("--templates", metavar="DIR", default=None,
+                     help="templates folder to render (default: ./templates if it exists, else the shipped ones)")
     dev.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
                      help="stop by itself after this long (for scripts)")
     dev.set_defaults(func=cmd_dev)

@@ -8,8 +8,11 @@ import re
 import socket
 
 import aiohttp
+import pytest
 
-from streamer.devkit.sandbox import run_sandbox
+from conftest import REPO
+from streamer import bundled
+from streamer.devkit.sandbox import find_templates, run_sandbox
 
 
 def free_port_block(size: int = 4) -> int:
@@ -76,3 +79,26 @@ async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_
         await task
     except asyncio.CancelledError:
         pass
+
+
+def test_templates_default_to_the_local_folder_else_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_templates() == bundled.TEMPLATES            # nothing here: the package's own
+    assert (find_templates() / "verify_email" / "body.html").is_file()
+    (tmp_path / "templates" / "verify_email").mkdir(parents=True)
+    assert find_templates() == tmp_path / "templates"      # a full set here: the user's edits win
+    assert find_templates(tmp_path / "templates") == tmp_path / "templates"
+
+
+def test_a_templates_folder_that_is_not_one_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(FileNotFoundError, match="no verify_email"):
+        find_templates(tmp_path)
+    assert asyncio.run(run_sandbox(workdir=tmp_path / "dev", templates=tmp_path)) == 2
+    assert f"{tmp_path} is not a templates folder" in capsys.readouterr().err
+
+
+def test_shipped_templates_are_the_repository_ones():
+    shipped = sorted(p.relative_to(bundled.TEMPLATES) for p in bundled.TEMPLATES.rglob("*") if p.is_file())
+    assert shipped and shipped == sorted(p.relative_to(REPO / "templates")
+                                         for p in (REPO / "templates").rglob("*") if p.is_file())
+    assert bundled.EXAMPLE_CONFIG.read_bytes() == (REPO / "config" / "streamer.example.yaml").read_bytes()

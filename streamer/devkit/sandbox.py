@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from streamer import logs
+from streamer import bundled, logs
 from streamer.config import load_config
 from streamer.daemon import Daemon
 from streamer.devkit.auth0_standin import Auth0StandIn, load_sample_users
@@ -32,14 +32,17 @@ DOMAIN = "acme-dev.us.auth0.com"
 CLIENT = {"client_id": "DevClient000000000000000000000001", "client_name": "Acme Web (sandbox)"}
 
 
-def find_templates() -> Path:
-    """The repository's templates/ (an editable install or a checkout)."""
-    candidates = [Path.cwd() / "templates", Path(__file__).resolve().parents[2] / "templates"]
-    for candidate in candidates:
-        if (candidate / "verify_email").is_dir():
-            return candidate
-    raise FileNotFoundError("no templates/ folder found: run `streamer dev` from a streamer checkout "
-                            "(pip install -e .)")
+def find_templates(given: str | Path | None = None) -> Path:
+    """The templates the sandbox renders: `given`, else ./templates when it holds a full set (so
+    edits in a checkout or a project folder show up), else the ones shipped in the package."""
+    if given is not None:
+        folder = Path(given).resolve()
+        if not (folder / "verify_email").is_dir():
+            raise FileNotFoundError(f"{folder} is not a templates folder (it has no verify_email/); "
+                                    f"start from a copy of {bundled.TEMPLATES}")
+        return folder
+    local = Path.cwd() / "templates"
+    return local.resolve() if (local / "verify_email").is_dir() else bundled.TEMPLATES
 
 
 def sandbox_config(*, port: int, standin_url: str, smtp_port: int, app_url: str, workdir: Path,
@@ -144,8 +147,13 @@ async def _announce_mail(catcher: MailCatcher, out: Any) -> None:
 
 
 async def run_sandbox(*, port: int = 8080, workdir: str | Path = "streamer-dev", open_for_s: float | None = None,
-                      out: Any = None) -> int:
+                      out: Any = None, templates: str | Path | None = None) -> int:
     out = out or sys.stdout
+    try:
+        templates_dir = find_templates(templates)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     workdir = Path(workdir).resolve()
     (workdir / "mail").mkdir(parents=True, exist_ok=True)
     standin_port, page_port, smtp_port = port + 1, port + 2, port + 3
@@ -164,7 +172,7 @@ async def run_sandbox(*, port: int = 8080, workdir: str | Path = "streamer-dev",
     webhook_token = secrets.token_urlsafe(16)
     config_path = workdir / "streamer.yaml"
     config_path.write_text(sandbox_config(port=port, standin_url=standin_url, smtp_port=smtp_port, app_url=page_url,
-                                          workdir=workdir, templates=find_templates(), webhook_token=webhook_token))
+                                          workdir=workdir, templates=templates_dir, webhook_token=webhook_token))
     daemon_url = f"http://127.0.0.1:{port}"
     log_file = open(workdir / "daemon.log", "a", encoding="utf-8")  # noqa: SIM115 - closed below
     logs.configure("info", stream=log_file)
@@ -193,6 +201,7 @@ streamer dev is running. Open:
   Daemon               {daemon_url}        (/healthz /readyz /metrics, webhook POST /logs/{TENANT})
   Auth0 stand-in       {standin_url}
   Config and logs      {config_path}, {workdir / 'daemon.log'}
+  Templates            {templates_dir}
 
 Posted {answer.get('received', 0)} sample log events as an Auth0 log stream would: new users get a
 verification (or welcome) email, returning users a new-device notice, one a password-changed
