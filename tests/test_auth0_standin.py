@@ -450,3 +450,47 @@ async def test_unknown_api_route_answers_auth0_shape(http):
     answer = await http.get("/api/v2/no-such-thing")
     assert answer.status_code == 404 and answer.json()["statusCode"] == 404
     assert "x-ratelimit-limit" in answer.headers
+
+
+async def test_a_stream_failing_batch_after_batch_is_suspended_and_delivers_what_it_kept_once_active(standin, http):
+    answers = {"status": 503}
+    received: list[str] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        if answers["status"] == 200:
+            received.extend(record["log_id"] for record in await request.json())
+        return web.Response(status=answers["status"])
+
+    app = web.Application()
+    app.router.add_post("/logs/acme", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}/logs/acme"
+        stream = (await http.post("/api/v2/log-streams", json={
+            "name": "streamer-acme", "type": "http", "sink": {"httpEndpoint": endpoint}})).json()
+        standin.stream_suspend_after = 2
+        first = standin.add_log({"type": "ss", "user_id": ANA})
+        for _ in range(100):                               # 3 attempts a batch, then again later
+            if standin.log_streams[stream["id"]]["status"] == "suspended":
+                break
+            await asyncio.sleep(0.05)
+        assert (await http.get(f"/api/v2/log-streams/{stream['id']}")).json()["status"] == "suspended"
+        failed = [d for d in standin.stream_deliveries if d[0] == stream["id"]]
+        assert len(failed) == 6 and {status for _, status, _ in failed} == {503}
+        later = standin.add_log({"type": "sv", "user_id": ANA})   # while suspended: kept, not sent
+        await asyncio.sleep(0.3)
+        assert len(standin.stream_deliveries) == 6 and received == []
+
+        answers["status"] = 200
+        patched = await http.patch(f"/api/v2/log-streams/{stream['id']}", json={"status": "active"})
+        assert patched.json()["status"] == "active"
+        for _ in range(100):
+            if len(received) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert received == [first["log_id"], later["log_id"]]
+    assert standin.stream_held.get(stream["id"], []) == []

@@ -322,6 +322,13 @@ class Auth0StandIn:
         self.log_streams: dict[str, dict] = {}
         #: (stream id, HTTP status or 0 for no answer, number of events) per delivery attempt.
         self.stream_deliveries: list[tuple[str, int, int]] = []
+        #: Batches failing every attempt in a row before Auth0 suspends the stream ("disabled
+        #: because of successive errors"; Auth0 does not publish the number).
+        self.stream_suspend_after = 3
+        #: Events a stream has not delivered yet: while paused or suspended (Auth0 keeps them and
+        #: delivers them on re-activation) and after a failed batch (retried until it works).
+        self.stream_held: dict[str, list[dict]] = {}
+        self._stream_failures: dict[str, int] = {}
         #: Users the search index does not know yet (Auth0's index lags behind new users).
         self.unindexed: set[str] = set()
         #: Stale copies the search returns instead of the live profile (index lag on updates).
@@ -948,8 +955,13 @@ class Auth0StandIn:
         stream = self._stream_or_404(request.match_info["id"])
         body = await _json_object(request)
         self._check_stream(body, _STREAM_PATCH_PROPS)
+        was = stream.get("status")
         for key, value in body.items():
             stream[key] = {**stream.get("sink", {}), **value} if key == "sink" else value
+        if was != "active" and stream.get("status") == "active":
+            self._stream_failures.pop(stream["id"], None)
+            for event in self.stream_held.pop(stream["id"], []):   # what Auth0 kept, in order
+                self._queue_event(stream["id"], event)
         return web.json_response(stream)
 
     async def _delete_stream(self, request: web.Request) -> web.Response:
@@ -962,15 +974,28 @@ class Auth0StandIn:
             return
         category = STREAM_CATEGORIES.get(str(event.get("type")), "other")
         for stream in self.log_streams.values():
-            if stream.get("type") != "http" or stream.get("status") != "active":
+            if stream.get("type") != "http":
                 continue
             names = {f.get("name") for f in stream.get("filters") or []}
             if names and category not in names:
                 continue
-            self._stream_queue.put_nowait((stream["id"], event))
+            if stream.get("status") == "active":
+                self._queue_event(stream["id"], event)
+            else:
+                self.stream_held.setdefault(stream["id"], []).append(event)
+
+    def _queue_event(self, stream_id: str, event: dict) -> None:
+        if self._stream_queue is not None:
+            self._stream_queue.put_nowait((stream_id, event))
+
+    def _queue_events(self, stream_id: str, events: list[dict]) -> None:
+        for event in events:
+            self._queue_event(stream_id, event)
 
     async def _deliver_streams(self) -> None:
-        """Auth0 delivers log events to http streams in batches, at least once, ≤3 attempts."""
+        """Auth0 delivers log events to http streams in batches, at least once, 3 attempts per
+        batch; a batch that failed them all is tried again later, and successive failed batches
+        suspend the stream (its events are kept until it is active again)."""
         assert self._stream_queue is not None
         while True:
             batch = [await self._stream_queue.get()]
@@ -982,8 +1007,12 @@ class Auth0StandIn:
                 by_stream.setdefault(stream_id, []).append(event)
             for stream_id, events in by_stream.items():
                 stream = self.log_streams.get(stream_id)
-                if stream is not None:
+                if stream is None:
+                    continue
+                if stream.get("status") == "active":
                     await self._post_to_stream(stream, events)
+                else:                                    # paused or suspended meanwhile: kept
+                    self.stream_held.setdefault(stream_id, []).extend(events)
 
     async def _post_to_stream(self, stream: dict, events: list[dict]) -> None:
         sink = stream.get("sink", {})
@@ -1015,8 +1044,16 @@ class Auth0StandIn:
                 status = 0
             self.stream_deliveries.append((stream["id"], status, len(events)))
             if 200 <= status < 300:
+                self._stream_failures.pop(stream["id"], None)
                 return
             await asyncio.sleep(0.2 * (attempt + 1))
+        failures = self._stream_failures[stream["id"]] = self._stream_failures.get(stream["id"], 0) + 1
+        if failures >= self.stream_suspend_after and stream.get("status") == "active":
+            stream["status"] = "suspended"
+        if stream.get("status") == "active":                # retried later, until it works
+            asyncio.get_running_loop().call_later(0.5, self._queue_events, stream["id"], events)
+        else:
+            self.stream_held.setdefault(stream["id"], []).extend(events)
 
 
 # --- request parsing ------------------------------------------------------------------------
