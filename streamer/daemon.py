@@ -36,6 +36,7 @@ from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
 from streamer.smtp import SmtpPool
 from streamer.sources.poller import Poller
+from streamer.sources.stream_watch import StreamWatch
 from streamer.store import Store, open_store
 from streamer.templates import Templates
 
@@ -173,11 +174,14 @@ class Daemon:
             self.url = f"http://{config.server.host}:{port}"
             pollers = [Poller(name, tenant.poll, apis[name], inbox)
                        for name, tenant in config.tenants.items() if tenant.poll.enabled]
+            watches = [StreamWatch(name, apis[name], config.server.public_url, store)
+                       for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
             self._tasks = [asyncio.create_task(processor.run(self.stop), name="processor"),
                            asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),
                            asyncio.create_task(self._gauges(), name="gauges"),
                            asyncio.create_task(self._purge(), name="purge"),
-                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
+                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers),
+                           *(asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches)]
             log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(rules),
                      store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
             if on_ready:

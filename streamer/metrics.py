@@ -36,6 +36,12 @@ AUTH0_RATE_LIMITED = Counter("streamer_auth0_rate_limited", "Management API answ
                              registry=REGISTRY)
 AUTH0_PACING_SECONDS = Counter("streamer_auth0_pacing_wait_seconds", "Time spent waiting for the Auth0 rate limit.",
                                ["tenant"], registry=REGISTRY)
+LOG_STREAM_ACTIVE = Gauge("streamer_log_stream_active",
+                          "1 while the tenant's Auth0 log stream to this daemon is active, 0 paused or suspended.",
+                          ["tenant"], registry=REGISTRY)
+LOG_STREAM_REACTIVATIONS = Counter("streamer_log_stream_reactivations",
+                                   "Times streamer made a log stream Auth0 had suspended active again.",
+                                   ["tenant"], registry=REGISTRY)
 DELIVERY_LATENCY = Histogram("streamer_delivery_latency_seconds", "From event accepted to SMTP 250.",
                              ["tenant", "rule"], registry=REGISTRY,
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
