@@ -494,3 +494,25 @@ async def test_a_stream_failing_batch_after_batch_is_suspended_and_delivers_what
         await runner.cleanup()
     assert received == [first["log_id"], later["log_id"]]
     assert standin.stream_held.get(stream["id"], []) == []
+
+
+async def test_a_token_carries_the_grant_of_its_issue_time(standin):
+    standin.granted_scopes = "read:users"
+    narrow = standin.issue_token()
+    standin.granted_scopes = "read:users create:user_tickets"
+    wide = standin.issue_token()
+    async with httpx.AsyncClient(base_url=standin.base_url) as client:
+        body = {"user_id": ANA}
+        refused = await client.post("/api/v2/tickets/email-verification", json=body,
+                                    headers={"Authorization": f"Bearer {narrow}"})
+        assert refused.status_code == 403
+        assert refused.json() == {"statusCode": 403, "error": "Forbidden", "errorCode": "insufficient_scope",
+                                  "message": "Insufficient scope, expected any of: create:user_tickets"}
+        allowed = await client.post("/api/v2/tickets/email-verification", json=body,
+                                    headers={"Authorization": f"Bearer {wide}"})
+        assert allowed.status_code == 201
+        assert (await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})).status_code == 200
+        token = await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": standin.client_id,
+                                                        "client_secret": standin.client_secret,
+                                                        "audience": standin.audience})
+    assert token.json()["scope"] == "read:users create:user_tickets"

@@ -46,6 +46,18 @@ DEFAULT_TAKE = 50
 UNLIMITED_HEADER_LIMIT = 1000             # what the headers say when no limit is emulated
 SCOPES = ("read:users update:users update:users_app_metadata create:user_tickets read:logs read:logs_users "
           "read:log_streams create:log_streams update:log_streams delete:log_streams")
+#: Scopes each Management API endpoint wants (any one of them), as Auth0 documents them.
+ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tuple(
+    (method, re.compile(pattern), scopes) for method, pattern, scopes in (
+        ("GET", r"/api/v2/users(/[^/]+)?$", ("read:users",)),
+        ("GET", r"/api/v2/users-by-email$", ("read:users",)),
+        ("PATCH", r"/api/v2/users/[^/]+$", ("update:users", "update:users_app_metadata")),
+        ("POST", r"/api/v2/tickets/", ("create:user_tickets",)),
+        ("GET", r"/api/v2/logs(/[^/]+)?$", ("read:logs", "read:logs_users")),
+        ("GET", r"/api/v2/log-streams", ("read:log_streams",)),
+        ("POST", r"/api/v2/log-streams$", ("create:log_streams",)),
+        ("PATCH", r"/api/v2/log-streams/", ("update:log_streams",)),
+        ("DELETE", r"/api/v2/log-streams/", ("delete:log_streams",))))
 VERIFIED_MESSAGE = "Your email was verified. You can continue using the application."
 
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -335,6 +347,9 @@ class Auth0StandIn:
         self.search_snapshots: dict[str, dict] = {}
         self._passwords: dict[str, str] = {}           # user_id -> sha256, never the password
         self._tokens: dict[str, float] = {}            # access token -> expiry (epoch)
+        self._token_scopes: dict[str, frozenset[str]] = {}
+        #: What the M2M application is granted; a token carries the grant of the moment it was issued.
+        self.granted_scopes = SCOPES
         self._failures: list[list[Any]] = []           # [path prefix, status, remaining count]
         self._bucket: TokenBucket | None = None
         self._log_sequence = 0
@@ -536,6 +551,9 @@ class Auth0StandIn:
             problem = self._bearer_problem(request.headers.get("Authorization", ""), now)
             if problem is not None:
                 return api_error(401, problem, None, headers)
+            wanted = self._scope_problem(request.method, path, request.headers["Authorization"].partition(" ")[2])
+            if wanted is not None:
+                return api_error(403, f"Insufficient scope, expected any of: {wanted}", "insufficient_scope", headers)
         response = await self._answer(request, handler)
         response.headers.update(headers)
         return response
@@ -569,15 +587,24 @@ class Auth0StandIn:
             return "Expired token"
         return None
 
+    def _scope_problem(self, method: str, path: str, token: str) -> str | None:
+        """The scopes the endpoint wants, comma-separated, when the token carries none of them."""
+        granted = self._token_scopes.get(token.strip(), frozenset())
+        for wanted_method, pattern, scopes in ENDPOINT_SCOPES:
+            if method == wanted_method and pattern.match(path):
+                return None if granted.intersection(scopes) else ",".join(scopes)
+        return None
+
     def _new_token(self, ttl_s: int) -> str:
         now = int(time.time())
         header = {"alg": "RS256", "typ": "JWT", "kid": "standin"}
         claims = {"iss": f"https://{self.domain}/", "sub": f"{self.client_id}@clients", "aud": self.audience,
-                  "iat": now, "exp": now + ttl_s, "scope": SCOPES, "gty": "client-credentials",
+                  "iat": now, "exp": now + ttl_s, "scope": self.granted_scopes, "gty": "client-credentials",
                   "azp": self.client_id, "jti": secrets.token_hex(8)}
         token = ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()),
                           _b64(secrets.token_bytes(64))])
         self._tokens[token] = time.time() + ttl_s
+        self._token_scopes[token] = frozenset(self.granted_scopes.split())
         return token
 
     # --- /oauth/token -------------------------------------------------------------------------
@@ -603,7 +630,7 @@ class Auth0StandIn:
             described = f"Service not enabled within domain: {data.get('audience')}"
             return web.json_response({"error": "access_denied", "error_description": described}, status=403)
         return web.json_response({"access_token": self._new_token(self.token_ttl_s), "expires_in": self.token_ttl_s,
-                                  "scope": SCOPES, "token_type": "Bearer"},
+                                  "scope": self.granted_scopes, "token_type": "Bearer"},
                                  headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     # --- users --------------------------------------------------------------------------------
