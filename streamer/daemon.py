@@ -22,6 +22,7 @@ from aiohttp import web
 
 from streamer import metrics
 from streamer.auth0 import ManagementApi
+from streamer.auth0.scopes import needed_scopes, report_access
 from streamer.config import Config
 from streamer.delivery import Deliverer
 from streamer.dispatcher import Dispatcher
@@ -181,7 +182,9 @@ class Daemon:
                            asyncio.create_task(self._gauges(), name="gauges"),
                            asyncio.create_task(self._purge(), name="purge"),
                            *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers),
-                           *(asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches)]
+                           *(asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches),
+                           *(asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
+                                                 name=f"auth0-access:{name}") for name, api in apis.items())]
             log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(rules),
                      store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
             if on_ready:

@@ -501,11 +501,14 @@ class ManagementApi:
         raise AssertionError("unreachable")
 
     def _token_rejected(self, error: Auth0Error) -> bool:
-        """A 401 from the API (not from /oauth/token): the token expired or was replaced."""
-        if error.status == 401 and error.endpoint != TOKEN_ENDPOINT:
+        """A 401 from the API (not from /oauth/token): the token expired or was replaced. A 403
+        with a token old enough that scopes may have been granted since: try a new one."""
+        if error.endpoint == TOKEN_ENDPOINT:
+            return False
+        if error.status == 401:
             self.tokens.invalidate(self.tokens.generation)
             return True
-        return False
+        return error.status == 403 and self.tokens.invalidate_after_refusal(self.tokens.generation)
 
     async def _search(self, chunk: list[str]) -> list[dict]:
         """One search call, raw: the SDK's model conversion costs ~0.2 ms per user returned."""
@@ -561,6 +564,9 @@ class ManagementApi:
             if status == 401 and not refreshed:
                 refreshed = True
                 self.tokens.invalidate(self.tokens.generation)
+                continue
+            if status == 403 and not refreshed and self.tokens.invalidate_after_refusal(self.tokens.generation):
+                refreshed = True
                 continue
             if (status in (408, 429) or status >= 500) and attempt < self._max_retries:
                 await asyncio.sleep(retry_delay(response.headers, attempt))

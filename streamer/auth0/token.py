@@ -22,6 +22,9 @@ from streamer.config import TenantConfig
 ENDPOINT = "POST /oauth/token"
 #: Refresh this long before expiry, so a request never leaves with a token about to expire.
 REFRESH_LEEWAY_S = 60.0
+#: After a 403 a token at least this old is fetched again: Auth0 writes the scopes into the token
+#: when it issues it, so scopes granted since (the usual fix) only count in a new one.
+SCOPE_RECHECK_S = 60.0
 
 
 def refresh_at(fetched_at: float, expires_in: float) -> float:
@@ -45,6 +48,9 @@ class TokenSource:
         self.fetch_count = 0
         #: Bumped on every fetch, so a 401 can drop exactly the token that failed.
         self.generation = 0
+        #: The scopes Auth0 granted with the current token (None until fetched, or if not said).
+        self.scopes: frozenset[str] | None = None
+        self._fetched_at = 0.0
 
     def __repr__(self) -> str:
         return f"TokenSource(domain={self._tenant.domain!r}, cached={self._token is not None})"
@@ -64,6 +70,15 @@ class TokenSource:
         if generation is None or generation == self.generation:
             self._token = None
             self._refresh_at = 0.0
+
+    def invalidate_after_refusal(self, generation: int) -> bool:
+        """After a 403: forget the token if it is old enough that the grant may have changed since
+        (at most one new token a minute for a scope still missing). True if it was dropped."""
+        if generation != self.generation or self._token is None or \
+                self._clock() - self._fetched_at < SCOPE_RECHECK_S:
+            return False
+        self.invalidate(generation)
+        return True
 
     async def close(self) -> None:
         if self._owns_http:
@@ -101,6 +116,9 @@ class TokenSource:
                                  status=response.status_code, endpoint=ENDPOINT)
         self._token = token
         self._refresh_at = refresh_at(started, expires_in)
+        self._fetched_at = started
+        scope = body.get("scope")
+        self.scopes = frozenset(scope.split()) if isinstance(scope, str) else None
         self.fetch_count += 1
         self.generation += 1
         return token

@@ -1,0 +1,130 @@
+"""Management API scopes: said at start, per tenant; granting a missing one needs no restart."""
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from streamer import logs
+from streamer.auth0 import ManagementApi
+from streamer.auth0.errors import Auth0Permanent
+from streamer.auth0.scopes import Need, missing_scopes, needed_scopes, report_access
+from streamer.auth0.token import TokenSource
+from streamer.config import TenantConfig, parse_config
+from streamer.devkit.auth0_standin import SCOPES
+
+from conftest import config_text, sample_event
+
+ANA = "auth0|65f0c0ffee0000000000a001"  # a sample user (fr-CA, unverified)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tenant_for(standin, secret=None) -> TenantConfig:
+    return TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
+                        client_secret=secret or standin.client_secret)
+
+
+def scopes_of(needs: list[Need]) -> list[tuple[str, ...]]:
+    return [need.any_of for need in needs]
+
+
+def test_needs_follow_the_config(tmp_path, standin, catcher):
+    full = parse_config(config_text(tmp_path, standin, catcher), env={})
+    assert scopes_of(needed_scopes(full, "acme")) == [
+        ("read:users",), ("create:user_tickets",), ("update:users_app_metadata", "update:users"),
+        ("read:log_streams",), ("update:log_streams",)]
+    polling = parse_config(config_text(tmp_path, standin, catcher, poll="{enabled: true}"), env={})
+    assert ("read:logs", "read:logs_users") in scopes_of(needed_scopes(polling, "acme"))
+    bare = config_text(tmp_path, standin, catcher).split("rules:")[0].replace(
+        '    webhook_token: "test-webhook-token-0123456789"\n', "")
+    bare += "rules:\n  - {name: welcome, on: [sv], template: welcome}\n"
+    assert scopes_of(needed_scopes(parse_config(bare, env={}), "acme")) == [("read:users",)]
+
+
+def test_one_granted_alternative_is_enough():
+    needs = [Need(("update:users_app_metadata", "update:users"), "mark"), Need(("read:users",), "profiles")]
+    assert missing_scopes(frozenset({"update:users", "read:users"}), needs) == []
+    assert missing_scopes(frozenset({"update:users"}), needs) == [needs[1]]
+    assert str(needs[0]) == "update:users_app_metadata or update:users (mark)"
+
+
+async def test_start_up_report_names_each_missing_scope_and_what_it_is_for(tmp_path, standin, catcher):
+    config = parse_config(config_text(tmp_path, standin, catcher), env={})
+    standin.granted_scopes = "read:users read:log_streams"
+    tokens = TokenSource(tenant_for(standin))
+    logs.configure("info")
+    try:
+        with capture_logs() as lines:
+            missing = await report_access("acme", tokens, needed_scopes(config, "acme"))
+    finally:
+        await tokens.close()
+    assert scopes_of(missing) == [("create:user_tickets",), ("update:users_app_metadata", "update:users"),
+                                  ("update:log_streams",)]
+    (line,) = lines
+    assert line["event"] == "auth0_scopes_missing" and line["log_level"] == "warning"
+    assert line["missing"][0] == "create:user_tickets (verification and password-change links)"
+
+
+async def test_refused_credentials_are_an_error_at_start_without_the_secret(standin):
+    secret = "not-the-secret-Zq81"
+    tokens = TokenSource(tenant_for(standin, secret=secret))
+    try:
+        with capture_logs() as lines:
+            assert await report_access("acme", tokens, [Need(("read:users",), "profiles")]) is None
+    finally:
+        await tokens.close()
+    assert [line["event"] for line in lines] == ["auth0_credentials_refused"]
+    assert secret not in str(lines)
+
+
+async def test_after_a_403_a_token_older_than_a_minute_is_fetched_again_at_most_once_a_minute(standin):
+    clock = FakeClock()
+    standin.granted_scopes = "read:users"
+    tokens = TokenSource(tenant_for(standin), clock=clock)
+    api = ManagementApi(tenant_for(standin), token_source=tokens)
+    try:
+        for _ in range(3):                                  # a young token: no new one
+            try:
+                await api.create_email_verification_ticket(user_id=ANA)
+            except Auth0Permanent as exc:
+                assert exc.status == 403
+        assert tokens.fetch_count == 1
+        clock.now += 61                                     # old enough, still not granted: one refetch
+        try:
+            await api.create_email_verification_ticket(user_id=ANA)
+        except Auth0Permanent as exc:
+            assert exc.status == 403
+        assert tokens.fetch_count == 2
+        standin.granted_scopes = SCOPES                     # the operator ticks the scope
+        clock.now += 61
+        assert (await api.create_email_verification_ticket(user_id=ANA)).startswith("http")
+        assert tokens.fetch_count == 3 and "create:user_tickets" in tokens.scopes
+    finally:
+        await api.close()
+        await tokens.close()
+
+
+async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_restart(tmp_path, standin, catcher,
+                                                                                   start_daemon, monkeypatch):
+    monkeypatch.setattr("streamer.auth0.token.SCOPE_RECHECK_S", 0.2)
+    standin.granted_scopes = SCOPES.replace("create:user_tickets ", "")
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace("max_attempts: 4", "max_attempts: 100"))
+    assert (await daemon.post([sample_event("ss", user_id=ANA)]))[0] == 200
+    for _ in range(100):
+        if ("POST", "/api/v2/tickets/email-verification", 403) in standin.calls:
+            break
+        await asyncio.sleep(0.05)
+    assert ("POST", "/api/v2/tickets/email-verification", 403) in standin.calls
+    await asyncio.sleep(0.3)
+    assert catcher.messages == []
+    standin.granted_scopes = SCOPES
+    (message,) = await catcher.wait_for(1, timeout=10)
+    assert message.to == ["ana.silva@example.com"]
+    text = daemon.logs.getvalue()
+    assert '"auth0_scopes_missing"' in text and "create:user_tickets (verification" in text
