@@ -13,16 +13,7 @@ from streamer.config import TenantConfig, parse_config
 from streamer.devkit.auth0_standin import SCOPES
 
 from conftest import config_text, sample_event
-
-ANA = "auth0|65f0c0ffee0000000000a001"  # a sample user (fr-CA, unverified)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from test_auth0_client import ANA, FakeClock
 
 
 def tenant_for(standin, secret=None) -> TenantConfig:
