@@ -67,6 +67,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     for error in report.errors:
         print(f"error: {error}")
+    if args.online:
+        from streamer.preflight import preflight
+
+        findings = asyncio.run(preflight(config))
+        for finding in findings:
+            print(f"{finding.level}: {finding.text}")
+        report.errors.extend(f.text for f in findings if f.level == "error")
+        report.warnings.extend(f.text for f in findings if f.level == "warning")
     if not report.ok:
         print(f"{len(report.errors)} error(s); fix them and run `streamer check` again", file=sys.stderr)
         return EXIT_USER
@@ -217,10 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check", help="validate config, rules and every template, without network",
+    check = sub.add_parser("check", help="validate config, rules and every template (--online: also SMTP and Auth0)",
                            description="Validate the config, compile every rule and template (all locales and "
                                        "overrides) and check result_url hosts. Exit 1 on any error.")
     _config_arg(check)
+    check.add_argument("--online", action="store_true",
+                       help="also try the outside world: the SMTP server (TLS, AUTH), each tenant's Auth0 "
+                            "credentials and scopes, and its log stream; sends and changes nothing")
     check.set_defaults(func=cmd_check)
 
     replay = sub.add_parser("replay", help="feed log events from files through the inbox",

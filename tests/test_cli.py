@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,37 @@ def test_check_warns_when_the_reset_form_has_no_rule(tmp_path, config_file):
     result = run_cli("check", "-c", str(config_file))
     assert result.returncode == 0
     assert "no rule listens to password_reset_requested" in result.stdout
+
+
+async def test_check_online_tries_smtp_credentials_scopes_and_the_log_stream(config_file, standin, capsys):
+    config_file.write_text(config_file.read_text().replace(
+        'server: {listen: "127.0.0.1:0"}', 'server: {listen: "127.0.0.1:0", public_url: "https://mail.acme.test"}'))
+    standin.log_streams["lst_1"] = {"id": "lst_1", "name": "streamer-acme", "type": "http", "status": "suspended",
+                                    "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"}}
+    assert await asyncio.to_thread(main, ["check", "--online", "-c", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: SMTP 127.0.0.1:" in out and "the server answers" in out
+    assert "ok: Auth0 acme (acme-test.us.auth0.com): credentials accepted, 5 of 5 needed scopes granted" in out
+    assert ("warning: log stream lst_1 of acme → https://mail.acme.test/logs/acme: suspended by Auth0" in out)
+    assert standin.log_streams["lst_1"]["status"] == "suspended"          # looked at, not changed
+    assert not [call for call in standin.calls if call[0] != "GET" and call[1] != "/oauth/token"]
+
+
+async def test_check_online_fails_on_a_dead_smtp_server_and_a_missing_scope(tmp_path, standin, capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+
+    class Closed:
+        port = closed_port
+
+    path = tmp_path / "streamer.yaml"
+    path.write_text(config_text(tmp_path, standin, Closed()))
+    standin.granted_scopes = "read:users update:users"
+    assert await asyncio.to_thread(main, ["check", "--online", "-c", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert f"error: SMTP 127.0.0.1:{closed_port} (none)" in captured.out
+    assert ("error: Auth0 acme (acme-test.us.auth0.com): missing scope create:user_tickets (verification and "
+            "password-change links)") in captured.out
+    assert "warning: Auth0 acme (acme-test.us.auth0.com): missing scope read:log_streams" in captured.out
+    assert "2 error(s)" in captured.err and "Traceback" not in captured.err

@@ -22,6 +22,7 @@ log = get_logger(__name__)
 class Need:
     any_of: tuple[str, ...]
     why: str
+    required: bool = True   # False: streamer works without it, only less well
 
     def __str__(self) -> str:
         return f"{' or '.join(self.any_of)} ({self.why})"
@@ -38,8 +39,8 @@ def needed_scopes(config: Config, tenant: str) -> list[Need]:
     if settings.poll.enabled:
         needs.append(Need(("read:logs", "read:logs_users"), "polling GET /api/v2/logs"))
     if settings.webhook_token is not None:
-        needs.append(Need(("read:log_streams",), "noticing Auth0 suspending the log stream"))
-        needs.append(Need(("update:log_streams",), "restarting a suspended log stream"))
+        needs.append(Need(("read:log_streams",), "noticing Auth0 suspending the log stream", required=False))
+        needs.append(Need(("update:log_streams",), "restarting a suspended log stream", required=False))
     return needs
 
 

@@ -1,0 +1,90 @@
+"""`streamer check --online`: try the daemon's outside world before the first signup needs it.
+
+The offline check proves the config is coherent; this proves it works from here: the SMTP
+server takes a connection (TLS and AUTH as configured), each tenant's credentials get a
+Management API token granting the scopes the config needs, and the log stream to this daemon
+exists and is active. Nothing is sent and nothing is changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from streamer.auth0 import ManagementApi
+from streamer.auth0.errors import Auth0Error, Auth0Permanent
+from streamer.auth0.scopes import missing_scopes, needed_scopes
+from streamer.config import Config
+from streamer.smtp import SmtpError, SmtpPool
+from streamer.sources.stream_watch import find_stream, our_endpoint
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Literal["ok", "warning", "error"]
+    text: str
+
+
+async def preflight(config: Config) -> list[Finding]:
+    findings = [await _smtp(config)]
+    for name in config.tenants:
+        findings.extend(await _tenant(config, name))
+    return findings
+
+
+async def _smtp(config: Config) -> Finding:
+    smtp = config.smtp
+    where = f"SMTP {smtp.host}:{smtp.port} ({smtp.security}{', AUTH as ' + smtp.username if smtp.username else ''})"
+    pool = SmtpPool(smtp)
+    try:
+        await pool.check()
+    except SmtpError as exc:
+        return Finding("error", f"{where}: {exc}")
+    finally:
+        await pool.close()
+    return Finding("ok", f"{where}: the server answers")
+
+
+async def _tenant(config: Config, name: str) -> list[Finding]:
+    tenant = config.tenants[name]
+    where = f"Auth0 {name} ({tenant.domain})"
+    async with ManagementApi(tenant, name=name) as api:
+        try:
+            await api.tokens.get()
+        except Auth0Permanent as exc:
+            return [Finding("error", f"{where}: credentials refused: {exc}")]
+        except Auth0Error as exc:
+            return [Finding("error", f"{where}: cannot get a token: {exc}")]
+        needs = needed_scopes(config, name)
+        granted = api.tokens.scopes
+        if granted is None:
+            findings = [Finding("warning", f"{where}: credentials accepted; Auth0 did not list the granted scopes")]
+            missing = []
+        else:
+            missing = missing_scopes(granted, needs)
+            findings = [Finding("error" if need.required else "warning", f"{where}: missing scope {need}")
+                        for need in missing]
+            findings.append(Finding("ok", f"{where}: credentials accepted, {len(needs) - len(missing)} of "
+                                          f"{len(needs)} needed scopes granted"))
+        if tenant.webhook_token is not None and not any("read:log_streams" in need.any_of for need in missing):
+            findings.append(await _stream(api, config, name))
+        return findings
+
+
+async def _stream(api: ManagementApi, config: Config, name: str) -> Finding:
+    endpoint = our_endpoint(config.server.public_url, name)
+    try:
+        stream = find_stream(await api.list_log_streams(), name, config.server.public_url)
+    except Auth0Error as exc:
+        return Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")
+    if stream is None:
+        return Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
+                                  f"or is named streamer-{name}: `streamer register` creates it (unless you poll)")
+    label = f"log stream {stream.get('id')} of {name} → {(stream.get('sink') or {}).get('httpEndpoint')}"
+    status = stream.get("status")
+    if status == "active":
+        return Finding("ok", f"{label}: active")
+    if status == "suspended":
+        return Finding("warning", f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
+                                  "re-activates it (or Monitoring > Streams in the dashboard)")
+    return Finding("warning", f"{label}: {status}: events wait in Auth0 until someone resumes it")
