@@ -15,6 +15,8 @@ from typing import Any
 from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+#: States `outbox retry` / `outbox cancel` accept with --state (what their store calls allow).
+BULK_STATES = {"retry": ("failed", "cancelled", "dead"), "cancel": ("queued", "failed")}
 
 
 class UserError(Exception):
@@ -137,6 +139,12 @@ def _email_dict(email: Any) -> dict[str, Any]:
 def cmd_outbox(args: argparse.Namespace) -> int:
     from streamer.outbox import OPEN_STATES, EmailState
 
+    if args.action in BULK_STATES and not args.state and (args.tenant or args.rule):
+        print(f"streamer outbox {args.action}: --tenant and --rule narrow --state", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action in BULK_STATES and bool(args.ids) == bool(args.state):
+        print(f"streamer outbox {args.action}: give email IDs or --state (one of them)", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(args)
     now = time.time()
 
@@ -167,8 +175,16 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             details["context"] = email.context
             print(json.dumps(details, indent=2, ensure_ascii=False, default=str))
             return EXIT_OK
+        ids = list(args.ids)
+        if args.state:
+            selected = await store.list_emails(states=(EmailState(args.state),), tenant=args.tenant, limit=10**9)
+            ids = [e.id for e in reversed(selected) if args.rule is None or e.rule == args.rule]
+            if not ids:
+                print(f"no {args.state} emails" + "".join(f" {k} {v}" for k, v in (("of tenant", args.tenant),
+                                                                                   ("of rule", args.rule)) if v))
+                return EXIT_OK
         failed = 0
-        for email_id in args.ids:
+        for email_id in ids:
             if args.action == "retry":
                 done = await store.retry_email(email_id, now=now)
                 verb, allowed = "queued again", "failed, dead or cancelled"
@@ -182,6 +198,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 email = await store.get_email(email_id)
                 state = email.state.value if email else "not found"
                 print(f"{email_id}: not {verb}: it is {state} (only {allowed} emails can be)", file=sys.stderr)
+        if args.state:
+            print(f"{len(ids) - failed} of {len(ids)} {args.state} emails {verb}")
         return EXIT_USER if failed else EXIT_OK
 
     return asyncio.run(_with_store(config, act))
@@ -256,12 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     show = outbox_sub.add_parser("show", help="show one email with its context")
     _config_arg(show)
     show.add_argument("id", type=int)
-    retry = outbox_sub.add_parser("retry", help="queue failed, dead or cancelled emails again, now")
-    _config_arg(retry)
-    retry.add_argument("ids", type=int, nargs="+", metavar="ID")
-    cancel = outbox_sub.add_parser("cancel", help="cancel queued or failed emails")
-    _config_arg(cancel)
-    cancel.add_argument("ids", type=int, nargs="+", metavar="ID")
+    for action, help_text, example in (
+            ("retry", "queue failed, dead or cancelled emails again, now",
+             "after an SMTP outage: streamer outbox retry --state dead"),
+            ("cancel", "cancel queued or failed emails",
+             "to stop a rule's queued emails: streamer outbox cancel --state queued --rule welcome")):
+        command = outbox_sub.add_parser(action, help=help_text, description=(
+            f"{help_text.capitalize()}: the given IDs, or every email in --state (of one --tenant or --rule if "
+            f"given). For example, {example}"))
+        _config_arg(command)
+        command.add_argument("ids", type=int, nargs="*", metavar="ID")
+        command.add_argument("--state", choices=BULK_STATES[action], help="every email in this state (instead of IDs)")
+        command.add_argument("--tenant", help="with --state: only this tenant's")
+        command.add_argument("--rule", help="with --state: only this rule's")
     outbox.set_defaults(func=cmd_outbox)
 
     dev = sub.add_parser("dev", help="zero-setup sandbox: Auth0 stand-in, mail catcher, daemon, sample events",

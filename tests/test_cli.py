@@ -212,3 +212,44 @@ async def test_check_online_fails_on_a_dead_smtp_server_and_a_missing_scope(tmp_
             "password-change links)") in captured.out
     assert "warning: Auth0 acme (acme-test.us.auth0.com): missing scope read:log_streams" in captured.out
     assert "2 error(s)" in captured.err and "Traceback" not in captured.err
+
+
+async def test_outbox_retry_and_cancel_by_state_tenant_and_rule(tmp_path, config_file, capsys):
+    """After an SMTP outage: every dead email of one rule queued again in one command."""
+    from streamer.outbox import DueEmail, EmailState
+    from streamer.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "streamer.db")
+    await store.open()
+    rules = ["welcome", "welcome", "welcome", "verify-email"]
+    await store.settle_events([], [
+        DueEmail(tenant="acme", rule=rule, template=rule, once_key=f"k{i}", cooldown_s=None, key=f"k{i}",
+                 user_id=f"auth0|{i}", log_id=f"L{i}", recipient=f"user{i}@example.com", locale="en",
+                 accepted_at=0, context={"user": {}}) for i, rule in enumerate(rules)], now=1000)
+    claimed = await store.claim_emails(limit=4, now=1000, lease_s=60)
+    for email in claimed:
+        await store.mark_dead(email.id, error="421 outage", now=1001)
+    await store.close()
+
+    async def cli(*args):
+        return await asyncio.to_thread(main, ["outbox", *args, "-c", str(config_file)])
+
+    assert await cli("retry", "--state", "dead", "--rule", "welcome") == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == "3 of 3 dead emails queued again"
+    assert await cli("retry", "--state", "dead", "--rule", "welcome") == 0
+    assert "no dead emails of rule welcome" in capsys.readouterr().out
+    assert await cli("cancel", "--state", "queued", "--tenant", "acme") == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "3 of 3 queued emails cancelled"
+    store = SqliteStore(tmp_path / "streamer.db")
+    await store.open()
+    try:
+        states = {e.rule: set() for e in claimed}
+        for email in await store.list_emails(states=None):
+            states[email.rule].add(email.state)
+    finally:
+        await store.close()
+    assert states == {"welcome": {EmailState.CANCELLED}, "verify-email": {EmailState.DEAD}}
+    assert await cli("retry") == 2 and await cli("retry", "1", "--state", "dead") == 2
+    assert await cli("cancel", "--rule", "welcome") == 2
+    assert "--tenant and --rule narrow --state" in capsys.readouterr().err
