@@ -244,3 +244,26 @@ async def test_a_missing_ticket_scope_is_retried_not_dead(tmp_path, standin, cat
     [email] = await wait_for_state(daemon, "sent")
     assert email.attempts == 3
     assert "credentials or scopes" in daemon.logs.getvalue()
+
+
+async def test_a_full_disk_answers_503_stores_nothing_and_the_redelivery_is_sent(tmp_path, standin, catcher,
+                                                                                  start_daemon):
+    """SQLite's own SQLITE_FULL (max_page_count pinned to the file's size): a clear 503 and log
+    line instead of a bare 500, nothing half-stored, and Auth0's redelivery goes through later."""
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    store = daemon.daemon.store
+    pages = await store._read(lambda c: c.execute("PRAGMA page_count").fetchone()[0])  # noqa: SLF001
+    await store._read(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))  # noqa: SLF001
+    events = [envelope(sample_event("ss", log_id=f"9002026030114010844900000000000000000000000000000000{i:04d}",
+                                    user_id=f"auth0|disk{i}")) for i in range(40)]
+    for i in range(40):
+        standin.add_user({"user_id": f"auth0|disk{i}", "email": f"disk{i}@example.com"})
+    status, body = await daemon.post(events)
+    assert status == 503 and body == {"error": "the batch could not be stored; send it again"}
+    line = next(json.loads(x) for x in daemon.logs.getvalue().splitlines() if '"webhook_store_failed"' in x)
+    assert line["level"] == "error" and "full" in line["error"] and line["events"] == 40
+    assert (await store.stats(now=0))["inbox_pending"] == 0
+    await store._read(lambda c: c.execute("PRAGMA max_page_count = 1073741823"))  # noqa: SLF001 - space freed
+    status, body = await daemon.post(events)
+    assert status == 200 and body["stored"] == 40
+    await catcher.wait_for(40, timeout=20)

@@ -15,11 +15,13 @@ from streamer import metrics
 from streamer.config import Config
 from streamer.events import BodyError, parse_body
 from streamer.inbox import Inbox
-from streamer.logs import get_logger
+from streamer.logs import get_logger, redact_text
 
 log = get_logger(__name__)
 
 _DUMMY_TOKEN = "streamer-no-such-tenant-" + "x" * 32
+#: What a 503 asks of the sender when the store failed (Auth0 retries on any non-2xx anyway).
+STORE_RETRY_AFTER_S = 5
 
 
 def authorized(header: str, token: str | None) -> bool:
@@ -73,7 +75,14 @@ def make_handler(config: Config, inbox: Inbox):
         if batch.skipped:
             metrics.EVENTS_REJECTED.labels(name, "not_a_log_event").inc(len(batch.skipped))
             log.warning("webhook_entries_skipped", tenant=name, count=len(batch.skipped), reasons=batch.skipped[:5])
-        result = await inbox.accept(name, batch.events, source="webhook", raw=None if batch.skipped else body)
+        try:
+            result = await inbox.accept(name, batch.events, source="webhook", raw=None if batch.skipped else body)
+        except Exception as exc:  # noqa: BLE001 - disk full, database down: Auth0 must send it again
+            metrics.EVENTS_REJECTED.labels(name, "store_failed").inc()
+            log.error("webhook_store_failed", tenant=name, events=len(batch.events), error=redact_text(str(exc)),
+                      hint="nothing was stored; Auth0 delivers the batch again")
+            return web.json_response({"error": "the batch could not be stored; send it again"}, status=503,
+                                     headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
         # orjson into bytes: a third of json_response's cost, on the path every accepted batch takes.
         return web.Response(body=orjson.dumps({
             "received": len(batch.events), "stored": result.new, "duplicate": result.duplicate,

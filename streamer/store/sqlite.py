@@ -270,6 +270,10 @@ class SqliteStore(Store):
                     outcomes.append((True, fn(conn)))
                     conn.execute("RELEASE op")
                 except Exception as exc:  # noqa: BLE001 - handed to that op's caller
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back itself (SQLITE_FULL, an I/O
+                        # error): nothing of this group is stored, so every op fails with the cause.
+                        raise
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     outcomes.append((False, exc))
