@@ -36,6 +36,9 @@ AUTH0_RATE_LIMITED = Counter("streamer_auth0_rate_limited", "Management API answ
                              registry=REGISTRY)
 AUTH0_PACING_SECONDS = Counter("streamer_auth0_pacing_wait_seconds", "Time spent waiting for the Auth0 rate limit.",
                                ["tenant"], registry=REGISTRY)
+POLL_LAST_SUCCESS = Gauge("streamer_poll_last_success_timestamp_seconds",
+                          "When the tenant's GET /api/v2/logs poller last read a page (Unix time).",
+                          ["tenant"], registry=REGISTRY)
 LOG_STREAM_ACTIVE = Gauge("streamer_log_stream_active",
                           "1 while the tenant's Auth0 log stream to this daemon is active, 0 paused or suspended.",
                           ["tenant"], registry=REGISTRY)

@@ -1,13 +1,20 @@
 """The poller against the Auth0 stand-in: checkpoint paging, start now/oldest, committed checkpoints."""
 
 import asyncio
+import contextlib
+import time
 
+from streamer import metrics
 from streamer.auth0 import ManagementApi
 from streamer.config import parse_config
 from streamer.inbox import Inbox
 from streamer.sources.poller import Poller
 
 from conftest import config_text, sample_event
+
+
+def last_poll() -> float | None:
+    return metrics.REGISTRY.get_sample_value("streamer_poll_last_success_timestamp_seconds", {"tenant": "acme"})
 
 
 def make(tmp_path, standin, catcher, store, start="oldest"):
@@ -58,8 +65,14 @@ async def test_auth0_outage_backs_off_and_recovers(tmp_path, standin, catcher, s
     standin.fail_next("/api/v2/logs", 503, count=6)
     poller, api = make(tmp_path, standin, catcher, sqlite_store)
     stop = asyncio.Event()
+    started = time.time()
+    with contextlib.suppress(KeyError):
+        metrics.POLL_LAST_SUCCESS.remove("acme")
     async with api:
         task = asyncio.create_task(poller.run(stop))
+        while ("GET", "/api/v2/logs", 503) not in standin.calls:
+            await asyncio.sleep(0.01)
+        assert last_poll() is None                      # failing: the gauge says nothing new
         for _ in range(200):
             if (await sqlite_store.stats(now=0))["inbox_pending"] == 1:
                 break
@@ -67,3 +80,4 @@ async def test_auth0_outage_backs_off_and_recovers(tmp_path, standin, catcher, s
         stop.set()
         await task
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 1
+    assert last_poll() >= started                       # what an alert on poll lag reads

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import PollConfig
 from streamer.events import unwrap
@@ -75,6 +76,7 @@ class Poller:
                     started = True
                 checkpoint, count = await self.poll_once(checkpoint)
                 failures = 0
+                metrics.POLL_LAST_SUCCESS.labels(self.tenant).set_to_current_time()
                 if count >= TAKE:
                     delay = 0.0  # more pages are waiting
             except Auth0Error as exc:
