@@ -175,7 +175,7 @@ class Daemon:
             self.url = f"http://{config.server.host}:{port}"
             pollers = [Poller(name, tenant.poll, apis[name], inbox)
                        for name, tenant in config.tenants.items() if tenant.poll.enabled]
-            watches = [StreamWatch(name, apis[name], config.server.public_url, store)
+            watches = [StreamWatch(name, apis[name], config.server.public_url, store, config.listened_types())
                        for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
             self._tasks = [asyncio.create_task(processor.run(self.stop), name="processor"),
                            asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),

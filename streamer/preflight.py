@@ -15,6 +15,7 @@ from streamer.auth0 import ManagementApi
 from streamer.auth0.errors import Auth0Error, Auth0Permanent
 from streamer.auth0.scopes import missing_scopes, needed_scopes
 from streamer.config import Config
+from streamer.register import missing_categories
 from streamer.smtp import SmtpError, SmtpPool
 from streamer.sources.stream_watch import find_stream, our_endpoint
 
@@ -67,24 +68,31 @@ async def _tenant(config: Config, name: str) -> list[Finding]:
             findings.append(Finding("ok", f"{where}: credentials accepted, {len(needs) - len(missing)} of "
                                           f"{len(needs)} needed scopes granted"))
         if tenant.webhook_token is not None and not any("read:log_streams" in need.any_of for need in missing):
-            findings.append(await _stream(api, config, name))
+            findings.extend(await _stream(api, config, name))
         return findings
 
 
-async def _stream(api: ManagementApi, config: Config, name: str) -> Finding:
+async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding]:
     endpoint = our_endpoint(config.server.public_url, name)
     try:
         stream = find_stream(await api.list_log_streams(), name, config.server.public_url)
     except Auth0Error as exc:
-        return Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")
+        return [Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")]
     if stream is None:
-        return Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
-                                  f"or is named streamer-{name}: `streamer register` creates it (unless you poll)")
+        return [Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
+                                   f"or is named streamer-{name}: `streamer register` creates it (unless you poll)")]
     label = f"log stream {stream.get('id')} of {name} → {(stream.get('sink') or {}).get('httpEndpoint')}"
+    findings = []
+    left_out = missing_categories(stream, config.listened_types())
+    if left_out:
+        findings.append(Finding("warning", f"{label}: its filters leave out {', '.join(left_out)}, which rules "
+                                           "listen to: run `streamer register` again"))
     status = stream.get("status")
     if status == "active":
-        return Finding("ok", f"{label}: active")
-    if status == "suspended":
-        return Finding("warning", f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
-                                  "re-activates it (or Monitoring > Streams in the dashboard)")
-    return Finding("warning", f"{label}: {status}: events wait in Auth0 until someone resumes it")
+        findings.append(Finding("ok", f"{label}: active"))
+    elif status == "suspended":
+        findings.append(Finding("warning", f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
+                                           "re-activates it (or Monitoring > Streams in the dashboard)"))
+    else:
+        findings.append(Finding("warning", f"{label}: {status}: events wait in Auth0 until someone resumes it"))
+    return findings

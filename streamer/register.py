@@ -34,6 +34,16 @@ def stream_filters(types: set[str]) -> list[dict[str, str]] | None:
     return [{"type": "category", "name": name} for name in categories]
 
 
+def missing_categories(stream: dict[str, Any], types: set[str]) -> list[str]:
+    """Categories of the event types our rules listen to that the stream's filters leave out
+    (a rule added after `streamer register` ran); none when the stream sends everything."""
+    names = {f.get("name") for f in stream.get("filters") or [] if isinstance(f, dict)}
+    if not names:
+        return []
+    wanted = {CATEGORY_OF_TYPE[t] for t in types - LOCAL_TYPES if t in CATEGORY_OF_TYPE}
+    return sorted(wanted - names)
+
+
 def stream_body(config: Config, tenant: str, public_url: str) -> dict[str, Any]:
     token = config.tenants[tenant].webhook_token
     if token is None:

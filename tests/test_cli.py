@@ -184,12 +184,15 @@ async def test_check_online_tries_smtp_credentials_scopes_and_the_log_stream(con
     config_file.write_text(config_file.read_text().replace(
         'server: {listen: "127.0.0.1:0"}', 'server: {listen: "127.0.0.1:0", public_url: "https://mail.acme.test"}'))
     standin.log_streams["lst_1"] = {"id": "lst_1", "name": "streamer-acme", "type": "http", "status": "suspended",
-                                    "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"}}
+                                    "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"},
+                                    "filters": [{"type": "category", "name": "auth.signup.success"},
+                                                {"type": "category", "name": "user.success"}]}
     assert await asyncio.to_thread(main, ["check", "--online", "-c", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "ok: SMTP 127.0.0.1:" in out and "the server answers" in out
     assert "ok: Auth0 acme (acme-test.us.auth0.com): credentials accepted, 5 of 5 needed scopes granted" in out
     assert ("warning: log stream lst_1 of acme → https://mail.acme.test/logs/acme: suspended by Auth0" in out)
+    assert "its filters leave out auth.login.success, which rules listen to" in out     # the `s` of both rules
     assert standin.log_streams["lst_1"]["status"] == "suspended"          # looked at, not changed
     assert not [call for call in standin.calls if call[0] != "GET" and call[1] != "/oauth/token"]
 

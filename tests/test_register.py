@@ -31,3 +31,15 @@ async def test_register_is_idempotent(tmp_path, standin, catcher, capsys):
     assert {f["name"] for f in stream["filters"]} == {"auth.signup.success", "auth.login.success", "user.success"}
     assert await asyncio.to_thread(main, [*args[:-1], "http://plain.test"]) == 1  # Auth0 requires https
     assert "https" in capsys.readouterr().err
+
+
+def test_missing_categories_are_those_rules_need_and_filters_leave_out():
+    from streamer.register import missing_categories
+
+    stream = {"filters": [{"type": "category", "name": "auth.login.success"},
+                          {"type": "category", "name": "user.success"}]}
+    assert missing_categories(stream, {"s", "sv", "scp"}) == []
+    assert missing_categories(stream, {"s", "ss", "fp"}) == ["auth.login.fail", "auth.signup.success"]
+    assert missing_categories(stream, {"password_reset_requested", "s"}) == []   # made by streamer itself
+    assert missing_categories({"filters": []}, {"ss"}) == []                     # everything is sent
+    assert missing_categories({}, {"ss"}) == []

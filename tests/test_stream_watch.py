@@ -56,7 +56,7 @@ async def watch(standin):
     tenant = TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
                           client_secret=standin.client_secret)
     async with ManagementApi(tenant, name="acme") as api:
-        yield StreamWatch("acme", api, URL, AlwaysLead())
+        yield StreamWatch("acme", api, URL, AlwaysLead(), types={"ss", "s", "sv"})
 
 
 def add_stream(standin, status: str) -> str:
@@ -156,3 +156,18 @@ async def test_events_auth0_kept_while_streamer_was_down_arrive_once_it_is_back(
     assert standin.log_streams[stream_id]["status"] == "active"
     assert '"log_stream_reactivated"' in daemon.logs.getvalue()
     assert WEBHOOK_TOKEN not in daemon.logs.getvalue()      # the stream listing carries it: never logged
+
+
+async def test_filters_that_leave_out_what_rules_listen_to_are_said_once(standin, watch):
+    stream_id = add_stream(standin, "active")
+    standin.log_streams[stream_id]["filters"] = [{"type": "category", "name": "auth.login.success"}]
+    with capture_logs() as lines:
+        await watch.check()
+        await watch.check()
+    assert [line["event"] for line in lines] == ["log_stream_filters_leave_out_events"]
+    assert lines[0]["categories"] == ["auth.signup.success", "user.success"]
+    assert "streamer register" in lines[0]["hint"]
+    standin.log_streams[stream_id]["filters"] = []                    # no filters: Auth0 sends everything
+    with capture_logs() as lines:
+        await watch.check()
+    assert lines == []

@@ -20,6 +20,7 @@ from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Permanent
 from streamer.lifecycle import sleep_unless_stopped
 from streamer.logs import get_logger
+from streamer.register import missing_categories
 
 log = get_logger(__name__)
 
@@ -55,13 +56,16 @@ class Leadership(Protocol):
 
 
 class StreamWatch:
-    def __init__(self, tenant: str, api: StreamApi, public_url: str | None, leadership: Leadership):
+    def __init__(self, tenant: str, api: StreamApi, public_url: str | None, leadership: Leadership,
+                 types: set[str] = frozenset()):
         self.tenant = tenant
         self.api = api
         self.public_url = public_url
         self.leadership = leadership   # the store: of several replicas, one watches
+        self.types = set(types)        # the event types the rules listen to
         self._last_status: str | None = None
         self._reported_missing = False
+        self._reported_filters: list[str] = []
 
     async def run(self, stop: asyncio.Event, *, first_s: float = FIRST_CHECK_S,
                   every_s: float = CHECK_EVERY_S) -> None:
@@ -112,6 +116,12 @@ class StreamWatch:
             log.info("log_stream_active", tenant=self.tenant, stream=stream.get("id"))
         self._last_status = status
         metrics.LOG_STREAM_ACTIVE.labels(self.tenant).set(1 if status == "active" else 0)
+        left_out = missing_categories(stream, self.types)
+        if left_out and left_out != self._reported_filters:
+            log.warning("log_stream_filters_leave_out_events", tenant=self.tenant, stream=stream.get("id"),
+                        categories=left_out, hint="a rule listens to events the stream does not send: run "
+                                                  "`streamer register` again, it sets the filters the rules need")
+        self._reported_filters = left_out
         return True
 
     async def _reactivate(self, stream: dict) -> str:
