@@ -153,7 +153,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             states = None if args.all else OPEN_STATES
             if args.state:
                 states = (EmailState(args.state),)
-            emails = await store.list_emails(states=states, tenant=args.tenant, limit=args.limit)
+            emails = await store.list_emails(states=states, tenant=args.tenant, rule=args.rule, limit=args.limit)
             if args.json:
                 print(json.dumps([_email_dict(e) for e in emails], indent=2))
                 return EXIT_OK
@@ -177,8 +177,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             return EXIT_OK
         ids = list(args.ids)
         if args.state:
-            selected = await store.list_emails(states=(EmailState(args.state),), tenant=args.tenant, limit=10**9)
-            ids = [e.id for e in reversed(selected) if args.rule is None or e.rule == args.rule]
+            selected = await store.list_emails(states=(EmailState(args.state),), tenant=args.tenant, rule=args.rule,
+                                               limit=10**9)
+            ids = [e.id for e in reversed(selected)]
             if not ids:
                 print(f"no {args.state} emails" + "".join(f" {k} {v}" for k, v in (("of tenant", args.tenant),
                                                                                    ("of rule", args.rule)) if v))
@@ -268,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(listing)
     listing.add_argument("--all", action="store_true", help="include sent and cancelled emails")
     listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled"])
+    listing.add_argument("--rule", help="only this rule's emails")
     listing.add_argument("--tenant")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="machine-readable output")

@@ -109,6 +109,16 @@ async def test_outbox_state_machine(store):
     assert [e.id for e in await store.list_emails(states=(EmailState.SENT,))] == [first.id]
 
 
+async def test_list_emails_narrows_by_state_tenant_and_rule_newest_first(store):
+    await store.settle_events([], [due("L1", user="u1"), due("L2", user="u2", rule="welcome"),
+                                   due("L3", user="u3", rule="welcome")], now=NOW)
+    welcome = await store.list_emails(states=(EmailState.QUEUED,), rule="welcome")
+    assert [e.log_id for e in welcome] == ["L3", "L2"]
+    assert [e.log_id for e in await store.list_emails(states=None, tenant="acme", rule="verify")] == ["L1"]
+    assert await store.list_emails(states=None, tenant="globex") == []
+    assert [e.log_id for e in await store.list_emails(states=None, rule="welcome", limit=1)] == ["L3"]
+
+
 async def test_stale_sending_rows_are_requeued(store):
     await store.settle_events([], [due()], now=NOW)
     [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)

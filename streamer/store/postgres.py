@@ -387,14 +387,15 @@ class PostgresStore(Store):
             _text(error[:1000]), now, email_id)
 
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
+                          rule: str | None = None, limit: int = 100) -> list[OutboxEmail]:
         where, args = [], []
         if states:
             args.append([s.value for s in states])
             where.append(f"state = ANY(${len(args)}::text[])")
-        if tenant:
-            args.append(_text(tenant))
-            where.append(f"tenant = ${len(args)}")
+        for column, value in (("tenant", tenant), ("rule", rule)):
+            if value:
+                args.append(_text(value))
+                where.append(f"{column} = ${len(args)}")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(limit)
         async with self._connection() as conn:

@@ -519,14 +519,15 @@ class SqliteStore(Store):
             (error[:1000], now, email_id))
 
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
+                          rule: str | None = None, limit: int = 100) -> list[OutboxEmail]:
         where, args = [], []
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args += [s.value for s in states]
-        if tenant:
-            where.append("tenant = ?")
-            args.append(tenant)
+        for column, value in (("tenant", tenant), ("rule", rule)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._read(lambda c: c.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall())
