@@ -14,6 +14,7 @@ without it the watch says so once and stops.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from streamer import metrics
@@ -57,7 +58,7 @@ class Leadership(Protocol):
 
 class StreamWatch:
     def __init__(self, tenant: str, api: StreamApi, public_url: str | None, leadership: Leadership,
-                 types: set[str] = frozenset()):
+                 types: Iterable[str] = ()):
         self.tenant = tenant
         self.api = api
         self.public_url = public_url
