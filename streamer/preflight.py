@@ -81,7 +81,8 @@ async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding
     if stream is None:
         return [Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
                                    f"or is named streamer-{name}: `streamer register` creates it (unless you poll)")]
-    label = f"log stream {stream.get('id')} of {name} → {(stream.get('sink') or {}).get('httpEndpoint')}"
+    sink = stream.get("sink") if isinstance(stream.get("sink"), dict) else {}
+    label = f"log stream {stream.get('id')} of {name} → {sink.get('httpEndpoint')}"
     findings = []
     left_out = missing_categories(stream, config.listened_types())
     if left_out:

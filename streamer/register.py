@@ -37,7 +37,8 @@ def stream_filters(types: set[str]) -> list[dict[str, str]] | None:
 def missing_categories(stream: dict[str, Any], types: set[str]) -> list[str]:
     """Categories of the event types our rules listen to that the stream's filters leave out
     (a rule added after `streamer register` ran); none when the stream sends everything."""
-    names = {f.get("name") for f in stream.get("filters") or [] if isinstance(f, dict)}
+    filters = stream.get("filters")
+    names = {f.get("name") for f in filters if isinstance(f, dict)} if isinstance(filters, list) else set()
     if not names:
         return []
     wanted = {CATEGORY_OF_TYPE[t] for t in types - LOCAL_TYPES if t in CATEGORY_OF_TYPE}

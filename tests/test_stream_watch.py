@@ -6,11 +6,14 @@ import socket
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from streamer import logs, metrics
 from streamer.auth0 import ManagementApi
 from streamer.config import TenantConfig
+from streamer.register import missing_categories
 from streamer.sources.stream_watch import StreamWatch, find_stream
 
 from conftest import WEBHOOK_TOKEN, config_text, sample_event
@@ -32,6 +35,22 @@ def test_the_stream_posting_to_our_url_wins_over_the_one_named_after_us():
     assert find_stream([stream(endpoint=f"{URL}/logs/acme", kind="datadog"), stream()], "acme", URL) is None
     assert find_stream([stream(endpoint=f"{URL}/logs/other")], "acme", URL) is None
     assert find_stream([], "acme", URL) is None
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=20)
+STREAMISH = st.dictionaries(st.sampled_from(["id", "name", "type", "status", "sink", "filters"]),
+                            JSON | st.just("http") | st.just("streamer-acme"), max_size=6)
+
+
+@given(st.lists(STREAMISH | JSON, max_size=5))
+def test_any_answer_shape_finds_a_stream_or_none_never_crashes(streams):
+    """Whatever GET /log-streams returns, the watch and `check --online` get an answer, not a traceback."""
+    found = find_stream(streams, "acme", URL)
+    assert found is None or (found in streams and found.get("type") == "http")
+    if found is not None:
+        assert all(isinstance(c, str) for c in missing_categories(found, {"ss", "s", "sv"}))
 
 
 class AlwaysLead:

@@ -42,9 +42,10 @@ def our_endpoint(public_url: str | None, tenant: str) -> str | None:
 def find_stream(streams: list[dict], tenant: str, public_url: str | None) -> dict | None:
     """The http stream delivering to this daemon: the one posting to our URL, else the one
     `streamer register` names `streamer-<tenant>`."""
-    http = [s for s in streams if s.get("type") == "http"]
+    http = [s for s in streams if isinstance(s, dict) and s.get("type") == "http"]
     endpoint = our_endpoint(public_url, tenant)
-    by_endpoint = [s for s in http if endpoint and (s.get("sink") or {}).get("httpEndpoint") == endpoint]
+    by_endpoint = [s for s in http if endpoint and isinstance(s.get("sink"), dict)
+                   and s["sink"].get("httpEndpoint") == endpoint]
     by_name = [s for s in http if s.get("name") == f"streamer-{tenant}"]
     found = by_endpoint or by_name
     return found[0] if found else None
