@@ -38,7 +38,8 @@ ratios (work per CPU-second of each side) are printed as cross-checks that inter
    of streamer's render + build measured in-process, say where the difference goes.
 3. Management API calls per verification email: distinct unverified users sign up (`ss` dated
    14 ms after the user's creation, as in the test fixtures), posted in webhook batches of 50;
-   every /api/v2 request seen by the stand-in is counted, with and without the rule's `mark`.
+   every /api/v2 request seen by the stand-in from before the daemon starts is counted (its start-up
+   token and scope check, the log-stream check included), with and without the rule's `mark`.
    Floor: one ticket per email (plus one PATCH per email with `mark`).
 4. Latency from the webhook's 200 to the SMTP 250 (the in-process aiosmtpd catcher's arrival
    time) for verification emails with tickets, open loop at 50 events/s, one event per request.
@@ -656,9 +657,9 @@ async def api_calls(count: int, sink_port: int, workdir: Path, *, mark: bool,
         events = [h.make_event("ss", p, h.log_id(3 + mark, i), h.signup_date(p, signup_delay_ms))
                   for i, p in enumerate(profiles)]
         daemon = Daemon(workdir, auth0=auth0, smtp_port=sink_port, rule_text=h.rules(mark=mark), pool_size=POOL_SIZE)
+        first_call = len(auth0.calls)  # from before start: the start-up token and scope check count too
         await daemon.start()
         try:
-            first_call = len(auth0.calls)
             async with aiohttp.ClientSession() as session:
                 for start in range(0, count, SIGNUP_BATCH):
                     await daemon.post(session, events[start:start + SIGNUP_BATCH])
