@@ -119,3 +119,20 @@ async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_rest
     assert message.to == ["ana.silva@example.com"]
     text = daemon.logs.getvalue()
     assert '"auth0_scopes_missing"' in text and "create:user_tickets (verification" in text
+
+
+async def test_sigterm_right_after_start_does_not_wait_for_a_hanging_auth0(tmp_path, standin, catcher, start_daemon):
+    async def never_answer(reader, writer):
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace(
+            standin.base_url, f"http://127.0.0.1:{port}"))
+        await asyncio.sleep(0.2)                       # the start-up token fetch is under way, hanging
+        started = asyncio.get_running_loop().time()
+        await daemon.stop()
+        assert asyncio.get_running_loop().time() - started < 3
+    finally:
+        server.close()
