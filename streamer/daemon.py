@@ -164,7 +164,7 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop.set)
-        start_checks: list[asyncio.Task] = []
+        checks: list[asyncio.Task] = []
         try:
             try:
                 await site.start()
@@ -182,18 +182,19 @@ class Daemon:
                            asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),
                            asyncio.create_task(self._gauges(), name="gauges"),
                            asyncio.create_task(self._purge(), name="purge"),
-                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers),
-                           *(asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches)]
-            # One-shot, and not worth waiting for on SIGTERM (a token fetch may hang until its timeout).
-            start_checks += [asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
-                                                 name=f"auth0-access:{name}") for name, api in apis.items()]
+                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
+            # Checks with nothing to finish: cancelled on SIGTERM, not waited for (a call to Auth0
+            # may hang until its timeout).
+            checks += [asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
+                                           name=f"auth0-access:{name}") for name, api in apis.items()]
+            checks += [asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches]
             log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(rules),
                      store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
             if on_ready:
                 on_ready(self.url)
             await self.stop.wait()
             log.info("streamer_stopping")
-            for check in start_checks:
+            for check in checks:
                 check.cancel()
             await site.stop()
             if reset_pages:
@@ -201,9 +202,9 @@ class Daemon:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self.stop.set()
-            for task in [*self._tasks, *start_checks]:
+            for task in [*self._tasks, *checks]:
                 task.cancel()
-            await asyncio.gather(*self._tasks, *start_checks, return_exceptions=True)
+            await asyncio.gather(*self._tasks, *checks, return_exceptions=True)
             await runner.cleanup()
             await smtp.close()
             for api in apis.values():

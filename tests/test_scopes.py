@@ -130,7 +130,7 @@ async def test_sigterm_right_after_start_does_not_wait_for_a_hanging_auth0(tmp_p
     try:
         daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace(
             standin.base_url, f"http://127.0.0.1:{port}"))
-        await asyncio.sleep(0.2)                       # the start-up token fetch is under way, hanging
+        await asyncio.sleep(2.3)        # the start-up check and the stream watch's first look: both hang
         started = asyncio.get_running_loop().time()
         await daemon.stop()
         assert asyncio.get_running_loop().time() - started < 3
