@@ -95,5 +95,6 @@ async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding
         findings.append(Finding("warning", f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
                                            "re-activates it (or Monitoring > Streams in the dashboard)"))
     else:
-        findings.append(Finding("warning", f"{label}: {status}: events wait in Auth0 until someone resumes it"))
+        findings.append(Finding("warning", f"{label}: {status}: events wait in Auth0 until it is resumed "
+                                           "(Monitoring > Streams)"))
     return findings

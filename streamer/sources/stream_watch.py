@@ -112,8 +112,8 @@ class StreamWatch:
             status = await self._reactivate(stream)
         elif status == "paused" and self._last_status != "paused":
             log.warning("log_stream_paused", tenant=self.tenant, stream=stream.get("id"),
-                        hint="someone paused it in Auth0: events wait there (within the log retention) "
-                             "until it is resumed")
+                        hint="paused in Auth0 by someone (or by Auth0 after 7 days of failures): events wait "
+                             "there, within the log retention, until it is resumed (Monitoring > Streams)")
         elif status == "active" and self._last_status not in (None, "active"):
             log.info("log_stream_active", tenant=self.tenant, stream=stream.get("id"))
         self._last_status = status
