@@ -150,10 +150,12 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
     async def act(store: Any) -> int:
         if args.action == "list":
-            states = None if args.all else OPEN_STATES
+            # Looking up one user ("did they get it?") shows sent emails too, unless --state says otherwise.
+            states = None if args.all or args.user or args.to else OPEN_STATES
             if args.state:
                 states = (EmailState(args.state),)
-            emails = await store.list_emails(states=states, tenant=args.tenant, rule=args.rule, limit=args.limit)
+            emails = await store.list_emails(states=states, tenant=args.tenant, rule=args.rule, user_id=args.user,
+                                             recipient=args.to, limit=args.limit)
             if args.json:
                 print(json.dumps([_email_dict(e) for e in emails], indent=2))
                 return EXIT_OK
@@ -270,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include sent and cancelled emails")
     listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled"])
     listing.add_argument("--rule", help="only this rule's emails")
+    listing.add_argument("--user", metavar="USER_ID", help="only this Auth0 user's emails, sent ones included")
+    listing.add_argument("--to", metavar="ADDRESS", help="only emails to this address (any case), sent ones included")
     listing.add_argument("--tenant")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="machine-readable output")

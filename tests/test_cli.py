@@ -136,6 +136,11 @@ async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
     assert await cli("outbox", "list", "--state", "queued", "--json", "-c", str(config_file)) == 0
     [queued] = json.loads(capsys.readouterr().out)
     assert queued["id"] == dead and queued["attempts"] == 0
+    # Support: "did user1 get it?" shows the sent email without --all; --user works alike.
+    assert await cli("outbox", "list", "--to", "USER1@example.com", "--json", "-c", str(config_file)) == 0
+    assert [(e["id"], e["state"]) for e in json.loads(capsys.readouterr().out)] == [(sent, "sent")]
+    assert await cli("outbox", "list", "--user", "auth0|2", "--json", "-c", str(config_file)) == 0
+    assert [e["id"] for e in json.loads(capsys.readouterr().out)] == [failed]
 
 
 def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):

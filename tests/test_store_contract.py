@@ -117,6 +117,9 @@ async def test_list_emails_narrows_by_state_tenant_and_rule_newest_first(store):
     assert [e.log_id for e in await store.list_emails(states=None, tenant="acme", rule="verify")] == ["L1"]
     assert await store.list_emails(states=None, tenant="globex") == []
     assert [e.log_id for e in await store.list_emails(states=None, rule="welcome", limit=1)] == ["L3"]
+    assert [e.log_id for e in await store.list_emails(states=None, user_id="u2")] == ["L2"]
+    assert len(await store.list_emails(states=None, recipient="ANA@Example.com")) == 3   # any case
+    assert await store.list_emails(states=None, recipient="bob@example.com") == []
 
 
 async def test_stale_sending_rows_are_requeued(store):

@@ -105,7 +105,9 @@ class Store(ABC):
 
     @abstractmethod
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, limit: int = 100) -> list[OutboxEmail]: ...
+                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
+                          limit: int = 100) -> list[OutboxEmail]:
+        """Newest first; `recipient` ignores case (support looks up whatever the user typed)."""
 
     @abstractmethod
     async def get_email(self, email_id: int) -> OutboxEmail | None: ...

@@ -387,15 +387,19 @@ class PostgresStore(Store):
             _text(error[:1000]), now, email_id)
 
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, limit: int = 100) -> list[OutboxEmail]:
+                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
+                          limit: int = 100) -> list[OutboxEmail]:
         where, args = [], []
         if states:
             args.append([s.value for s in states])
             where.append(f"state = ANY(${len(args)}::text[])")
-        for column, value in (("tenant", tenant), ("rule", rule)):
+        for column, value in (("tenant", tenant), ("rule", rule), ("user_id", user_id)):
             if value:
                 args.append(_text(value))
                 where.append(f"{column} = ${len(args)}")
+        if recipient:
+            args.append(_text(recipient))
+            where.append(f"lower(recipient) = lower(${len(args)})")
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         args.append(limit)
         async with self._connection() as conn:

@@ -519,15 +519,19 @@ class SqliteStore(Store):
             (error[:1000], now, email_id))
 
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, limit: int = 100) -> list[OutboxEmail]:
+                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
+                          limit: int = 100) -> list[OutboxEmail]:
         where, args = [], []
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args += [s.value for s in states]
-        for column, value in (("tenant", tenant), ("rule", rule)):
+        for column, value in (("tenant", tenant), ("rule", rule), ("user_id", user_id)):
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if recipient:
+            where.append("recipient = ? COLLATE NOCASE")
+            args.append(recipient)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._read(lambda c: c.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall())
