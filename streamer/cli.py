@@ -122,6 +122,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_resend(args: argparse.Namespace) -> int:
+    from streamer.auth0 import ManagementApi
+    from streamer.auth0.errors import Auth0Error
+    from streamer.resend import ResendRefused, resend
+
+    config = _load(args)
+    if args.tenant not in config.tenants:
+        raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
+
+    async def queue(store: Any) -> int:
+        async with ManagementApi(config.tenants[args.tenant], name=args.tenant) as api:
+            return await resend(config, store, api, tenant=args.tenant, rule_name=args.rule, user_id=args.user,
+                                client_id=args.client, force=args.force)
+
+    try:
+        email_id = asyncio.run(_with_store(config, queue))
+    except (ResendRefused, Auth0Error) as exc:
+        raise UserError(str(exc)) from None
+    print(f"queued email {email_id} ({args.rule}) for {args.user}: a running `streamer run` sends it within "
+          f"seconds; `streamer outbox show {email_id}` follows it")
+    return EXIT_OK
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
@@ -294,6 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tenant", help="with --state: only this tenant's")
         command.add_argument("--rule", help="with --state: only this rule's")
     outbox.set_defaults(func=cmd_outbox)
+
+    resend_cmd = sub.add_parser(
+        "resend", help="queue a rule's email for one user again (support: a lost or expired link)",
+        description="Queue the rule's email for one user once more, as the running daemon would: ticket at "
+                    "send time, the user's language. The rule's `if` still applies unless --force; its `once` "
+                    "does not.")
+    _config_arg(resend_cmd)
+    resend_cmd.add_argument("--tenant", required=True)
+    resend_cmd.add_argument("--rule", required=True, help="e.g. verify-email")
+    resend_cmd.add_argument("--user", required=True, metavar="USER_ID", help="the Auth0 user_id, e.g. auth0|65f0…")
+    resend_cmd.add_argument("--client", metavar="CLIENT_ID", help="render as for this application (its templates)")
+    resend_cmd.add_argument("--force", action="store_true", help="send even if the rule's `if` is false now")
+    resend_cmd.set_defaults(func=cmd_resend)
 
     dev = sub.add_parser("dev", help="zero-setup sandbox: Auth0 stand-in, mail catcher, daemon, sample events",
                          description="Start an Auth0 stand-in with sample users, an SMTP mail catcher with a web "

@@ -11,7 +11,7 @@ import pytest
 
 from streamer.cli import main
 
-from conftest import FIXTURES, REPO, config_text
+from conftest import FIXTURES, REPO, config_text, sample_event
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -261,3 +261,33 @@ async def test_outbox_retry_and_cancel_by_state_tenant_and_rule(tmp_path, config
     assert await cli("retry") == 2 and await cli("retry", "1", "--state", "dead") == 2
     assert await cli("cancel", "--rule", "welcome") == 2
     assert "--tenant and --rule narrow --state" in capsys.readouterr().err
+
+
+async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, standin, catcher, start_daemon,
+                                                                    capsys):
+    """Support's "send it again": past the rule's once, through the running daemon, a new ticket."""
+    from test_e2e import ticket_link
+
+    ana, bruno = "auth0|65f0c0ffee0000000000a001", "google-oauth2|104203384937812345678"   # unverified, verified
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    assert (await daemon.post([sample_event("ss", user_id=ana)]))[0] == 200
+    [first] = await catcher.wait_for(1)
+
+    def resend(*args: str) -> int:
+        return main(["resend", "-c", str(daemon.config_path), "--tenant", "acme", *args])
+
+    assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", ana) == 0
+    assert "queued email" in capsys.readouterr().out
+    second = (await catcher.wait_for(2))[1]
+    assert second.to == first.to == ["ana.silva@example.com"]
+    assert second.parsed["Content-Language"] == "fr"                    # her language, as the first
+    assert ticket_link(second) != ticket_link(first)                     # a new ticket, made at send time
+
+    assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", bruno) == 1
+    assert "add --force" in capsys.readouterr().err                      # verified: the rule's if says no
+    assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", "auth0|nobody") == 1
+    assert "user not found in Auth0" in capsys.readouterr().err
+    assert await asyncio.to_thread(resend, "--rule", "nope", "--user", ana) == 1
+    assert "the config has: verify-email, welcome" in capsys.readouterr().err
+    assert await asyncio.to_thread(resend, "--rule", "welcome", "--user", bruno, "--force") == 0
+    assert (await catcher.wait_for(3))[2].to == ["bruno.costa@example.com"]

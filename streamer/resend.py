@@ -1,0 +1,76 @@
+"""`streamer resend`: support's "send it again" for one user, now that Auth0 no longer sends it.
+
+With Auth0's own emails switched off, the dashboard's "send verification email" no longer helps
+a user whose link expired or got lost. This queues the rule's email for that user once more,
+through the same path as any other: the running daemon creates the ticket at send time, renders
+in the user's language and sends. The rule's `if` still applies (no verification email for a
+verified user) unless forced; its `once` does not, since asking again is the point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from streamer.config import Config
+from streamer.daemon import make_locale_resolver
+from streamer.outbox import DueEmail
+from streamer.rules import CompiledRule, compile_rules, decide, tenant_view
+from streamer.store import Store
+from streamer.templates import Templates
+
+
+class ResendRefused(Exception):
+    """Nothing was queued; the message says why and what to do."""
+
+
+def resend_event(rule: CompiledRule, user_id: str, client_id: str | None, now: float) -> dict[str, Any]:
+    """A stand-in log event of the rule's first type, marked as made by `streamer resend`."""
+    event: dict[str, Any] = {
+        "log_id": f"resend-{uuid.uuid4().hex}", "type": rule.config.on[0], "user_id": user_id,
+        "date": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "description": "queued again by streamer resend"}
+    if client_id:
+        event["client_id"] = client_id
+    return event
+
+
+def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str, Any] | None, event: dict[str, Any],
+              templates: Templates, *, force: bool, now: float) -> DueEmail:
+    """The email to queue (pure apart from template lookups); raises ResendRefused."""
+    locale_of = make_locale_resolver(config, templates)
+    client_id = event.get("client_id")
+    chosen = dataclasses.replace(rule, condition=None) if force else rule
+    due, skipped = decide([chosen], event, tenant=tenant, tenant_ctx=tenant_view(tenant, config.tenants[tenant]),
+                          user=profile, locale_for=lambda r: locale_of(tenant, client_id, r.config.template,
+                                                                       profile or {}),
+                          accepted_at=now)
+    if skipped:
+        raise ResendRefused(f"not queued: {skipped[0].reason}")
+    if not due:
+        raise ResendRefused(f"not queued: the rule's if ({rule.config.if_}) is false for this user now; "
+                            "add --force to send it anyway")
+    email = due[0]
+    once = f"{tenant}/{rule.name}/resend/{event['log_id']}"   # never blocks, never blocks others
+    return dataclasses.replace(email, once_key=once, cooldown_s=None, key=once)
+
+
+async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_name: str, user_id: str,
+                 client_id: str | None = None, force: bool = False) -> int:
+    """Queue the email; returns its outbox id."""
+    rules = {rule.name: rule for rule in compile_rules(config.rules)}
+    rule = rules.get(rule_name)
+    if rule is None:
+        raise ResendRefused(f"unknown rule {rule_name!r}; the config has: {', '.join(sorted(rules))}")
+    profile = (await api.get_users([user_id])).get(user_id)
+    now = time.time()
+    templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
+    email = due_again(config, rule, tenant, profile, resend_event(rule, user_id, client_id, now), templates,
+                      force=force, now=now)
+    if not await store.settle_events([], [email], now=now):
+        raise ResendRefused("not queued: the store refused it (try again)")
+    recent = await store.list_emails(states=None, user_id=email.user_id, rule=rule.name, limit=50)
+    return next(queued.id for queued in recent if queued.key == email.key)
