@@ -26,7 +26,7 @@ def config_file(tmp_path, standin, catcher) -> Path:
 
 
 def test_help_for_every_command():
-    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["dev"], ["preview"],
+    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["resend"], ["dev"], ["preview"],
                     ["register"]):
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: streamer" in result.stdout
