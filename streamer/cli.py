@@ -134,14 +134,14 @@ def cmd_resend(args: argparse.Namespace) -> int:
     async def queue(store: Any) -> int:
         async with ManagementApi(config.tenants[args.tenant], name=args.tenant) as api:
             return await resend(config, store, api, tenant=args.tenant, rule_name=args.rule, user_id=args.user,
-                                client_id=args.client, force=args.force)
+                                address=args.to, client_id=args.client, force=args.force)
 
     try:
         email_id = asyncio.run(_with_store(config, queue))
     except (ResendRefused, Auth0Error) as exc:
         raise UserError(str(exc)) from None
-    print(f"queued email {email_id} ({args.rule}) for {args.user}: a running `streamer run` sends it within "
-          f"seconds; `streamer outbox show {email_id}` follows it")
+    print(f"queued email {email_id} ({args.rule}) for {args.user or args.to}: a running `streamer run` sends it "
+          f"within seconds; `streamer outbox show {email_id}` follows it")
     return EXIT_OK
 
 
@@ -326,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(resend_cmd)
     resend_cmd.add_argument("--tenant", required=True)
     resend_cmd.add_argument("--rule", required=True, help="e.g. verify-email")
-    resend_cmd.add_argument("--user", required=True, metavar="USER_ID", help="the Auth0 user_id, e.g. auth0|65f0…")
+    who = resend_cmd.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="USER_ID", help="the Auth0 user_id, e.g. auth0|65f0…")
+    who.add_argument("--to", metavar="ADDRESS", help="the user's email address (looked up in Auth0)")
     resend_cmd.add_argument("--client", metavar="CLIENT_ID", help="render as for this application (its templates)")
     resend_cmd.add_argument("--force", action="store_true", help="send even if the rule's `if` is false now")
     resend_cmd.set_defaults(func=cmd_resend)

@@ -58,13 +58,28 @@ def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str
     return dataclasses.replace(email, once_key=once, cooldown_s=None, key=once)
 
 
-async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_name: str, user_id: str,
-                 client_id: str | None = None, force: bool = False) -> int:
-    """Queue the email; returns its outbox id."""
+async def find_user_id(api: Any, address: str) -> str:
+    """The one Auth0 user with this email address (support usually has the address, not the id).
+    Auth0's lookup is case-sensitive and it stores most addresses in lower case: as typed, then lower."""
+    users = await api.users_by_email(address)
+    if not users and address != address.lower():
+        users = await api.users_by_email(address.lower())
+    if not users:
+        raise ResendRefused(f"no Auth0 user has the address {address}")
+    if len(users) > 1:
+        ids = ", ".join(str(u.get("user_id")) for u in users)
+        raise ResendRefused(f"several Auth0 users have the address {address} ({ids}): give --user")
+    return str(users[0].get("user_id"))
+
+
+async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_name: str, user_id: str | None = None,
+                 address: str | None = None, client_id: str | None = None, force: bool = False) -> int:
+    """Queue the email for `user_id` (or the user with `address`); returns its outbox id."""
     rules = {rule.name: rule for rule in compile_rules(config.rules)}
     rule = rules.get(rule_name)
     if rule is None:
         raise ResendRefused(f"unknown rule {rule_name!r}; the config has: {', '.join(sorted(rules))}")
+    user_id = user_id or await find_user_id(api, address or "")
     profile = (await api.get_users([user_id])).get(user_id)
     now = time.time()
     templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)

@@ -289,5 +289,8 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     assert "user not found in Auth0" in capsys.readouterr().err
     assert await asyncio.to_thread(resend, "--rule", "nope", "--user", ana) == 1
     assert "the config has: verify-email, welcome" in capsys.readouterr().err
-    assert await asyncio.to_thread(resend, "--rule", "welcome", "--user", bruno, "--force") == 0
-    assert (await catcher.wait_for(3))[2].to == ["bruno.costa@example.com"]
+    assert await asyncio.to_thread(resend, "--rule", "welcome", "--to", "Bruno.Costa@example.com", "--force") == 0
+    assert (await catcher.wait_for(3))[2].to == ["bruno.costa@example.com"]      # found by address
+    assert await asyncio.to_thread(resend, "--rule", "welcome", "--to", "nobody@example.com") == 1
+    assert "no Auth0 user has the address nobody@example.com" in capsys.readouterr().err
+    assert await asyncio.to_thread(resend, "--rule", "welcome") == 2                 # --user or --to
