@@ -185,9 +185,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             if not emails:
                 print("no emails" + ("" if args.all else " queued, failed or dead (use --all to include sent)"))
                 return EXIT_OK
-            header = ("ID", "STATE", "RULE", "TENANT", "RECIPIENT", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
+            header = ("ID", "STATE", "RULE", "TENANT", "RECIPIENT", "ATTEMPTS", "NEXT ATTEMPT", "SENT (UTC)",
+                      "LAST ERROR")
             rows = [(str(e.id), e.state.value, e.rule, e.tenant, e.recipient, str(e.attempts),
-                     _email_dict(e)["next_attempt"], (e.last_error or "")[:80]) for e in emails]
+                     _email_dict(e)["next_attempt"], _when(e.sent_at), (e.last_error or "")[:80]) for e in emails]
             widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
             for row in [header, *rows]:
                 print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -141,6 +141,9 @@ async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
     assert [(e["id"], e["state"]) for e in json.loads(capsys.readouterr().out)] == [(sent, "sent")]
     assert await cli("outbox", "list", "--user", "auth0|2", "--json", "-c", str(config_file)) == 0
     assert [e["id"] for e in json.loads(capsys.readouterr().out)] == [failed]
+    assert await cli("outbox", "list", "--to", "user1@example.com", "-c", str(config_file)) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert "SENT (UTC)" in header and "1970-01-01 00:16:41" in row            # when it left (mark_sent at 1001)
 
 
 def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):
