@@ -75,6 +75,17 @@ def _context_zone(context: Context, tz: str | None) -> tzinfo:
     return timezone.utc
 
 
+def _local_moment(context: Context, value: Any, tz: str | None) -> datetime | None:
+    """`value` as a moment in the zone the email shows times in; None when it is no date."""
+    moment = to_datetime(value)
+    return None if moment is None else moment.astimezone(_context_zone(context, tz))
+
+
+def _as_given(value: Any) -> str:
+    """What the date filters show for a value that is no date: itself, and nothing for None."""
+    return "" if value is None else str(value)
+
+
 def _zone_label(moment: datetime, locale: Locale) -> str:
     if str(moment.tzinfo) in ("UTC", "Etc/UTC"):
         return "UTC"
@@ -89,11 +100,10 @@ def format_datetime_filter(context: Context, value: Any, format: str | None = No
     Without `format`: the long date, the short time and the zone; otherwise a Babel format name
     (short, medium, long, full) or pattern. Unparseable values are shown as given.
     """
-    moment = to_datetime(value)
+    moment = _local_moment(context, value, tz)
     if moment is None:
-        return "" if value is None else str(value)
+        return _as_given(value)
     locale = babel_locale(context.get("locale"))
-    moment = moment.astimezone(_context_zone(context, tz))
     if format is not None:
         return babel_dates.format_datetime(moment, format, tzinfo=moment.tzinfo, locale=locale)
     day = babel_dates.format_date(moment, "long", locale=locale)
@@ -105,19 +115,17 @@ def format_datetime_filter(context: Context, value: Any, format: str | None = No
 @pass_context
 def format_date_filter(context: Context, value: Any, format: str = "long", tz: str | None = None) -> str:
     """A date in the email's locale: `4 mars 2026` (the day as seen in the user's zone)."""
-    moment = to_datetime(value)
+    moment = _local_moment(context, value, tz)
     if moment is None:
-        return "" if value is None else str(value)
-    moment = moment.astimezone(_context_zone(context, tz))
+        return _as_given(value)
     return babel_dates.format_date(moment, format, locale=babel_locale(context.get("locale")))
 
 
 @pass_context
 def format_time_filter(context: Context, value: Any, format: str = "short", tz: str | None = None) -> str:
-    moment = to_datetime(value)
+    moment = _local_moment(context, value, tz)
     if moment is None:
-        return "" if value is None else str(value)
-    moment = moment.astimezone(_context_zone(context, tz))
+        return _as_given(value)
     return babel_dates.format_time(moment, format, tzinfo=moment.tzinfo, locale=babel_locale(context.get("locale")))
 
 
