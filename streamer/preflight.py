@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streamer.auth0 import ManagementApi
-from streamer.auth0.errors import Auth0Error, Auth0Permanent
-from streamer.auth0.scopes import missing_scopes, needed_scopes
+from streamer.auth0.errors import Auth0Error
+from streamer.auth0.scopes import needed_scopes, probe_access
 from streamer.config import Config
 from streamer.register import missing_categories
 from streamer.smtp import SmtpError, SmtpPool
@@ -50,19 +50,17 @@ async def _tenant(config: Config, name: str) -> list[Finding]:
     tenant = config.tenants[name]
     where = f"Auth0 {name} ({tenant.domain})"
     async with ManagementApi(tenant, name=name) as api:
-        try:
-            await api.tokens.get()
-        except Auth0Permanent as exc:
-            return [Finding("error", f"{where}: credentials refused: {exc}")]
-        except Auth0Error as exc:
-            return [Finding("error", f"{where}: cannot get a token: {exc}")]
         needs = needed_scopes(config, name)
-        granted = api.tokens.scopes
-        if granted is None:
+        access = await probe_access(api.tokens, needs)
+        if access.refused is not None:
+            return [Finding("error", f"{where}: credentials refused: {access.refused}")]
+        if access.failed is not None:
+            return [Finding("error", f"{where}: cannot get a token: {access.failed}")]
+        if access.missing is None:
             findings = [Finding("warning", f"{where}: credentials accepted; Auth0 did not list the granted scopes")]
             missing = []
         else:
-            missing = missing_scopes(granted, needs)
+            missing = access.missing
             findings = [Finding("error" if need.required else "warning", f"{where}: missing scope {need}")
                         for need in missing]
             findings.append(Finding("ok", f"{where}: credentials accepted, {len(needs) - len(missing)} of "

@@ -54,26 +54,40 @@ class TokenSourceLike(Protocol):
     async def get(self) -> str: ...
 
 
-async def report_access(tenant: str, tokens: TokenSourceLike, needs: list[Need]) -> list[Need] | None:
-    """Fetch a token now and log what is wrong with the credentials or the grant; returns the
-    missing scopes (None when unknown: no token, or Auth0 did not list the scopes)."""
+@dataclass(frozen=True)
+class Access:
+    """What one token fetch tells about a tenant's credentials and grant."""
+
+    refused: Auth0Error | None = None    # the credentials (a 4xx from /oauth/token)
+    failed: Auth0Error | None = None     # Auth0 unreachable or failing
+    missing: list[Need] | None = None    # None: no token, or Auth0 did not list the scopes
+
+
+async def probe_access(tokens: TokenSourceLike, needs: list[Need]) -> Access:
+    """Fetch a token now (shared by the daemon's start-up report and `check --online`)."""
     try:
         await tokens.get()
     except Auth0Permanent as exc:
-        log.error("auth0_credentials_refused", tenant=tenant, error=str(exc),
+        return Access(refused=exc)
+    except Auth0Error as exc:
+        return Access(failed=exc)
+    return Access(missing=None if tokens.scopes is None else missing_scopes(tokens.scopes, needs))
+
+
+async def report_access(tenant: str, tokens: TokenSourceLike, needs: list[Need]) -> list[Need] | None:
+    """Log what is wrong with the credentials or the grant; returns the missing scopes (None
+    when unknown)."""
+    access = await probe_access(tokens, needs)
+    if access.refused is not None:
+        log.error("auth0_credentials_refused", tenant=tenant, error=str(access.refused),
                   hint=f"check tenants.{tenant}.client_id and client_secret, and that the application is "
                        "authorized for the Auth0 Management API; emails wait in the outbox meanwhile")
-        return None
-    except Auth0Error as exc:
-        log.warning("auth0_unreachable_at_start", tenant=tenant, error=str(exc))
-        return None
-    if tokens.scopes is None:
-        return None
-    missing = missing_scopes(tokens.scopes, needs)
-    if missing:
-        log.warning("auth0_scopes_missing", tenant=tenant, missing=[str(need) for need in missing],
+    elif access.failed is not None:
+        log.warning("auth0_unreachable_at_start", tenant=tenant, error=str(access.failed))
+    elif access.missing:
+        log.warning("auth0_scopes_missing", tenant=tenant, missing=[str(need) for need in access.missing],
                     hint="Dashboard > Applications > APIs > Auth0 Management API > Machine to Machine "
                          "Applications: tick them for streamer's application; no restart needed")
-    else:
+    elif access.missing is not None:
         log.info("auth0_access_ok", tenant=tenant)
-    return missing
+    return access.missing
