@@ -15,6 +15,8 @@ from typing import Any
 from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
+#: `migrate --check`: the store needs migrations (distinct from 1, "cannot tell": bad config, store away).
+EXIT_MIGRATIONS_PENDING = 3
 #: States `outbox retry` / `outbox cancel` accept with --state (what their store calls allow).
 BULK_STATES = {"retry": ("failed", "cancelled", "dead"), "cancel": ("queued", "failed")}
 
@@ -97,6 +99,34 @@ async def _with_store(config: Config, action: Callable[[Any], Any]) -> Any:
         return await action(store)
     finally:
         await store.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    url = config.store_url
+    if not url.startswith(("postgresql://", "postgres://")):
+        # One process per SQLite file: `run` brings its schema up to date when it opens it.
+        print(f"ok: {url.split('@')[-1]}: SQLite stores are migrated by `streamer run` itself; nothing to do")
+        return EXIT_OK
+    from streamer.store.postgres import PostgresStoreError, apply_migrations, schema_status
+
+    try:
+        if args.check:
+            current, todo = asyncio.run(schema_status(url))
+        else:
+            current, todo = asyncio.run(apply_migrations(url))
+    except PostgresStoreError as exc:
+        raise UserError(str(exc)) from None
+    names = ", ".join(map(str, todo))
+    if args.check:
+        if todo:
+            print(f"pending: schema version {current}; {len(todo)} migration(s) to apply: {names}")
+            return EXIT_MIGRATIONS_PENDING
+        print(f"ok: schema version {current} is current")
+        return EXIT_OK
+    print(f"ok: applied {names} (schema version {current} → {todo[-1].version})" if todo
+          else f"ok: schema version {current} is current; nothing to apply")
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -278,6 +308,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also try the outside world: the SMTP server (TLS, AUTH), each tenant's Auth0 "
                             "credentials and scopes, and its log stream; sends and changes nothing")
     check.set_defaults(func=cmd_check)
+
+    migrate = sub.add_parser(
+        "migrate", help="apply the store's schema migrations (--check: only tell whether some are pending)",
+        description="Bring the PostgreSQL store's schema up to date (what `run` also does at start, under a "
+                    "lock, so replicas starting together migrate once). --check changes nothing and exits "
+                    f"{EXIT_OK} when the schema is current, {EXIT_MIGRATIONS_PENDING} when migrations are pending, "
+                    f"{EXIT_USER} when it cannot tell (bad config, store unreachable).")
+    _config_arg(migrate)
+    migrate.add_argument("--check", action="store_true", help="only report; exit 3 if migrations are pending")
+    migrate.set_defaults(func=cmd_migrate)
 
     replay = sub.add_parser("replay", help="feed log events from files through the inbox",
                             description="Store log events from files (JSON array, JSON lines, {\"logs\": …} or a "

@@ -136,6 +136,9 @@ class DeliveryConfig(_Strict):
     backoff: Backoff = Backoff()
     retention_days: float = Field(30, gt=0)
     workers: int = Field(8, ge=1, le=256)
+    #: Last resort: an email claimed by a replica that cannot be proven dead comes back after this
+    #: long (PostgreSQL takes a dead replica's claims back within seconds; see README).
+    lease_s: float = Field(300, ge=60)
 
 
 class TemplatesConfig(_Strict):

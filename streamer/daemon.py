@@ -152,7 +152,8 @@ class Daemon:
         deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
-        dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake)
+        dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
+                                lease_s=config.delivery.lease_s)
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
         reset_pages = (PasswordResetPages(config, inbox, apis, vault=vault)
                        if config.password_reset.enabled else None)
@@ -180,6 +181,7 @@ class Daemon:
                        for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
             self._tasks = [asyncio.create_task(processor.run(self.stop), name="processor"),
                            asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),
+                           asyncio.create_task(dispatcher.reclaim(self.stop), name="reclaim"),
                            asyncio.create_task(self._gauges(), name="gauges"),
                            asyncio.create_task(self._purge(), name="purge"),
                            *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]

@@ -3,38 +3,53 @@
 Rows are claimed by next attempt time, so one poison email never blocks the others. The attempt
 is counted when the row is claimed, so even an email that crashes the process cannot loop
 forever. On stop, no new rows are claimed and in-flight sends are awaited.
+
+An outcome (sent, failed, dead) that cannot be written because the store is away is kept in
+memory and written when the store is back: a lost "sent" mark would mean a second copy later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from streamer import metrics
 from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
-from streamer.lifecycle import wait_any
+from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
 from streamer.store import Store
+from streamer.store.liveness import CHECK_EVERY_S
 
 log = get_logger(__name__)
 
-#: A claimed row is invisible to other claimers this long; a crashed sender's rows come back after.
+#: A claimed row is invisible to other claimers this long; a crashed sender's rows come back after
+#: (the default of `delivery.lease_s`; PostgreSQL brings a dead replica's rows back much sooner).
 LEASE_S = 300.0
 STALE_CHECK_S = 30.0
+#: Retry delays for writing an outcome while the store is away (doubling up to the cap).
+RECORD_RETRY_S = (0.2, 5.0)
+#: After a stop, an outcome still not written is given up this long after (then the lease decides).
+RECORD_AFTER_STOP_S = 30.0
 
 
 class Dispatcher:
     def __init__(self, store: Store, deliverer: Deliverer, policy: RetryPolicy, *, concurrency: int,
-                 wake: asyncio.Event):
+                 wake: asyncio.Event, lease_s: float = LEASE_S):
         self.store = store
+        self.lease_s = lease_s
         self.deliverer = deliverer
         self.policy = policy
         self.concurrency = concurrency
         self.wake = wake
         self._in_flight: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        #: Outcomes waiting for the store to come back (a gauge-worthy figure; logged meanwhile).
+        self.unrecorded = 0
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
+        self._stop = stop
         next_stale_check = 0.0
         while not stop.is_set():
             now = time.time()
@@ -45,7 +60,7 @@ class Dispatcher:
             emails: list[OutboxEmail] = []
             if free > 0:
                 try:
-                    emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=LEASE_S)
+                    emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=self.lease_s)
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
             for email in emails:
@@ -71,6 +86,27 @@ class Dispatcher:
             return
         if count:
             log.warning("outbox_requeued_stale", count=count)
+
+    async def reclaim(self, stop: asyncio.Event, *, every_s: float = CHECK_EVERY_S) -> None:
+        """Keep this replica known alive and take dead replicas' claims back (PostgreSQL), until stop.
+        Its own task: a dispatcher busy with slow sends must not miss a beat (its rows would be
+        judged dead)."""
+        failing = False
+        while not stop.is_set():
+            try:
+                released = await self.store.reclaim_dead(now=time.time())
+                if failing:
+                    log.info("replica_liveness_restored")
+                failing = False
+                if released:
+                    log.warning("claims_reclaimed_from_dead_replica", rows=released)
+                    metrics.REPLICA_CLAIMS_RECLAIMED.inc(released)
+                    self.wake.set()
+            except Exception as exc:  # noqa: BLE001 - store away: try again at the next beat
+                if not failing:
+                    log.warning("replica_liveness_check_failed", error=redact_text(str(exc)))
+                failing = True
+            await sleep_unless_stopped(stop, every_s)
 
     async def drain(self) -> None:
         """Wait for in-flight sends to finish (used on SIGTERM)."""
@@ -99,7 +135,7 @@ class Dispatcher:
             await self._failed(email, f"internal error: {type(exc).__name__}: {exc}")
             return
         now = time.time()
-        await self.store.mark_sent(email.id, now=now)
+        await self._record(email, "sent", lambda: self.store.mark_sent(email.id, now=now))
         metrics.EMAILS_SENT.labels(*labels).inc()
         metrics.DELIVERY_LATENCY.labels(*labels).observe(max(0.0, now - email.accepted_at))
         log.info("email_sent", email_id=email.id, tenant=email.tenant, rule=email.rule, user_id=email.user_id,
@@ -113,14 +149,47 @@ class Dispatcher:
             await self._dead(email, f"gave up after {email.attempts} attempts: {error}")
             return
         now = time.time()
-        await self.store.mark_failed(email.id, error=error, next_attempt_at=now + delay, now=now)
+        await self._record(email, "failed", lambda: self.store.mark_failed(
+            email.id, error=error, next_attempt_at=now + delay, now=now))
         metrics.EMAILS_FAILED.labels(email.tenant, email.rule).inc()
         log.warning("email_failed", email_id=email.id, tenant=email.tenant, rule=email.rule,
                     attempts=email.attempts, retry_in_s=round(delay, 1), error=error)
 
     async def _dead(self, email: OutboxEmail, error: str) -> None:
         error = redact_text(error)
-        await self.store.mark_dead(email.id, error=error, now=time.time())
+        now = time.time()
+        await self._record(email, "dead", lambda: self.store.mark_dead(email.id, error=error, now=now))
         metrics.EMAILS_DEAD.labels(email.tenant, email.rule).inc()
         log.error("email_dead", email_id=email.id, tenant=email.tenant, rule=email.rule,
                   attempts=email.attempts, error=error)
+
+    async def _record(self, email: OutboxEmail, outcome: str, write: Callable[[], Awaitable[None]]) -> None:
+        """Write an outcome, retrying while the store is away (the slot stays taken meanwhile, so
+        nothing new is claimed). Gives up only RECORD_AFTER_STOP_S after a stop; then it raises."""
+        delay, cap = RECORD_RETRY_S
+        give_up_at: float | None = None
+        waiting = False
+        try:
+            while True:
+                try:
+                    await write()
+                    if waiting:
+                        log.info("outbox_outcome_recorded", email_id=email.id, outcome=outcome)
+                    return
+                except Exception as exc:  # noqa: BLE001 - the store is away: keep the outcome, retry
+                    if self._stop.is_set():
+                        give_up_at = give_up_at or time.monotonic() + RECORD_AFTER_STOP_S
+                        if time.monotonic() >= give_up_at:
+                            raise
+                    if not waiting:
+                        waiting = True
+                        self.unrecorded += 1
+                        metrics.OUTCOMES_UNRECORDED.inc()
+                        log.warning("outbox_outcome_unrecorded", email_id=email.id, outcome=outcome,
+                                    error=redact_text(str(exc)), note="kept in memory, retrying until the store is back")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, cap)
+        finally:
+            if waiting:
+                self.unrecorded -= 1
+                metrics.OUTCOMES_UNRECORDED.dec()

@@ -50,3 +50,9 @@ DELIVERY_LATENCY = Histogram("streamer_delivery_latency_seconds", "From event ac
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
 SMTP_SEND_SECONDS = Histogram("streamer_smtp_send_seconds", "Time of one SMTP transaction.", registry=REGISTRY,
                               buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30))
+OUTCOMES_UNRECORDED = Gauge("streamer_outbox_outcomes_unrecorded",
+                            "Send outcomes (sent, failed, dead) kept in memory until the store is back.",
+                            registry=REGISTRY)
+REPLICA_CLAIMS_RECLAIMED = Counter("streamer_replica_claims_reclaimed",
+                                   "Claims (emails, events) taken back from replicas known dead (PostgreSQL).",
+                                   registry=REGISTRY)

@@ -9,7 +9,7 @@ import pytest
 import pg
 from conftest import sample_event
 from streamer.store import open_store
-from streamer.store.postgres import PostgresStore, PostgresStoreError
+from streamer.store.postgres import SCHEMA_VERSION, PostgresStore, PostgresStoreError
 from test_store_contract import NOW, due
 
 SECRET = "s3cr3t-Pa55"
@@ -157,7 +157,7 @@ async def test_a_lost_lead_session_is_noticed_and_taken_over(db_url):
         admin = await asyncpg.connect(db_url)
         try:  # PostgreSQL drops a's lead session (e.g. a network partition, idle timeout)
             killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                          "WHERE application_name = 'streamer-lead'")
+                                          "WHERE application_name = $1", f"streamer-lead-{a.replica_id}")
         finally:
             await admin.close()
         assert killed == 1
@@ -174,7 +174,9 @@ async def test_concurrent_first_open_creates_the_schema_once(db_url):
     try:
         conn = await asyncpg.connect(db_url)
         try:
-            assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "1"
+            assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == str(SCHEMA_VERSION)
+            applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+            assert applied == list(range(1, SCHEMA_VERSION + 1))  # each once, though five replicas started
         finally:
             await conn.close()
         assert (await stores[0].add_events("acme", [sample_event("ss")], now=NOW)).new == 1

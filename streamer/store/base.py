@@ -90,6 +90,12 @@ class Store(ABC):
         (events being evaluated, emails being sent) is due again now. Returns rows released."""
         raise NotImplementedError("only a single-process store can release every claim at start")
 
+    async def reclaim_dead(self, *, now: float) -> int:
+        """Several-replica stores: keep this replica known alive, and hand the claims of replicas
+        known dead back to the survivors (call it every few seconds). Returns rows released.
+        A single-process store has no one else's claims (a restart releases its own)."""
+        return 0
+
     @abstractmethod
     async def requeue_stale(self, *, now: float) -> int:
         """Emails stuck in `sending` past their lease (a crashed sender) go back to `queued`."""

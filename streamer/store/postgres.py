@@ -11,8 +11,14 @@
   the same once_key serialise on its ledger row: exactly one email is queued. A deadlock or
   serialisation failure (possible when two replicas touch the same keys in another order) rolls
   the whole transaction back and it is retried.
-- Schema: created idempotently on `open()` under `pg_advisory_xact_lock`, so replicas may start
-  together; nothing DDL runs when `meta.schema_version` is already current.
+- Schema: versioned migrations (streamer/store/postgres_migrations/NNNN_*.sql, see
+  `streamer.store.migrations`) applied by `open()` in one transaction under
+  `pg_advisory_xact_lock`, so replicas starting together migrate once; nothing DDL runs when
+  `meta.schema_version` is already current. `streamer migrate [--check]` uses the same code.
+- Liveness (`reclaim_dead`): each open store takes a replica id and holds a session advisory lock
+  on it; claims carry the id. A replica whose lock stays free (its session died: kill -9, crash,
+  lost host after TCP keepalives) gets its claims taken back by the survivors within seconds,
+  not after the lease (which stays as the last resort).
 - Leadership (`try_lead`/`release_lead`): session advisory locks on one dedicated connection held
   for the store's lifetime, so that only one replica polls a tenant's Auth0 logs (see `try_lead`).
 - `url`, `repr()` and every exception raised here show the URL with its password masked.
@@ -25,7 +31,6 @@ import json
 import random
 import re
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -40,14 +45,21 @@ from streamer.outbox import (
     EmailState,
     OutboxEmail,
 )
+from streamer.store import liveness, migrations
 from streamer.store.base import InboxEvent, IngestResult, Store
+from streamer.store.migrations import Migration
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+MIGRATIONS = migrations.load("postgres_migrations")
+SCHEMA_VERSION = migrations.latest(MIGRATIONS)
 #: Advisory lock keys (two-int form, so they cannot collide with another application's bigint keys).
 _SCHEMA_LOCK = (0x5354524D, 1)  # "STRM", schema creation/migration (transaction-scoped)
 _LEAD_NAMESPACE = 0x5354524C  # "STRL", leadership: (namespace, hashtext(name)) (session-scoped)
+_LIVE_NAMESPACE = 0x5354524F  # "STRO", liveness: (namespace, replica id) (session-scoped)
+#: Sessions of a host that vanished (no FIN/RST) are dropped by PostgreSQL after about
+#: idle + interval × count = 25 s, which frees that replica's liveness and leadership locks.
+_KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
@@ -150,7 +162,7 @@ WITH due AS (
   ORDER BY next_attempt_at, log_id
   LIMIT $2
   FOR UPDATE SKIP LOCKED)
-UPDATE events e SET next_attempt_at = $3, attempts = e.attempts + 1
+UPDATE events e SET next_attempt_at = $3, attempts = e.attempts + 1, claimed_by = $4
 FROM due WHERE e.tenant = due.tenant AND e.log_id = due.log_id
 RETURNING e.tenant, e.log_id, e.type, e.user_id, e.body, e.received_at, e.attempts
 """
@@ -184,7 +196,7 @@ WHERE e.tenant = k.tenant AND e.log_id = k.log_id
 """
 
 _DEFER_EVENTS = """
-UPDATE events e SET next_attempt_at = $1, last_error = $2
+UPDATE events e SET next_attempt_at = $1, last_error = $2, claimed_by = NULL
 FROM unnest($3::text[], $4::text[]) AS k(tenant, log_id)
 WHERE e.tenant = k.tenant AND e.log_id = k.log_id AND e.state = 'pending'
 """
@@ -196,10 +208,108 @@ WITH due AS (
   ORDER BY next_attempt_at, id
   LIMIT $2
   FOR UPDATE SKIP LOCKED)
-UPDATE outbox o SET state = 'sending', lease_until = $3, attempts = o.attempts + 1, updated_at = $1
+UPDATE outbox o SET state = 'sending', lease_until = $3, attempts = o.attempts + 1, updated_at = $1,
+                    claimed_by = $4
 FROM due WHERE o.id = due.id
 RETURNING {", ".join(f"o.{c}" for c in _OUTBOX_COLUMNS.split(", "))}
 """
+
+
+# Replicas whose claims exist but whose liveness lock nobody holds (pg_locks shows granted locks
+# of every session; advisory locks are per database). $1 now, $2 this replica, $3 the namespace.
+_FREE_CLAIMERS = """
+SELECT DISTINCT c.replica FROM (
+  SELECT claimed_by AS replica FROM outbox WHERE state = 'sending' AND claimed_by IS NOT NULL
+  UNION ALL
+  SELECT claimed_by FROM events WHERE state = 'pending' AND next_attempt_at > $1 AND claimed_by IS NOT NULL) c
+WHERE c.replica <> $2 AND NOT EXISTS (
+  SELECT 1 FROM pg_locks l
+  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.classid = $3::bigint::oid AND l.objid = c.replica::bigint::oid)
+"""
+
+_RECLAIM_EMAILS = """
+UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1
+WHERE state = 'sending' AND claimed_by = ANY($2::integer[])
+"""
+
+_RECLAIM_EVENTS = """
+UPDATE events SET next_attempt_at = $1, claimed_by = NULL
+WHERE state = 'pending' AND claimed_by = ANY($2::integer[])
+"""
+
+
+async def _schema_version(conn: asyncpg.Connection) -> int:
+    """The version a database is at (0: empty)."""
+    if not await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
+        return 0
+    version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+    return int(version) if version is not None else 0
+
+
+async def _apply_migrations(conn: asyncpg.Connection, url: str) -> list[Migration]:
+    """Bring the schema up to date, in one transaction under the schema lock; returns what ran.
+
+    Replicas starting together queue on the lock; the first migrates, the others then find the
+    version current and run no DDL at all. `schema_migrations` keeps when each file ran."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_SCHEMA_LOCK)
+        current = await _schema_version(conn)
+        if current > SCHEMA_VERSION:
+            raise PostgresStoreError(
+                f"the database ({url}) has schema version {current}, newer than this streamer's "
+                f"{SCHEMA_VERSION}: upgrade streamer")
+        todo = migrations.pending(MIGRATIONS, current)
+        if todo:
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations(version integer PRIMARY KEY, "
+                               "name text NOT NULL, applied_at double precision NOT NULL)")
+        for migration in todo:
+            await conn.execute(migration.sql)
+            await conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', $1) "
+                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.version))
+            await conn.execute("INSERT INTO schema_migrations(version, name, applied_at) "
+                               "VALUES ($1, $2, extract(epoch from clock_timestamp()))",
+                               migration.version, migration.name)
+        return todo
+
+
+async def schema_status(url: str) -> tuple[int, list[Migration]]:
+    """(the database's schema version, the migrations it still needs), without changing anything."""
+    return await _with_connection(url, lambda conn: _status(conn))
+
+
+async def _status(conn: asyncpg.Connection) -> tuple[int, list[Migration]]:
+    current = await _schema_version(conn)
+    return current, migrations.pending(MIGRATIONS, current)
+
+
+async def apply_migrations(url: str) -> tuple[int, list[Migration]]:
+    """(version before, migrations applied now)."""
+    async def run(conn: asyncpg.Connection) -> tuple[int, list[Migration]]:
+        before = await _schema_version(conn)
+        return before, await _apply_migrations(conn, mask_url(url))
+    return await _with_connection(url, run)
+
+
+async def _with_connection(url: str, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    store = PostgresStore(url)
+    error: PostgresStoreError | None = None
+    try:
+        conn = await asyncpg.connect(url, timeout=30, server_settings={"application_name": "streamer-migrate"})
+    except Exception as exc:  # noqa: BLE001 - re-raised below without the original (it may hold the URL)
+        error = store._error("cannot open the PostgreSQL store", exc)  # noqa: SLF001
+    if error is not None:
+        raise error
+    try:
+        return await action(conn)
+    except PostgresStoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        error = store._error("cannot migrate the PostgreSQL store", exc)  # noqa: SLF001
+    finally:
+        await conn.close()
+    raise error
 
 
 class PostgresStore(Store):
@@ -214,6 +324,10 @@ class PostgresStore(Store):
         self._lead_conn: asyncpg.Connection | None = None
         self._leads: set[str] = set()
         self._lead_mutex = asyncio.Lock()
+        #: This store's replica id (from the `replica_ids` sequence), the key of its liveness lock.
+        self.replica_id: int | None = None
+        self._alive = False  # the liveness lock is held on the session connection
+        self._suspects: dict[int, float] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
@@ -230,8 +344,14 @@ class PostgresStore(Store):
         try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size, timeout=30,
-                server_settings={"application_name": "streamer"})
-            await self._create_schema()
+                server_settings={"application_name": "streamer", **_KEEPALIVES})
+            async with self._connection() as conn:
+                await _apply_migrations(conn, self.url)
+                self.replica_id = await conn.fetchval("SELECT nextval('replica_ids')::integer")
+            async with self._lead_mutex:
+                await self._lead_connection()
+            if not self._alive:
+                raise PostgresStoreError(f"replica id {self.replica_id} is taken ({self.url}): start again")
         except PostgresStoreError:
             await self._discard_pool()
             raise
@@ -245,20 +365,6 @@ class PostgresStore(Store):
         if self._pool is not None:
             self._pool.terminate()
             self._pool = None
-
-    async def _create_schema(self) -> None:
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_SCHEMA_LOCK)
-            if await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
-                version = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
-                if version is not None and int(version) > SCHEMA_VERSION:
-                    raise PostgresStoreError(
-                        f"the database ({self.url}) has schema version {version}, newer than this streamer's "
-                        f"{SCHEMA_VERSION}: upgrade streamer")
-                if version is not None and int(version) == SCHEMA_VERSION:
-                    return  # no DDL (CREATE INDEX IF NOT EXISTS would still lock the tables)
-            schema = resources.files("streamer.store").joinpath("postgres_schema.sql").read_text("utf-8")
-            await conn.execute(schema)
 
     async def close(self) -> None:
         async with self._lead_mutex:
@@ -318,7 +424,7 @@ class PostgresStore(Store):
 
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
         async with self._connection() as conn:
-            rows = await conn.fetch(_CLAIM_EVENTS, now, limit, now + lease_s)
+            rows = await conn.fetch(_CLAIM_EVENTS, now, limit, now + lease_s, self.replica_id)
         rows.sort(key=lambda r: r[1])
         return [InboxEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
@@ -361,7 +467,7 @@ class PostgresStore(Store):
     # --- outbox -----------------------------------------------------------------------------
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
         async with self._connection() as conn:
-            rows = await conn.fetch(_CLAIM_EMAILS, now, limit, now + lease_s)
+            rows = await conn.fetch(_CLAIM_EMAILS, now, limit, now + lease_s, self.replica_id)
         return sorted((_row_to_email(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
 
     async def requeue_stale(self, *, now: float) -> int:
@@ -370,6 +476,42 @@ class PostgresStore(Store):
         return _count(await self._execute(
             "UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = $1 "
             "WHERE state = 'sending' AND lease_until < $1", now))
+
+    async def reclaim_dead(self, *, now: float) -> int:
+        """Hold this replica's liveness lock (taken again if its session was lost), then give the
+        claims of replicas declared dead (`liveness.judge`) back: emails to `queued`, events due
+        now. Returns rows released. Raises if the database cannot be reached."""
+        async with self._lead_mutex:
+            if self._pool is None:
+                raise PostgresStoreError("the PostgreSQL store is not open")
+            conn = self._lead_conn
+            if conn is not None and not conn.is_closed() and self._alive:
+                try:
+                    await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                    await self._drop_lead_connection()
+            try:
+                await self._lead_connection()
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+                await self._drop_lead_connection()
+                self._suspects = {}
+                raise self._error("cannot hold the liveness lock", exc) from None
+        if not self._alive:  # our old session still holds it (a partition): judge nobody meanwhile
+            self._suspects = {}
+            return 0
+        try:
+            async with self._connection() as conn:
+                free = {r[0] for r in await conn.fetch(_FREE_CLAIMERS, now, self.replica_id, _LIVE_NAMESPACE)}
+                self._suspects, dead = liveness.judge(self._suspects, free, now=now)
+                if not dead:
+                    return 0
+                async with conn.transaction():
+                    emails = _count(await conn.execute(_RECLAIM_EMAILS, now, sorted(dead)))
+                    events = _count(await conn.execute(_RECLAIM_EVENTS, now, sorted(dead)))
+        except BaseException:
+            self._suspects = {}
+            raise
+        return emails + events
 
     async def mark_sent(self, email_id: int, *, now: float) -> None:
         await self._execute(
@@ -494,19 +636,27 @@ class PostgresStore(Store):
     async def _lead_connection(self) -> asyncpg.Connection:
         if self._lead_conn is None or self._lead_conn.is_closed():
             self._leads.clear()
+            self._alive = False
             conn = await asyncpg.connect(self._dsn, timeout=_LEAD_CHECK_TIMEOUT_S,
-                                         server_settings={"application_name": "streamer-lead"})
+                                         server_settings={"application_name": f"streamer-lead-{self.replica_id}",
+                                                          **_KEEPALIVES})
             conn.add_termination_listener(self._on_lead_lost)
             self._lead_conn = conn
+        if not self._alive and self.replica_id is not None:
+            self._alive = bool(await self._lead_conn.fetchval(
+                "SELECT pg_try_advisory_lock($1, $2)", _LIVE_NAMESPACE, self.replica_id,
+                timeout=_LEAD_CHECK_TIMEOUT_S))
         return self._lead_conn
 
     def _on_lead_lost(self, conn: asyncpg.Connection) -> None:
         if conn is self._lead_conn:
             self._leads.clear()
+            self._alive = False
 
     async def _drop_lead_connection(self) -> None:
         conn, self._lead_conn = self._lead_conn, None
         self._leads.clear()
+        self._alive = False
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), _LEAD_CHECK_TIMEOUT_S)

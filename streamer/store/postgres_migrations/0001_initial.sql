@@ -1,6 +1,6 @@
 -- streamer's PostgreSQL schema, version 1 (see streamer/store/postgres.py; mirrors the SQLite one).
--- Applied idempotently by PostgresStore.open() under pg_advisory_xact_lock, so several replicas
--- may start at once. Times are UNIX epoch seconds (double precision), like the SQLite store.
+-- Migration 0001: the schema as first released. Never edit a released migration: add the next
+-- numbered file (see streamer/store/migrations.py). Times are UNIX epoch seconds (double precision), like the SQLite store.
 -- Bodies are `json`, not `jsonb`: jsonb rejects "\u0000" and lone surrogates, which Auth0 log
 -- events may carry (attacker-controlled request fields), and one such event must not block a batch.
 -- Keys are COLLATE "C": byte order (= the Python str order SQLite uses), and cheaper to compare.
