@@ -119,6 +119,7 @@ class Cluster:
         settings = {"listen_addresses": "127.0.0.1", "fsync": "off", "synchronous_commit": "off",
                     "full_page_writes": "off", "max_connections": "200", **(settings or {})}
         options = " ".join(f"-c {key}={value}" for key, value in settings.items())
+        self._options = options
         for attempt in range(attempts):  # the free port may be taken between probe and bind
             self.port = _free_port()
             try:
@@ -136,6 +137,15 @@ class Cluster:
         else:
             self._run(str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d",
                       "postgres", "-c", f"CREATE DATABASE {DATABASE}", as_owner=False)
+
+    def pause(self) -> None:
+        """Shut the server down (`-m fast`: clients are disconnected, as in a PostgreSQL restart);
+        `resume()` starts it again on the same port with the same data."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", timeout=60)
+
+    def resume(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
+                  "-o", f"-p {self.port} -k {self.root} {self._options}", "start", timeout=60)
 
     def stop(self) -> None:
         if self.running:
