@@ -126,3 +126,30 @@ async def test_claims_from_before_the_upgrade_still_come_back_by_lease(db_url):
         assert await store.requeue_stale(now=NOW + 301) == 1
     finally:
         await store.close()
+
+
+async def test_a_row_sent_by_an_old_version_replica_is_not_reclaimed_when_its_previous_claimer_dies(db_url):
+    """Rolling upgrade: a replica of the previous version claims rows without naming itself. A row
+    it claims after a new replica's failed attempt must not come back when that new replica dies."""
+    new, survivor = PostgresStore(db_url), PostgresStore(db_url)
+    await new.open()
+    await survivor.open()
+    try:
+        await _queue(new, 1)
+        (email,) = await new.claim_emails(limit=1, now=NOW, lease_s=300)
+        await new.mark_failed(email.id, error="421 try later", next_attempt_at=NOW + 1, now=NOW)
+        conn = await asyncpg.connect(db_url)
+        try:  # the previous version's claim statement (it knows no claimed_by)
+            await conn.execute("UPDATE outbox SET state = 'sending', lease_until = $1, attempts = attempts + 1 "
+                               "WHERE id = $2", NOW + 301, email.id)
+        finally:
+            await conn.close()
+        new._pool.terminate()  # noqa: SLF001
+        new._lead_conn.terminate()  # noqa: SLF001
+        await _until_lock_free(db_url, new.replica_id)
+        assert await survivor.reclaim_dead(now=NOW + 2) == 0
+        assert await survivor.reclaim_dead(now=NOW + 2 + GRACE) == 0
+        assert (await survivor.get_email(email.id)).state.value == "sending"
+    finally:
+        await new.close()
+        await survivor.close()

@@ -158,6 +158,11 @@ async def test_a_lost_lead_session_is_noticed_and_taken_over(db_url):
         try:  # PostgreSQL drops a's lead session (e.g. a network partition, idle timeout)
             killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                           "WHERE application_name = $1", f"streamer-lead-{a.replica_id}")
+            for _ in range(600):  # pg_terminate_backend only signals: wait until the session has ended
+                if not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                                            f"streamer-lead-{a.replica_id}"):
+                    break
+                await asyncio.sleep(0.05)
         finally:
             await admin.close()
         assert killed == 1

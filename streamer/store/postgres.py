@@ -474,7 +474,7 @@ class PostgresStore(Store):
         """Expired leases only (`lease_until < now`); `now=inf` (single process after a crash) takes
         every `sending` row: never do that with other replicas running."""
         return _count(await self._execute(
-            "UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = $1 "
+            "UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1 "
             "WHERE state = 'sending' AND lease_until < $1", now))
 
     async def reclaim_dead(self, *, now: float) -> int:
@@ -515,17 +515,19 @@ class PostgresStore(Store):
 
     async def mark_sent(self, email_id: int, *, now: float) -> None:
         await self._execute(
-            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, lease_until = NULL, last_error = NULL "
+            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, lease_until = NULL, claimed_by = NULL, "
+            "last_error = NULL "
             "WHERE id = $2", now, email_id)
 
     async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None:
         await self._execute(
             "UPDATE outbox SET state = 'failed', last_error = $1, next_attempt_at = $2, updated_at = $3, "
-            "lease_until = NULL WHERE id = $4", _text(error[:1000]), next_attempt_at, now, email_id)
+            "lease_until = NULL, claimed_by = NULL WHERE id = $4", _text(error[:1000]), next_attempt_at, now, email_id)
 
     async def mark_dead(self, email_id: int, *, error: str, now: float) -> None:
         await self._execute(
-            "UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_until = NULL WHERE id = $3",
+            "UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_until = NULL, claimed_by = NULL "
+            "WHERE id = $3",
             _text(error[:1000]), now, email_id)
 
     async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
