@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from streamer import metrics
 from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
+from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
@@ -28,10 +29,6 @@ log = get_logger(__name__)
 #: (the default of `delivery.lease_s`; PostgreSQL brings a dead replica's rows back much sooner).
 LEASE_S = 300.0
 STALE_CHECK_S = 30.0
-#: Retry delays for writing an outcome while the store is away (doubling up to the cap).
-RECORD_RETRY_S = (0.2, 5.0)
-#: After a stop, an outcome still not written is given up this long after (then the lease decides).
-RECORD_AFTER_STOP_S = 30.0
 
 
 class Dispatcher:
@@ -45,8 +42,6 @@ class Dispatcher:
         self.wake = wake
         self._in_flight: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
-        #: Outcomes waiting for the store to come back (a gauge-worthy figure; logged meanwhile).
-        self.unrecorded = 0
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
@@ -165,31 +160,5 @@ class Dispatcher:
 
     async def _record(self, email: OutboxEmail, outcome: str, write: Callable[[], Awaitable[None]]) -> None:
         """Write an outcome, retrying while the store is away (the slot stays taken meanwhile, so
-        nothing new is claimed). Gives up only RECORD_AFTER_STOP_S after a stop; then it raises."""
-        delay, cap = RECORD_RETRY_S
-        give_up_at: float | None = None
-        waiting = False
-        try:
-            while True:
-                try:
-                    await write()
-                    if waiting:
-                        log.info("outbox_outcome_recorded", email_id=email.id, outcome=outcome)
-                    return
-                except Exception as exc:  # noqa: BLE001 - the store is away: keep the outcome, retry
-                    if self._stop.is_set():
-                        give_up_at = give_up_at or time.monotonic() + RECORD_AFTER_STOP_S
-                        if time.monotonic() >= give_up_at:
-                            raise
-                    if not waiting:
-                        waiting = True
-                        self.unrecorded += 1
-                        metrics.OUTCOMES_UNRECORDED.inc()
-                        log.warning("outbox_outcome_unrecorded", email_id=email.id, outcome=outcome,
-                                    error=redact_text(str(exc)), note="kept in memory, retrying until the store is back")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, cap)
-        finally:
-            if waiting:
-                self.unrecorded -= 1
-                metrics.OUTCOMES_UNRECORDED.dec()
+        nothing new is claimed)."""
+        await persist(write, stop=self._stop, what="outbox_outcome", email_id=email.id, outcome=outcome)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
+from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger
 from streamer.rules import CompiledRule, decide, tenant_view
@@ -70,8 +71,10 @@ class Processor:
         self.wake = wake
         self.outbox_wake = outbox_wake
         self.ingesting = ingesting
+        self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
+        self._stop = stop
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -141,7 +144,10 @@ class Processor:
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
                          user_id=event.user_id, reason=skip.reason)
             due_all.extend(due)
-        queued = await self.store.settle_events([(e.tenant, e.log_id) for e in events], due_all, now=time.time())
+        keys, settled_at = [(e.tenant, e.log_id) for e in events], time.time()
+        # Evaluated: a store outage must not send these events round again after their lease.
+        queued = await persist(lambda: self.store.settle_events(keys, due_all, now=settled_at), stop=self._stop,
+                               what="events_settle", tenant=tenant, events=len(keys))
         for email in queued:
             metrics.EMAILS_QUEUED.labels(tenant, email.rule).inc()
             log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)

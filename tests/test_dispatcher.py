@@ -65,23 +65,27 @@ async def test_outcomes_follow_the_retry_policy(sqlite_store):
     assert states[3] == (EmailState.DEAD, 3)      # a crash is retried, bounded
 
 
-async def test_a_store_error_while_recording_is_logged_and_the_email_comes_back(sqlite_store):
+async def test_a_sent_mark_the_store_refuses_is_kept_and_written_when_the_store_is_back(sqlite_store):
+    """The SMTP server said 250 while the store was away: the email must end `sent`, not come back
+    after its lease to be sent a second time."""
     await sqlite_store.settle_events([], [due(0)], now=time.time())
     original = sqlite_store.mark_sent
     calls = []
 
     async def flaky_mark_sent(email_id, *, now):
         calls.append(email_id)
-        if len(calls) == 1:
-            raise OSError("disk full")
+        if len(calls) <= 3:
+            raise OSError("database is away")
         await original(email_id, now=now)
 
     sqlite_store.mark_sent = flaky_mark_sent
-    dispatcher = Dispatcher(sqlite_store, ScriptedDeliverer(), RetryPolicy(3, 0.01, 0.02), concurrency=2,
+    deliverer = ScriptedDeliverer()
+    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2,
                             wake=asyncio.Event())
     with capture_logs() as logs:
-        await run_until(sqlite_store, dispatcher, lambda emails: len(calls) >= 1)
-    assert any(entry["event"] == "outbox_update_failed" for entry in logs)
-    [email] = await sqlite_store.list_emails(states=None)
-    assert email.state == EmailState.SENDING  # leased: requeue_stale brings it back after the lease
-    assert await sqlite_store.requeue_stale(now=time.time() + 10_000) == 1
+        await run_until(sqlite_store, dispatcher, lambda emails: emails[0].state == EmailState.SENT)
+    assert deliverer.attempts == {0: 1}          # sent once
+    assert len(calls) == 4                       # written on the fourth try, no new send in between
+    events = [entry["event"] for entry in logs]
+    assert events.count("outbox_outcome_unrecorded") == 1  # one warning per kept outcome, not one per retry
+    assert await sqlite_store.requeue_stale(now=time.time() + 10_000) == 0

@@ -3,7 +3,6 @@ has its claimed emails sent by a survivor within 30 s (not after the 300 s lease
 PostgreSQL restart while SMTP servers answer 250 re-sends nothing."""
 
 import asyncio
-import os
 import signal
 import time
 from collections import Counter

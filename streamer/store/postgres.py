@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 
 from streamer.events import scrub, user_id_of
+from streamer.logs import get_logger
 from streamer.outbox import (
     CANCELLABLE_STATES,
     COUNTED_STATES,
@@ -50,6 +51,7 @@ from streamer.store.base import InboxEvent, IngestResult, Store
 from streamer.store.migrations import Migration
 
 T = TypeVar("T")
+log = get_logger(__name__)
 
 MIGRATIONS = migrations.load("postgres_migrations")
 SCHEMA_VERSION = migrations.latest(MIGRATIONS)
@@ -352,6 +354,7 @@ class PostgresStore(Store):
                 await self._lead_connection()
             if not self._alive:
                 raise PostgresStoreError(f"replica id {self.replica_id} is taken ({self.url}): start again")
+            log.info("postgres_replica", replica_id=self.replica_id, schema_version=SCHEMA_VERSION)
         except PostgresStoreError:
             await self._discard_pool()
             raise
