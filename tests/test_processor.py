@@ -71,3 +71,40 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     finally:
         stop.set()
         await task
+
+
+class _Unverified:
+    """New unverified users: the verification rule makes one email due per event."""
+
+    async def get_users(self, user_ids, *, fresh_since=None):
+        return {uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False, "logins_count": 1}
+                for uid in user_ids}
+
+
+async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_not_after_the_lease(
+        sqlite_store, tmp_path):
+    config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"S{i}", user_id=f"auth0|u{i}")
+                                           for i in range(3)], now=0)
+    original, calls = sqlite_store.settle_events, []
+
+    async def away_twice(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OSError("the store is away")
+        return await original(*args, **kwargs)
+
+    sqlite_store.settle_events = away_twice
+    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Unverified()},
+                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    stop = asyncio.Event()
+    task = asyncio.create_task(processor.run(stop, idle_s=0.05))
+    try:
+        async with asyncio.timeout(30):  # the event lease is 120 s: only a retry gets here in time
+            while len(await sqlite_store.list_emails(states=None)) < 3:
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    assert len(calls) == 3
+    assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
