@@ -851,6 +851,11 @@ def write_results(path: Path, report: Report, machine: dict[str, str], mode: str
         parts += notes if "profile" in section else [f"- {note}" for note in notes]
         parts.append("")
     parts += ["## Method", "", doc, ""]
+    # bench/replicas.py keeps its own section (between its markers): carry it over.
+    old = path.read_text() if path.exists() else ""
+    begin, end = "<!-- bench/replicas.py: begin -->", "<!-- bench/replicas.py: end -->"
+    if begin in old and end in old:
+        parts += [old[old.index(begin):old.index(end) + len(end)], ""]
     path.write_text("\n".join(parts))
 
 

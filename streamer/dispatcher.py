@@ -41,11 +41,13 @@ class Dispatcher:
         self.concurrency = concurrency
         self.wake = wake
         self._in_flight: set[asyncio.Task] = set()
+        self._sending: set[int] = set()  # ids of the emails in flight
         self._stop = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
         next_stale_check = 0.0
+        orphans = False  # a claim failed: its rows may be claimed in the store, unknown to us
         while not stop.is_set():
             now = time.time()
             if now >= next_stale_check:
@@ -55,10 +57,18 @@ class Dispatcher:
             emails: list[OutboxEmail] = []
             if free > 0:
                 try:
+                    if orphans:
+                        released = await self.store.release_orphaned_emails(keep=set(self._sending),
+                                                                            now=time.time())
+                        orphans = False
+                        if released:
+                            log.warning("outbox_orphaned_claims_released", count=released)
                     emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=self.lease_s)
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
+                    orphans = True  # the claim may have committed with its answer lost
             for email in emails:
+                self._sending.add(email.id)
                 task = asyncio.create_task(self._deliver(email))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -114,6 +124,8 @@ class Dispatcher:
             await self._deliver_and_record(email)
         except Exception:  # noqa: BLE001 - the outcome could not be stored: the lease brings it back
             log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+        finally:
+            self._sending.discard(email.id)
 
     async def _deliver_and_record(self, email: OutboxEmail) -> None:
         labels = (email.tenant, email.rule)

@@ -72,12 +72,16 @@ class Processor:
         self.outbox_wake = outbox_wake
         self.ingesting = ingesting
         self._stop = asyncio.Event()
+        self._orphans = False
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
         while not stop.is_set():
             started = time.monotonic()
             try:
+                if self._orphans:  # nothing is in hand between rounds: whatever we hold is orphaned
+                    await self.store.release_orphaned_events(now=time.time())
+                    self._orphans = False
                 handled = await self.process_once()
             except Exception:  # noqa: BLE001 - keep the loop alive; the events stay pending
                 log.exception("processor_failed")
@@ -89,7 +93,13 @@ class Processor:
                 await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting()))
 
     async def process_once(self) -> int:
-        events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)
+        try:
+            events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)
+        except Exception:
+            # It may have committed with its answer lost (the connection dropped): without a
+            # release, those events would wait for their lease.
+            self._orphans = True
+            raise
         if not events:
             return 0
         by_tenant: dict[str, list[InboxEvent]] = defaultdict(list)

@@ -37,12 +37,12 @@ async def db_url(postgres_url):
     return await pg.create_database(postgres_url)
 
 
-async def _queue(store, n: int) -> None:
+async def _queue(store, n: int, now: float = NOW) -> None:
     await store.add_events("acme", [{"log_id": f"l{i:03d}", "type": "ss", "user_id": f"u{i}"} for i in range(n)],
-                           now=NOW)
-    claimed = await store.claim_events(limit=n, now=NOW, lease_s=60)
+                           now=now)
+    claimed = await store.claim_events(limit=n, now=now, lease_s=60)
     await store.settle_events([(e.tenant, e.log_id) for e in claimed],
-                              [due(log_id=f"l{i:03d}", user=f"u{i}") for i in range(n)], now=NOW)
+                              [due(log_id=f"l{i:03d}", user=f"u{i}") for i in range(n)], now=now)
 
 
 async def _until_lock_free(url: str, replica: int, timeout: float = 30) -> None:
@@ -153,3 +153,69 @@ async def test_a_row_sent_by_an_old_version_replica_is_not_reclaimed_when_its_pr
     finally:
         await new.close()
         await survivor.close()
+
+
+class _Recorder:
+    """A deliverer that accepts every email and counts its sends."""
+
+    def __init__(self):
+        self.sent: list[int] = []
+
+    async def deliver(self, email):
+        self.sent.append(email.id)
+
+    async def mark(self, email):
+        return None
+
+
+async def test_a_claim_whose_answer_is_lost_is_released_by_the_claimer_not_left_to_the_lease(db_url):
+    """PostgreSQL going down can commit a claim and drop the connection before the answer: the
+    rows are `sending`, claimed by a live replica that never saw them."""
+    import time
+
+    from streamer.dispatcher import Dispatcher
+    from streamer.outbox import RetryPolicy
+
+    store = PostgresStore(db_url)
+    await store.open()
+    try:
+        await _queue(store, 6, now=time.time())
+        original, lost = store.claim_emails, []
+
+        async def claim_then_lose_the_answer(**kwargs):
+            rows = await original(**kwargs)
+            if not lost:
+                lost.extend(rows)
+                raise ConnectionResetError("connection lost")
+            return rows
+
+        store.claim_emails = claim_then_lose_the_answer
+        deliverer = _Recorder()
+        dispatcher = Dispatcher(store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=4, wake=asyncio.Event())
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop, idle_s=0.05))
+        try:
+            async with asyncio.timeout(30):  # the lease is 300 s
+                while len({e.id for e in await store.list_emails(states=None) if e.state.value == "sent"}) < 6:
+                    await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+        assert lost and sorted(deliverer.sent) == sorted({*deliverer.sent})  # each sent once
+        assert len(deliverer.sent) == 6
+        assert await store.requeue_stale(now=time.time() + 10_000) == 0
+    finally:
+        await store.close()
+
+
+async def test_events_of_a_claim_whose_answer_is_lost_are_released_by_the_claimer(db_url):
+    store = PostgresStore(db_url)
+    await store.open()
+    try:
+        await store.add_events("acme", [{"log_id": "l1", "type": "ss", "user_id": "u1"}], now=NOW)
+        assert [e.log_id for e in await store.claim_events(limit=5, now=NOW, lease_s=120)] == ["l1"]
+        assert await store.claim_events(limit=5, now=NOW + 1, lease_s=120) == []      # leased
+        assert await store.release_orphaned_events(now=NOW + 1) == 1
+        assert [e.log_id for e in await store.claim_events(limit=5, now=NOW + 1, lease_s=120)] == ["l1"]
+    finally:
+        await store.close()

@@ -96,6 +96,16 @@ class Store(ABC):
         A single-process store has no one else's claims (a restart releases its own)."""
         return 0
 
+    async def release_orphaned_emails(self, *, keep: set[int], now: float) -> int:
+        """Emails claimed by this store but not being sent (ids outside `keep`) go back to queued:
+        after a claim whose answer was lost with the connection, the claimer never saw them.
+        Call it only when no claim is under way. A store whose claims cannot be lost: no-op."""
+        return 0
+
+    async def release_orphaned_events(self, *, now: float) -> int:
+        """Events claimed by this store are due again now (same reason; call it with none in hand)."""
+        return 0
+
     @abstractmethod
     async def requeue_stale(self, *, now: float) -> int:
         """Emails stuck in `sending` past their lease (a crashed sender) go back to `queued`."""

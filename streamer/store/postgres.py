@@ -480,6 +480,17 @@ class PostgresStore(Store):
             "UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1 "
             "WHERE state = 'sending' AND lease_until < $1", now))
 
+    async def release_orphaned_emails(self, *, keep: set[int], now: float) -> int:
+        return _count(await self._execute(
+            "UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1 "
+            "WHERE state = 'sending' AND claimed_by = $2 AND NOT (id = ANY($3::bigint[]))",
+            now, self.replica_id, sorted(keep)))
+
+    async def release_orphaned_events(self, *, now: float) -> int:
+        return _count(await self._execute(
+            "UPDATE events SET next_attempt_at = $1, claimed_by = NULL "
+            "WHERE state = 'pending' AND claimed_by = $2 AND next_attempt_at > $1", now, self.replica_id))
+
     async def reclaim_dead(self, *, now: float) -> int:
         """Hold this replica's liveness lock (taken again if its session was lost), then give the
         claims of replicas declared dead (`liveness.judge`) back: emails to `queued`, events due
