@@ -2,9 +2,11 @@
 
 A database records the version it is at (`meta.schema_version`); starting a store applies every
 file numbered above it, in one transaction, under a lock (PostgreSQL: an advisory lock, so that
-replicas starting together migrate once). Changing the schema = adding the next file:
+replicas starting together migrate once; SQLite: its one process). Changing the schema = adding
+the next file to each store's folder:
 
-    streamer/store/postgres_migrations/NNNN_what_it_does.sql
+    streamer/store/postgres_migrations/NNNN_what_it_does.sql   (numbered from 0001)
+    streamer/store/sqlite_migrations/NNNN_what_it_does.sql     (from 0003: 1 and 2 are sqlite.py's SCHEMA)
 
 Never edit a released file: a database that already applied it would not see the change. Two
 branches that both added "0003_…" conflict on purpose: `load` refuses gaps and duplicates, so
@@ -34,17 +36,19 @@ class Migration:
         return f"{self.version:04d}_{self.name}"
 
 
-def load(folder: str = "postgres_migrations") -> list[Migration]:
-    """The migrations shipped in `streamer/store/<folder>/`, by version; numbered 1, 2, … without gaps."""
+def load(folder: str = "postgres_migrations", *, first: int = 1) -> list[Migration]:
+    """The migrations shipped in `streamer/store/<folder>/`, by version; numbered `first`, `first`+1, …
+    without gaps. No folder: none."""
     found: list[Migration] = []
-    for entry in resources.files("streamer.store").joinpath(folder).iterdir():
+    root = resources.files("streamer.store").joinpath(folder)
+    for entry in (root.iterdir() if root.is_dir() else ()):
         match = _FILE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise MigrationSetError(f"migrations in {folder} must be numbered 1, 2, 3 … once each; found "
+    if versions != list(range(first, first + len(found))):
+        raise MigrationSetError(f"migrations in {folder} must be numbered {first}, {first + 1} … once each; found "
                                 f"{', '.join(map(str, found)) or 'none'}")
     return found
 

@@ -38,6 +38,7 @@ from streamer.outbox import (
     EmailState,
     OutboxEmail,
 )
+from streamer.store import migrations
 from streamer.store.base import InboxEvent, IngestResult, Store
 
 T = TypeVar("T")
@@ -77,6 +78,11 @@ INSERT OR IGNORE INTO retries(tenant, log_id, body, received_at, attempts, next_
 DROP TABLE events;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
+
+#: Schema changes after version 2 (SCHEMA above): numbered files in sqlite_migrations/, from 0003
+#: (see streamer.store.migrations). Applied at open, each in its own transaction.
+MIGRATIONS = migrations.load("sqlite_migrations", first=3)
+BASE_VERSION = 2
 
 #: How long a commit waits for more writes when the last one carried several (PostgreSQL's commit_delay).
 COMMIT_DELAY_S = 0.001
@@ -189,9 +195,28 @@ class SqliteStore(Store):
         conn.executescript(SCHEMA)
         if legacy:
             conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} COMMIT;")
+        self._migrate(conn)
         self._done = int(conn.execute("SELECT value FROM meta WHERE key = 'inbox_done'").fetchone()[0])
         self._claimed_upto = self._done
         self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        latest = max(BASE_VERSION, migrations.latest(MIGRATIONS))
+        if version > latest:
+            conn.close()
+            raise RuntimeError(f"{self.path} has schema version {version}, newer than this streamer's {latest}: "
+                               "upgrade streamer")
+        for migration in migrations.pending(MIGRATIONS, version):
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n;UPDATE meta SET value = "
+                                   f"'{migration.version}' WHERE key = 'schema_version'; COMMIT;")
+            except sqlite3.Error:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+                raise
+            log.info("store_migrated", path=str(self.path), migration=str(migration))
 
     async def open(self) -> None:
         await self._run(self._connect)
