@@ -7,6 +7,9 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamer ./streamer
+# streamer/bundled/{templates,config} are symlinks to these: the wheel carries the files.
+COPY templates ./templates
+COPY config ./config
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm

@@ -55,6 +55,11 @@ def test_the_image_is_multi_stage_non_root_and_checks_healthz_on_the_configured_
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for path in source.split():
             assert (REPO / path).exists(), f"COPY {path}: no such file in the repository"
+    copied = {path.rstrip("/") for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
+              for path in source.split()}
+    for link in (p for p in (REPO / "streamer").rglob("*") if p.is_symlink()):  # the wheel follows them
+        target = link.resolve().relative_to(REPO).parts[0]
+        assert target in copied, f"{link.relative_to(REPO)} points to {target}/, which the build stage lacks"
 
 
 # --- compose ----------------------------------------------------------------------------------
