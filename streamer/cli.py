@@ -246,12 +246,15 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from streamer.register import register
+    from streamer.register import RegisterRefused, register
 
     config = _load(args)
     if args.tenant not in config.tenants:
         raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
-    print(asyncio.run(register(config, args.tenant, args.url)))
+    try:
+        print(asyncio.run(register(config, args.tenant, args.url)))
+    except RegisterRefused as exc:
+        raise UserError(str(exc)) from None
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from streamer.auth0.log_streams import stream_body
 from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users, make_log_id, parse_query
 
 SAMPLES = Path("/work/shared/auth0/samples")
@@ -431,6 +432,36 @@ async def test_active_http_stream_receives_events(standin, http):
     authorization, body = received[0]
     assert authorization == "Bearer s3"
     assert body == [{"log_id": event["log_id"], "data": event}]
+
+
+async def test_a_user_success_stream_gets_svr_and_scpr_as_register_expects(standin, http):
+    """The stand-in files `svr`/`scpr` under user.success, as Auth0 does (FACTS.md) and as the
+    filters `streamer register` writes assume; under another category they never arrived."""
+    received: list[dict] = []
+    all_arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        received.extend(entry["data"] for entry in await request.json())
+        if len(received) >= 3:
+            all_arrived.set()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/logs/acme", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        body = stream_body("acme", f"http://127.0.0.1:{runner.addresses[0][1]}", "s3", {"sv", "scpr"})
+        await http.post("/api/v2/log-streams", json={**body, "type": "http"})
+        standin.add_log({"type": "s", "user_id": ANA})       # auth.login.success: filtered out
+        for kind in ("svr", "scpr", "sv"):
+            standin.add_log({"type": kind, "user_id": ANA})
+        await asyncio.wait_for(all_arrived.wait(), 10)
+    finally:
+        await runner.cleanup()
+    assert [event["type"] for event in received] == ["svr", "scpr", "sv"]
 
 
 def test_sample_users_cover_locales_and_shapes():

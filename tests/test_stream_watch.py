@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from streamer import logs, metrics
 from streamer.auth0 import ManagementApi
 from streamer.config import TenantConfig
-from streamer.register import missing_categories
-from streamer.sources.stream_watch import StreamWatch, find_stream
+from streamer.auth0.log_streams import find_stream, missing_categories
+from streamer.sources.stream_watch import StreamWatch
 
 from conftest import WEBHOOK_TOKEN, config_text, sample_event
 
