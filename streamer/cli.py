@@ -239,10 +239,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from streamer.preview import preview
+    from streamer.preview import PreviewError, preview
 
     config = _load(args)
-    return preview(config, args)
+    try:
+        preview(config, template=args.template, tenant=args.tenant, client_id=args.client, locale=args.locale,
+                out=args.out, every=args.all)
+    except PreviewError as exc:
+        raise UserError(str(exc)) from None
+    return EXIT_OK
 
 
 def cmd_register(args: argparse.Namespace) -> int:

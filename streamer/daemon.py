@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import signal
 import time
@@ -28,7 +27,7 @@ from streamer.delivery import Deliverer
 from streamer.dispatcher import Dispatcher
 from streamer.inbox import Inbox
 from streamer.lifecycle import sleep_unless_stopped
-from streamer.locale import fallback_chain, wanted_locale
+from streamer.locale import make_locale_resolver
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import RetryPolicy
 from streamer.password_reset import NewPasswordVault, PasswordResetPages
@@ -76,20 +75,6 @@ class SqliteLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def make_locale_resolver(config: Config, templates: Templates) -> Callable[[str, str | None, str, dict], str]:
-    """The locale each email renders in; lookups are memoised (the template set is fixed while running)."""
-
-    @functools.lru_cache(maxsize=4096)
-    def used(template: str, tenant: str, client_id: str | None, wanted: str) -> str:
-        chain = fallback_chain(wanted, config.templates.default_locale)
-        return templates.resolve(template, tenant, client_id, chain).locale_used
-
-    def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
-        tenant_default = config.tenants[tenant].default_locale
-        return used(template, tenant, client_id, wanted_locale(user, tenant_default, config.templates.default_locale))
-    return resolve
 
 
 @dataclass
@@ -145,7 +130,8 @@ class Daemon:
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)
-        processor = Processor(config, store, rules, apis, make_locale_resolver(config, templates),
+        locale_for = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
+        processor = Processor(config, store, rules, apis, locale_for,
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()

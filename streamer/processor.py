@@ -22,6 +22,7 @@ from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
 from streamer.lifecycle import sleep_unless_stopped, wait_any
+from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
 from streamer.rules import CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
@@ -41,10 +42,6 @@ RATE_WHILE_INGESTING = 10_000
 class UserSource(Protocol):
     async def get_users(self, user_ids: list[str], *,
                         fresh_since: dict[str, str] | None = None) -> dict[str, dict[str, Any] | None]: ...
-
-
-#: (tenant, client_id, template, user profile) → the locale the email will render in.
-LocaleResolver = Callable[[str, str | None, str, dict[str, Any]], str]
 
 
 def pause_after(events: int, spent_s: float, ingesting: bool) -> float:
