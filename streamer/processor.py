@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
+from streamer.backoff import Backoff
 from streamer.config import Config
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
@@ -50,9 +51,10 @@ def pause_after(events: int, spent_s: float, ingesting: bool) -> float:
     return max(0.0, events / RATE_WHILE_INGESTING - spent_s) if ingesting else 0.0
 
 
-def retry_delay(attempts: int) -> float:
-    """Events whose users could not be fetched wait 2, 4, 8 … up to 300 s."""
-    return float(min(300, 2 ** max(1, attempts)))
+#: Events whose users could not be fetched (Auth0 429/5xx) wait 2, 4, 8 … up to 300 s.
+USER_FETCH_BACKOFF = Backoff(initial_s=2.0, max_s=300.0)
+#: … and 10 minutes after a permanent error (credentials, scopes): the operator has to act.
+USER_FETCH_REFUSED_S = 600.0
 
 
 class Processor:
@@ -113,7 +115,8 @@ class Processor:
                         if user_ids else {})
         except Auth0Error as exc:
             attempts = max(e.attempts for e in events)
-            delay = retry_delay(attempts) if isinstance(exc, Auth0Transient) else 600.0
+            delay = (USER_FETCH_BACKOFF.delay(max(1, attempts)) if isinstance(exc, Auth0Transient)
+                     else USER_FETCH_REFUSED_S)
             await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + delay,
                                           error=str(exc))
             log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
@@ -134,7 +137,7 @@ class Processor:
             due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
                                   locale_for=locale_for, accepted_at=event.received_at)
             for skip in skipped:
-                metrics.EMAILS_DROPPED.labels(tenant, skip.rule, _reason_label(skip.reason)).inc()
+                metrics.EMAILS_DROPPED.labels(tenant, skip.rule, skip.kind.value).inc()
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
                          user_id=event.user_id, reason=skip.reason)
             due_all.extend(due)
@@ -145,10 +148,3 @@ class Processor:
         if queued:
             self.outbox_wake.set()
 
-
-def _reason_label(reason: str) -> str:
-    if "not found" in reason:
-        return "user_not_found"
-    if "no email" in reason:
-        return "no_email"
-    return "rule_error"

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from streamer import metrics
 from streamer.config import parse_config
 from streamer.inbox import Inbox
 from streamer.processor import RATE_WHILE_INGESTING, Processor, pause_after
@@ -71,3 +72,32 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     finally:
         stop.set()
         await task
+
+
+async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_store):
+    """The dropped-email metric's reason comes from the kind of skip, not from words in an error
+    message: "substring not found" once made a broken rule count as `user_not_found`."""
+    config = parse_config(RULE_ERROR_CONFIG, env={})
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="R1", user_id="auth0|1")], now=0)
+    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+
+    def dropped(reason):
+        return metrics.REGISTRY.get_sample_value(
+            "streamer_emails_dropped_total", {"tenant": "acme", "rule": "broken", "reason": reason}) or 0
+
+    before = dropped("rule_error"), dropped("user_not_found")
+    assert await processor.process_once() == 1
+    assert (dropped("rule_error"), dropped("user_not_found")) == (before[0] + 1, before[1])
+
+
+RULE_ERROR_CONFIG = """\
+smtp: {host: localhost, from: "Acme <no-reply@acme.test>"}
+tenants:
+  acme: {domain: acme.eu.auth0.com, client_id: c, client_secret: s}
+rules:
+  - name: broken
+    on: [ss]
+    if: "'x'.index('y')"
+    template: welcome
+"""

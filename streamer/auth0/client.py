@@ -45,6 +45,7 @@ from streamer.auth0.errors import (
 from streamer.auth0.pacer import RateLimitPacer
 from streamer.auth0.token import ENDPOINT as TOKEN_ENDPOINT
 from streamer.auth0.token import TokenSource
+from streamer.backoff import Backoff
 from streamer.config import TenantConfig
 from streamer.logs import get_logger
 
@@ -191,7 +192,7 @@ def env_proxy(url: str) -> str | None:
 def retry_delay(headers: Mapping[str, str], attempt: int) -> float:
     """Wait before retrying a raw call: what Auth0 said, else 1, 2, 4 … s."""
     hinted = retry_after_from(headers)
-    delay = hinted if hinted is not None else float(2 ** attempt)
+    delay = hinted if hinted is not None else Backoff(1.0, MAX_RETRY_DELAY_S).delay(attempt + 1)
     return min(max(delay, 0.05), MAX_RETRY_DELAY_S)
 
 
