@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import signal
 import time
@@ -30,7 +31,7 @@ from streamer.lifecycle import sleep_unless_stopped
 from streamer.locale import make_locale_resolver
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import RetryPolicy
-from streamer.password_reset import NewPasswordVault, PasswordResetPages
+from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetPageSettings, create_reset_ticket
 from streamer.processor import Processor
 from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
@@ -131,16 +132,17 @@ class Daemon:
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)
         locale_for = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
-        processor = Processor(config, store, rules, apis, locale_for,
+        processor = Processor(config.tenants, store, rules, apis, locale_for,
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp,
+                              reset_ticket=functools.partial(create_reset_ticket, vault=vault))
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake)
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
-        reset_pages = (PasswordResetPages(config, inbox, apis, vault=vault)
+        reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault)
                        if config.password_reset.enabled else None)
         app = build_app(config, inbox, readiness, reset_pages.routes() if reset_pages else [])
         runner = web.AppRunner(app, access_log=None)

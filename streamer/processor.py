@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.backoff import Backoff
-from streamer.config import Config
+from streamer.config import TenantConfig
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
@@ -58,10 +58,11 @@ USER_FETCH_REFUSED_S = 600.0
 
 
 class Processor:
-    def __init__(self, config: Config, store: Store, rules: list[CompiledRule], users: dict[str, UserSource],
+    def __init__(self, tenants: Mapping[str, TenantConfig], store: Store, rules: list[CompiledRule],
+                 users: dict[str, UserSource],
                  locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
                  ingesting: Callable[[], bool] = lambda: False):
-        self.config = config
+        self.tenants = tenants
         self.store = store
         self.rules = rules
         self.users = users
@@ -95,7 +96,7 @@ class Processor:
         return len(events)
 
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
-        tenant_config = self.config.tenants.get(tenant)
+        tenant_config = self.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
             await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + 3600,
                                           error=f"tenant {tenant!r} is not in the config")

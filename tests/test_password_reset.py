@@ -28,6 +28,7 @@ from streamer.password_reset import (
     MESSAGES,
     NewPasswordVault,
     PasswordResetPages,
+    ResetPageSettings,
     SlidingWindowLimiter,
     choose_locale,
     create_reset_ticket,
@@ -137,8 +138,8 @@ async def harness(tmp_path, standin):
             stack.push_async_callback(api.close)
             clock = Clock()
             vault = NewPasswordVault(clock=clock)
-            pages = PasswordResetPages(config, Inbox(store, config.listened_types()), {"acme": api}, vault=vault,
-                                       clock=clock, min_response_s=min_response_s)
+            pages = PasswordResetPages(ResetPageSettings.of(config), Inbox(store, config.listened_types()),
+                                       {"acme": api}, vault=vault, clock=clock, min_response_s=min_response_s)
             app = web.Application()
             app.add_routes(pages.routes())
             client = TestClient(TestServer(app))

@@ -60,7 +60,7 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     for batch in range(5):
         await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}")
                                                for i in range(300)], now=0)
-    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
                           lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event(),
                           ingesting=lambda: True)
     stop = asyncio.Event()
@@ -79,7 +79,7 @@ async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_s
     message: "substring not found" once made a broken rule count as `user_not_found`."""
     config = parse_config(RULE_ERROR_CONFIG, env={})
     await sqlite_store.add_events("acme", [sample_event("ss", log_id="R1", user_id="auth0|1")], now=0)
-    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
                           lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
 
     def dropped(reason):

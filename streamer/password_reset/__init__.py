@@ -130,6 +130,7 @@ from streamer.password_reset.pages import (
     MAX_USER_AGENT,
     SECURITY_HEADERS,
     PasswordResetPages,
+    ResetPageSettings,
     password_reset_routes,
 )
 from streamer.password_reset.ratelimit import SlidingWindowLimiter, ip_key
@@ -140,7 +141,7 @@ __all__ = [
     "CONTENT_SECURITY_POLICY", "CSRF_COOKIE", "CSRF_FIELD", "CSRF_TTL_S", "DEFAULT_MIN_RESPONSE_S",
     "EVENT_DESCRIPTION", "EVENT_SOURCE", "EVENT_TYPE", "LANGUAGE_NAMES", "MAX_BODY_BYTES", "MAX_EMAIL_LENGTH",
     "MAX_PASSWORD_LENGTH", "MAX_USER_AGENT", "MESSAGES", "SECURITY_HEADERS", "SUPPORTED_LOCALES",
-    "ClientInfo", "CsrfTokens", "NewPasswordVault", "PasswordResetPages", "SlidingWindowLimiter", "TicketApi",
+    "ClientInfo", "CsrfTokens", "NewPasswordVault", "PasswordResetPages", "ResetPageSettings", "SlidingWindowLimiter", "TicketApi",
     "UserLookup", "choose_locale", "client_info", "create_reset_ticket", "ip_key", "is_database_user", "iso_ms",
     "new_log_id", "normalize_email", "password_reset_routes", "valid_email",
 ]
