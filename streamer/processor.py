@@ -45,10 +45,10 @@ class UserSource(Protocol):
                         fresh_since: dict[str, str] | None = None) -> dict[str, dict[str, Any] | None]: ...
 
 
-def pause_after(events: int, spent_s: float, ingesting: bool) -> float:
+def pause_after(events: int, spent_s: float, ingesting: bool, rate: float = RATE_WHILE_INGESTING) -> float:
     """How long the processor steps aside after evaluating `events` in `spent_s`: while batches
-    wait for their commit, long enough to stay at RATE_WHILE_INGESTING; else not at all."""
-    return max(0.0, events / RATE_WHILE_INGESTING - spent_s) if ingesting else 0.0
+    wait for their commit, long enough to stay at `rate` events per second; else not at all."""
+    return max(0.0, events / rate - spent_s) if ingesting else 0.0
 
 
 #: Events whose users could not be fetched (Auth0 429/5xx) wait 2, 4, 8 … up to 300 s.
@@ -61,7 +61,7 @@ class Processor:
     def __init__(self, tenants: Mapping[str, TenantConfig], store: Store, rules: list[CompiledRule],
                  users: dict[str, UserSource],
                  locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
-                 ingesting: Callable[[], bool] = lambda: False):
+                 ingesting: Callable[[], bool] = lambda: False, rate_while_ingesting: float = RATE_WHILE_INGESTING):
         self.tenants = tenants
         self.store = store
         self.rules = rules
@@ -70,6 +70,7 @@ class Processor:
         self.wake = wake
         self.outbox_wake = outbox_wake
         self.ingesting = ingesting
+        self.rate_while_ingesting = rate_while_ingesting
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         while not stop.is_set():
@@ -83,7 +84,8 @@ class Processor:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
             else:
-                await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting()))
+                await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting(),
+                                                              self.rate_while_ingesting))
 
     async def process_once(self) -> int:
         events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)

@@ -542,8 +542,10 @@ async def test_a_token_carries_the_grant_of_its_issue_time(standin):
         allowed = await client.post("/api/v2/tickets/email-verification", json=body,
                                     headers={"Authorization": f"Bearer {wide}"})
         assert allowed.status_code == 201
-        assert (await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})).status_code == 200
-        token = await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": standin.client_id,
+        user = await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})
+        assert user.status_code == 200
+        token = await client.post("/oauth/token", data={"grant_type": "client_credentials",
+                                                        "client_id": standin.client_id,
                                                         "client_secret": standin.client_secret,
                                                         "audience": standin.audience})
     assert token.json()["scope"] == "read:users create:user_tickets"

@@ -100,6 +100,17 @@ async def test_fail_next_then_recover(catcher, stage):
     assert len(await catcher.wait_for(1)) == 1
 
 
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT", "DATA"])
+async def test_hold_next_keeps_the_client_waiting_for_the_reply_until_released(catcher, stage):
+    held = catcher.hold_next(stage)
+    sending = asyncio.create_task(deliver(catcher.port))
+    await held.wait_arrived()
+    assert not sending.done() and catcher.messages == []
+    held.release()
+    await asyncio.wait_for(sending, 10)
+    assert len(await catcher.wait_for(1)) == 1
+
+
 async def test_fail_next_custom_text_and_permanent_code(catcher):
     catcher.fail_next(550, "5.1.1 <b@example.test>: no such user", stage="RCPT")
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as info:

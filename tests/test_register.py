@@ -3,8 +3,8 @@ stream then delivers to the daemon like Auth0 does."""
 
 import asyncio
 
-from streamer.cli import main
 from streamer.auth0.log_streams import missing_categories, stream_filters
+from streamer.cli import main
 
 from conftest import WEBHOOK_TOKEN, config_text
 

@@ -8,7 +8,8 @@ import pytest
 
 import pg
 from conftest import config_text, sample_event
-from test_crash import free_port, post, start_run
+from support.ports import free_port
+from support.processes import post, start_run
 
 pytestmark = pytest.mark.slow
 

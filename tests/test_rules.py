@@ -203,7 +203,8 @@ def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed()
     # A rule whose `if` ignores the locale and is false never asks for one.
     plain = compile_rules(parse_config(CONFIG, env={}).rules)
     asked.clear()
-    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user={**UNVERIFIED, "email_verified": True, "logins_count": 5},
+    returning = {**UNVERIFIED, "email_verified": True, "logins_count": 5}
+    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user=returning,
                   locale_for=locale_for, accepted_at=0) == ([], [])
     assert asked == []
 
