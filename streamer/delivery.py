@@ -7,8 +7,8 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jinja2

@@ -77,7 +77,8 @@ async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding
         return [Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")]
     if stream is None:
         return [Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
-                                   f"or is named {stream_name(name)}: `streamer register` creates it (unless you poll)")]
+                                   f"or is named {stream_name(name)}: `streamer register` creates it "
+                                   "(unless you poll)")]
     sink = stream.get("sink") if isinstance(stream.get("sink"), dict) else {}
     label = f"log stream {stream.get('id')} of {name} → {sink.get('httpEndpoint')}"
     findings = []

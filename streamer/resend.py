@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamer.config import Config
@@ -31,7 +31,7 @@ def resend_event(rule: CompiledRule, user_id: str, client_id: str | None, now: f
     """A stand-in log event of the rule's first type, marked as made by `streamer resend`."""
     event: dict[str, Any] = {
         "log_id": f"resend-{uuid.uuid4().hex}", "type": rule.config.on[0], "user_id": user_id,
-        "date": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "date": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "description": "queued again by streamer resend"}
     if client_id:
         event["client_id"] = client_id

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
@@ -151,7 +151,7 @@ def is_stale(profile: Mapping[str, Any] | None, fresh_since: str | None) -> bool
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):  # back to Auth0's own format: 2026-03-01T14:01:07.412Z
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
     if isinstance(value, Enum):
         return value.value
@@ -527,7 +527,7 @@ class ManagementApi:
 
     async def _get_users_by_id(self, user_ids: list[str]) -> dict[str, dict | None]:
         profiles = await asyncio.gather(*(self._get_user(uid) for uid in user_ids))
-        return dict(zip(user_ids, profiles))
+        return dict(zip(user_ids, profiles, strict=True))
 
     async def _fetch_users(self, user_ids: list[str], since: Mapping[str, str]) -> dict[str, dict | None]:
         wanted = set(user_ids)

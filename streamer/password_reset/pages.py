@@ -289,4 +289,6 @@ def password_reset_routes(config: Config, inbox: Inbox, apis: Mapping[str, UserL
     Pass the `vault` the delivery side will `take()` from when `password_reset.new_password` is on.
     To await in-flight lookups at shutdown, build `PasswordResetPages` yourself and call `drain()`.
     """
-    return PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault, clock=clock, min_response_s=min_response_s).routes()
+    pages = PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault, clock=clock,
+                               min_response_s=min_response_s)
+    return pages.routes()

@@ -86,7 +86,8 @@ class StreamWatch:
         if stream is None:
             if not self._reported_missing:
                 self._reported_missing = True
-                log.info("log_stream_not_found", tenant=self.tenant, endpoint=our_endpoint(self.public_url, self.tenant),
+                log.info("log_stream_not_found", tenant=self.tenant,
+                         endpoint=our_endpoint(self.public_url, self.tenant),
                          hint=f"no http log stream posts to this daemon's URL or is named {stream_name(self.tenant)}; "
                               "`streamer register` creates one")
             return True
