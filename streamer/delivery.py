@@ -54,7 +54,7 @@ class ResetTicketMaker(Protocol):
                  ttl_sec: int | None) -> Awaitable[str]: ...
 
 
-async def plain_reset_ticket(api: Any, *, log_id: str, user_id: str, result_url: str | None,
+async def plain_reset_ticket(api: TicketApi, *, log_id: str, user_id: str, result_url: str | None,
                              ttl_sec: int | None) -> str:
     return await api.create_password_change_ticket(user_id=user_id, result_url=result_url, ttl_sec=ttl_sec)
 

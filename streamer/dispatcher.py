@@ -32,7 +32,7 @@ class Dispatcher:
         self.policy = policy
         self.concurrency = concurrency
         self.wake = wake
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         next_stale_check = 0.0

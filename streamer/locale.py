@@ -9,7 +9,7 @@ and Babel all agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -114,7 +114,7 @@ class TemplateSet(Protocol):
     """What locale resolution needs of the templates: which variant a fallback chain lands on."""
 
     def resolve(self, name: str, tenant: str | None, client_id: str | None,
-                locale_chain: Sequence[str]) -> _Resolved: ...
+                locale_chain: list[str]) -> _Resolved: ...
 
 
 #: (tenant, client_id, template, user profile) → the locale the email will render in.

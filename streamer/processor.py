@@ -134,7 +134,8 @@ class Processor:
             profile = profiles.get(event.user_id)
             client_id = event.event.get("client_id") or None
 
-            def locale_for(rule: CompiledRule, _profile=profile, _client=client_id) -> str:
+            def locale_for(rule: CompiledRule, _profile: dict[str, Any] | None = profile,
+                           _client: str | None = client_id) -> str:
                 return self.locale_for(tenant, _client, rule.config.template, _profile or {})
 
             due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,

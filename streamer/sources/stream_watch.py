@@ -30,9 +30,9 @@ CHECK_EVERY_S = 300.0
 
 
 class StreamApi(Protocol):
-    async def list_log_streams(self) -> list[dict]: ...
+    async def list_log_streams(self) -> list[dict[str, Any]]: ...
 
-    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> dict: ...
+    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Leadership(Protocol):
@@ -111,7 +111,7 @@ class StreamWatch:
         self._reported_filters = left_out
         return True
 
-    async def _reactivate(self, stream: dict) -> str:
+    async def _reactivate(self, stream: dict[str, Any]) -> str:
         stream_id = str(stream.get("id"))
         try:
             await self.api.update_log_stream(stream_id, {"status": "active"})
