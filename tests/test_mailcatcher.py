@@ -15,6 +15,8 @@ import trustme
 
 from streamer.devkit.mailcatcher import CaughtMessage, LoginAttempt, MailCatcher
 
+from support.waiting import wait_until
+
 
 def build(subject: str = "Bienvenue, Zoë", to: str = "Zoë <zoe@example.test>, bob@example.test") -> bytes:
     msg = EmailMessage()
@@ -214,8 +216,7 @@ async def test_stop_hangs_up_and_start_again_keeps_messages(catcher):
     await smtp.sendmail("a@acme.test", ["b@example.test"], build())
     port = catcher.port
     await catcher.stop()
-    await asyncio.sleep(0.01)
-    assert not smtp.is_connected
+    await wait_until(lambda: not smtp.is_connected, timeout=5, what="the client seeing the hang-up")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     assert await catcher.start(port=port) == port
@@ -223,13 +224,10 @@ async def test_stop_hangs_up_and_start_again_keeps_messages(catcher):
     assert len(catcher.messages) == 2
 
 
-async def test_many_messages_per_second(catcher):
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+async def test_many_messages_from_concurrent_clients_are_all_caught(catcher):
+    # Nothing dropped or stuck (speed is bench/'s to measure, not a timed test's).
     await asyncio.gather(*(deliver(catcher.port, count=100) for _ in range(4)))
-    elapsed = loop.time() - started
-    assert len(await catcher.wait_for(400)) == 400
-    assert 400 / elapsed > 100  # very loose: the point is that nothing is dropped or stuck
+    assert len(await catcher.wait_for(400, timeout=60)) == 400
 
 
 def test_start_in_thread_for_synchronous_callers():

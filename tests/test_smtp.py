@@ -22,6 +22,8 @@ from streamer.devkit.mailcatcher import LoginAttempt, MailCatcher
 from streamer.metrics import REGISTRY
 from streamer.smtp import SmtpError, SmtpPermanent, SmtpPool, SmtpTransient, classify
 
+from support.waiting import wait_until
+
 PASSWORD = "s3cret-Pa55word!"
 USER = "mailer"
 FROM = "Acme <no-reply@acme.test>"
@@ -238,7 +240,7 @@ async def test_idle_connection_closed_by_server_is_reopened():
     pool = SmtpPool(make_config(port))
     try:
         await pool.send(FROM, ["bob@example.test"], MESSAGE)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: catcher.active_connections == 0, what="the server closing the idle connection")
         await pool.send(FROM, ["bob@example.test"], MESSAGE)
         assert len(catcher.messages) == 2
         assert catcher.connections_opened == 2
