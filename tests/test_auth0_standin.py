@@ -15,6 +15,8 @@ from aiohttp import web
 from streamer.auth0.log_streams import stream_body
 from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users, make_log_id, parse_query
 
+from support.http import receiving
+
 SAMPLES = Path("/work/shared/auth0/samples")
 ANA = "auth0|65f0c0ffee0000000000a001"
 BRUNO = "google-oauth2|104203384937812345678"
@@ -413,22 +415,14 @@ async def test_active_http_stream_receives_events(standin, http):
         arrived.set()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/logs/acme", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}/logs/acme"
+    async with receiving("/logs/acme", receive) as base_url:
         await http.post("/api/v2/log-streams", json={
             "name": "streamer", "type": "http", "filters": [{"type": "category", "name": "user.success"}],
-            "sink": {"httpEndpoint": endpoint, "httpContentFormat": "JSONARRAY", "httpAuthorization": "Bearer s3"}})
+            "sink": {"httpEndpoint": f"{base_url}/logs/acme", "httpContentFormat": "JSONARRAY",
+                     "httpAuthorization": "Bearer s3"}})
         standin.add_log({"type": "s", "user_id": ANA})   # auth.login.success: filtered out
         event = standin.add_log({"type": "sv", "user_id": ANA})
         await asyncio.wait_for(arrived.wait(), 5)
-    finally:
-        await runner.cleanup()
     authorization, body = received[0]
     assert authorization == "Bearer s3"
     assert body == [{"log_id": event["log_id"], "data": event}]
@@ -446,21 +440,13 @@ async def test_a_user_success_stream_gets_svr_and_scpr_as_register_expects(stand
             all_arrived.set()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/logs/acme", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        body = stream_body("acme", f"http://127.0.0.1:{runner.addresses[0][1]}", "s3", {"sv", "scpr"})
+    async with receiving("/logs/acme", receive) as base_url:
+        body = stream_body("acme", base_url, "s3", {"sv", "scpr"})
         await http.post("/api/v2/log-streams", json={**body, "type": "http"})
         standin.add_log({"type": "s", "user_id": ANA})       # auth.login.success: filtered out
         for kind in ("svr", "scpr", "sv"):
             standin.add_log({"type": kind, "user_id": ANA})
         await asyncio.wait_for(all_arrived.wait(), 10)
-    finally:
-        await runner.cleanup()
     assert [event["type"] for event in received] == ["svr", "scpr", "sv"]
 
 
