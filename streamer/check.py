@@ -56,7 +56,8 @@ def check_config(config: Config) -> CheckReport:
             report.errors.append(f"{config.source}: rules.{index} ({rule.name}).template: no template "
                                  f"{rule.template!r} in {config.templates_dir}")
     sample = sample_context("verify_email", config.templates.default_locale)
-    report.errors += [f"{config.source}: {p}" for p in check_result_urls(config, rules, sample["user"], sample["event"])]
+    url_problems = check_result_urls(config, rules, sample["user"], sample["event"])
+    report.errors += [f"{config.source}: {p}" for p in url_problems]
     if config.password_reset.enabled and "password_reset_requested" not in config.listened_types():
         report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
                                "password_reset_requested, so the hosted form would send nothing "

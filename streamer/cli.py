@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
@@ -178,7 +178,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _email_dict(email: Any) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                      _email_dict(e)["next_attempt"], _when(e.sent_at), (e.last_error or "")[:80]) for e in emails]
             widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
             for row in [header, *rows]:
-                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
             return EXIT_OK
         if args.action == "show":
             email = await store.get_email(args.id)
@@ -265,23 +265,32 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from streamer.devkit.sandbox import run_sandbox
 
-    return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after, templates=args.templates))
+    return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after,
+                                   templates=args.templates))
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from streamer.preview import preview
+    from streamer.preview import PreviewError, preview
 
     config = _load(args)
-    return preview(config, args)
+    try:
+        preview(config, template=args.template, tenant=args.tenant, client_id=args.client, locale=args.locale,
+                out=args.out, every=args.all)
+    except PreviewError as exc:
+        raise UserError(str(exc)) from None
+    return EXIT_OK
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from streamer.register import register
+    from streamer.register import RegisterRefused, register
 
     config = _load(args)
     if args.tenant not in config.tenants:
         raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
-    print(asyncio.run(register(config, args.tenant, args.url)))
+    try:
+        print(asyncio.run(register(config, args.tenant, args.url)))
+    except RegisterRefused as exc:
+        raise UserError(str(exc)) from None
     return EXIT_OK
 
 

@@ -282,6 +282,9 @@ class Config(_Strict):
     def listened_types(self) -> set[str]:
         return {code for rule in self.rules for code in rule.on}
 
+    def tenant_default_locales(self) -> dict[str, str | None]:
+        return {name: tenant.default_locale for name, tenant in self.tenants.items()}
+
 
 # --- loading -------------------------------------------------------------------------------
 

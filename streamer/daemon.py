@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -28,10 +27,10 @@ from streamer.delivery import Deliverer
 from streamer.dispatcher import Dispatcher
 from streamer.inbox import Inbox
 from streamer.lifecycle import sleep_unless_stopped
-from streamer.locale import fallback_chain, wanted_locale
+from streamer.locale import make_locale_resolver
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import RetryPolicy
-from streamer.password_reset import NewPasswordVault, PasswordResetPages
+from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetPageSettings, create_reset_ticket
 from streamer.processor import Processor
 from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
@@ -76,20 +75,6 @@ class SqliteLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-
-
-def make_locale_resolver(config: Config, templates: Templates) -> Callable[[str, str | None, str, dict], str]:
-    """The locale each email renders in; lookups are memoised (the template set is fixed while running)."""
-
-    @functools.lru_cache(maxsize=4096)
-    def used(template: str, tenant: str, client_id: str | None, wanted: str) -> str:
-        chain = fallback_chain(wanted, config.templates.default_locale)
-        return templates.resolve(template, tenant, client_id, chain).locale_used
-
-    def resolve(tenant: str, client_id: str | None, template: str, user: dict[str, Any]) -> str:
-        tenant_default = config.tenants[tenant].default_locale
-        return used(template, tenant, client_id, wanted_locale(user, tenant_default, config.templates.default_locale))
-    return resolve
 
 
 @dataclass
@@ -145,17 +130,19 @@ class Daemon:
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         inbox = Inbox(store, config.listened_types(), wake=processor_wake)
-        processor = Processor(config, store, rules, apis, make_locale_resolver(config, templates),
+        locale_for = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
+        processor = Processor(config.tenants, store, rules, apis, locale_for,
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp,
+                              reset_ticket=functools.partial(create_reset_ticket, vault=vault))
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
                                 lease_s=config.delivery.lease_s)
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
-        reset_pages = (PasswordResetPages(config, inbox, apis, vault=vault)
+        reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault)
                        if config.password_reset.enabled else None)
         app = build_app(config, inbox, readiness, reset_pages.routes() if reset_pages else [])
         runner = web.AppRunner(app, access_log=None)

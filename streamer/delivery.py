@@ -7,6 +7,7 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +19,6 @@ from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
 from streamer.message import InvalidAddress, build_message, envelope
 from streamer.outbox import OutboxEmail
-from streamer.password_reset import NewPasswordVault, create_reset_ticket
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
@@ -45,6 +45,20 @@ class TicketApi(Protocol):
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None: ...
 
 
+class ResetTicketMaker(Protocol):
+    """Creates the password-change ticket of a reset email. The hosted reset form plugs in its
+    own (it holds the new password the user typed, see streamer.password_reset); without it,
+    a plain ticket."""
+
+    def __call__(self, api: Any, *, log_id: str, user_id: str, result_url: str | None,
+                 ttl_sec: int | None) -> Awaitable[str]: ...
+
+
+async def plain_reset_ticket(api: TicketApi, *, log_id: str, user_id: str, result_url: str | None,
+                             ttl_sec: int | None) -> str:
+    return await api.create_password_change_ticket(user_id=user_id, result_url=result_url, ttl_sec=ttl_sec)
+
+
 class Sender(Protocol):
     async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> str: ...
 
@@ -56,8 +70,9 @@ class Deliverer:
     apis: dict[str, TicketApi]
     templates: Templates
     smtp: Sender
-    #: New passwords captured by the hosted form (memory only); see password_reset.create_reset_ticket.
-    vault: NewPasswordVault | None = None
+    #: How password-change tickets are made (the daemon passes the hosted form's, which knows
+    #: the new passwords it captured in memory).
+    reset_ticket: ResetTicketMaker = plain_reset_ticket
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -79,8 +94,8 @@ class Deliverer:
                 client_id = None if result_url else (context.get("client") or {}).get("id") or None
                 return await api.create_email_verification_ticket(
                     user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id)
-            return await create_reset_ticket(api, self.vault, log_id=email.log_id, user_id=email.user_id,
-                                             result_url=result_url, ttl_sec=ticket.ttl_sec)
+            return await self.reset_ticket(api, log_id=email.log_id, user_id=email.user_id,
+                                           result_url=result_url, ttl_sec=ticket.ttl_sec)
         except UserNotFound:
             raise PermanentFailure("user no longer exists in Auth0 (ticket endpoint answered 404)") from None
         except Auth0Transient as exc:

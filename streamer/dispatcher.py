@@ -40,7 +40,7 @@ class Dispatcher:
         self.policy = policy
         self.concurrency = concurrency
         self.wake = wake
-        self._in_flight: set[asyncio.Task] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._sending: set[int] = set()  # ids of the emails in flight
         self._stop = asyncio.Event()
 

@@ -140,7 +140,7 @@ def scrub(value: Any) -> Any:
         return value if changed is None else changed
     if isinstance(value, list):
         items = [scrub(v) if isinstance(v, (dict, list)) else v for v in value]
-        return value if all(a is b for a, b in zip(items, value)) else items
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 

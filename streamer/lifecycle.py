@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Iterable
+from typing import Any
 
 
 async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
@@ -14,7 +15,7 @@ async def sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
             await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def wait_any(stop: asyncio.Event, awaitables: Iterable[Awaitable], timeout: float | None = None) -> None:
+async def wait_any(stop: asyncio.Event, awaitables: Iterable[Awaitable[Any]], timeout: float | None = None) -> None:
     """Return when one of `awaitables` is done, `stop` is set, or `timeout` passes.
 
     Tasks passed in are left running; waiters created here (for events) are cancelled.

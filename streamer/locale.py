@@ -9,9 +9,9 @@ and Babel all agree.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from babel import localedata
 
@@ -103,6 +103,39 @@ def fallback_chain(locale: str, default: str, *, tenant_default: str | None = No
 def locale_chain(user: Mapping[str, Any], tenant_default: str | None, global_default: str) -> list[str]:
     """`fallback_chain(wanted_locale(...))`: what render() needs for one user."""
     return fallback_chain(wanted_locale(user, tenant_default, global_default), global_default)
+
+
+class _Resolved(Protocol):
+    @property
+    def locale_used(self) -> str: ...
+
+
+class TemplateSet(Protocol):
+    """What locale resolution needs of the templates: which variant a fallback chain lands on."""
+
+    def resolve(self, name: str, tenant: str | None, client_id: str | None,
+                locale_chain: list[str]) -> _Resolved: ...
+
+
+#: (tenant, client_id, template, user profile) → the locale the email will render in.
+LocaleResolver = Callable[[str, "str | None", str, Mapping[str, Any]], str]
+
+
+def make_locale_resolver(templates: TemplateSet, default_locale: str,
+                         tenant_defaults: Mapping[str, str | None]) -> LocaleResolver:
+    """The locale each email renders in: the user's wanted locale, down its fallback chain to
+    the first variant the templates have. Lookups are memoised (the template set is fixed
+    while running)."""
+
+    @lru_cache(maxsize=4096)
+    def used(template: str, tenant: str, client_id: str | None, wanted: str) -> str:
+        chain = fallback_chain(wanted, default_locale)
+        return templates.resolve(template, tenant, client_id, chain).locale_used
+
+    def resolve(tenant: str, client_id: str | None, template: str, user: Mapping[str, Any]) -> str:
+        return used(template, tenant, client_id, wanted_locale(user, tenant_defaults.get(tenant), default_locale))
+
+    return resolve
 
 
 def parse_accept_language(header: str | None) -> list[str]:

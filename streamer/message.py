@@ -20,7 +20,7 @@ import base64
 import binascii
 import hashlib
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 from email.utils import format_datetime
 from functools import lru_cache
@@ -65,7 +65,8 @@ def _ascii_domain(domain: str, role: str, raw: str) -> str:
         try:
             domain = _idna.encode(domain, uts46=True).decode("ascii") if _idna else domain.encode("idna").decode()
         except (UnicodeError, ValueError) as exc:
-            raise InvalidAddress(f"{role} address {raw!r}: domain is not a valid internationalised name ({exc})") from None
+            raise InvalidAddress(f"{role} address {raw!r}: domain is not a valid internationalised name "
+                                 f"({exc})") from None
     domain = domain.lower()
     labels = domain.split(".")
     if len(domain) > 253 or not all(_LABEL.match(label) for label in labels):
@@ -243,9 +244,9 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
     sender_name, sender = parse_mailbox(from_addr, "sender")
     recipient_name, recipient = parse_mailbox(to_addr, "recipient")
     digest = hashlib.sha256(message_id_key.encode("utf-8")).hexdigest()
-    moment = date or datetime.now(timezone.utc)
+    moment = date or datetime.now(UTC)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     boundary = f"=_{digest[32:60]}"
     headers = [
         mailbox_header("From", sender_name, sender),

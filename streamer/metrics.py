@@ -18,7 +18,8 @@ AUTO_EMAIL_WARNINGS = Counter("streamer_auth0_automatic_email_events",
                               "svr events: Auth0 still sends its own verification emails for this tenant.",
                               ["tenant"], registry=REGISTRY)
 EMAILS_QUEUED = Counter("streamer_emails_queued", "Emails put in the outbox.", ["tenant", "rule"], registry=REGISTRY)
-EMAILS_SENT = Counter("streamer_emails_sent", "Emails accepted by the SMTP server.", ["tenant", "rule"], registry=REGISTRY)
+EMAILS_SENT = Counter("streamer_emails_sent", "Emails accepted by the SMTP server.", ["tenant", "rule"],
+                      registry=REGISTRY)
 EMAILS_FAILED = Counter("streamer_emails_failed", "Send attempts that failed and will be retried.",
                         ["tenant", "rule"], registry=REGISTRY)
 EMAILS_DEAD = Counter("streamer_emails_dead", "Emails given up on (permanent error or max_attempts).",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from streamer.backoff import Backoff
+
 
 class EmailState(StrEnum):
     QUEUED = "queued"
@@ -77,7 +79,8 @@ class OutboxEmail:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter: delay = uniform(b/2, b), b = min(max_s, initial_s·2^(n-1))."""
+    """Whether and when to retry a failed send: `max_attempts`, then the shared `Backoff`
+    (initial_s, max_s) with jitter."""
 
     max_attempts: int
     initial_s: float
@@ -87,5 +90,4 @@ class RetryPolicy:
         """Seconds to wait after the `attempts`-th failed attempt, or None: give up (dead)."""
         if attempts >= self.max_attempts:
             return None
-        base = min(self.max_s, self.initial_s * 2 ** max(0, attempts - 1))
-        return (rng or random).uniform(base / 2, base)
+        return Backoff(self.initial_s, self.max_s, jitter=True).delay(attempts, rng)

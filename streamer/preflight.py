@@ -13,11 +13,10 @@ from typing import Literal
 
 from streamer.auth0 import ManagementApi
 from streamer.auth0.errors import Auth0Error
+from streamer.auth0.log_streams import find_stream, missing_categories, our_endpoint, stream_name
 from streamer.auth0.scopes import needed_scopes, probe_access
 from streamer.config import Config
-from streamer.register import missing_categories
 from streamer.smtp import SmtpError, SmtpPool
-from streamer.sources.stream_watch import find_stream, our_endpoint
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,8 @@ async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding
         return [Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")]
     if stream is None:
         return [Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
-                                   f"or is named streamer-{name}: `streamer register` creates it (unless you poll)")]
+                                   f"or is named {stream_name(name)}: `streamer register` creates it "
+                                   "(unless you poll)")]
     sink = stream.get("sink") if isinstance(stream.get("sink"), dict) else {}
     label = f"log stream {stream.get('id')} of {name} → {sink.get('httpEndpoint')}"
     findings = []

@@ -11,11 +11,10 @@ for and flagged as mixed.
 
 from __future__ import annotations
 
-import argparse
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,10 +27,14 @@ from streamer.rules import tenant_view
 from streamer.sample_context import sample_context
 from streamer.templates import ResolvedTemplate, TemplateError, Templates, greeting_name, parse_file_name
 
-__all__ = ["PreviewResult", "preview", "preview_all", "preview_one", "file_stem"]
+__all__ = ["PreviewError", "PreviewResult", "preview", "preview_all", "preview_one", "file_stem"]
 
 _SCOPE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 Scope = tuple[str | None, str | None]          # (tenant, client_id); (None, None) is the default
+
+
+class PreviewError(Exception):
+    """Nothing (more) was written; the message says why, in the command's terms."""
 
 
 @dataclass(frozen=True)
@@ -151,49 +154,41 @@ def _segment_arg(value: str | None, what: str) -> str | None:
     if value is None:
         return None
     if not _SCOPE_SEGMENT.match(value):
-        from streamer.cli import UserError
-
-        raise UserError(f"{what} {value!r} is not valid (letters, digits, '_', '.', '-'; at most 128)")
+        raise PreviewError(f"{what} {value!r} is not valid (letters, digits, '_', '.', '-'; at most 128)")
     return value
 
 
 def _templates(config: Config) -> Templates:
-    from streamer.cli import UserError
-
     if not config.templates_dir.is_dir():
-        raise UserError(f"{config.source}: templates.dir: {config.templates_dir} is not a directory")
+        raise PreviewError(f"{config.source}: templates.dir: {config.templates_dir} is not a directory")
     templates = Templates.from_config(config)
     if not templates.template_names():
-        raise UserError(f"no templates in {config.templates_dir} (expected <name>/subject.txt and body.html)")
+        raise PreviewError(f"no templates in {config.templates_dir} (expected <name>/subject.txt and body.html)")
     return templates
 
 
 def _check_template(templates: Templates, name: str) -> None:
-    from streamer.cli import UserError
-
     names = templates.template_names()
     if name not in names:
-        raise UserError(f"no template {name!r} in {templates.root}; templates: {', '.join(names)}")
+        raise PreviewError(f"no template {name!r} in {templates.root}; templates: {', '.join(names)}")
 
 
 def preview_one(config: Config, name: str, *, tenant: str | None = None, client_id: str | None = None,
                 locale: str | None = None, out: str | Path = "preview",
                 templates: Templates | None = None) -> PreviewResult:
-    """Render template `name` for one scope and locale into `out`; UserError on any problem."""
-    from streamer.cli import UserError
-
+    """Render template `name` for one scope and locale into `out`; PreviewError on any problem."""
     templates = templates or _templates(config)
     _check_template(templates, name)
     tenant = _segment_arg(tenant, "tenant")
     client_id = _segment_arg(client_id, "client id")
     if tenant is not None and tenant not in config.tenants:
-        raise UserError(f"unknown tenant {tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
+        raise PreviewError(f"unknown tenant {tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
     tenant_default = config.tenants[tenant].default_locale if tenant else None
     wanted = (normalize_locale(locale) or normalize_locale(tenant_default) or templates.default_locale)
     try:
         return _render_files(config, templates, name, tenant, client_id, wanted, Path(out))
     except (TemplateError, InvalidAddress) as exc:
-        raise UserError(f"cannot render {name} ({scope_label(tenant, client_id)}, {wanted}): "
+        raise PreviewError(f"cannot render {name} ({scope_label(tenant, client_id)}, {wanted}): "
                         f"{_describe_error(exc, templates)}") from None
 
 
@@ -359,7 +354,7 @@ def _href(filename: str) -> str:
 
 def _index_html(config: Config, templates: Templates, columns: list[str],
                 sections: list[tuple[Scope, list[_Row]]], written: int, errors: list[str]) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -420,47 +415,45 @@ def _cell_html(cell: _Cell) -> str:
 # --- the command ----------------------------------------------------------------------------------
 
 
-def preview(config: Config, args: argparse.Namespace) -> int:
-    """`streamer preview`: one email, or with `--all` every variant and an index.html."""
-    from streamer.cli import EXIT_OK, UserError
-
-    template = getattr(args, "template", None)
-    out = Path(getattr(args, "out", None) or "preview")
-    if getattr(args, "all", False):
-        extra = [flag for flag, value in (("--tenant", args.tenant), ("--client", args.client),
-                                          ("--locale", args.locale)) if value]
+def preview(config: Config, *, template: str | None, tenant: str | None = None, client_id: str | None = None,
+            locale: str | None = None, out: str | Path | None = None, every: bool = False) -> None:
+    """`streamer preview`: one email, or with `every` (`--all`) every variant and an index.html;
+    prints what it wrote, PreviewError on any problem."""
+    out = Path(out or "preview")
+    if every:
+        extra = [flag for flag, value in (("--tenant", tenant), ("--client", client_id),
+                                          ("--locale", locale)) if value]
         if extra:
-            raise UserError(f"--all renders every tenant, client and locale; drop {', '.join(extra)} "
-                            "(--template NAME limits it to one template)")
+            raise PreviewError(f"--all renders every tenant, client and locale; drop {', '.join(extra)} "
+                               "(--template NAME limits it to one template)")
         try:
             index, written, errors = preview_all(config, out, only=template)
         except OSError as exc:
-            raise UserError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
+            raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
         print(f"wrote {written} email(s) ({written * 3} files) to {out}/")
         print(f"open {index}")
         if errors:
-            raise UserError(f"{len(errors)} variant(s) could not be rendered (see {index}):\n  "
-                            + "\n  ".join(errors))
-        return EXIT_OK
+            raise PreviewError(f"{len(errors)} variant(s) could not be rendered (see {index}):\n  "
+                               + "\n  ".join(errors))
+        return
     if not template:
-        raise UserError("pass --template NAME (or --all for every template)")
+        raise PreviewError("pass --template NAME (or --all for every template)")
     templates = _templates(config)
     try:
-        result = preview_one(config, template, tenant=args.tenant, client_id=args.client, locale=args.locale,
+        result = preview_one(config, template, tenant=tenant, client_id=client_id, locale=locale,
                              out=out, templates=templates)
     except OSError as exc:
-        raise UserError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
-    tenant_default = config.tenants[args.tenant].default_locale if args.tenant else None
+        raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
+    tenant_default = config.tenants[tenant].default_locale if tenant else None
     override = "" if result.directory == result.name else " (override)"
     print(f"template: {result.name} from {templates.root / result.directory}/{override}: "
           + ", ".join(path.rpartition("/")[2] for path in result.sources))
     print(f"scope:    {scope_label(result.tenant, result.client_id)}"
           + ("" if result.tenant else "; sample tenant vars (pass --tenant T for T's overrides and vars)"))
-    print(f"locale:   {_locale_note(args.locale, result, tenant_default)}")
+    print(f"locale:   {_locale_note(locale, result, tenant_default)}")
     print(f"subject:  {result.subject}")
     if result.mixed:
         print("warning:  the subject and the body are in different languages (a locale variant is missing; "
               "`streamer check` lists them)")
     for kind in ("html", "txt", "eml"):
         print(f"wrote     {result.files[kind]}")
-    return EXIT_OK

@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
-from streamer.config import Config
+from streamer.backoff import Backoff
+from streamer.config import TenantConfig
 from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
+from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
 from streamer.rules import CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
@@ -44,26 +46,24 @@ class UserSource(Protocol):
                         fresh_since: dict[str, str] | None = None) -> dict[str, dict[str, Any] | None]: ...
 
 
-#: (tenant, client_id, template, user profile) → the locale the email will render in.
-LocaleResolver = Callable[[str, str | None, str, dict[str, Any]], str]
-
-
-def pause_after(events: int, spent_s: float, ingesting: bool) -> float:
+def pause_after(events: int, spent_s: float, ingesting: bool, rate: float = RATE_WHILE_INGESTING) -> float:
     """How long the processor steps aside after evaluating `events` in `spent_s`: while batches
-    wait for their commit, long enough to stay at RATE_WHILE_INGESTING; else not at all."""
-    return max(0.0, events / RATE_WHILE_INGESTING - spent_s) if ingesting else 0.0
+    wait for their commit, long enough to stay at `rate` events per second; else not at all."""
+    return max(0.0, events / rate - spent_s) if ingesting else 0.0
 
 
-def retry_delay(attempts: int) -> float:
-    """Events whose users could not be fetched wait 2, 4, 8 … up to 300 s."""
-    return float(min(300, 2 ** max(1, attempts)))
+#: Events whose users could not be fetched (Auth0 429/5xx) wait 2, 4, 8 … up to 300 s.
+USER_FETCH_BACKOFF = Backoff(initial_s=2.0, max_s=300.0)
+#: … and 10 minutes after a permanent error (credentials, scopes): the operator has to act.
+USER_FETCH_REFUSED_S = 600.0
 
 
 class Processor:
-    def __init__(self, config: Config, store: Store, rules: list[CompiledRule], users: dict[str, UserSource],
+    def __init__(self, tenants: Mapping[str, TenantConfig], store: Store, rules: list[CompiledRule],
+                 users: dict[str, UserSource],
                  locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
-                 ingesting: Callable[[], bool] = lambda: False):
-        self.config = config
+                 ingesting: Callable[[], bool] = lambda: False, rate_while_ingesting: float = RATE_WHILE_INGESTING):
+        self.tenants = tenants
         self.store = store
         self.rules = rules
         self.users = users
@@ -71,6 +71,7 @@ class Processor:
         self.wake = wake
         self.outbox_wake = outbox_wake
         self.ingesting = ingesting
+        self.rate_while_ingesting = rate_while_ingesting
         self._stop = asyncio.Event()
         self._orphans = False
 
@@ -90,7 +91,8 @@ class Processor:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
             else:
-                await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting()))
+                await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting(),
+                                                              self.rate_while_ingesting))
 
     async def process_once(self) -> int:
         try:
@@ -109,7 +111,7 @@ class Processor:
         return len(events)
 
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
-        tenant_config = self.config.tenants.get(tenant)
+        tenant_config = self.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
             await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + 3600,
                                           error=f"tenant {tenant!r} is not in the config")
@@ -129,7 +131,8 @@ class Processor:
                         if user_ids else {})
         except Auth0Error as exc:
             attempts = max(e.attempts for e in events)
-            delay = retry_delay(attempts) if isinstance(exc, Auth0Transient) else 600.0
+            delay = (USER_FETCH_BACKOFF.delay(max(1, attempts)) if isinstance(exc, Auth0Transient)
+                     else USER_FETCH_REFUSED_S)
             await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + delay,
                                           error=str(exc))
             log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
@@ -144,13 +147,14 @@ class Processor:
             profile = profiles.get(event.user_id)
             client_id = event.event.get("client_id") or None
 
-            def locale_for(rule: CompiledRule, _profile=profile, _client=client_id) -> str:
+            def locale_for(rule: CompiledRule, _profile: dict[str, Any] | None = profile,
+                           _client: str | None = client_id) -> str:
                 return self.locale_for(tenant, _client, rule.config.template, _profile or {})
 
             due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
                                   locale_for=locale_for, accepted_at=event.received_at)
             for skip in skipped:
-                metrics.EMAILS_DROPPED.labels(tenant, skip.rule, _reason_label(skip.reason)).inc()
+                metrics.EMAILS_DROPPED.labels(tenant, skip.rule, skip.kind.value).inc()
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
                          user_id=event.user_id, reason=skip.reason)
             due_all.extend(due)
@@ -164,10 +168,3 @@ class Processor:
         if queued:
             self.outbox_wake.set()
 
-
-def _reason_label(reason: str) -> str:
-    if "not found" in reason:
-        return "user_not_found"
-    if "no email" in reason:
-        return "no_email"
-    return "rule_error"

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from streamer.config import Config
-from streamer.daemon import make_locale_resolver
+from streamer.locale import make_locale_resolver
 from streamer.outbox import DueEmail
 from streamer.rules import CompiledRule, compile_rules, decide, tenant_view
 from streamer.store import Store
@@ -31,7 +31,7 @@ def resend_event(rule: CompiledRule, user_id: str, client_id: str | None, now: f
     """A stand-in log event of the rule's first type, marked as made by `streamer resend`."""
     event: dict[str, Any] = {
         "log_id": f"resend-{uuid.uuid4().hex}", "type": rule.config.on[0], "user_id": user_id,
-        "date": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "date": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "description": "queued again by streamer resend"}
     if client_id:
         event["client_id"] = client_id
@@ -41,7 +41,7 @@ def resend_event(rule: CompiledRule, user_id: str, client_id: str | None, now: f
 def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str, Any] | None, event: dict[str, Any],
               templates: Templates, *, force: bool, now: float) -> DueEmail:
     """The email to queue (pure apart from template lookups); raises ResendRefused."""
-    locale_of = make_locale_resolver(config, templates)
+    locale_of = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
     client_id = event.get("client_id")
     chosen = dataclasses.replace(rule, condition=None) if force else rule
     due, skipped = decide([chosen], event, tenant=tenant, tenant_ctx=tenant_view(tenant, config.tenants[tenant]),

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -192,10 +193,21 @@ def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str,
     return once, None, once
 
 
+class SkipReason(StrEnum):
+    """Why a listening rule queued nothing: the metric label (a closed set) of a Skipped."""
+
+    USER_NOT_FOUND = "user_not_found"
+    NO_EMAIL = "no_email"
+    RULE_ERROR = "rule_error"
+
+
 @dataclass(frozen=True)
 class Skipped:
     rule: str
+    #: For people (logs, `streamer resend`): the words, with an error's details.
     reason: str
+    #: For counting: which kind of skip.
+    kind: SkipReason
 
 
 def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, tenant_ctx: dict[str, Any],
@@ -209,7 +221,7 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
     if not listening:
         return due, skipped
     if user is None:
-        return due, [Skipped(rule.name, "user not found in Auth0") for rule in listening]
+        return due, [Skipped(rule.name, "user not found in Auth0", SkipReason.USER_NOT_FOUND) for rule in listening]
     profile = user_view(user)
     shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx}
     for rule in listening:
@@ -220,14 +232,14 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             if not matches(rule, context):
                 continue
         except RuleError as exc:
-            skipped.append(Skipped(rule.name, str(exc)))
+            skipped.append(Skipped(rule.name, str(exc), SkipReason.RULE_ERROR))
             continue
         if locale is None:
             locale = locale_for(rule)
             context = {**shared, "locale": locale}
         recipient = profile.get("email")
         if not isinstance(recipient, str) or "@" not in recipient:
-            skipped.append(Skipped(rule.name, "user has no email address"))
+            skipped.append(Skipped(rule.name, "user has no email address", SkipReason.NO_EMAIL))
             continue
         user_id = profile.get("user_id") or event.get("user_id") or ""
         rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None

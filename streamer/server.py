@@ -62,7 +62,8 @@ def build_app(config: Config, inbox: Inbox, readiness: Readiness,
         return web.Response(body=generate_latest(metrics.REGISTRY),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.router.add_post("/logs/{tenant}", make_handler(config, inbox))
+    receive_logs = make_handler(config.tenants, inbox, max_body_bytes=config.server.max_body_bytes)
+    app.router.add_post("/logs/{tenant}", receive_logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)

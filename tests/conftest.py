@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import json as _json
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,13 +59,6 @@ async def store(request, tmp_path):
 
 # --- end-to-end harness: the Auth0 stand-in, a real SMTP catcher, the daemon in-process ----------
 
-import asyncio
-import contextlib
-import io
-import json as _json
-
-import aiohttp
-
 REPO = Path(__file__).resolve().parents[1]
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 
@@ -90,7 +88,8 @@ def config_text(tmp_path: Path, standin, catcher, *, extra_rules: str = "", deli
     return f"""\
 server: {{listen: "127.0.0.1:0"}}
 store: "sqlite:///{tmp_path}/streamer.db"
-smtp: {{host: 127.0.0.1, port: {catcher.port}, security: none, from: "Acme <no-reply@acme.test>", pool_size: 2, timeout_s: 5}}
+smtp: {{host: 127.0.0.1, port: {catcher.port}, security: none, from: "Acme <no-reply@acme.test>", pool_size: 2,
+       timeout_s: 5}}
 delivery: {{max_attempts: 4, backoff: {{initial_s: 0.05, max_s: 0.2}}{delivery}}}
 templates: {{dir: "{REPO / 'templates'}", default_locale: en}}
 redirects: {{allowed_hosts: ["app.acme.test"]}}
@@ -108,7 +107,8 @@ rules:
     on: [ss, s]
     if: "not user.email_verified"
     once: per_user
-    ticket: {{kind: email_verification, result_url: "{{{{ tenant.vars.app_url }}}}/verified?lang={{{{ locale }}}}", ttl_sec: 3600}}
+    ticket: {{kind: email_verification, result_url: "{{{{ tenant.vars.app_url }}}}/verified?lang={{{{ locale }}}}",
+             ttl_sec: 3600}}
     template: verify_email
     mark: {{app_metadata: {{verification_email_sent: true}}}}
   - name: welcome
@@ -180,3 +180,12 @@ def postgres_url():
     import pg
 
     yield from pg.session_cluster()
+
+
+@pytest.fixture
+async def harness(tmp_path, standin):
+    """The hosted password-reset form in-process: `await harness(**options)` → support.reset_form.Harness."""
+    from support.reset_form import harnesses
+
+    async with harnesses(tmp_path, standin) as make:
+        yield make

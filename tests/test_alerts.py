@@ -8,8 +8,9 @@ import promql_parser
 import pytest
 import yaml
 
-from conftest import REPO
 from streamer import metrics
+
+from conftest import REPO
 
 ALERTS = REPO / "config" / "prometheus-alerts.yml"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "streamer").rglob("*.py"))

@@ -29,18 +29,10 @@ from streamer.auth0.token import refresh_at
 from streamer.config import TenantConfig
 from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users
 
-ANA = "auth0|65f0c0ffee0000000000a001"
-BRUNO = "google-oauth2|104203384937812345678"
-CHLOE = "auth0|65f0c0ffee0000000000c003"
+from support.clock import FakeClock
+from support.users import ANA, BRUNO, CHLOE
+
 SECRET = "standin-secret-Zq81mX"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def tenant_for(standin: Auth0StandIn, secret: str = SECRET) -> TenantConfig:

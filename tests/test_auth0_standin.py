@@ -12,7 +12,10 @@ import httpx
 import pytest
 from aiohttp import web
 
+from streamer.auth0.log_streams import stream_body
 from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users, make_log_id, parse_query
+
+from support.http import receiving
 
 SAMPLES = Path("/work/shared/auth0/samples")
 ANA = "auth0|65f0c0ffee0000000000a001"
@@ -412,25 +415,39 @@ async def test_active_http_stream_receives_events(standin, http):
         arrived.set()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/logs/acme", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        endpoint = f"http://127.0.0.1:{runner.addresses[0][1]}/logs/acme"
+    async with receiving("/logs/acme", receive) as base_url:
         await http.post("/api/v2/log-streams", json={
             "name": "streamer", "type": "http", "filters": [{"type": "category", "name": "user.success"}],
-            "sink": {"httpEndpoint": endpoint, "httpContentFormat": "JSONARRAY", "httpAuthorization": "Bearer s3"}})
+            "sink": {"httpEndpoint": f"{base_url}/logs/acme", "httpContentFormat": "JSONARRAY",
+                     "httpAuthorization": "Bearer s3"}})
         standin.add_log({"type": "s", "user_id": ANA})   # auth.login.success: filtered out
         event = standin.add_log({"type": "sv", "user_id": ANA})
         await asyncio.wait_for(arrived.wait(), 5)
-    finally:
-        await runner.cleanup()
     authorization, body = received[0]
     assert authorization == "Bearer s3"
     assert body == [{"log_id": event["log_id"], "data": event}]
+
+
+async def test_a_user_success_stream_gets_svr_and_scpr_as_register_expects(standin, http):
+    """The stand-in files `svr`/`scpr` under user.success, as Auth0 does (FACTS.md) and as the
+    filters `streamer register` writes assume; under another category they never arrived."""
+    received: list[dict] = []
+    all_arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        received.extend(entry["data"] for entry in await request.json())
+        if len(received) >= 3:
+            all_arrived.set()
+        return web.Response(status=200)
+
+    async with receiving("/logs/acme", receive) as base_url:
+        body = stream_body("acme", base_url, "s3", {"sv", "scpr"})
+        await http.post("/api/v2/log-streams", json={**body, "type": "http"})
+        standin.add_log({"type": "s", "user_id": ANA})       # auth.login.success: filtered out
+        for kind in ("svr", "scpr", "sv"):
+            standin.add_log({"type": kind, "user_id": ANA})
+        await asyncio.wait_for(all_arrived.wait(), 10)
+    assert [event["type"] for event in received] == ["svr", "scpr", "sv"]
 
 
 def test_sample_users_cover_locales_and_shapes():
@@ -511,8 +528,10 @@ async def test_a_token_carries_the_grant_of_its_issue_time(standin):
         allowed = await client.post("/api/v2/tickets/email-verification", json=body,
                                     headers={"Authorization": f"Bearer {wide}"})
         assert allowed.status_code == 201
-        assert (await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})).status_code == 200
-        token = await client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": standin.client_id,
+        user = await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})
+        assert user.status_code == 200
+        token = await client.post("/oauth/token", data={"grant_type": "client_credentials",
+                                                        "client_id": standin.client_id,
                                                         "client_secret": standin.client_secret,
                                                         "audience": standin.audience})
     assert token.json()["scope"] == "read:users create:user_tickets"

@@ -8,7 +8,7 @@ import re
 from streamer.devkit.sandbox import run_sandbox
 
 from browser import chromium
-from test_sandbox import free_port_block
+from support.ports import free_port_block
 
 
 async def test_reset_form_to_email_to_auth0_reset_page(tmp_path):

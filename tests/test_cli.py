@@ -26,8 +26,8 @@ def config_file(tmp_path, standin, catcher) -> Path:
 
 
 def test_help_for_every_command():
-    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["resend"], ["dev"], ["preview"],
-                    ["register"]):
+    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["resend"], ["dev"],
+                    ["preview"], ["register"]):
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: streamer" in result.stdout
 
@@ -53,7 +53,8 @@ def test_check_reports_problems_with_file_line_and_exits_1(tmp_path, config_file
                            .replace('["app.acme.test"]', '["elsewhere.test"]'))
     result = run_cli("check", "-c", str(config_file))
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"{config_file}:4: delivery.max_attempts:" in result.stderr
+    line = next(n for n, text in enumerate(config_file.read_text().splitlines(), 1) if "max_attempts: lots" in text)
+    assert f"{config_file}:{line}: delivery.max_attempts:" in result.stderr
 
 
 def test_check_refuses_result_url_outside_allowed_hosts_and_run_refuses_to_start(tmp_path, config_file):
@@ -168,7 +169,8 @@ def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):
 
 
 async def test_a_second_run_on_the_same_sqlite_store_is_refused(tmp_path, config_file):
-    from test_crash import free_port, start_run
+    from support.ports import free_port
+    from support.processes import start_run
 
     port = free_port()
     config_file.write_text(config_file.read_text().replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"'))
@@ -269,7 +271,7 @@ async def test_outbox_retry_and_cancel_by_state_tenant_and_rule(tmp_path, config
 async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, standin, catcher, start_daemon,
                                                                     capsys):
     """Support's "send it again": past the rule's once, through the running daemon, a new ticket."""
-    from test_e2e import ticket_link
+    from support.mail import ticket_link
 
     ana, bruno = "auth0|65f0c0ffee0000000000a001", "google-oauth2|104203384937812345678"   # unverified, verified
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))

@@ -6,50 +6,17 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import sys
 from collections import Counter
 
 import aiohttp
 import pytest
 
-from conftest import WEBHOOK_TOKEN, config_text, sample_event
+from conftest import config_text, sample_event
+from support.ports import free_port
+from support.processes import post, start_run
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def start_run(config_path, port: int) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamer", "run", "-c", str(config_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=open(config_path.parent / "daemon.log", "ab"))
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientError:
-                pass
-            if process.returncode is not None:
-                raise AssertionError((config_path.parent / "daemon.log").read_text()[-3000:])
-            await asyncio.sleep(0.05)
-    raise AssertionError("daemon did not start")
-
-
-async def post(session, port, events) -> int:
-    body = [{"log_id": e["log_id"], "data": e} for e in events]
-    try:
-        async with session.post(f"http://127.0.0.1:{port}/logs/acme", json=body,
-                                headers={"Authorization": WEBHOOK_TOKEN}) as response:
-            return response.status
-    except aiohttp.ClientError:
-        return 0  # the daemon died mid-request: Auth0 would retry
 
 
 async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, catcher):

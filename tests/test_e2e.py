@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import re
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -12,16 +13,14 @@ import aiohttp
 from streamer.cli import main as cli
 
 from conftest import FIXTURES, WEBHOOK_TOKEN, config_text, sample_event
+from support.mail import ticket_link
+from support.waiting import pipeline_idle
 
 ANA = "auth0|65f0c0ffee0000000000a001"
 
 
 def envelope(event: dict) -> dict:
     return {"log_id": event["log_id"], "data": event}
-
-
-async def settle(seconds: float = 0.5) -> None:
-    await asyncio.sleep(seconds)
 
 
 async def eventually(predicate, timeout: float = 5.0) -> None:
@@ -40,12 +39,6 @@ async def wait_for_state(daemon, state: str, timeout: float = 10.0) -> list:
             return emails
         await asyncio.sleep(0.05)
     raise AssertionError(f"outbox never all {state}: {[(e.id, e.state) for e in emails]}")
-
-
-def ticket_link(message) -> str:
-    links = [link for link in message.links if "ticket=" in link]
-    assert links, f"no ticket link in {message.subject!r}"
-    return links[0]
 
 
 async def test_signup_sends_one_verification_email_whose_link_lands_on_the_result_url(
@@ -73,7 +66,7 @@ async def test_signup_sends_one_verification_email_whose_link_lands_on_the_resul
     # A later login of the (now verified) user, then the sv event: exactly one welcome email.
     await daemon.post([envelope(sample_event("sv"))])
     messages = await catcher.wait_for(2)
-    await settle()
+    await pipeline_idle(daemon.daemon.store)
     assert len(catcher.messages) == 2
     assert messages[1].to == ["ana.silva@example.com"] and "ticket=" not in messages[1].text
 
@@ -85,7 +78,7 @@ async def test_every_webhook_format_and_unverified_users_get_one_email_each(tmp_
         status, _ = await daemon.post(None, raw=(FIXTURES / "webhook" / name).read_bytes())
         assert status == 200
     await catcher.wait_for(1)
-    await settle()
+    await pipeline_idle(daemon.daemon.store)
     assert len(catcher.messages) == 1  # ss + s of one unverified user, three times: one email
 
 
@@ -164,7 +157,7 @@ async def test_auth0_429_storm_still_delivers_everything(tmp_path, standin, catc
     assert (await daemon.post(events))[0] == 200
     messages = await catcher.wait_for(30, timeout=60)
     assert sorted(m.to[0] for m in messages) == sorted(u["email"] for u in users)
-    await settle()
+    await pipeline_idle(daemon.daemon.store)
     assert len(catcher.messages) == 30
 
 
@@ -208,7 +201,8 @@ async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, st
 
     before = metrics.REGISTRY.get_sample_value("streamer_auth0_automatic_email_events_total", {"tenant": "acme"}) or 0
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
-    first, second = sample_event("svr"), sample_event("svr", log_id="90020260301140109040039595000000000000000000000000000099")
+    first = sample_event("svr")
+    second = sample_event("svr", log_id="90020260301140109040039595000000000000000000000000000099")
     status, answer = await daemon.post([envelope(first), envelope(second)])
     assert status == 200 and answer["ignored"] == 2 and answer["stored"] == 0
     warnings = [json.loads(line) for line in daemon.logs.getvalue().splitlines()
@@ -220,21 +214,31 @@ async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, st
     assert f'streamer_auth0_automatic_email_events_total{{tenant="acme"}} {before + 2}' in exposed
 
 
-async def test_wrong_auth0_credentials_keep_emails_queued_not_dead(tmp_path, standin, catcher, start_daemon):
-    """A bad client secret is the operator's to fix: emails wait (failed, retried), never dead at once."""
+async def test_wrong_auth0_credentials_keep_the_event_waiting_in_the_inbox(tmp_path, standin, catcher, start_daemon):
+    """A bad client secret is the operator's to fix: the user fetch needs the token, so the event
+    waits in the inbox (deferred, not dropped) and no email is queued, let alone dead."""
     text = config_text(tmp_path, standin, catcher).replace(f"client_secret: {standin.client_secret}",
                                                            "client_secret: wrong-secret")
     daemon = await start_daemon(text)
     await daemon.post([envelope(sample_event("ss"))])
-    for _ in range(200):
-        emails = await daemon.daemon.store.list_emails(states=None)
-        if emails or "user_fetch_failed" in daemon.logs.getvalue():
-            break
-        await asyncio.sleep(0.05)
-    # The user fetch itself needs the token: the event waits in the inbox, nothing is dead.
-    assert not [e for e in await daemon.daemon.store.list_emails(states=None) if e.state == "dead"]
-    assert "user_fetch_failed" in daemon.logs.getvalue()
+    # The processor logs user_fetch_failed after the deferral is committed.
+    await eventually(lambda: "user_fetch_failed" in daemon.logs.getvalue(), timeout=10)
+    store = daemon.daemon.store
+    assert (await store.stats(now=time.time()))["inbox_pending"] == 1
+    assert await store.list_emails(states=None) == []
     assert "wrong-secret" not in daemon.logs.getvalue()
+
+
+async def test_credentials_refused_at_send_time_keep_the_email_retrying_not_dead(tmp_path, standin, catcher,
+                                                                                start_daemon):
+    """The user fetch works, then the ticket endpoint answers 401 (twice per attempt: streamer
+    fetches a new token and tries once more) for two attempts: failed, retried, sent."""
+    standin.fail_next("/api/v2/tickets", 401, count=4)
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    await daemon.post([envelope(sample_event("ss"))])
+    [email] = await wait_for_state(daemon, "sent")
+    assert email.attempts == 3
+    assert "credentials or scopes" in daemon.logs.getvalue()
 
 
 async def test_a_missing_ticket_scope_is_retried_not_dead(tmp_path, standin, catcher, start_daemon):

@@ -15,6 +15,8 @@ import trustme
 
 from streamer.devkit.mailcatcher import CaughtMessage, LoginAttempt, MailCatcher
 
+from support.waiting import wait_until
+
 
 def build(subject: str = "Bienvenue, Zoë", to: str = "Zoë <zoe@example.test>, bob@example.test") -> bytes:
     msg = EmailMessage()
@@ -97,6 +99,17 @@ async def test_fail_next_then_recover(catcher, stage):
             codes = [r.code for r in info.value.recipients] if stage == "RCPT" else [info.value.code]
             assert codes == [451]
         await smtp.sendmail("a@acme.test", ["b@example.test"], build())
+    assert len(await catcher.wait_for(1)) == 1
+
+
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT", "DATA"])
+async def test_hold_next_keeps_the_client_waiting_for_the_reply_until_released(catcher, stage):
+    held = catcher.hold_next(stage)
+    sending = asyncio.create_task(deliver(catcher.port))
+    await held.wait_arrived()
+    assert not sending.done() and catcher.messages == []
+    held.release()
+    await asyncio.wait_for(sending, 10)
     assert len(await catcher.wait_for(1)) == 1
 
 
@@ -203,8 +216,7 @@ async def test_stop_hangs_up_and_start_again_keeps_messages(catcher):
     await smtp.sendmail("a@acme.test", ["b@example.test"], build())
     port = catcher.port
     await catcher.stop()
-    await asyncio.sleep(0.01)
-    assert not smtp.is_connected
+    await wait_until(lambda: not smtp.is_connected, timeout=5, what="the client seeing the hang-up")
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
     assert await catcher.start(port=port) == port
@@ -212,13 +224,10 @@ async def test_stop_hangs_up_and_start_again_keeps_messages(catcher):
     assert len(catcher.messages) == 2
 
 
-async def test_many_messages_per_second(catcher):
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+async def test_many_messages_from_concurrent_clients_are_all_caught(catcher):
+    # Nothing dropped or stuck (speed is bench/'s to measure, not a timed test's).
     await asyncio.gather(*(deliver(catcher.port, count=100) for _ in range(4)))
-    elapsed = loop.time() - started
-    assert len(await catcher.wait_for(400)) == 400
-    assert 400 / elapsed > 100  # very loose: the point is that nothing is dropped or stuck
+    assert len(await catcher.wait_for(400, timeout=60)) == 400
 
 
 def test_start_in_thread_for_synchronous_callers():

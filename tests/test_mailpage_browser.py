@@ -20,13 +20,13 @@ from streamer.templates import Templates
 
 from browser import chromium
 
-
 REPO = Path(__file__).resolve().parents[1]
 SENDER = "Acme <no-reply@acme.test>"
 HOSTILE_SUBJECT = '<img src=x onerror="alert(1)"> & "Hostile" <b>subject</b>'
 HOSTILE_HTML = """<!DOCTYPE html><html><head><title>x</title></head><body>
 <h1 id="hostile">Hello from a hostile email</h1>
-<script>document.body.setAttribute("data-pwned", "script"); try { parent.document.title = "pwned"; } catch (e) {}</script>
+<script>document.body.setAttribute("data-pwned", "script");
+try { parent.document.title = "pwned"; } catch (e) {}</script>
 <img src="data:," onload="document.body.setAttribute('data-pwned', 'onload')">
 <a href="javascript:alert(1)">run me</a> <a href="https://example.test/safe">safe link</a>
 </body></html>"""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
@@ -29,7 +29,7 @@ TEXT = "Hello\nlink (https://x.test/a?b=1&c=2)\n"
 def build(**overrides: object) -> bytes:
     values: dict = dict(from_addr="Acme <no-reply@acme.test>", to_addr="ana@example.com", to_name="Ana Silva",
                         subject="Welcome to Acme", html=HTML, text=TEXT, locale="fr-CA",
-                        message_id_key="welcome:auth0|1", date=datetime(2026, 3, 4, 21, 17, 42, tzinfo=timezone.utc))
+                        message_id_key="welcome:auth0|1", date=datetime(2026, 3, 4, 21, 17, 42, tzinfo=UTC))
     values.update(overrides)
     return build_message(**values)
 
@@ -51,7 +51,7 @@ def test_structure_and_headers() -> None:
     assert msg["From"].addresses[0].addr_spec == "no-reply@acme.test"
     assert str(msg["To"]) == "Ana Silva <ana@example.com>"
     assert msg["Subject"] == "Welcome to Acme"
-    assert msg["Date"].datetime == datetime(2026, 3, 4, 21, 17, 42, tzinfo=timezone.utc)
+    assert msg["Date"].datetime == datetime(2026, 3, 4, 21, 17, 42, tzinfo=UTC)
     assert msg["Auto-Submitted"] == "auto-generated"
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["Content-Language"] == "fr-CA"
@@ -68,7 +68,7 @@ def test_structure_and_headers() -> None:
 
 
 def test_message_id_is_deterministic() -> None:
-    first, again, other = build(), build(date=datetime(2030, 1, 1, tzinfo=timezone.utc)), \
+    first, again, other = build(), build(date=datetime(2030, 1, 1, tzinfo=UTC)), \
         build(message_id_key="welcome:auth0|2")
     assert parse(first)["Message-ID"] == parse(again)["Message-ID"] != parse(other)["Message-ID"]
     assert parse(first)["Message-ID"] == message_id("welcome:auth0|1", "Acme <no-reply@acme.test>")

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-import sqlite3
 import time
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer import logs
 from streamer.auth0 import ManagementApi
-from streamer.config import parse_config
-from streamer.events import parse_body
 from streamer.inbox import Inbox
 from streamer.password_reset import (
     CSRF_COOKIE,
     MESSAGES,
     NewPasswordVault,
-    PasswordResetPages,
     SlidingWindowLimiter,
     choose_locale,
     create_reset_ticket,
@@ -36,119 +24,18 @@ from streamer.password_reset import (
 )
 from streamer.store.sqlite import SqliteStore
 
-from conftest import config_text
-
-ANA = "auth0|65f0c0ffee0000000000a001"
-ANA_EMAIL = "ana.silva@example.com"
-NOBODY_EMAIL = "nobody.here@example.com"
-BRUNO_EMAIL = "bruno.costa@example.com"          # google-oauth2 only: no database identity
-SHOP = "shopClient0123456789"
-PATH = "/password-reset/acme"
-SECRET_PASSWORD = "Tr0ub4dor&3-Zebra-Quartz-91"
-
-RESET_RULE = """\
-  - name: password-reset
-    on: [password_reset_requested]
-    once: {cooldown: 5m}
-    ticket: {kind: password_change, result_url: "{{ tenant.vars.app_url }}/login", ttl_sec: 3600}
-    template: password_change
-"""
-
-
-class Clock:
-    def __init__(self, now: float = 10_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class Harness:
-    client: TestClient
-    pages: PasswordResetPages
-    store: SqliteStore
-    db_path: Path
-    vault: NewPasswordVault
-    clock: Clock
-    logs: io.StringIO
-
-    async def token(self, query: str = "") -> str:
-        response = await self.client.get(PATH + query)
-        assert response.status == 200
-        return csrf_from(await response.text())
-
-    async def submit(self, email: str, *, query: str = "", token: str | None = None, headers=None,
-                     **fields) -> tuple[int, dict, str]:
-        token = token if token is not None else await self.token(query)
-        data = {"csrf_token": token, "email": email, **fields}
-        response = await self.client.post(PATH + query, data=data, headers=headers or {})
-        return response.status, response.headers, await response.text()
-
-    def events(self) -> list[dict]:
-        """Every event stored, read straight from the database file (not through the store)."""
-        with sqlite3.connect(self.db_path) as db:
-            bodies = [body for (body,) in db.execute("SELECT body FROM inbox")]
-        return sorted((event for body in bodies for event in parse_body(body).events), key=lambda e: e["log_id"])
-
-    def log_lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.logs.getvalue().splitlines() if line.startswith("{")]
-
-
-def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "no CSRF field in the page"
-    return match.group(1)
-
-
-def make_config(tmp_path, standin, *, enabled=True, new_password=False, per_ip="1000/hour",
-                per_address="1000/hour", default_locale: str | None = None):
-    text = config_text(tmp_path, standin, SimpleNamespace(port=2525), extra_rules=RESET_RULE)
-    text = text.replace('vars: {app_url: "https://app.acme.test"}',
-                        'vars: {app_url: "https://app.acme.test", clients: {'
-                        f'{SHOP}: {{name: "Acme <Shop>", locale: fr}}, plainClient: {{name: "Plain"}}}}}}')
-    if default_locale:
-        text = text.replace("    poll:", f"    default_locale: {default_locale}\n    poll:")
-    text += (f"password_reset: {{enabled: {str(enabled).lower()}, new_password: {str(new_password).lower()}, "
-             f'min_length: 10, rate_limit: {{per_ip: "{per_ip}", per_address: "{per_address}"}}}}\n')
-    return parse_config(text, env={}, base_dir=tmp_path)
-
-
-@pytest.fixture
-async def harness(tmp_path, standin):
-    async with AsyncExitStack() as stack:
-        made = 0
-
-        async def make(**options) -> Harness:
-            nonlocal made
-            made += 1
-            min_response_s = options.pop("min_response_s", 0.05)
-            config = make_config(tmp_path, standin, **options)
-            buffer = io.StringIO()
-            logs.configure("debug", stream=buffer)
-            db_path = tmp_path / f"pr{made}.db"
-            store = SqliteStore(db_path)
-            await store.open()
-            stack.push_async_callback(store.close)
-            api = ManagementApi(config.tenants["acme"], name="acme", max_retries=0)
-            stack.push_async_callback(api.close)
-            clock = Clock()
-            vault = NewPasswordVault(clock=clock)
-            pages = PasswordResetPages(config, Inbox(store, config.listened_types()), {"acme": api}, vault=vault,
-                                       clock=clock, min_response_s=min_response_s)
-            app = web.Application()
-            app.add_routes(pages.routes())
-            client = TestClient(TestServer(app))
-            await client.start_server()
-            stack.push_async_callback(client.close)
-            stack.push_async_callback(pages.drain)
-            return Harness(client, pages, store, db_path, vault, clock, buffer)
-
-        yield make
-
+from support.clock import FakeClock
+from support.reset_form import (
+    ANA,
+    ANA_EMAIL,
+    BRUNO_EMAIL,
+    NOBODY_EMAIL,
+    PATH,
+    SECRET_PASSWORD,
+    SHOP,
+    csrf_from,
+    make_config,
+)
 
 # --- the page --------------------------------------------------------------------------------
 
@@ -321,7 +208,7 @@ async def test_per_address_rate_limit_uses_the_normalized_address(harness):
 
 
 def test_sliding_window_limiter():
-    clock = Clock(0)
+    clock = FakeClock(0)
     limiter = SlidingWindowLimiter(2, 60, clock=clock)
     limiter.hit("k")
     clock.advance(10)
@@ -375,7 +262,7 @@ async def test_a_password_for_an_unknown_address_is_not_kept(harness):
 
 
 def test_the_vault_forgets_after_its_ttl():
-    clock = Clock(0)
+    clock = FakeClock(0)
     vault = NewPasswordVault(ttl_s=60, max_entries=2, clock=clock)
     vault.put("a", "pw-a")
     vault.put("b", "pw-b")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from browser import chromium
-from test_password_reset import ANA, ANA_EMAIL, PATH, SECRET_PASSWORD, harness  # noqa: F401 (the fixture)
+from support.reset_form import ANA, ANA_EMAIL, PATH, SECRET_PASSWORD
 
 
 @asynccontextmanager

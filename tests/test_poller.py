@@ -11,6 +11,7 @@ from streamer.inbox import Inbox
 from streamer.sources.poller import Poller
 
 from conftest import config_text, sample_event
+from support.waiting import wait_until
 
 
 def last_poll() -> float | None:
@@ -18,7 +19,8 @@ def last_poll() -> float | None:
 
 
 def make(tmp_path, standin, catcher, store, start="oldest"):
-    config = parse_config(config_text(tmp_path, standin, catcher, poll=f"{{enabled: true, start: {start}, interval_s: 0.05}}"), env={})
+    poll = f"{{enabled: true, start: {start}, interval_s: 0.05}}"
+    config = parse_config(config_text(tmp_path, standin, catcher, poll=poll), env={})
     tenant = config.tenants["acme"]
     api = ManagementApi(tenant, name="acme")
     return Poller("acme", tenant.poll, api, Inbox(store, config.listened_types())), api
@@ -43,17 +45,19 @@ async def test_oldest_reads_every_page_and_commits_the_checkpoint(tmp_path, stan
 
 async def test_start_now_skips_history_and_resumes_from_the_stored_checkpoint(tmp_path, standin, catcher,
                                                                             sqlite_store):
-    standin.add_log(sample_event("ss", user_id="auth0|old"))
+    old = standin.add_log(sample_event("ss", user_id="auth0|old"))
     poller, api = make(tmp_path, standin, catcher, sqlite_store, start="now")
     stop = asyncio.Event()
     async with api:
         task = asyncio.create_task(poller.run(stop))
-        await asyncio.sleep(0.3)
+
+        async def checkpoint_is(log_id):
+            return await sqlite_store.get_checkpoint("acme") == log_id
+
+        # Started "now": the newest log so far is the checkpoint, history is skipped.
+        await wait_until(lambda: checkpoint_is(old["log_id"]), what="the start checkpoint")
         new = standin.add_log(sample_event("ss", user_id="auth0|new"))
-        for _ in range(100):
-            if await sqlite_store.get_checkpoint("acme") == new["log_id"]:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: checkpoint_is(new["log_id"]), what="the new event polled")
         stop.set()
         await task
     events = await sqlite_store.claim_events(limit=10, now=10**10, lease_s=1)

@@ -4,6 +4,8 @@ import asyncio
 
 import pytest
 
+from streamer import metrics
+from streamer import processor as processor_module
 from streamer.config import parse_config
 from streamer.inbox import Inbox
 from streamer.processor import RATE_WHILE_INGESTING, Processor, pause_after
@@ -54,14 +56,22 @@ async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
     assert inbox.accepting == 0  # a failed commit does not leave the processor paused forever
 
 
-async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path):
+async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path, monkeypatch):
     config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
     for batch in range(5):
         await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}")
                                                for i in range(300)], now=0)
-    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+    asked, pauses = [], []
+    real_sleep = processor_module.sleep_unless_stopped
+
+    async def recorded_sleep(stop, seconds):
+        pauses.append(seconds)
+        await real_sleep(stop, seconds)
+
+    monkeypatch.setattr(processor_module, "sleep_unless_stopped", recorded_sleep)  # observed, not replaced
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
                           lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event(),
-                          ingesting=lambda: True)
+                          ingesting=lambda: asked.append(True) or True, rate_while_ingesting=500)
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
@@ -71,6 +81,38 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     finally:
         stop.set()
         await task
+    # Stepped aside: asked after every batch it handled, and paused after each (a batch of 200 or
+    # more events is worth 0.4 s or more at 500 a second; evaluating it takes far less).
+    assert len(asked) == len(pauses) >= 2 and all(p > 0 for p in pauses)
+
+
+async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_store):
+    """The dropped-email metric's reason comes from the kind of skip, not from words in an error
+    message: "substring not found" once made a broken rule count as `user_not_found`."""
+    config = parse_config(RULE_ERROR_CONFIG, env={})
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="R1", user_id="auth0|1")], now=0)
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
+                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+
+    def dropped(reason):
+        return metrics.REGISTRY.get_sample_value(
+            "streamer_emails_dropped_total", {"tenant": "acme", "rule": "broken", "reason": reason}) or 0
+
+    before = dropped("rule_error"), dropped("user_not_found")
+    assert await processor.process_once() == 1
+    assert (dropped("rule_error"), dropped("user_not_found")) == (before[0] + 1, before[1])
+
+
+RULE_ERROR_CONFIG = """\
+smtp: {host: localhost, from: "Acme <no-reply@acme.test>"}
+tenants:
+  acme: {domain: acme.eu.auth0.com, client_id: c, client_secret: s}
+rules:
+  - name: broken
+    on: [ss]
+    if: "'x'.index('y')"
+    template: welcome
+"""
 
 
 class _Unverified:
@@ -95,7 +137,7 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
         return await original(*args, **kwargs)
 
     sqlite_store.settle_events = away_twice
-    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": _Unverified()},
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Unverified()},
                           lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))

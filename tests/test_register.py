@@ -3,8 +3,8 @@ stream then delivers to the daemon like Auth0 does."""
 
 import asyncio
 
+from streamer.auth0.log_streams import missing_categories, stream_filters
 from streamer.cli import main
-from streamer.register import stream_filters
 
 from conftest import WEBHOOK_TOKEN, config_text
 
@@ -34,8 +34,6 @@ async def test_register_is_idempotent(tmp_path, standin, catcher, capsys):
 
 
 def test_missing_categories_are_those_rules_need_and_filters_leave_out():
-    from streamer.register import missing_categories
-
     stream = {"filters": [{"type": "category", "name": "auth.login.success"},
                           {"type": "category", "name": "user.success"}]}
     assert missing_categories(stream, {"s", "sv", "scp"}) == []

@@ -6,9 +6,13 @@ from collections import Counter
 import aiohttp
 import pytest
 
+from streamer.store import open_store
+
 import pg
 from conftest import config_text, sample_event
-from test_crash import free_port, post, start_run
+from support.ports import free_port
+from support.processes import post, start_run
+from support.waiting import pipeline_idle
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +42,12 @@ async def test_two_replicas_on_postgres_send_each_email_once(tmp_path, standin, 
                                           for start in range(0, 40, 10) for port in ports))
     assert set(statuses) == {200}
     await catcher.wait_for(40, timeout=60)
-    await asyncio.sleep(1.0)
+    store = open_store(database)   # the replicas' own store: wait until nothing is left to send
+    await store.open()
+    try:
+        await pipeline_idle(store, timeout=60)
+    finally:
+        await store.close()
     for process in processes:
         process.terminate()
     for process in processes:

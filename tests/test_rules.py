@@ -5,6 +5,7 @@ import pytest
 from streamer.config import parse_config
 from streamer.rules import (
     RuleError,
+    SkipReason,
     check_result_urls,
     compile_rules,
     decide,
@@ -75,8 +76,19 @@ def test_social_first_login_is_welcomed():
 
 
 def test_missing_user_and_missing_email_are_skipped_with_reasons():
-    assert run(sample_event("ss"), None)[1][0].reason == "user not found in Auth0"
-    assert run(sample_event("ss"), {**UNVERIFIED, "email": None})[1][0].reason == "user has no email address"
+    [missing] = run(sample_event("s"), None)[1][:1]
+    assert missing.reason == "user not found in Auth0" and missing.kind is SkipReason.USER_NOT_FOUND
+    [no_email] = run(sample_event("ss"), {**UNVERIFIED, "email": None})[1][:1]
+    assert no_email.reason == "user has no email address" and no_email.kind is SkipReason.NO_EMAIL
+
+
+def test_a_rule_error_is_a_rule_error_whatever_its_message_says():
+    config = parse_config(CONFIG.replace('''if: "not user.email_verified"''', '''if: "'x'.index('y')"'''), env={})
+    _, skipped = decide(compile_rules(config.rules), sample_event("s"), tenant="acme",
+                        tenant_ctx=tenant_view("acme", config.tenants["acme"]), user=UNVERIFIED,
+                        locale_for=lambda rule: "en", accepted_at=1.0)
+    [error] = [s for s in skipped if s.rule == "verify-email"]
+    assert "substring not found" in error.reason and error.kind is SkipReason.RULE_ERROR
 
 
 def test_a_failing_condition_is_reported_not_raised():
@@ -191,7 +203,8 @@ def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed()
     # A rule whose `if` ignores the locale and is false never asks for one.
     plain = compile_rules(parse_config(CONFIG, env={}).rules)
     asked.clear()
-    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user={**UNVERIFIED, "email_verified": True, "logins_count": 5},
+    returning = {**UNVERIFIED, "email_verified": True, "logins_count": 5}
+    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user=returning,
                   locale_for=locale_for, accepted_at=0) == ([], [])
     assert asked == []
 

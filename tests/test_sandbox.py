@@ -5,33 +5,15 @@ import email
 import email.policy
 import io
 import re
-import socket
 
 import aiohttp
 import pytest
 
-from conftest import REPO
 from streamer import bundled
 from streamer.devkit.sandbox import find_templates, run_sandbox
 
-
-def free_port_block(size: int = 4) -> int:
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size < 65535 and all(_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no free port block")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
+from conftest import REPO
+from support.ports import free_port_block
 
 
 def saved_mail(workdir) -> list:

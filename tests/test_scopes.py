@@ -13,7 +13,9 @@ from streamer.config import TenantConfig, parse_config
 from streamer.devkit.auth0_standin import SCOPES
 
 from conftest import config_text, sample_event
-from test_auth0_client import ANA, FakeClock
+from support.clock import FakeClock
+from support.users import ANA
+from support.waiting import awaiting, wait_until
 
 
 def tenant_for(standin, secret=None) -> TenantConfig:
@@ -107,12 +109,14 @@ async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_rest
     standin.granted_scopes = SCOPES.replace("create:user_tickets ", "")
     daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace("max_attempts: 4", "max_attempts: 100"))
     assert (await daemon.post([sample_event("ss", user_id=ANA)]))[0] == 200
-    for _ in range(100):
-        if ("POST", "/api/v2/tickets/email-verification", 403) in standin.calls:
-            break
-        await asyncio.sleep(0.05)
+    store = daemon.daemon.store
+
+    async def failed_once():
+        return [e for e in await store.list_emails(states=None) if e.state == "failed" and e.attempts >= 1]
+
+    [email] = await wait_until(failed_once, what="the first attempt recorded as failed")
     assert ("POST", "/api/v2/tickets/email-verification", 403) in standin.calls
-    await asyncio.sleep(0.3)
+    assert "credentials or scopes" in email.last_error
     assert catcher.messages == []
     standin.granted_scopes = SCOPES
     (message,) = await catcher.wait_for(1, timeout=10)
@@ -122,7 +126,10 @@ async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_rest
 
 
 async def test_sigterm_right_after_start_does_not_wait_for_a_hanging_auth0(tmp_path, standin, catcher, start_daemon):
+    connections = []
+
     async def never_answer(reader, writer):
+        connections.append(writer)
         await asyncio.sleep(3600)
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
@@ -130,7 +137,9 @@ async def test_sigterm_right_after_start_does_not_wait_for_a_hanging_auth0(tmp_p
     try:
         daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace(
             standin.base_url, f"http://127.0.0.1:{port}"))
-        await asyncio.sleep(2.3)        # the start-up check and the stream watch's first look: both hang
+        # The start-up check and the stream watch's first look (after its first wait): both hang.
+        await wait_until(lambda: connections, what="the start-up check's token request")
+        await wait_until(lambda: awaiting("StreamWatch.check"), timeout=15, what="the stream watch's first look")
         started = asyncio.get_running_loop().time()
         await daemon.stop()
         assert asyncio.get_running_loop().time() - started < 3

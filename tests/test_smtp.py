@@ -22,6 +22,8 @@ from streamer.devkit.mailcatcher import LoginAttempt, MailCatcher
 from streamer.metrics import REGISTRY
 from streamer.smtp import SmtpError, SmtpPermanent, SmtpPool, SmtpTransient, classify
 
+from support.waiting import wait_until
+
 PASSWORD = "s3cret-Pa55word!"
 USER = "mailer"
 FROM = "Acme <no-reply@acme.test>"
@@ -238,7 +240,7 @@ async def test_idle_connection_closed_by_server_is_reopened():
     pool = SmtpPool(make_config(port))
     try:
         await pool.send(FROM, ["bob@example.test"], MESSAGE)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: catcher.active_connections == 0, what="the server closing the idle connection")
         await pool.send(FROM, ["bob@example.test"], MESSAGE)
         assert len(catcher.messages) == 2
         assert catcher.connections_opened == 2
@@ -415,11 +417,13 @@ async def test_close_quits_idle_connections_and_refuses_new_sends(catcher, pool)
 
 async def test_cancelled_send_does_not_poison_the_pool(catcher, pool):
     await pool.send(FROM, ["bob@example.test"], MESSAGE)
+    held = catcher.hold_next("MAIL")
     task = asyncio.create_task(pool.send(FROM, ["bob@example.test"], MESSAGE))
-    await asyncio.sleep(0)  # the task now waits for the reply to MAIL
+    await held.wait_arrived()  # the task now waits for the reply to MAIL
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    held.release()
     await pool.send(FROM, ["bob@example.test"], MESSAGE)
     assert catcher.messages[-1].rcpt_tos == ["bob@example.test"]
 
@@ -453,7 +457,7 @@ def refused(code: int, rcpt: str = "bob@example.test") -> aiosmtplib.SMTPRecipie
     (ConnectionRefusedError(111, "Connection refused"), SmtpTransient, None, None),
     (ConnectionResetError(104, "Connection reset by peer"), SmtpTransient, None, None),
     (OSError(113, "No route to host"), SmtpTransient, None, None),
-    (asyncio.TimeoutError(), SmtpTransient, None, None),
+    (TimeoutError(), SmtpTransient, None, None),
     (ssl.SSLCertVerificationError("certificate verify failed"), SmtpTransient, None, "connect"),
     (aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."), SmtpTransient, None, None),
     (aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"), SmtpPermanent, None, None),

@@ -8,19 +8,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from streamer.events import parse_body, scrub
-from streamer.outbox import DueEmail, EmailState
+from streamer.outbox import EmailState
 from streamer.store.sqlite import SqliteStore
 
 from conftest import sample_event
-
-NOW = 1_800_000_000.0
-
-
-def due(log_id="L1", user="auth0|1", rule="verify", once_key=None, cooldown=None, key=None) -> DueEmail:
-    once_key = once_key or f"acme/{rule}/user/{user}"
-    return DueEmail(tenant="acme", rule=rule, template="verify_email", once_key=once_key, cooldown_s=cooldown,
-                    key=key or once_key, user_id=user, log_id=log_id, recipient="ana@example.com", locale="fr",
-                    accepted_at=NOW, context={"user": {"email": "ana@example.com"}, "event": {"log_id": log_id}})
+from support.outbox import NOW, due
 
 
 async def test_events_are_deduplicated_by_tenant_and_log_id(store):

@@ -6,11 +6,12 @@ import traceback
 import asyncpg
 import pytest
 
-import pg
-from conftest import sample_event
 from streamer.store import open_store
 from streamer.store.postgres import SCHEMA_VERSION, PostgresStore, PostgresStoreError
-from test_store_contract import NOW, due
+
+import pg
+from conftest import sample_event
+from support.outbox import NOW, due
 
 SECRET = "s3cr3t-Pa55"
 

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 
 from streamer import logs, metrics
 from streamer.auth0 import ManagementApi
+from streamer.auth0.log_streams import find_stream, missing_categories
 from streamer.config import TenantConfig
-from streamer.register import missing_categories
-from streamer.sources.stream_watch import StreamWatch, find_stream
+from streamer.sources.stream_watch import StreamWatch
 
 from conftest import WEBHOOK_TOKEN, config_text, sample_event
 
@@ -38,7 +38,8 @@ def test_the_stream_posting_to_our_url_wins_over_the_one_named_after_us():
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    lambda inner: (st.lists(inner, max_size=4)
+                                   | st.dictionaries(st.text(max_size=12), inner, max_size=4)),
                     max_leaves=20)
 STREAMISH = st.dictionaries(st.sampled_from(["id", "name", "type", "status", "sink", "filters"]),
                             JSON | st.just("http") | st.just("streamer-acme"), max_size=6)

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
@@ -45,6 +45,7 @@ from streamer.auth0.errors import (
 from streamer.auth0.pacer import RateLimitPacer
 from streamer.auth0.token import ENDPOINT as TOKEN_ENDPOINT
 from streamer.auth0.token import TokenSource
+from streamer.backoff import Backoff
 from streamer.config import TenantConfig
 from streamer.logs import get_logger
 
@@ -150,7 +151,7 @@ def is_stale(profile: Mapping[str, Any] | None, fresh_since: str | None) -> bool
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):  # back to Auth0's own format: 2026-03-01T14:01:07.412Z
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
     if isinstance(value, Enum):
         return value.value
@@ -191,7 +192,7 @@ def env_proxy(url: str) -> str | None:
 def retry_delay(headers: Mapping[str, str], attempt: int) -> float:
     """Wait before retrying a raw call: what Auth0 said, else 1, 2, 4 … s."""
     hinted = retry_after_from(headers)
-    delay = hinted if hinted is not None else float(2 ** attempt)
+    delay = hinted if hinted is not None else Backoff(1.0, MAX_RETRY_DELAY_S).delay(attempt + 1)
     return min(max(delay, 0.05), MAX_RETRY_DELAY_S)
 
 
@@ -526,7 +527,7 @@ class ManagementApi:
 
     async def _get_users_by_id(self, user_ids: list[str]) -> dict[str, dict | None]:
         profiles = await asyncio.gather(*(self._get_user(uid) for uid in user_ids))
-        return dict(zip(user_ids, profiles))
+        return dict(zip(user_ids, profiles, strict=True))
 
     async def _fetch_users(self, user_ids: list[str], since: Mapping[str, str]) -> dict[str, dict | None]:
         wanted = set(user_ids)

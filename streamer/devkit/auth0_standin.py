@@ -40,6 +40,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import web
 
+from streamer.auth0.log_streams import CATEGORY_OF_TYPE
+
 DEFAULT_TICKET_TTL_S = 432000            # 5 days, Auth0's default for both ticket kinds
 MAX_PER_PAGE = 100
 DEFAULT_TAKE = 50
@@ -69,14 +71,8 @@ _DEFAULT_CODES = {400: "invalid_body", 403: "insufficient_scope", 404: "inexiste
 _DEFAULT_MESSAGES = {429: "Global limit has been reached", 500: "Internal Server Error",
                      503: "Service Unavailable", 404: "Not Found", 400: "Bad Request"}
 
-#: Log-stream filter categories of the event types streamer deals with (others → "other").
-STREAM_CATEGORIES = {
-    "s": "auth.login.success", "f": "auth.login.fail", "fp": "auth.login.fail", "fu": "auth.login.fail",
-    "ss": "auth.signup.success", "fs": "auth.signup.fail", "slo": "auth.logout.success",
-    "sv": "user.success", "scp": "user.success", "sce": "user.success", "sdu": "user.success",
-    "fv": "user.fail", "fcp": "user.fail", "svr": "user.notification", "scpr": "user.notification",
-    "api_limit": "system.notification",
-}
+#: Log-stream filter categories (others → "other"): the table register and the watch use.
+STREAM_CATEGORIES = CATEGORY_OF_TYPE
 
 _EMAIL_TICKET_PROPS = {"user_id", "result_url", "client_id", "organization_id", "ttl_sec", "includeEmailInRedirect",
                        "identity"}

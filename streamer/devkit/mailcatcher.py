@@ -20,14 +20,15 @@ import re
 import ssl
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import getaddresses
 from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Callable, Final, Literal
+from typing import Any, Final, Literal
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -148,6 +149,23 @@ class LoginAttempt:
 # --- the aiosmtpd side --------------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class Hold:
+    """A command whose reply the catcher holds back (see `MailCatcher.hold_next`)."""
+
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    async def wait_arrived(self, timeout: float = 10) -> None:
+        """Until the command came in (its sender now waits for the reply)."""
+        if not await asyncio.to_thread(self.arrived.wait, timeout):
+            raise TimeoutError("the held command did not arrive")
+
+    def release(self) -> None:
+        """Send the reply."""
+        self.released.set()
+
+
 class _Session(Session):
     """aiosmtpd's session without the deprecation warning its own AUTH code triggers on every login."""
 
@@ -199,6 +217,7 @@ class _Handler:
                           mail_options: list[str]) -> str:
         if self._catcher.auth is not None and not session.authenticated:
             return STATUS_AUTH_REQUIRED
+        await self._catcher._hold("MAIL")
         if failure := self._catcher._take_failure("MAIL"):
             return failure
         envelope.mail_from = address
@@ -207,6 +226,7 @@ class _Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        await self._catcher._hold("RCPT")
         if failure := self._catcher._take_failure("RCPT"):
             return failure
         envelope.rcpt_tos.append(address)
@@ -214,6 +234,7 @@ class _Handler:
         return STATUS_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self._catcher._hold("DATA")
         if failure := self._catcher._take_failure("DATA"):
             return failure
         message = self._catcher._catch(envelope, session)
@@ -254,6 +275,8 @@ class MailCatcher:
         self.port: int | None = None
         self._handler = _Handler(self)
         self._failures: dict[str, collections.deque[str]] = {stage: collections.deque() for stage in FAIL_STAGES}
+        self._holds: dict[str, collections.deque[Hold]] = {stage: collections.deque() for stage in FAIL_STAGES}
+        self._all_holds: list[Hold] = []
         self._connections: set[_CatcherSMTP] = set()
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -289,6 +312,9 @@ class MailCatcher:
         await self._stop_here()
 
     async def _stop_here(self) -> None:
+        with self._lock:
+            for hold in self._all_holds:
+                hold.release()
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -378,6 +404,25 @@ class MailCatcher:
             for queue in self._failures.values():
                 queue.clear()
 
+    def hold_next(self, stage: FailStage = "MAIL") -> Hold:
+        """Hold back the reply to the next command of `stage` until `release()`: a test can then
+        act while the client is known to be waiting for that reply. Stopping releases it."""
+        if stage not in FAIL_STAGES:
+            raise ValueError(f"stage must be one of {', '.join(FAIL_STAGES)}")
+        hold = Hold()
+        with self._lock:
+            self._holds[stage].append(hold)
+            self._all_holds.append(hold)
+        return hold
+
+    async def _hold(self, stage: str) -> None:
+        with self._lock:
+            queue = self._holds[stage]
+            hold = queue.popleft() if queue else None
+        if hold is not None:
+            hold.arrived.set()
+            await asyncio.to_thread(hold.released.wait)
+
     def _take_failure(self, stage: str) -> str | None:
         with self._lock:
             queue = self._failures[stage]
@@ -407,7 +452,7 @@ class MailCatcher:
             mail_from=envelope.mail_from or "",
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(data),
-            received_at=datetime.now(timezone.utc),
+            received_at=datetime.now(UTC),
             tls=self.implicit_tls or session.ssl is not None,
             auth_user=session.auth_data if session.authenticated else None,
             peer=session.peer,

@@ -13,7 +13,7 @@ import contextlib
 import json
 import secrets
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,8 @@ rules:
     on: [ss, s]
     if: "not user.email_verified"
     once: per_user
-    ticket: {{kind: email_verification, result_url: "{{{{ tenant.vars.app_url }}}}/verified?lang={{{{ locale }}}}", ttl_sec: 432000}}
+    ticket: {{kind: email_verification, result_url: "{{{{ tenant.vars.app_url }}}}/verified?lang={{{{ locale }}}}",
+             ttl_sec: 432000}}
     template: verify_email
     mark: {{app_metadata: {{verification_email_sent: true}}}}
   - name: welcome
@@ -100,10 +101,10 @@ def sample_events(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """What a tenant's log stream carries on a busy minute, shaped like Auth0's log entries:
     new users sign up (`ss`), established users log in from a new phone (`s`), and the last
     of them changes their password (`scp`)."""
-    stamp = datetime.now(timezone.utc)
+    stamp = datetime.now(UTC)
     events = []
     established = [u for u in users if (u.get("logins_count") or 0) > 1]
-    for index, user in enumerate(users):
+    for user in users:
         social = not user["user_id"].startswith("auth0|")
         connection = "google-oauth2" if social else "Username-Password-Authentication"
         returning = user in established

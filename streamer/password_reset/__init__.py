@@ -13,10 +13,11 @@ Behaviour, in the order a POST is checked:
 3. CSRF: signed double-submit token. The GET sets a cookie (`pr_csrf`, HttpOnly, SameSite=Strict,
    Path=/password-reset/<tenant>, Max-Age 1 h, Secure over HTTPS or when `server.public_url` is
    https) and puts the same value in a hidden field. The token is
-   `v1.<issued>.<nonce>.<HMAC-SHA256(key, tenant|issued|nonce)>` with a per-process random key: a cookie planted from a sibling subdomain cannot be forged, and a token
-   of one tenant is not valid for another. Missing, different, forged or expired → 403 page. A
-   still-fresh cookie is reused (not rotated) so two open tabs both work. With several replicas
-   behind a load balancer, pass the same `csrf_key` to each (or use sticky sessions).
+   `v1.<issued>.<nonce>.<HMAC-SHA256(key, tenant|issued|nonce)>` with a per-process random key:
+   a cookie planted from a sibling subdomain cannot be forged, and a token of one tenant is not
+   valid for another. Missing, different, forged or expired → 403 page. A still-fresh cookie is
+   reused (not rotated) so two open tabs both work. With several replicas behind a load
+   balancer, pass the same `csrf_key` to each (or use sticky sessions).
 4. Field validation (email shape; with new_password: length `min_length`..256 and both equal)
    → 400 with the form re-rendered: error summary (role=alert, autofocus, links to the fields),
    `aria-invalid` + `aria-describedby` on the fields, the email kept, passwords never echoed.
@@ -130,6 +131,7 @@ from streamer.password_reset.pages import (
     MAX_USER_AGENT,
     SECURITY_HEADERS,
     PasswordResetPages,
+    ResetPageSettings,
     password_reset_routes,
 )
 from streamer.password_reset.ratelimit import SlidingWindowLimiter, ip_key
@@ -140,7 +142,8 @@ __all__ = [
     "CONTENT_SECURITY_POLICY", "CSRF_COOKIE", "CSRF_FIELD", "CSRF_TTL_S", "DEFAULT_MIN_RESPONSE_S",
     "EVENT_DESCRIPTION", "EVENT_SOURCE", "EVENT_TYPE", "LANGUAGE_NAMES", "MAX_BODY_BYTES", "MAX_EMAIL_LENGTH",
     "MAX_PASSWORD_LENGTH", "MAX_USER_AGENT", "MESSAGES", "SECURITY_HEADERS", "SUPPORTED_LOCALES",
-    "ClientInfo", "CsrfTokens", "NewPasswordVault", "PasswordResetPages", "SlidingWindowLimiter", "TicketApi",
+    "ClientInfo", "CsrfTokens", "NewPasswordVault", "PasswordResetPages", "ResetPageSettings", "SlidingWindowLimiter",
+    "TicketApi",
     "UserLookup", "choose_locale", "client_info", "create_reset_ticket", "ip_key", "is_database_user", "iso_ms",
     "new_log_id", "normalize_email", "password_reset_routes", "valid_email",
 ]

@@ -10,6 +10,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from aiohttp import web
 from babel.dates import format_timedelta
 
 from streamer import metrics
-from streamer.config import Config, TenantConfig, parse_rate
+from streamer.config import Config, PasswordResetConfig, TenantConfig, parse_rate
 from streamer.inbox import Inbox
 from streamer.locale import normalize_locale, parse_accept_language
 from streamer.logs import get_logger
@@ -71,14 +72,30 @@ _templates = jinja2.Environment(
 )
 
 
+@dataclass(frozen=True)
+class ResetPageSettings:
+    """What the hosted form reads of the config, and nothing more."""
+
+    reset: PasswordResetConfig
+    tenants: Mapping[str, TenantConfig]
+    #: Behind a TLS-terminating proxy request.secure is False: the public URL tells.
+    public_url: str | None
+    default_locale: str
+
+    @classmethod
+    def of(cls, config: Config) -> ResetPageSettings:
+        return cls(reset=config.password_reset, tenants=config.tenants, public_url=config.server.public_url,
+                   default_locale=config.templates.default_locale)
+
+
 class PasswordResetPages:
     """State of the hosted form for one process: CSRF key, rate limiters, in-flight work."""
 
-    def __init__(self, config: Config, inbox: Inbox, apis: Mapping[str, UserLookup], *,
+    def __init__(self, page_settings: ResetPageSettings, inbox: Inbox, apis: Mapping[str, UserLookup], *,
                  vault: NewPasswordVault | None = None, clock: Callable[[], float] = time.monotonic,
                  min_response_s: float = DEFAULT_MIN_RESPONSE_S, csrf_key: bytes | None = None):
-        self.config = config
-        self.settings = config.password_reset
+        self.page_settings = page_settings
+        self.settings = page_settings.reset
         self.inbox = inbox
         self.apis = apis
         self.vault = vault if vault is not None else NewPasswordVault(clock=clock)
@@ -90,8 +107,7 @@ class PasswordResetPages:
         per_address, per_address_window = parse_rate(self.settings.rate_limit.per_address)
         self.ip_limiter = SlidingWindowLimiter(per_ip, per_ip_window, clock=clock)
         self.address_limiter = SlidingWindowLimiter(per_address, per_address_window, clock=clock)
-        #: Behind a TLS-terminating proxy request.secure is False: the public URL tells.
-        self._public_https = (config.server.public_url or "").lower().startswith("https://")
+        self._public_https = (page_settings.public_url or "").lower().startswith("https://")
         self._tasks: set[asyncio.Task] = set()
         self._warned_unrouted: set[str] = set()
 
@@ -115,13 +131,13 @@ class PasswordResetPages:
     def _tenant(self, request: web.Request) -> TenantConfig | None:
         if not self.settings.enabled:
             return None
-        return self.config.tenants.get(request.match_info["tenant"])
+        return self.page_settings.tenants.get(request.match_info["tenant"])
 
     def _locale(self, request: web.Request, tenant: TenantConfig | None, client: ClientInfo) -> str:
         return choose_locale(request.query.get("lang"), client.locale,
                              *parse_accept_language(request.headers.get("Accept-Language")),
                              tenant.default_locale if tenant else None,
-                             self.config.templates.default_locale)
+                             self.page_settings.default_locale)
 
     @staticmethod
     def _query(request: web.Request, client: ClientInfo, lang: str | None = None) -> str:
@@ -273,4 +289,6 @@ def password_reset_routes(config: Config, inbox: Inbox, apis: Mapping[str, UserL
     Pass the `vault` the delivery side will `take()` from when `password_reset.new_password` is on.
     To await in-flight lookups at shutdown, build `PasswordResetPages` yourself and call `drain()`.
     """
-    return PasswordResetPages(config, inbox, apis, vault=vault, clock=clock, min_response_s=min_response_s).routes()
+    pages = PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault, clock=clock,
+                               min_response_s=min_response_s)
+    return pages.routes()

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
+from streamer.backoff import Backoff
 from streamer.config import PollConfig
 from streamer.events import unwrap
 from streamer.inbox import Inbox
@@ -21,6 +22,8 @@ from streamer.logs import get_logger
 log = get_logger(__name__)
 
 TAKE = 100
+#: After n failed polls in a row: 2·interval, 4·interval … up to 64·interval, at most 5 minutes.
+MAX_WAIT_S = 300.0
 
 
 class LogReader(Protocol):
@@ -35,6 +38,7 @@ class Poller:
         self.poll = poll
         self.api = api
         self.inbox = inbox
+        self.backoff = Backoff(2 * poll.interval_s, min(MAX_WAIT_S, 64 * poll.interval_s))
 
     async def _start_checkpoint(self) -> str | None:
         checkpoint = await self.inbox.store.get_checkpoint(self.tenant)
@@ -81,13 +85,13 @@ class Poller:
                     delay = 0.0  # more pages are waiting
             except Auth0Error as exc:
                 failures += 1
-                delay = min(300.0, self.poll.interval_s * 2 ** min(failures, 6))
+                delay = self.backoff.delay(failures)
                 if isinstance(exc, Auth0Transient) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
                 log.warning("poll_failed", tenant=self.tenant, error=str(exc), retry_in_s=round(delay, 1))
             except Exception:  # noqa: BLE001 - the poller must survive a store hiccup
                 failures += 1
-                delay = min(300.0, self.poll.interval_s * 2 ** min(failures, 6))
+                delay = self.backoff.delay(failures)
                 log.exception("poll_crashed", tenant=self.tenant)
             await sleep_unless_stopped(stop, delay)
         await self.inbox.store.release_lead(f"poll:{self.tenant}")

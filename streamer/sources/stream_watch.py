@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Permanent
+from streamer.auth0.log_streams import find_stream, missing_categories, our_endpoint, stream_name
 from streamer.lifecycle import sleep_unless_stopped
 from streamer.logs import get_logger
-from streamer.register import missing_categories
 
 log = get_logger(__name__)
 
@@ -30,25 +30,9 @@ CHECK_EVERY_S = 300.0
 
 
 class StreamApi(Protocol):
-    async def list_log_streams(self) -> list[dict]: ...
+    async def list_log_streams(self) -> list[dict[str, Any]]: ...
 
-    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> dict: ...
-
-
-def our_endpoint(public_url: str | None, tenant: str) -> str | None:
-    return f"{public_url.rstrip('/')}/logs/{tenant}" if public_url else None
-
-
-def find_stream(streams: list[dict], tenant: str, public_url: str | None) -> dict | None:
-    """The http stream delivering to this daemon: the one posting to our URL, else the one
-    `streamer register` names `streamer-<tenant>`."""
-    http = [s for s in streams if isinstance(s, dict) and s.get("type") == "http"]
-    endpoint = our_endpoint(public_url, tenant)
-    by_endpoint = [s for s in http if endpoint and isinstance(s.get("sink"), dict)
-                   and s["sink"].get("httpEndpoint") == endpoint]
-    by_name = [s for s in http if s.get("name") == f"streamer-{tenant}"]
-    found = by_endpoint or by_name
-    return found[0] if found else None
+    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class Leadership(Protocol):
@@ -102,8 +86,9 @@ class StreamWatch:
         if stream is None:
             if not self._reported_missing:
                 self._reported_missing = True
-                log.info("log_stream_not_found", tenant=self.tenant, endpoint=our_endpoint(self.public_url, self.tenant),
-                         hint=f"no http log stream posts to this daemon's URL or is named streamer-{self.tenant}; "
+                log.info("log_stream_not_found", tenant=self.tenant,
+                         endpoint=our_endpoint(self.public_url, self.tenant),
+                         hint=f"no http log stream posts to this daemon's URL or is named {stream_name(self.tenant)}; "
                               "`streamer register` creates one")
             return True
         self._reported_missing = False
@@ -126,7 +111,7 @@ class StreamWatch:
         self._reported_filters = left_out
         return True
 
-    async def _reactivate(self, stream: dict) -> str:
+    async def _reactivate(self, stream: dict[str, Any]) -> str:
         stream_id = str(stream.get("id"))
         try:
             await self.api.update_log_stream(stream_id, {"status": "active"})

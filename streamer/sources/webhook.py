@@ -7,12 +7,13 @@ Unknown tenants and wrong tokens get the same 401, after the same constant-time 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 import orjson
 from aiohttp import web
 
 from streamer import metrics
-from streamer.config import Config
+from streamer.config import TenantConfig
 from streamer.events import BodyError, parse_body
 from streamer.inbox import Inbox
 from streamer.logs import get_logger, redact_text
@@ -52,20 +53,20 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_handler(config: Config, inbox: Inbox):
+def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *, max_body_bytes: int):
     async def receive_logs(request: web.Request) -> web.Response:
         name = request.match_info["tenant"]
-        tenant = config.tenants.get(name)
+        tenant = tenants.get(name)
         token = tenant.webhook_token.get_secret_value() if tenant and tenant.webhook_token else None
         if not authorized(request.headers.get("Authorization", ""), token):
             metrics.EVENTS_REJECTED.labels(name if tenant else "(unknown)", "unauthorized").inc()
             log.warning("webhook_unauthorized", tenant=name if tenant else None, remote=request.remote)
             return _error(401, "unauthorized")
-        body = await _read_limited(request, config.server.max_body_bytes)
+        body = await _read_limited(request, max_body_bytes)
         if body is None:
             metrics.EVENTS_REJECTED.labels(name, "too_large").inc()
-            log.warning("webhook_body_too_large", tenant=name, limit=config.server.max_body_bytes)
-            return _error(413, f"body larger than server.max_body_bytes ({config.server.max_body_bytes})")
+            log.warning("webhook_body_too_large", tenant=name, limit=max_body_bytes)
+            return _error(413, f"body larger than server.max_body_bytes ({max_body_bytes})")
         try:
             batch = parse_body(body)
         except BodyError as exc:
