@@ -174,7 +174,7 @@ async def test_concurrent_first_open_creates_the_schema_once(db_url):
     try:
         conn = await asyncpg.connect(db_url)
         try:
-            assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "1"
+            assert await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'") == "2"
         finally:
             await conn.close()
         assert (await stores[0].add_events("acme", [sample_event("ss")], now=NOW)).new == 1

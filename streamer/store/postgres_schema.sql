@@ -1,4 +1,4 @@
--- streamer's PostgreSQL schema, version 1 (see streamer/store/postgres.py; mirrors the SQLite one).
+-- streamer's PostgreSQL schema, version 2 (see streamer/store/postgres.py; mirrors the SQLite one).
 -- Applied idempotently by PostgresStore.open() under pg_advisory_xact_lock, so several replicas
 -- may start at once. Times are UNIX epoch seconds (double precision), like the SQLite store.
 -- Bodies are `json`, not `jsonb`: jsonb rejects "\u0000" and lone surrogates, which Auth0 log
@@ -59,4 +59,18 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at, id) WHERE state
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 'sending';
 
-INSERT INTO meta(key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
+-- Version 2: new passwords waiting for their owner's click (password_reset.new_password). `sealed`
+-- is AES-GCM ciphertext whose key only the emailed link carries; NULL once used, replaced or expired.
+CREATE TABLE IF NOT EXISTS pending_passwords(
+  id text COLLATE "C" PRIMARY KEY,
+  tenant text COLLATE "C" NOT NULL,
+  user_id text COLLATE "C" NOT NULL,
+  connection text NOT NULL,
+  state text NOT NULL CHECK (state IN ('pending', 'used', 'replaced')),
+  sealed bytea,
+  created_at double precision NOT NULL,
+  expires_at double precision NOT NULL,
+  updated_at double precision NOT NULL);
+CREATE INDEX IF NOT EXISTS pending_passwords_user ON pending_passwords(tenant, user_id) WHERE state = 'pending';
+
+INSERT INTO meta(key, value) VALUES ('schema_version', '2') ON CONFLICT (key) DO UPDATE SET value = '2';
