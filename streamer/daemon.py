@@ -32,6 +32,7 @@ from streamer.locale import fallback_chain, wanted_locale
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import RetryPolicy
 from streamer.password_reset import NewPasswordVault, PasswordResetPages
+from streamer.password_reset.confirm_pages import ConfirmPages
 from streamer.processor import Processor
 from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
@@ -117,6 +118,7 @@ class Daemon:
             before = time.time() - self.config.delivery.retention_days * 86400
             try:
                 purged = await self.store.purge(before=before)
+                purged += await self.store.purge_pending_passwords(now=time.time(), before=before)
                 if purged:
                     log.info("store_purged", rows=purged, retention_days=self.config.delivery.retention_days)
             except Exception:  # noqa: BLE001
@@ -149,14 +151,18 @@ class Daemon:
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, vault=vault,
+                              pending_store=store)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake)
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
         reset_pages = (PasswordResetPages(config, inbox, apis, vault=vault)
                        if config.password_reset.enabled else None)
-        app = build_app(config, inbox, readiness, reset_pages.routes() if reset_pages else [])
+        reset_routes = reset_pages.routes() if reset_pages else []
+        if reset_pages and config.password_reset.new_password:
+            reset_routes += ConfirmPages(reset_pages, store, apis).routes()
+        app = build_app(config, inbox, readiness, reset_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)

@@ -7,6 +7,7 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +19,8 @@ from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
 from streamer.message import InvalidAddress, build_message, envelope
 from streamer.outbox import OutboxEmail
-from streamer.password_reset import NewPasswordVault, create_reset_ticket
+from streamer.password_reset import EVENT_TYPE, NewPasswordVault, create_reset_ticket
+from streamer.password_reset.confirm import event_connection, issue_confirm_link
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
@@ -58,6 +60,8 @@ class Deliverer:
     smtp: Sender
     #: New passwords captured by the hosted form (memory only); see password_reset.create_reset_ticket.
     vault: NewPasswordVault | None = None
+    #: Where sealed new passwords wait for their owner's click (password_reset.new_password).
+    pending_store: Any = None
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -99,7 +103,56 @@ class Deliverer:
         if email.tenant not in self.config.tenants:
             raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
         context = self._context(email)
-        ticket_url = await self._ticket(rule, email, context)
+        password = self._new_password(rule, email)
+        try:
+            await self._deliver(rule, email, context, password)
+        except TransientFailure:
+            if password is not None and self.vault is not None:
+                self.vault.put(email.log_id, password)   # the retry seals it under a new key
+            raise
+
+    def _new_password(self, rule: CompiledRule, email: OutboxEmail) -> str | None:
+        """The password typed on the form, when this email is to confirm it (new_password mode).
+
+        None sends the Auth0 reset ticket instead: the password is not in this process's memory
+        (a restart or another replica between the form and the send), so the user chooses it
+        again on Auth0's page rather than getting no email at all.
+        """
+        ticket = rule.config.ticket
+        if (ticket is None or ticket.kind != "password_change" or not self.config.password_reset.new_password
+                or self.vault is None or self.pending_store is None
+                or (email.context.get("event") or {}).get("type") != EVENT_TYPE):
+            return None
+        password = self.vault.take(email.log_id)
+        if password is None:
+            log.warning("password_confirm_unavailable", tenant=email.tenant, log_id=email.log_id,
+                        reason="not_in_memory",
+                        hint="the process restarted (or another replica took the email) between the form and "
+                             "the send: the email carries an Auth0 reset ticket instead")
+        elif not self.config.server.public_url:
+            log.warning("password_confirm_unavailable", tenant=email.tenant, log_id=email.log_id,
+                        reason="no_public_url", hint="set server.public_url: the confirmation link points to it")
+            return None
+        return password
+
+    async def _deliver(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any],
+                       password: str | None) -> None:
+        if password is not None:
+            ticket = rule.config.ticket
+            try:
+                link = await issue_confirm_link(
+                    self.pending_store, password, public_url=str(self.config.server.public_url), tenant=email.tenant,
+                    user_id=email.user_id, connection=event_connection(email.context),
+                    ttl_sec=ticket.ttl_sec if ticket else None, locale=email.locale, now=time.time())
+            except Exception as exc:  # noqa: BLE001 - the store is unavailable: try again later
+                raise TransientFailure(f"storing the pending password: {type(exc).__name__}") from None
+            ticket_url: str | None = link.url
+            context["password_confirmation"] = True
+            log.info("password_confirm_link_issued", tenant=email.tenant, user_id=email.user_id,
+                     log_id=email.log_id, replaced=link.replaced)
+            del link
+        else:
+            ticket_url = await self._ticket(rule, email, context)
         user = context.get("user") or {}
         chain = fallback_chain(email.locale, self.config.templates.default_locale)
         try:
