@@ -1,0 +1,306 @@
+"""`password_reset.new_password: true` end to end: the form, the confirmation email, the link's
+pages, Auth0's PATCH, the `scp` notice. Real daemon over real HTTP, real SQLite, the SMTP
+catcher, the Auth0 stand-in (polled, so the `scp` it logs comes back as an event)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sqlite3
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+
+from browser import chromium
+from conftest import config_text
+from test_crash import free_port, start_run
+
+ANA = "auth0|65f0c0ffee0000000000a001"
+ANA_EMAIL = "ana.silva@example.com"
+NEW_PASSWORD = "Tr0ub4dor&3-Zebra-Quartz-91"
+OTHER_PASSWORD = "Correct-Horse-Battery-77"
+
+RULES = """\
+  - name: password-reset
+    on: [password_reset_requested]
+    once: per_event
+    ticket: {kind: password_change, result_url: "{{ tenant.vars.app_url }}/login", ttl_sec: 3600}
+    template: password_change
+  - name: password-changed
+    on: [scp]
+    once: per_event
+    template: password_changed
+"""
+
+
+def confirm_config(tmp_path, standin, catcher, port: int) -> str:
+    text = config_text(tmp_path, standin, catcher, extra_rules=RULES,
+                       poll="{enabled: true, interval_s: 0.2, start: now}")
+    text = text.replace('server: {listen: "127.0.0.1:0"}',
+                        f'server: {{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}"}}')
+    return text + ('password_reset: {enabled: true, new_password: true, min_length: 10, '
+                   'rate_limit: {per_ip: "1000/hour", per_address: "1000/hour"}}\n')
+
+
+@pytest.fixture
+async def daemon(tmp_path, standin, catcher, start_daemon):
+    port = free_port()
+    running = await start_daemon(confirm_config(tmp_path, standin, catcher, port))
+    running.base = f"http://127.0.0.1:{port}"
+    return running
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no {name} field in the page"
+    return unescape(match.group(1))
+
+
+async def ask_for_reset(base: str, password: str, email: str = ANA_EMAIL) -> None:
+    async with session() as http:
+        async with http.get(f"{base}/password-reset/acme") as response:
+            token = hidden(await response.text(), "csrf_token")
+        async with http.post(f"{base}/password-reset/acme", data={
+                "csrf_token": token, "email": email, "password": password, "password_confirm": password}) as response:
+            assert response.status == 200
+
+
+def confirm_link(message) -> str:
+    [link] = [link for link in message.links if "/confirm?" in link]
+    return link
+
+
+async def open_link(link: str) -> tuple[int, str]:
+    async with session() as http, http.get(link) as response:
+        return response.status, await response.text()
+
+
+async def press_confirm(link: str, http: aiohttp.ClientSession | None = None) -> tuple[int, str]:
+    """GET the link, then POST its form (cookie + hidden fields), like the browser does."""
+    own = http is None
+    http = http or session()
+    try:
+        async with http.get(link) as response:
+            assert response.status == 200, await response.text()
+            page = await response.text()
+        action = re.search(r'<form method="post" action="([^"]+)"', page).group(1)
+        split = urlsplit(link)
+        async with http.post(f"{split.scheme}://{split.netloc}{unescape(action)}", data={
+                "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket")}) as response:
+            return response.status, await response.text()
+    finally:
+        if own:
+            await http.close()
+
+
+async def post_ticket(link: str, ticket: str) -> tuple[int, str]:
+    """A POST with a valid CSRF pair but the ticket given (to replay a used or altered link)."""
+    async with session() as http:
+        base = link.split("/password-reset/")[0]
+        async with http.get(f"{base}/password-reset/acme") as response:
+            token = hidden(await response.text(), "csrf_token")
+        async with http.post(f"{base}/password-reset/acme/confirm?lang=fr", data={"csrf_token": token,
+                                                                          "ticket": ticket}) as response:
+            return response.status, await response.text()
+
+
+def ticket_of(link: str) -> str:
+    return parse_qs(urlsplit(link).query)["ticket"][0]
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
+# --- the whole flow, in a browser ------------------------------------------------------------------
+
+
+async def test_a_user_confirms_the_new_password_from_the_email_in_a_browser(daemon, standin, catcher, tmp_path):
+    async with chromium() as browser:
+        page = await (await browser.new_context(locale="fr-CA", java_script_enabled=False)).new_page()
+        await page.goto(f"{daemon.base}/password-reset/acme")
+        await page.get_by_label("Adresse e-mail").fill(ANA_EMAIL)
+        await page.get_by_label("Nouveau mot de passe", exact=True).fill(NEW_PASSWORD)
+        await page.get_by_label("Confirmez le nouveau mot de passe").fill(NEW_PASSWORD)
+        await page.get_by_role("button", name="Envoyer le lien de réinitialisation").click()
+        await page.get_by_role("heading", name="Consultez votre messagerie").wait_for()
+
+        [email] = await catcher.wait_for(1)
+        assert email.subject.startswith("Confirmez votre nouveau mot de passe")     # Ana reads French
+        link = confirm_link(email)
+        assert link.startswith(f"{daemon.base}/password-reset/acme/confirm?ticket=") and "lang=fr" in link
+        assert not any("/u/reset-verify" in href for href in email.links)          # no Auth0 ticket
+
+        await page.goto(link)                          # what a mail scanner does too: changes nothing
+        await page.get_by_role("heading", name="Confirmez votre nouveau mot de passe").wait_for()
+        assert standin.password_changes == [] and not standin.password_matches(ANA, NEW_PASSWORD)
+        await page.get_by_role("button", name="Définir mon nouveau mot de passe").click()
+        await page.get_by_role("heading", name="Votre mot de passe a été modifié").wait_for()
+        assert standin.password_matches(ANA, NEW_PASSWORD)
+        assert standin.password_changes == [{"user_id": ANA, "connection": "Username-Password-Authentication"}]
+
+        # Auth0 logs `scp`; the poller brings it back and the "password changed" notice goes out.
+        messages = await catcher.wait_for(2, timeout=15)
+        assert "mot de passe" in messages[1].subject and confirm_link(email) not in (messages[1].html or "")
+
+        await page.goto(link)                          # the link worked once
+        await page.get_by_role("heading", name="Ce lien a déjà été utilisé").wait_for()
+        assert await page.get_by_role("link", name="Remplir de nouveau le formulaire").count() == 1
+
+    # The password and the link's key are in no file, no log line, no store row.
+    await daemon.stop()
+    key = ticket_of(link).split(".")[1]
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name.startswith("streamer.db") for path in files)
+    for path in files:
+        data = path.read_bytes()
+        assert NEW_PASSWORD.encode() not in data and key.encode() not in data, path
+    logs = daemon.logs.getvalue()
+    assert "password_confirmed" in logs and "password_confirm_link_issued" in logs
+    assert NEW_PASSWORD not in logs and key not in logs and ticket_of(link) not in logs
+    with sqlite3.connect(tmp_path / "streamer.db") as db:
+        rows = db.execute("SELECT state, sealed FROM pending_passwords").fetchall()
+    assert rows == [("used", None)]
+
+
+# --- over plain HTTP ------------------------------------------------------------------------------
+
+
+async def test_a_get_changes_nothing_and_the_link_works_once(daemon, standin, catcher, tmp_path):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    link = confirm_link((await catcher.wait_for(1))[0])
+    for _ in range(3):
+        status, html = await open_link(link)
+        assert status == 200 and "Définir mon nouveau mot de passe" in html
+    assert standin.password_changes == []
+    with sqlite3.connect(tmp_path / "streamer.db") as db:
+        assert db.execute("SELECT state FROM pending_passwords").fetchall() == [("pending",)]
+    status, html = await press_confirm(link)
+    assert status == 200 and "Votre mot de passe a été modifié" in html
+    status, html = await post_ticket(link, ticket_of(link))               # replayed POST
+    assert status == 410 and "Ce lien a déjà été utilisé" in html
+    status, html = await open_link(link)
+    assert status == 410 and "/password-reset/acme" in html
+    assert len(standin.password_changes) == 1
+
+
+async def test_an_altered_or_unknown_link_is_refused_without_spending_the_real_one(daemon, standin, catcher):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    link = confirm_link((await catcher.wait_for(1))[0])
+    ticket = ticket_of(link)
+    pending_id, key = ticket.split(".")
+    wrong_key = pending_id + "." + ("A" if key[0] != "A" else "B") + key[1:]
+    for bad in (wrong_key, pending_id, "x" * 66, ""):
+        status, html = await post_ticket(link, bad)
+        assert status == 404 and "Ce lien n’est pas valide" in unescape(html), bad
+    status, html = await open_link(link.replace(ticket, wrong_key))
+    assert status == 404
+    assert standin.password_changes == []
+    assert (await press_confirm(link))[0] == 200
+
+
+async def test_a_post_without_the_csrf_pair_is_refused(daemon, standin, catcher):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    link = confirm_link((await catcher.wait_for(1))[0])
+    async with session() as http, http.post(f"{daemon.base}/password-reset/acme/confirm",
+                                            data={"ticket": ticket_of(link)}) as response:
+        assert response.status == 403
+    assert standin.password_changes == []
+    assert (await press_confirm(link))[0] == 200
+
+
+async def test_an_expired_link_says_so_and_changes_nothing(daemon, standin, catcher, tmp_path):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    link = confirm_link((await catcher.wait_for(1))[0])
+    with sqlite3.connect(tmp_path / "streamer.db") as db:
+        assert db.execute("SELECT expires_at - created_at FROM pending_passwords").fetchone() == (3600.0,)
+        db.execute("UPDATE pending_passwords SET expires_at = created_at + 0.001")     # the rule's ttl passed
+    status, html = await open_link(link)
+    assert status == 410 and "Ce lien a expiré" in unescape(html)
+    status, html = await post_ticket(link, ticket_of(link))
+    assert status == 410 and "Ce lien a expiré" in unescape(html)
+    assert standin.password_changes == []
+
+
+@pytest.mark.parametrize(("password", "says"), [
+    ("aaaaaaaaaaaa", "trop faible"),                                  # PasswordStrengthError
+    ("Password123!", "trop courant"),                                 # PasswordDictionaryError
+    ("Ana.Silva-Rocks-42", "ni votre nom ni votre adresse"),         # PasswordNoUserInfoError
+    (NEW_PASSWORD, "déjà utilisé ce mot de passe"),                   # PasswordHistoryError
+])
+async def test_auth0_policy_refusals_say_what_to_do(daemon, standin, catcher, password, says):
+    if password == NEW_PASSWORD:     # history: set it once, then ask for it again
+        await ask_for_reset(daemon.base, NEW_PASSWORD)
+        assert (await press_confirm(confirm_link((await catcher.wait_for(1))[0])))[0] == 200
+    before = len(catcher.messages)
+    await ask_for_reset(daemon.base, password)
+    await wait_until(lambda: any("/confirm?" in "".join(m.links) for m in catcher.messages[before:]))
+    link = confirm_link(next(m for m in catcher.messages[before:] if "/confirm?" in "".join(m.links)))
+    changes = list(standin.password_changes)
+    status, html = await press_confirm(link)
+    html = unescape(html)
+    assert status == 400 and "Choisissez un autre mot de passe" in html and says in html
+    assert 'href="/password-reset/acme' in html and "Rien n’a été modifié" in html
+    assert standin.password_changes == changes and not standin.password_matches(ANA, password) \
+        or password == NEW_PASSWORD
+
+
+async def test_auth0_down_leaves_the_link_working(daemon, standin, catcher):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    link = confirm_link((await catcher.wait_for(1))[0])
+    standin.fail_next("/api/v2/users/", 503, count=10)
+    status, html = await press_confirm(link)
+    assert status == 503 and "votre lien fonctionne toujours" in unescape(html)
+    assert standin.password_changes == []
+    standin._failures.clear()                                    # Auth0 is back
+    status, html = await press_confirm(link)
+    assert status == 200 and standin.password_matches(ANA, NEW_PASSWORD)
+
+
+async def test_a_newer_request_replaces_the_older_link(daemon, standin, catcher):
+    await ask_for_reset(daemon.base, NEW_PASSWORD)
+    first = confirm_link((await catcher.wait_for(1))[0])
+    await ask_for_reset(daemon.base, OTHER_PASSWORD)
+    second = confirm_link((await catcher.wait_for(2))[1])
+    status, html = await open_link(first)
+    assert status == 410 and "Un lien plus récent a remplacé celui-ci" in unescape(html)
+    status, html = await post_ticket(first, ticket_of(first))
+    assert status == 410 and standin.password_changes == []
+    assert (await press_confirm(second))[0] == 200
+    assert standin.password_matches(ANA, OTHER_PASSWORD) and not standin.password_matches(ANA, NEW_PASSWORD)
+
+
+# --- a crash between the request and the confirmation ----------------------------------------------
+
+
+@pytest.mark.slow
+async def test_kill_9_after_the_email_loses_nothing(tmp_path, standin, catcher):
+    port = free_port()
+    config_path = tmp_path / "streamer.yaml"
+    config_path.write_text(confirm_config(tmp_path, standin, catcher, port))
+    base = f"http://127.0.0.1:{port}"
+    process = await start_run(config_path, port)
+    try:
+        await ask_for_reset(base, NEW_PASSWORD)
+        link = confirm_link((await catcher.wait_for(1, timeout=20))[0])
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        process = await start_run(config_path, port)
+        status, html = await press_confirm(link)
+        assert status == 200 and standin.password_matches(ANA, NEW_PASSWORD)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+    log = (tmp_path / "daemon.log").read_bytes()
+    assert NEW_PASSWORD.encode() not in log and ticket_of(link).encode() not in log
