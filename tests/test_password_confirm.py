@@ -304,3 +304,14 @@ async def test_kill_9_after_the_email_loses_nothing(tmp_path, standin, catcher):
             await process.wait()
     log = (tmp_path / "daemon.log").read_bytes()
     assert NEW_PASSWORD.encode() not in log and ticket_of(link).encode() not in log
+
+
+def test_check_requires_a_public_url_for_the_confirmation_link(tmp_path, standin, catcher):
+    from streamer.check import check_config
+    from streamer.config import parse_config
+
+    text = confirm_config(tmp_path, standin, catcher, 8080)
+    assert not [e for e in check_config(parse_config(text, env={}, base_dir=tmp_path)).errors if "public_url" in e]
+    without = text.replace(', public_url: "http://127.0.0.1:8080"', "")
+    errors = check_config(parse_config(without, env={}, base_dir=tmp_path)).errors
+    assert any("password_reset.new_password: set server.public_url" in e for e in errors)

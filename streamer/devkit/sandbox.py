@@ -89,10 +89,11 @@ rules:
     template: password_changed
   - name: password-reset
     on: [password_reset_requested]
-    once: {{cooldown: 1m}}
+    once: per_event
     ticket: {{kind: password_change, result_url: "{{{{ tenant.vars.app_url }}}}/login", ttl_sec: 3600}}
     template: password_change
-password_reset: {{enabled: true, new_password: false, rate_limit: {{per_ip: "30/hour", per_address: "5/hour"}}}}
+# new_password: the form asks for the new password; the email's link confirms it (PATCH, then `scp`).
+password_reset: {{enabled: true, new_password: true, rate_limit: {{per_ip: "30/hour", per_address: "5/hour"}}}}
 """
 
 
@@ -205,7 +206,9 @@ streamer dev is running. Open:
 
 Posted {answer.get('received', 0)} sample log events as an Auth0 log stream would: new users get a
 verification (or welcome) email, returning users a new-device notice, one a password-changed
-notice. Click a verification link and the welcome email follows. Ctrl+C stops everything.
+notice. Click a verification link and the welcome email follows. On the password reset form,
+choose a new password for ana.silva@example.com: the email's link confirms it, and the
+"password changed" notice follows. Ctrl+C stops everything.
 """, file=out, flush=True)
         if open_for_s is not None:
             with contextlib.suppress(asyncio.TimeoutError):
