@@ -315,3 +315,128 @@ def test_check_requires_a_public_url_for_the_confirmation_link(tmp_path, standin
     without = text.replace(', public_url: "http://127.0.0.1:8080"', "")
     errors = check_config(parse_config(without, env={}, base_dir=tmp_path)).errors
     assert any("password_reset.new_password: set server.public_url" in e for e in errors)
+
+
+# --- the pieces ---------------------------------------------------------------------------------------
+
+
+def test_a_sealed_password_opens_only_with_its_key_row_and_user():
+    from streamer.password_reset.sealed import ConfirmToken, new_token, parse_token, seal, unseal
+
+    token = new_token()
+    sealed = seal(NEW_PASSWORD, token, tenant="acme", user_id=ANA)
+    assert NEW_PASSWORD.encode() not in sealed and token.key not in sealed
+    assert parse_token(str(token)) == token
+    assert unseal(sealed, parse_token(str(token)), tenant="acme", user_id=ANA) == NEW_PASSWORD
+    other = new_token()
+    assert unseal(sealed, ConfirmToken(token.pending_id, other.key), tenant="acme", user_id=ANA) is None
+    assert unseal(sealed, ConfirmToken(other.pending_id, token.key), tenant="acme", user_id=ANA) is None
+    assert unseal(sealed, token, tenant="acme", user_id="auth0|someone-else") is None
+    assert unseal(sealed, token, tenant="globex", user_id=ANA) is None
+    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    assert unseal(tampered, token, tenant="acme", user_id=ANA) is None
+    assert unseal(None, token, tenant="acme", user_id=ANA) is None
+    for bad in (None, "", str(token)[:-1], str(token) + "A", str(token).replace(".", "-"), "a" * 22 + "." + "!" * 43):
+        assert parse_token(bad) is None, bad
+    assert str(token).split(".")[1] not in repr(token)
+
+
+def test_link_state_tells_each_case_apart():
+    from streamer.password_reset.confirm_pages import link_state
+    from streamer.password_reset.sealed import ConfirmToken, new_token, seal
+    from streamer.store import PendingPassword
+
+    token = new_token()
+
+    def row(**changes) -> PendingPassword:
+        values = dict(id=token.pending_id, tenant="acme", user_id=ANA, connection="c", state="pending",
+                      sealed=seal(NEW_PASSWORD, token, tenant="acme", user_id=ANA), created_at=0.0,
+                      expires_at=100.0, updated_at=0.0)
+        return PendingPassword(**{**values, **changes})
+
+    assert link_state(row(), token, "acme", 99.9) == "pending"
+    assert link_state(row(), token, "acme", 100.0) == "expired"
+    assert link_state(row(sealed=None), token, "acme", 1.0) == "expired"
+    assert link_state(row(state="used", sealed=None), token, "acme", 1.0) == "used"
+    assert link_state(row(state="replaced", sealed=None), token, "acme", 1.0) == "replaced"
+    assert link_state(row(), ConfirmToken(token.pending_id, new_token().key), "acme", 1.0) == "unknown"
+    assert link_state(row(), token, "globex", 1.0) == "unknown"
+    assert link_state(None, token, "acme", 1.0) == "unknown"
+    assert link_state(row(), None, "acme", 1.0) == "unknown"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordStrengthError: Password is too weak"},
+     "strength"),
+    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordHistoryError: Password has previously been used"},
+     "history"),
+    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordDictionaryError: Password is too common"},
+     "dictionary"),
+    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordNoUserInfoError: Password contains user "
+                                                            "information", "errorCode": "invalid_body"}, "user_info"),
+    ({"statusCode": 400, "error": "Bad Request", "message": "Payload validation error", "errorCode": "invalid_body"},
+     None),
+    ({"statusCode": 403, "error": "Forbidden", "message": "Insufficient scope, expected any of: update:users",
+      "errorCode": "insufficient_scope"}, None),
+])
+def test_auth0_policy_refusals_are_recognised_from_their_bodies(body, reason):
+    from streamer.auth0.errors import from_status
+    from streamer.password_reset.confirm import policy_refusal
+
+    assert policy_refusal(from_status(body["statusCode"], body, endpoint="PATCH /users/{id}")) == reason
+
+
+async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_not_in_memory(
+        tmp_path, standin, catcher):
+    """A restart (or another replica) between the form and the send: the user still gets a way in."""
+    from structlog.testing import capture_logs
+
+    from streamer.auth0 import ManagementApi
+    from streamer.config import parse_config
+    from streamer.delivery import Deliverer, TransientFailure
+    from streamer.outbox import EmailState, OutboxEmail
+    from streamer.password_reset import NewPasswordVault
+    from streamer.rules import compile_rules
+    from streamer.smtp import SmtpPool
+    from streamer.store.sqlite import SqliteStore
+    from streamer.templates import Templates
+
+    config = parse_config(confirm_config(tmp_path, standin, catcher, 8080), env={}, base_dir=tmp_path)
+    store = SqliteStore(tmp_path / "d.db")
+    await store.open()
+    api = ManagementApi(config.tenants["acme"], name="acme", max_retries=0)
+    smtp = SmtpPool(config.smtp)
+    vault = NewPasswordVault()
+    deliverer = Deliverer(config, {r.name: r for r in compile_rules(config.rules)}, {"acme": api},
+                          Templates(config.templates_dir, default_locale="en"), smtp, vault=vault,
+                          pending_store=store)
+
+    def email(log_id: str) -> OutboxEmail:
+        event = {"log_id": log_id, "type": "password_reset_requested", "user_id": ANA,
+                 "connection": "Username-Password-Authentication", "client_id": ""}
+        return OutboxEmail(1, f"k-{log_id}", "acme", "password-reset", "password_change", ANA, log_id, ANA_EMAIL,
+                           "en", EmailState.SENDING, 1, 0.0, None, 0.0, 0.0, None, 0.0,
+                           {"event": event, "user": standin.users[ANA], "client": {}})
+    try:
+        vault.put("L1", NEW_PASSWORD)
+        catcher.fail_next(451, "4.3.0 try later", stage="RCPT")
+        with pytest.raises(TransientFailure):
+            await deliverer.deliver(email("L1"))
+        assert "L1" in vault                                   # kept for the retry
+        await deliverer.deliver(email("L1"))
+        [confirming] = await catcher.wait_for(1)
+        assert confirming.subject.startswith("Confirm your new") and "/confirm?ticket=" in confirm_link(confirming)
+        assert "L1" not in vault
+
+        with capture_logs() as captured:
+            await deliverer.deliver(email("L2"))               # nothing in memory for this one
+        fallback = (await catcher.wait_for(2))[1]
+        assert fallback.subject.startswith("Reset your") and any("/u/reset-verify?ticket=" in link
+                                                                  for link in fallback.links)
+        assert not any("/confirm?" in link for link in fallback.links)
+        assert [entry["reason"] for entry in captured if entry["event"] == "password_confirm_unavailable"] == \
+            ["not_in_memory"]
+    finally:
+        await smtp.close()
+        await api.close()
+        await store.close()
