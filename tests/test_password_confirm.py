@@ -115,6 +115,13 @@ def ticket_of(link: str) -> str:
     return parse_qs(urlsplit(link).query)["ticket"][0]
 
 
+def confirmations(outcome: str) -> float:
+    from streamer.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value("streamer_password_confirmations_total", {"tenant": "acme", "outcome": outcome})
+    return value or 0.0
+
+
 async def wait_until(predicate, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -185,6 +192,7 @@ async def test_a_get_changes_nothing_and_the_link_works_once(daemon, standin, ca
     assert standin.password_changes == []
     with sqlite3.connect(tmp_path / "streamer.db") as db:
         assert db.execute("SELECT state FROM pending_passwords").fetchall() == [("pending",)]
+    changed_before, used_before = confirmations("changed"), confirmations("used")
     status, html = await press_confirm(link)
     assert status == 200 and "Votre mot de passe a été modifié" in html
     status, html = await post_ticket(link, ticket_of(link))               # replayed POST
@@ -192,6 +200,7 @@ async def test_a_get_changes_nothing_and_the_link_works_once(daemon, standin, ca
     status, html = await open_link(link)
     assert status == 410 and "/password-reset/acme" in html
     assert len(standin.password_changes) == 1
+    assert confirmations("changed") == changed_before + 1 and confirmations("used") == used_before + 1
 
 
 async def test_an_altered_or_unknown_link_is_refused_without_spending_the_real_one(daemon, standin, catcher):
@@ -284,10 +293,18 @@ async def test_a_newer_request_replaces_the_older_link(daemon, standin, catcher)
 
 
 @pytest.mark.slow
-async def test_kill_9_after_the_email_loses_nothing(tmp_path, standin, catcher):
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_kill_9_after_the_email_loses_nothing(tmp_path, standin, catcher, request, backend):
     port = free_port()
     config_path = tmp_path / "streamer.yaml"
-    config_path.write_text(confirm_config(tmp_path, standin, catcher, port))
+    text = confirm_config(tmp_path, standin, catcher, port)
+    if backend == "postgres":
+        import pg
+
+        url = await pg.create_database(request.getfixturevalue("postgres_url"))
+        text = text.replace(f'store: "sqlite:///{tmp_path}/streamer.db"', f'store: "{url}"')
+        assert url in text
+    config_path.write_text(text)
     base = f"http://127.0.0.1:{port}"
     process = await start_run(config_path, port)
     try:

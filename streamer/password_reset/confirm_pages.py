@@ -137,19 +137,23 @@ class ConfirmPages:
         now = self.clock()
         state = link_state(row, token, tenant, now)
         if state != "pending":
+            metrics.PASSWORD_CONFIRMATIONS.labels(tenant, state).inc()
             log.info("password_confirm_refused", tenant=tenant, state=state)
             return self._state_page(request, state)
         assert row is not None and token is not None and row.sealed is not None
         password = unseal(row.sealed, token, tenant=row.tenant, user_id=row.user_id)
         if password is None or not await self.store.use_pending_password(row.id, now=now):
             # Another click got there first (or it expired this very moment): say what it is now.
-            return self._state_page(request, link_state(await self._row(token), token, tenant, self.clock()))
+            state = link_state(await self._row(token), token, tenant, self.clock())
+            metrics.PASSWORD_CONFIRMATIONS.labels(tenant, state).inc()
+            return self._state_page(request, state)
         try:
             await self.apis[tenant].set_password(row.user_id, password, connection=row.connection or None)
         except Auth0Error as exc:
             return await self._refused(request, tenant, row, exc)
         finally:
             del password
+        metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "changed").inc()
         log.info("password_confirmed", tenant=tenant, user_id=row.user_id)
         return self._message(request, 200, "done_title", "done_body", back=False)
 
@@ -157,15 +161,18 @@ class ConfirmPages:
                        exc: Auth0Error) -> web.Response:
         reason = policy_refusal(exc)
         if reason is not None:
+            metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "policy").inc()
             log.info("password_confirm_policy_refused", tenant=tenant, user_id=row.user_id, policy=reason)
             return self._message(request, 400, "policy_title", f"policy_{reason}", "policy_hint")
         if isinstance(exc, UserNotFound) or (isinstance(exc, Auth0Permanent) and exc.status not in (401, 403)):
+            metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "failed").inc()
             log.warning("password_confirm_failed", tenant=tenant, user_id=row.user_id, status=exc.status,
                         error_code=exc.error_code, error=str(exc))
             return self._message(request, 410, "retry_title", "gone_body")
         # Transient, or our credentials/scopes (fixable by the operator): the link works again.
         assert row.sealed is not None
         restored = await self.store.restore_pending_password(row.id, row.sealed, now=self.clock())
+        metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "deferred").inc()
         hint = ("grant update:users to streamer's application (Auth0 Management API)"
                 if exc.status in (401, 403) else None)
         log.warning("password_confirm_deferred", tenant=tenant, user_id=row.user_id, status=exc.status,
