@@ -24,6 +24,7 @@ from streamer.password_reset.confirm import event_connection, issue_confirm_link
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
+from streamer.store.base import Store
 from streamer.templates import TemplateError, Templates, greeting_name
 
 log = get_logger(__name__)
@@ -61,7 +62,7 @@ class Deliverer:
     #: New passwords captured by the hosted form (memory only); see password_reset.create_reset_ticket.
     vault: NewPasswordVault | None = None
     #: Where sealed new passwords wait for their owner's click (password_reset.new_password).
-    pending_store: Any = None
+    pending_store: Store | None = None
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
