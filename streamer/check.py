@@ -62,6 +62,10 @@ def check_config(config: Config) -> CheckReport:
         report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
                                "password_reset_requested, so the hosted form would send nothing "
                                "(see the password-reset rule in config/streamer.example.yaml)")
+    if config.password_reset.enabled and config.password_reset.new_password and not config.server.public_url:
+        report.errors.append(f"{config.source}: password_reset.new_password: set server.public_url: the "
+                             "confirmation link in the email points to it (without it the email carries an "
+                             "Auth0 reset ticket and the typed password is dropped)")
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
             report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "

@@ -266,7 +266,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from streamer.devkit.sandbox import run_sandbox
 
     return asyncio.run(run_sandbox(port=args.port, workdir=args.dir, open_for_s=args.exit_after,
-                                   templates=args.templates))
+                                   templates=args.templates, new_password=args.new_password))
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -392,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="templates folder to render (default: ./templates if it exists, else the shipped ones)")
     dev.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
                      help="stop by itself after this long (for scripts)")
+    dev.add_argument("--new-password", action="store_true",
+                     help="password_reset.new_password: the form asks for the new password and the email's link "
+                          "confirms it (default: the email carries an Auth0 reset ticket)")
     dev.set_defaults(func=cmd_dev)
 
     preview_cmd = sub.add_parser("preview", help="render a template with sample data to .eml, .html and .txt")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import signal
 import time
@@ -30,7 +29,9 @@ from streamer.lifecycle import sleep_unless_stopped
 from streamer.locale import make_locale_resolver
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import RetryPolicy
-from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetPageSettings, create_reset_ticket
+from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetPageSettings
+from streamer.password_reset.confirm_pages import ConfirmPages
+from streamer.password_reset.links import ResetLinks
 from streamer.processor import Processor
 from streamer.rules import compile_rules
 from streamer.server import Readiness, build_app
@@ -102,6 +103,7 @@ class Daemon:
             before = time.time() - self.config.delivery.retention_days * 86400
             try:
                 purged = await self.store.purge(before=before)
+                purged += await self.store.purge_pending_passwords(now=time.time(), before=before)
                 if purged:
                     log.info("store_purged", rows=purged, retention_days=self.config.delivery.retention_days)
             except Exception:  # noqa: BLE001
@@ -135,8 +137,10 @@ class Daemon:
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
         vault = NewPasswordVault()
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp,
-                              reset_ticket=functools.partial(create_reset_ticket, vault=vault))
+        new_password = config.password_reset.new_password
+        reset_links = ResetLinks(vault, pending_store=store if new_password else None,
+                                 public_url=str(config.server.public_url) if config.server.public_url else None)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, reset_link=reset_links)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
@@ -144,7 +148,10 @@ class Daemon:
         readiness = Readiness({"store": store.ping, "smtp": smtp.check})
         reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault)
                        if config.password_reset.enabled else None)
-        app = build_app(config, inbox, readiness, reset_pages.routes() if reset_pages else [])
+        reset_routes = reset_pages.routes() if reset_pages else []
+        if reset_pages and config.password_reset.new_password:
+            reset_routes += ConfirmPages(reset_pages, store, apis).routes()
+        app = build_app(config, inbox, readiness, reset_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)

@@ -7,7 +7,7 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,18 +45,31 @@ class TicketApi(Protocol):
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None: ...
 
 
-class ResetTicketMaker(Protocol):
-    """Creates the password-change ticket of a reset email. The hosted reset form plugs in its
-    own (it holds the new password the user typed, see streamer.password_reset); without it,
-    a plain ticket."""
+@dataclass(frozen=True)
+class ResetLink:
+    """What a password-reset email links to: an Auth0 password-change ticket, or (with
+    `password_reset.new_password`) the daemon's page that confirms the password typed on the form."""
 
-    def __call__(self, api: Any, *, log_id: str, user_id: str, result_url: str | None,
-                 ttl_sec: int | None) -> Awaitable[str]: ...
+    url: str
+    #: The link confirms a password typed on the form (templates say so: `password_confirmation`).
+    confirmation: bool = False
+    #: Called when this send fails and will be retried: the maker may have used up something
+    #: the retry needs again (the password it held in memory).
+    on_retry: Callable[[], None] | None = None
 
 
-async def plain_reset_ticket(api: TicketApi, *, log_id: str, user_id: str, result_url: str | None,
-                             ttl_sec: int | None) -> str:
-    return await api.create_password_change_ticket(user_id=user_id, result_url=result_url, ttl_sec=ttl_sec)
+class ResetLinkMaker(Protocol):
+    """Makes the link of a password-reset email. The hosted reset form plugs in its own (it holds
+    the new password the user typed, see streamer.password_reset); without it, a plain ticket."""
+
+    def __call__(self, api: Any, email: OutboxEmail, *, result_url: str | None,
+                 ttl_sec: int | None) -> Awaitable[ResetLink]: ...
+
+
+async def plain_reset_link(api: TicketApi, email: OutboxEmail, *, result_url: str | None,
+                           ttl_sec: int | None) -> ResetLink:
+    return ResetLink(await api.create_password_change_ticket(user_id=email.user_id, result_url=result_url,
+                                                             ttl_sec=ttl_sec))
 
 
 class Sender(Protocol):
@@ -70,15 +83,15 @@ class Deliverer:
     apis: dict[str, TicketApi]
     templates: Templates
     smtp: Sender
-    #: How password-change tickets are made (the daemon passes the hosted form's, which knows
-    #: the new passwords it captured in memory).
-    reset_ticket: ResetTicketMaker = plain_reset_ticket
+    #: How the links of password-reset emails are made (the daemon passes the hosted form's, which
+    #: knows the new passwords it captured in memory).
+    reset_link: ResetLinkMaker = plain_reset_link
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
         return {**email.context, "tenant": tenant_view(email.tenant, tenant), "locale": email.locale}
 
-    async def _ticket(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any]) -> str | None:
+    async def _link(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any]) -> ResetLink | None:
         ticket = rule.config.ticket
         if ticket is None:
             return None
@@ -92,10 +105,9 @@ class Deliverer:
         try:
             if ticket.kind == "email_verification":
                 client_id = None if result_url else (context.get("client") or {}).get("id") or None
-                return await api.create_email_verification_ticket(
-                    user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id)
-            return await self.reset_ticket(api, log_id=email.log_id, user_id=email.user_id,
-                                           result_url=result_url, ttl_sec=ticket.ttl_sec)
+                return ResetLink(await api.create_email_verification_ticket(
+                    user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id))
+            return await self.reset_link(api, email, result_url=result_url, ttl_sec=ticket.ttl_sec)
         except UserNotFound:
             raise PermanentFailure("user no longer exists in Auth0 (ticket endpoint answered 404)") from None
         except Auth0Transient as exc:
@@ -114,7 +126,18 @@ class Deliverer:
         if email.tenant not in self.config.tenants:
             raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
         context = self._context(email)
-        ticket_url = await self._ticket(rule, email, context)
+        link = await self._link(rule, email, context)
+        try:
+            await self._send(email, context, link)
+        except TransientFailure:
+            if link is not None and link.on_retry is not None:
+                link.on_retry()
+            raise
+
+    async def _send(self, email: OutboxEmail, context: dict[str, Any], link: ResetLink | None) -> None:
+        ticket_url = link.url if link else None
+        if link is not None and link.confirmation:
+            context["password_confirmation"] = True
         user = context.get("user") or {}
         chain = fallback_chain(email.locale, self.config.templates.default_locale)
         try:
@@ -131,7 +154,7 @@ class Deliverer:
             mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
-        del ticket_url, rendered  # the link lives in `message` only, until it is sent
+        del ticket_url, link, rendered  # the link lives in `message` only, until it is sent
         try:
             await self.smtp.send(mail_from, rcpt_to, message)
         except SmtpPermanent as exc:

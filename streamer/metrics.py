@@ -26,6 +26,11 @@ EMAILS_DEAD = Counter("streamer_emails_dead", "Emails given up on (permanent err
                       ["tenant", "rule"], registry=REGISTRY)
 EMAILS_DROPPED = Counter("streamer_emails_dropped", "Due emails dropped before queueing, by reason (user not found …).",
                          ["tenant", "rule", "reason"], registry=REGISTRY)
+PASSWORD_CONFIRMATIONS = Counter(
+    "streamer_password_confirmations", "Presses of the confirmation link's button (password_reset.new_password), "
+    "by outcome: changed, policy (Auth0 refused the password), expired/used/replaced/unknown, deferred (Auth0 "
+    "unavailable or refusing streamer's scopes: the link still works), failed.", ["tenant", "outcome"],
+    registry=REGISTRY)
 OUTBOX_DEPTH = Gauge("streamer_outbox_depth", "Emails in the outbox by state (sent ones: streamer_emails_sent_total).",
                      ["state"], registry=REGISTRY)
 OUTBOX_OLDEST_AGE = Gauge("streamer_outbox_oldest_age_seconds", "Age of the oldest email not yet sent or dead.",

@@ -22,6 +22,7 @@ from urllib.parse import quote
 from streamer.config import Config
 from streamer.locale import fallback_chain, normalize_locale
 from streamer.message import InvalidAddress, build_message
+from streamer.password_reset.confirm import confirm_url
 from streamer.render import RenderError, render
 from streamer.rules import tenant_view
 from streamer.sample_context import sample_context
@@ -112,7 +113,19 @@ def _context(config: Config, name: str, tenant: str | None, client_id: str | Non
         if "ticket_url" in context:        # a fake ticket, on the tenant's own domain
             context["ticket_url"] = context["ticket_url"].replace(
                 f"https://{sample_domain}/", f"https://{configured.domain}/", 1)
+    if "ticket_url" in context and _confirms_password(config, name):
+        # What users get with password_reset.new_password: a link to the daemon's confirmation page.
+        context["password_confirmation"] = True
+        context["ticket_url"] = confirm_url(config.server.public_url or "https://streamer.example", tenant or "acme",
+                                            "SAMPLE-ONLY", locale)
     return context
+
+
+def _confirms_password(config: Config, name: str) -> bool:
+    settings = config.password_reset
+    return settings.enabled and settings.new_password and any(
+        rule.template == name and rule.ticket is not None and rule.ticket.kind == "password_change"
+        and "password_reset_requested" in rule.on for rule in config.rules)
 
 
 def _render_files(config: Config, templates: Templates, name: str, tenant: str | None, client_id: str | None,

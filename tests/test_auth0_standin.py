@@ -189,6 +189,39 @@ async def test_patch_merges_metadata_first_level(standin, http):
 # --- tickets ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("password", "message"), [
+    ("short1A!", None),                                          # 8 characters, 4 kinds: accepted
+    ("Ab1!", "PasswordStrengthError: Password is too weak"),     # too short
+    ("alllowercaseletters", "PasswordStrengthError: Password is too weak"),   # one kind of character
+    ("Password123!", "PasswordDictionaryError: Password is too common"),
+    ("x-Ana.Silva-9", "PasswordNoUserInfoError: Password contains user information"),
+])
+async def test_patch_password_applies_the_connection_password_policy(standin, http, password, message):
+    answer = await http.patch(f"/api/v2/users/{ANA}", json={"password": password,
+                                                             "connection": "Username-Password-Authentication"})
+    if message is None:
+        assert answer.status_code == 200 and "password" not in answer.json()
+        assert standin.password_matches(ANA, password)
+        assert standin.password_changes == [{"user_id": ANA, "connection": "Username-Password-Authentication"}]
+        scp = standin.logs[-1]
+        assert scp["type"] == "scp" and scp["user_id"] == ANA and password not in str(scp)
+    else:
+        assert answer.status_code == 400
+        assert answer.json() == {"statusCode": 400, "error": "Bad Request", "message": message}
+        assert not standin.password_matches(ANA, password) and standin.password_changes == []
+        assert not [e for e in standin.logs if e["type"] == "scp"]
+
+
+async def test_patch_password_refuses_one_of_the_last_five(standin, http):
+    for password in ("First-Pass-01", "Second-Pass-02"):
+        assert (await http.patch(f"/api/v2/users/{ANA}", json={"password": password})).status_code == 200
+    again = await http.patch(f"/api/v2/users/{ANA}", json={"password": "First-Pass-01"})
+    assert again.status_code == 400 and again.json()["message"].startswith("PasswordHistoryError")
+    assert standin.password_matches(ANA, "Second-Pass-02")
+    standin.password_policy = None
+    assert (await http.patch(f"/api/v2/users/{ANA}", json={"password": "a"})).status_code == 200
+
+
 async def test_email_verification_ticket(standin, http):
     answer = await http.post("/api/v2/tickets/email-verification", json=sample(
         "mgmt/POST_tickets_email-verification_request.json"))

@@ -97,6 +97,25 @@ def test_a_tenant_brings_its_vars_and_its_domain_for_the_ticket(shipped, tmp_pat
     assert "Confirmez votre adresse e-mail pour Acme Test" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("new_password", [False, True])
+def test_the_reset_email_is_previewed_as_the_configured_mode_sends_it(shipped, tmp_path, capsys, new_password):
+    text = shipped.read_text().replace("smtp:", 'server: {public_url: "https://mail.acme.test"}\nsmtp:', 1)
+    text += ("  - name: password-reset\n    on: [password_reset_requested]\n"
+             "    ticket: {kind: password_change, ttl_sec: 3600}\n    template: password_change\n"
+             f"password_reset: {{enabled: true, new_password: {str(new_password).lower()}}}\n")
+    shipped.write_text(text)
+    out = tmp_path / "out"
+    assert run("-c", str(shipped), "--template", "password_change", "--tenant", "acme", "--out", str(out)) == 0
+    html = (out / "password_change.tenant-acme.en.html").read_text()
+    printed = capsys.readouterr().out
+    if new_password:
+        assert "https://mail.acme.test/password-reset/acme/confirm?ticket=SAMPLE-ONLY" in html
+        assert "Confirm your new Acme Test password" in printed and "/u/reset-verify" not in html
+    else:
+        assert "https://acme-test.eu.auth0.com/u/reset-verify?ticket=" in html
+        assert "Reset your Acme Test password" in printed and "/confirm?ticket=" not in html
+
+
 @pytest.mark.parametrize(("tenant", "client", "label", "stem"), [
     ("acme", None, "tenant acme", "welcome.tenant-acme"),
     ("acme", "APP1", "tenant acme, client APP1", "welcome.tenant-acme.client-APP1"),

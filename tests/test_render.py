@@ -294,6 +294,21 @@ def test_check_reports_broken_template_with_file_and_line(tmp_path: Path) -> Non
     assert any(p.startswith("v/body.html:1: error: _layout/missing.html does not exist") for p in problems), problems
 
 
+def test_check_renders_the_password_confirmation_branch_of_ticket_templates(tmp_path: Path) -> None:
+    templates = _tree(tmp_path, {
+        "reset/subject.txt": "s",
+        "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}{{ typo_here }}"
+                           "{% endif %}\n",
+    })
+    problems = [str(p) for p in templates.check(ticket_templates={"reset"})]
+    assert any(p.startswith("reset/body.html:2: error:") and "typo_here" in p for p in problems), problems
+    fixed = _tree(tmp_path / "fixed", {
+        "reset/subject.txt": "s",
+        "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}yes{% endif %}\n",
+    })
+    assert [str(p) for p in fixed.check(ticket_templates={"reset"})] == []
+
+
 def test_check_warns_when_override_lacks_a_locale(tmp_path: Path) -> None:
     templates = _tree(tmp_path, {
         "t/subject.txt": "s", "t/body.html": "b", "t/subject.de.txt": "s", "t/body.de.html": "b",

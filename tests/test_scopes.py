@@ -38,6 +38,12 @@ def test_needs_follow_the_config(tmp_path, standin, catcher):
         '    webhook_token: "test-webhook-token-0123456789"\n', "")
     bare += "rules:\n  - {name: welcome, on: [sv], template: welcome}\n"
     assert scopes_of(needed_scopes(parse_config(bare, env={}), "acme")) == [("read:users",)]
+    ticket_only = config_text(tmp_path, standin, catcher) + "password_reset: {enabled: true}\n"
+    assert ("update:users",) not in scopes_of(needed_scopes(parse_config(ticket_only, env={}), "acme"))
+    confirming = config_text(tmp_path, standin, catcher) + "password_reset: {enabled: true, new_password: true}\n"
+    [update] = [need for need in needed_scopes(parse_config(confirming, env={}), "acme")
+                if need.any_of == ("update:users",)]
+    assert update.required and "new_password" in update.why
 
 
 def test_one_granted_alternative_is_enough():

@@ -355,3 +355,59 @@ async def test_every_webhook_format_stored_as_sent_reads_back_after_a_restart(tm
     claimed = await _claim_in_a_new_process(tmp_path / "s.db")
     assert [e.event for e in claimed] == parse_body(raw).events
     assert [e.log_id for e in claimed] == ["H0", "H1", "H2"]
+
+
+# --- pending passwords (password_reset.new_password) ------------------------------------------------
+
+
+def pending(pending_id="P1", user="auth0|1", expires_at=NOW + 3600, sealed=b"\x00nonce-and-ciphertext"):
+    from streamer.store import PendingPassword
+
+    return PendingPassword(id=pending_id, tenant="acme", user_id=user, connection="Username-Password-Authentication",
+                           state="pending", sealed=sealed, created_at=NOW, expires_at=expires_at, updated_at=NOW)
+
+
+async def test_a_pending_password_is_used_once(store):
+    assert await store.save_pending_password(pending(), now=NOW) == 0
+    row = await store.get_pending_password("P1")
+    assert (row.state, row.sealed, row.user_id, row.expires_at) == ("pending", b"\x00nonce-and-ciphertext",
+                                                                     "auth0|1", NOW + 3600)
+    first, second = await asyncio.gather(store.use_pending_password("P1", now=NOW + 1),
+                                         store.use_pending_password("P1", now=NOW + 1))
+    assert sorted([first, second]) == [False, True]
+    used = await store.get_pending_password("P1")
+    assert (used.state, used.sealed) == ("used", None)     # the ciphertext is gone with its use
+    assert await store.get_pending_password("nope") is None
+
+
+async def test_a_newer_pending_password_replaces_the_older_one_of_that_user_only(store):
+    await store.save_pending_password(pending("P1"), now=NOW)
+    await store.save_pending_password(pending("Q1", user="auth0|2"), now=NOW)
+    assert await store.save_pending_password(pending("P2"), now=NOW + 5) == 1
+    old = await store.get_pending_password("P1")
+    assert (old.state, old.sealed) == ("replaced", None)
+    assert not await store.use_pending_password("P1", now=NOW + 6)
+    assert (await store.get_pending_password("Q1")).state == "pending"
+    assert await store.use_pending_password("P2", now=NOW + 6)
+
+
+async def test_an_expired_pending_password_cannot_be_used_and_is_wiped_then_purged(store):
+    await store.save_pending_password(pending("P1", expires_at=NOW + 10), now=NOW)
+    assert not await store.use_pending_password("P1", now=NOW + 10)
+    assert (await store.get_pending_password("P1")).state == "pending"
+    await store.purge_pending_passwords(now=NOW + 11, before=NOW)
+    assert (await store.get_pending_password("P1")).sealed is None  # kept a while: "expired", not "unknown"
+    assert await store.purge_pending_passwords(now=NOW + 20, before=NOW + 15) == 1
+    assert await store.get_pending_password("P1") is None
+
+
+async def test_a_restored_pending_password_works_again_unless_a_newer_one_came(store):
+    await store.save_pending_password(pending("P1"), now=NOW)
+    assert await store.use_pending_password("P1", now=NOW + 1)
+    assert await store.restore_pending_password("P1", b"sealed-again", now=NOW + 2)
+    assert (await store.get_pending_password("P1")).sealed == b"sealed-again"
+    assert await store.use_pending_password("P1", now=NOW + 3)
+    await store.save_pending_password(pending("P2"), now=NOW + 4)
+    assert not await store.restore_pending_password("P1", b"sealed-again", now=NOW + 5)
+    assert (await store.get_pending_password("P2")).state == "pending"
+

@@ -378,6 +378,20 @@ class ManagementApi:
                                    lambda: self._sdk.users.update(user_id, app_metadata=values))
         self._cache.put(user_id, normalize_user(updated), self._clock())
 
+    async def set_password(self, user_id: str, password: str, *, connection: str | None = None) -> None:
+        """`PATCH /users/{id}` with the new password (scope `update:users`).
+
+        `connection` names the database connection whose password changes: Auth0 needs it for a
+        secondary identity and accepts it for the primary one, so it is sent whenever known.
+        The tenant's password policy refusals come back as 400 (`PasswordStrengthError: …`,
+        see streamer.password_reset.confirm.policy_refusal). The password is in no message.
+        """
+        options = {"connection": connection} if connection else {}
+        updated = await self._call("PATCH /users/{id}",
+                                   lambda: self._sdk.users.update(user_id, password=password, **options),
+                                   secrets=[password])
+        self._cache.put(user_id, normalize_user(updated), self._clock())
+
     # --- tickets ----------------------------------------------------------------------------
 
     async def create_email_verification_ticket(self, *, user_id: str, result_url: str | None = None,

@@ -36,6 +36,9 @@ def needed_scopes(config: Config, tenant: str) -> list[Need]:
         needs.append(Need(("create:user_tickets",), "verification and password-change links"))
     if any(rule.mark is not None for rule in config.rules):
         needs.append(Need(("update:users_app_metadata", "update:users"), "the rules' mark in app_metadata"))
+    if config.password_reset.enabled and config.password_reset.new_password:
+        needs.append(Need(("update:users",), "setting the password confirmed on the hosted form "
+                                             "(password_reset.new_password)"))
     if settings.poll.enabled:
         needs.append(Need(("read:logs", "read:logs_users"), "polling GET /api/v2/logs"))
     if settings.webhook_token is not None:

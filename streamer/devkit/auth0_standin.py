@@ -13,6 +13,14 @@ Deliberate differences, because it runs on a developer's machine:
 * `new_password` on password-change tickets is refused (400 invalid_body) as current Auth0
   does, unless `legacy_password_flow=True` emulates a tenant with Change Password flow v1.
 
+`PATCH /api/v2/users/{id}` with `password` applies a database connection's password policy
+(`password_policy`, on by default: Auth0's "fair" strength, a small dictionary, no personal
+info, a history of 5) and refuses with Auth0's 400 bodies, `{"statusCode": 400, "error":
+"Bad Request", "message": "PasswordStrengthError: Password is too weak"}` and likewise
+`PasswordDictionaryError: Password is too common`, `PasswordNoUserInfoError: Password contains
+user information`, `PasswordHistoryError: Password has previously been used`. An accepted
+change logs `scp`, which streamer's "password changed" rule listens to.
+
 Test hooks: `calls`, `tickets`, `logs`, `users`, `add_user`, `add_log`, `fail_next`,
 `set_rate_limit`, `unindexed` / `freeze_search` (search index lag), `stream_deliveries`.
 """
@@ -61,6 +69,15 @@ ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tupl
         ("PATCH", r"/api/v2/log-streams/", ("update:log_streams",)),
         ("DELETE", r"/api/v2/log-streams/", ("delete:log_streams",))))
 VERIFIED_MESSAGE = "Your email was verified. You can continue using the application."
+#: Auth0's password-policy refusals on user create/update (400, no errorCode), by policy.
+PASSWORD_POLICY_ERRORS = {
+    "strength": "PasswordStrengthError: Password is too weak",
+    "dictionary": "PasswordDictionaryError: Password is too common",
+    "user_info": "PasswordNoUserInfoError: Password contains user information",
+    "history": "PasswordHistoryError: Password has previously been used",
+}
+COMMON_PASSWORDS = frozenset({"password1!", "passw0rd!", "p@ssw0rd", "p@ssword1", "welcome1!", "qwerty123!",
+                              "letmein123!", "password123!", "iloveyou1!", "admin123!"})
 
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             409: "Conflict", 410: "Gone", 413: "Payload Too Large", 429: "Too Many Requests",
@@ -342,6 +359,11 @@ class Auth0StandIn:
         #: Stale copies the search returns instead of the live profile (index lag on updates).
         self.search_snapshots: dict[str, dict] = {}
         self._passwords: dict[str, str] = {}           # user_id -> sha256, never the password
+        self._password_history: dict[str, list[str]] = {}  # user_id -> sha256 of earlier passwords
+        #: The database connection's password policy; None turns it off.
+        self.password_policy: dict[str, Any] | None = {"min_length": 8, "history_size": 5}
+        #: Accepted password changes by PATCH: {"user_id", "connection"} (never the password).
+        self.password_changes: list[dict[str, Any]] = []
         self._tokens: dict[str, float] = {}            # access token -> expiry (epoch)
         self._token_scopes: dict[str, frozenset[str]] = {}
         #: What the M2M application is granted; a token carries the grant of the moment it was issued.
@@ -697,18 +719,58 @@ class Auth0StandIn:
             if key in body and not isinstance(body[key], dict):
                 raise ApiProblem(400, f"Payload validation error: 'Expected type object but found type "
                                  f"{type(body[key]).__name__}' on property {key}.")
+        refusal = self._policy_refusal(user, str(body["password"])) if "password" in body else None
+        if refusal is not None:  # Auth0's policy errors carry no errorCode
+            return web.json_response({"statusCode": 400, "error": "Bad Request", "message": refusal}, status=400)
         for key, value in body.items():
             if key in ("app_metadata", "user_metadata"):
                 user[key] = merge_metadata(user.get(key), value)
             elif key == "password":
-                self._passwords[user["user_id"]] = hashlib.sha256(str(value).encode()).hexdigest()
+                continue  # set below, once the whole body is accepted
             elif key in ("connection", "client_id", "verify_email", "verify_phone_number", "verify_password"):
                 continue  # request modifiers, not profile fields
             else:
                 user[key] = value
         user["updated_at"] = iso_ms(datetime.now(UTC))
+        if "password" in body:
+            self._set_password(user["user_id"], str(body["password"]))
+            user["last_password_reset"] = user["updated_at"]
+            self.password_changes.append({"user_id": user["user_id"], "connection": body.get("connection")})
+            no_ticket = {"client_id": "", "result_url": None, "mark_email_as_verified": False,
+                         "include_email_in_redirect": False}
+            self.add_log(self._ticket_event("scp", no_ticket, user, request))
         self.users[user["user_id"]] = public_user(user)
         return web.json_response(public_user(user))
+
+    def _set_password(self, user_id: str, password: str) -> None:
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        previous = self._passwords.get(user_id)
+        if previous is not None:
+            self._password_history.setdefault(user_id, []).append(previous)
+        self._passwords[user_id] = digest
+
+    def _policy_refusal(self, user: dict, password: str) -> str | None:
+        """Auth0's message for a password the connection's policy refuses, else None."""
+        policy = self.password_policy
+        if policy is None:
+            return None
+        classes = sum(bool(re.search(p, password)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
+        if len(password) < policy.get("min_length", 8) or classes < 3:
+            return PASSWORD_POLICY_ERRORS["strength"]
+        if password.lower() in COMMON_PASSWORDS:
+            return PASSWORD_POLICY_ERRORS["dictionary"]
+        lowered = password.lower()
+        personal = [str(user.get("email") or "").split("@")[0], str(user.get("given_name") or ""),
+                    str(user.get("family_name") or ""), str(user.get("nickname") or "")]
+        if any(len(part) >= 3 and part.lower() in lowered for part in personal):
+            return PASSWORD_POLICY_ERRORS["user_info"]
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        size = policy.get("history_size", 0)
+        earlier = ([self._passwords[user["user_id"]]] if user["user_id"] in self._passwords else [])
+        earlier += self._password_history.get(user["user_id"], [])[-size:] if size else []
+        if size and digest in earlier:
+            return PASSWORD_POLICY_ERRORS["history"]
+        return None
 
     # --- tickets ------------------------------------------------------------------------------
 

@@ -74,14 +74,18 @@ sha256 in the CSP). Every answer carries `Content-Security-Policy` (default-src 
 `X-Content-Type-Options: nosniff`.
 
 New passwords (`new_password: true`) are kept only in `NewPasswordVault`, in memory, keyed by the
-event's log_id, for `ttl_s` (15 min): never in the event, the store, a log line or an error
-message. The vault is per process; a restart, or an event processed by another replica, finds
-nothing there.
+event's log_id, for `ttl_s` (15 min): never in the event, a log line or an error message. When
+the email is sent, the delivery seals the password under a random key that only the emailed
+link carries (`sealed.py`, `confirm.py`) and stores the ciphertext (`pending_passwords`); the
+link opens `GET/POST /password-reset/{tenant}/confirm` (`confirm_pages.py`), whose POST sets it
+with `PATCH /api/v2/users/{id}`. The vault is per process: a restart between the form and the
+send, or an email sent by another replica, finds nothing there, and the email then carries an
+ordinary Auth0 reset ticket.
 
-Does Auth0 still accept `new_password` on `POST /api/v2/tickets/password-change`?  No, not on a
-current tenant. It belonged to the "Change Password flow v1", which Auth0 deprecated as
-vulnerable (anyone could pick the password; the victim's click on the confirmation link set
-it); only legacy tenants with the `change_pwd_flow_v1` flag still honour it:
+Why not `new_password` on `POST /api/v2/tickets/password-change`?  Current tenants refuse it.
+It belonged to the "Change Password flow v1", which Auth0 deprecated as vulnerable (anyone
+could pick the password; the victim's click on the confirmation link set it); only legacy
+tenants with the `change_pwd_flow_v1` flag still honour it:
 
 - The Management API reference for the endpoint (auth0.com/docs/api/management/v2/tickets/
   post-password-change) and its OpenAPI schema `ChangePasswordTicketRequestContent`
@@ -97,13 +101,12 @@ it); only legacy tenants with the `change_pwd_flow_v1` flag still honour it:
   field as ignored/invalid; auth0.com/docs/connections/database/password-change: "We strongly
   encourage you to enable Change Password flow v2" (see "Vulnerable Password Flow").
 
-So with `new_password: true` the form captures and checks the password, parks it in the vault,
-and the ticket is, by default, created WITHOUT it: `create_reset_ticket()` (`tickets.py`) always pops
-the vault entry (so it does not linger) and sends it to Auth0 only when called with
-`legacy_flow=True`; if Auth0 answers 400 it retries without it. The user then chooses the
-password again on Auth0's reset page. Turning `legacy_flow` on re-creates the vulnerable v1 flow
-(whoever knows an address can choose its password and only needs one careless click); keep it
-off unless the tenant really is a legacy one.
+This mode keeps v1's inherent risk, by design of the flow: whoever knows an address can type a
+password on the form, and the owner's click on the confirmation button sets it. What limits it:
+only the button's POST acts (scanners and previews do nothing), the email and the page say to
+ignore a request one did not make, the form is rate-limited per address, and the `scp` notice
+follows every change. `create_reset_ticket()`
+(`tickets.py`) still pops the vault and sends `new_password` only with `legacy_flow=True`.
 """
 
 from streamer.password_reset.clients import ClientInfo, client_info

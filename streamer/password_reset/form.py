@@ -26,6 +26,8 @@ class Form:
     password: str = ""
     password_confirm: str = ""
     csrf_token: str = ""
+    #: The confirmation link's `<id>.<key>` (the confirm page's hidden field).
+    ticket: str = ""
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -62,7 +64,7 @@ async def read_form(request: web.Request) -> tuple[Form, int | None]:
         values.setdefault(name, value)
     return Form(email=values.get("email", ""), password=values.get("password", ""),
                 password_confirm=values.get("password_confirm", ""),
-                csrf_token=values.get(CSRF_FIELD, "")), None
+                csrf_token=values.get(CSRF_FIELD, ""), ticket=values.get("ticket", "")), None
 
 
 def validate_form(form: Form, address: str, t: Mapping[str, str], *, new_password: bool,

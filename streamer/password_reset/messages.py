@@ -176,6 +176,14 @@ def _check_messages() -> None:
                 raise RuntimeError(f"password reset message {locale}.{key} has other placeholders than en")
 
 
+def _merge_confirm_messages() -> None:
+    from streamer.password_reset.confirm_messages import CONFIRM_MESSAGES
+
+    for locale in SUPPORTED_LOCALES:
+        MESSAGES[locale].update(CONFIRM_MESSAGES[locale])
+
+
+_merge_confirm_messages()
 _check_messages()
 
 

@@ -151,7 +151,8 @@ class PasswordResetPages:
 
     def _page(self, request: web.Request, locale: str, *, status: int, page: str, title_key: str,
               client: ClientInfo, paragraphs: tuple[str, ...] = (), back_text: str = "", form: Form | None = None,
-              csrf_token: str = "", headers: Mapping[str, str] | None = None) -> web.Response:
+              csrf_token: str = "", headers: Mapping[str, str] | None = None,
+              extra: Mapping[str, Any] | None = None) -> web.Response:
         t = MESSAGES[locale]
         base = f"/password-reset/{request.match_info['tenant']}"
         context: dict[str, Any] = {
@@ -161,7 +162,8 @@ class PasswordResetPages:
             "back_url": (base + self._query(request, client)) if back_text else "", "languages": [],
             "new_password": self.settings.new_password, "min_length": self.settings.min_length,
             "max_length": MAX_PASSWORD_LENGTH, "csrf_token": csrf_token, "email": "", "action": "",
-            "password_hint": t["password_hint"].format(n=self.settings.min_length),
+            "password_hint": t["password_hint"].format(n=self.settings.min_length), "confirm_ticket": "",
+            **(extra or {}),
         }
         if page == "form":
             form = form or Form()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streamer.store.base import InboxEvent, IngestResult, Store
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
 
-__all__ = ["InboxEvent", "IngestResult", "Store", "open_store", "StoreUrlError"]
+__all__ = ["InboxEvent", "IngestResult", "PendingPassword", "Store", "open_store", "StoreUrlError"]
 
 
 class StoreUrlError(ValueError):

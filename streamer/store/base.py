@@ -30,6 +30,30 @@ class IngestResult:
     duplicate: int
 
 
+@dataclass(frozen=True)
+class PendingPassword:
+    """A new password waiting for its owner's click (`password_reset.new_password`).
+
+    `sealed` is the password encrypted with a key that only the emailed link carries
+    (streamer.password_reset.sealed); it is None once the row is used, replaced or expired.
+    `state`: pending | used | replaced (expiry is `expires_at`, read against the clock).
+    """
+
+    id: str
+    tenant: str
+    user_id: str
+    connection: str
+    state: str
+    sealed: bytes | None
+    created_at: float
+    expires_at: float
+    updated_at: float
+
+    def __repr__(self) -> str:
+        return (f"PendingPassword(id={self.id!r}, tenant={self.tenant!r}, user_id={self.user_id!r}, "
+                f"state={self.state!r}, expires_at={self.expires_at})")
+
+
 class Store(ABC):
     """Durable state of one streamer deployment."""
 
@@ -140,6 +164,30 @@ class Store(ABC):
     async def stats(self, *, now: float) -> dict[str, Any]:
         """{"outbox": {state: count}, "oldest_open_age_s": float, "inbox_pending": int}; the outbox
         counts cover COUNTED_STATES (not `sent`: it only grows, and the gauges run every few seconds)."""
+
+    # --- pending passwords (password_reset.new_password) --------------------------------------
+    @abstractmethod
+    async def save_pending_password(self, pending: PendingPassword, *, now: float) -> int:
+        """Store a new pending password and, in the same transaction, mark every older pending
+        one of the same (tenant, user) `replaced` with its ciphertext wiped: only the newest
+        link works. Returns how many were replaced."""
+
+    @abstractmethod
+    async def get_pending_password(self, pending_id: str) -> PendingPassword | None: ...
+
+    @abstractmethod
+    async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
+        """pending and unexpired → used, ciphertext wiped; atomic, so a link works once.
+        False if it was not in that state (used, replaced, expired or unknown)."""
+
+    @abstractmethod
+    async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
+        """Undo `use_pending_password` after Auth0 failed transiently (the link works again),
+        unless a newer request of the same user has come in meanwhile."""
+
+    @abstractmethod
+    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
+        """Wipe the ciphertext of expired rows; delete rows that expired before `before`."""
 
     @abstractmethod
     async def purge(self, *, before: float) -> int:

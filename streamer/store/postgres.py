@@ -47,7 +47,7 @@ from streamer.outbox import (
     OutboxEmail,
 )
 from streamer.store import liveness, migrations
-from streamer.store.base import InboxEvent, IngestResult, Store
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
 from streamer.store.migrations import Migration
 
 T = TypeVar("T")
@@ -62,6 +62,8 @@ _LIVE_NAMESPACE = 0x5354524F  # "STRO", liveness: (namespace, replica id) (sessi
 #: Sessions of a host that vanished (no FIN/RST) are dropped by PostgreSQL after about
 #: idle + interval × count = 25 s, which frees that replica's liveness and leadership locks.
 _KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
+_PENDING_NAMESPACE = 0x50574443  # "PWDC", one writer per user's pending password (transaction-scoped)
+_PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
@@ -591,6 +593,50 @@ class PostgresStore(Store):
         counts, oldest, pending = json.loads(row[0]), row[1], row[2]
         return {"outbox": {s.value: counts.get(s.value, 0) for s in COUNTED_STATES},
                 "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
+
+    # --- pending passwords --------------------------------------------------------------------
+    async def save_pending_password(self, pending: PendingPassword, *, now: float) -> int:
+        async with self._connection() as conn, conn.transaction():
+            # Two replicas sending for one user at once: the second waits, then replaces the first.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_NAMESPACE,
+                               f"{pending.tenant}|{pending.user_id}")
+            replaced = _count(await conn.execute(
+                "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = $1 "
+                "WHERE tenant = $2 AND user_id = $3 AND state = 'pending'", now, pending.tenant, pending.user_id))
+            await conn.execute(
+                f"INSERT INTO pending_passwords({_PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                pending.id, pending.tenant, pending.user_id, pending.connection, pending.state, pending.sealed,
+                pending.created_at, pending.expires_at, pending.updated_at)
+        return replaced
+
+    async def get_pending_password(self, pending_id: str) -> PendingPassword | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow(f"SELECT {_PENDING_COLUMNS} FROM pending_passwords WHERE id = $1", pending_id)
+        return PendingPassword(*row.values()) if row else None
+
+    async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
+        return bool(_count(await self._execute(
+            "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = $1 "
+            "WHERE id = $2 AND state = 'pending' AND expires_at > $1 AND sealed IS NOT NULL", now, pending_id)))
+
+    async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
+        async with self._connection() as conn, conn.transaction():
+            row = await conn.fetchrow("SELECT tenant, user_id FROM pending_passwords WHERE id = $1", pending_id)
+            if row is None:
+                return False
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_NAMESPACE,
+                               f"{row['tenant']}|{row['user_id']}")
+            return bool(_count(await conn.execute(
+                "UPDATE pending_passwords SET state = 'pending', sealed = $1, updated_at = $2 "
+                "WHERE id = $3 AND state = 'used' AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer "
+                "WHERE newer.tenant = $4 AND newer.user_id = $5 AND newer.state = 'pending')",
+                sealed, now, pending_id, row["tenant"], row["user_id"])))
+
+    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("UPDATE pending_passwords SET sealed = NULL, updated_at = $1 "
+                               "WHERE expires_at <= $1 AND sealed IS NOT NULL", now)
+            return _count(await conn.execute("DELETE FROM pending_passwords WHERE expires_at < $1", before))
 
     async def purge(self, *, before: float) -> int:
         async with self._connection() as conn, conn.transaction():

@@ -39,7 +39,7 @@ from streamer.outbox import (
     OutboxEmail,
 )
 from streamer.store import migrations
-from streamer.store.base import InboxEvent, IngestResult, Store
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at) WHERE state IN ('queued', 'failed');
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 'sending';
+CREATE TABLE IF NOT EXISTS pending_passwords(
+  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user_id TEXT NOT NULL, connection TEXT NOT NULL,
+  state TEXT NOT NULL, sealed BLOB, created_at REAL NOT NULL, expires_at REAL NOT NULL,
+  updated_at REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_passwords_user ON pending_passwords(tenant, user_id) WHERE state = 'pending';
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
 
@@ -153,6 +158,9 @@ CLAIM_RETRIES = (
     "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
     "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM retries INDEXED BY retries_due "
     "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) RETURNING tenant, log_id, body, received_at, attempts")
+
+
+_PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
 
 
 def _row_to_email(row: tuple) -> OutboxEmail:
@@ -591,6 +599,45 @@ class SqliteStore(Store):
                     "oldest_open_age_s": (now - oldest[0]) if oldest else 0.0, "inbox_pending": pending}
 
         return await self._read(read)
+
+    # --- pending passwords --------------------------------------------------------------------
+    async def save_pending_password(self, pending: PendingPassword, *, now: float) -> int:
+        def save(conn: sqlite3.Connection) -> int:
+            replaced = conn.execute(
+                "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
+                "WHERE tenant = ? AND user_id = ? AND state = 'pending'", (now, pending.tenant, pending.user_id)).rowcount
+            conn.execute(f"INSERT INTO pending_passwords({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (pending.id, pending.tenant, pending.user_id, pending.connection, pending.state,
+                          pending.sealed, pending.created_at, pending.expires_at, pending.updated_at))
+            return replaced
+
+        return await self._write(save)
+
+    async def get_pending_password(self, pending_id: str) -> PendingPassword | None:
+        row = await self._read(lambda c: c.execute(
+            f"SELECT {_PENDING_COLUMNS} FROM pending_passwords WHERE id = ?", (pending_id,)).fetchone())
+        return PendingPassword(*row) if row else None
+
+    async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
+        return bool(await self._write(lambda c: c.execute(
+            "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = ? "
+            "WHERE id = ? AND state = 'pending' AND expires_at > ? AND sealed IS NOT NULL",
+            (now, pending_id, now)).rowcount))
+
+    async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
+        return bool(await self._write(lambda c: c.execute(
+            "UPDATE pending_passwords SET state = 'pending', sealed = ?, updated_at = ? WHERE id = ? AND state = 'used' "
+            "AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer WHERE newer.tenant = pending_passwords.tenant "
+            "AND newer.user_id = pending_passwords.user_id AND newer.state = 'pending')",
+            (sealed, now, pending_id)).rowcount))
+
+    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE pending_passwords SET sealed = NULL, updated_at = ? "
+                         "WHERE expires_at <= ? AND sealed IS NOT NULL", (now, now))
+            return conn.execute("DELETE FROM pending_passwords WHERE expires_at < ?", (before,)).rowcount
+
+        return await self._write(purge)
 
     async def purge(self, *, before: float) -> int:
         def purge(conn: sqlite3.Connection) -> int:

@@ -203,11 +203,16 @@ def _render_problems(templates: Templates, state: State, tenant_vars: Mapping[st
                     name, compiled.locale, tenant_name=tenant or "acme", client_id=client,
                     tenant_vars=tenant_vars.get(tenant) if tenant else None,
                     ticket=None if ticket_templates is None else name in ticket_templates)
+                # A ticket email may also confirm a password typed on the hosted form
+                # (password_reset.new_password): check that branch too.
+                variants = [context] + ([{**context, "password_confirmation": True}] if "ticket_url" in context else [])
                 for part in parts:
-                    try:
-                        part.render(context)
-                    except Exception as exc:  # noqa: BLE001 - reported, not raised
-                        problems.append(_problem(exc, split_virtual_name(part.name or "")[0], templates.root))
+                    for variant in variants:
+                        try:
+                            part.render(variant)
+                        except Exception as exc:  # noqa: BLE001 - reported, not raised
+                            problems.append(_problem(exc, split_virtual_name(part.name or "")[0], templates.root))
+                            break
     return problems
 
 
