@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamer.config import Config
+from streamer.dkim_signing import check_keys
 from streamer.rules import RuleError, check_result_urls, compile_rules
 from streamer.sample_context import sample_context
 from streamer.store import StoreUrlError, open_store
@@ -61,6 +62,9 @@ def check_config(config: Config) -> CheckReport:
         report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
                                "password_reset_requested, so the hosted form would send nothing "
                                "(see the password-reset rule in config/streamer.example.yaml)")
+    dkim_errors, dkim_warnings = check_keys(config)
+    report.errors += dkim_errors
+    report.warnings += dkim_warnings
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
             report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "
