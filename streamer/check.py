@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streamer.colors import DEFAULT_BUTTON_COLOR, brand_color_problem, parse_hex_color
 from streamer.config import Config
 from streamer.dkim_signing import check_keys
 from streamer.rules import RuleError, check_result_urls, compile_rules
@@ -62,6 +63,13 @@ def check_config(config: Config) -> CheckReport:
         report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
                                "password_reset_requested, so the hosted form would send nothing "
                                "(see the password-reset rule in config/streamer.example.yaml)")
+    for name, tenant in config.tenants.items():
+        wanted = tenant.vars.get("brand_color")
+        problem = None if wanted is None else brand_color_problem(wanted)
+        if problem:
+            level = report.warnings if parse_hex_color(wanted) else report.errors
+            level.append(f"{config.source}: tenants.{name}.vars.brand_color: {problem} (buttons use "
+                         f"{DEFAULT_BUTTON_COLOR} until then)")
     dkim_errors, dkim_warnings = check_keys(config)
     report.errors += dkim_errors
     report.warnings += dkim_warnings

@@ -63,7 +63,7 @@ def run(*argv: str) -> int:
     return main(["preview", *argv])
 
 
-@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),
+@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr-CA"), ("fr-BE", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),
                                              ("xx", "en"), ("not a locale!", "en"), (None, "en")])
 def test_one_template_writes_three_files_in_the_locale_used(shipped, tmp_path, capsys, asked, used):
     out = tmp_path / "out"
@@ -91,10 +91,10 @@ def test_a_tenant_brings_its_vars_and_its_domain_for_the_ticket(shipped, tmp_pat
     out = tmp_path / "out"
     assert run("-c", str(shipped), "--template", "verify_email", "--tenant", "acme", "--locale", "fr-CA",
                "--out", str(out)) == 0
-    html = (out / "verify_email.tenant-acme.fr.html").read_text()
+    html = (out / "verify_email.tenant-acme.fr-CA.html").read_text()
     assert "Acme Test" in html
     assert "https://acme-test.eu.auth0.com/u/email-verification?ticket=" in html
-    assert "Confirmez votre adresse e-mail pour Acme Test" in capsys.readouterr().out
+    assert "Confirmez votre adresse courriel pour Acme Test" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("tenant", "client", "label", "stem"), [
@@ -141,7 +141,7 @@ def test_all_writes_an_index_linking_every_file(overridden, tmp_path, capsys):
     # The overrides have English only: their other columns point at it and say so.
     assert {"welcome.tenant-acme.en", "welcome.tenant-acme.client-APP1.en", "welcome.client-APP2.en"} <= stems
     assert not any(s.startswith("welcome.tenant-acme.fr") for s in stems)
-    assert index.count('href="welcome.tenant-acme.en.html"') == 4
+    assert index.count('href="welcome.tenant-acme.en.html"') == 5        # en, and the fr, fr-CA, de, es columns
     assert "→ en" in index
     for heading in ("Default templates", "Tenant acme", "Tenant acme, client APP1", "Client APP2"):
         assert f">{heading}</h2>" in index
