@@ -7,6 +7,7 @@ tests replace; judging them is pure (`judge_dkim`, `judge_spf`, `judge_dmarc`).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol
 
 import dns.asyncresolver
@@ -46,6 +47,26 @@ class DnsPythonResolver:
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as exc:
             raise LookupFailed(f"{type(exc).__name__}") from None
         return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
+
+
+def resolver_for(server: str | None) -> DnsPythonResolver:
+    """`None` → the system's resolver; `"1.1.1.1"`, `"127.0.0.1:5353"`, `"[::1]:53"` → that server."""
+    if not server:
+        return DnsPythonResolver()
+    host, port = server, 53
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 53 if not rest else -1
+    elif server.count(":") == 1:
+        host, _, text = server.partition(":")
+        port = int(text) if text.isdigit() else -1
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{server!r} is not an IP address (optionally with :PORT)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{server!r} has no valid port")
+    return DnsPythonResolver([host], port)
 
 
 def _tags(record: str) -> dict[str, str]:

@@ -232,3 +232,22 @@ rules: [{name: r, on: [s], template: welcome}]
         pass                                                    # closed again: nobody answers there
     found = await mail_auth_findings(config, DnsPythonResolver(["127.0.0.1"], port, timeout_s=0.5))
     assert [f.level for f in found if f.text.startswith("DNS")] == ["warning", "warning"]
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("1.1.1.1", (["1.1.1.1"], 53)), ("127.0.0.1:5353", (["127.0.0.1"], 5353)),
+    ("[::1]:5300", (["::1"], 5300)), ("::1", (["::1"], 53)),
+])
+def test_dns_server_option(given, expected):
+    from streamer.mail_dns import resolver_for
+
+    resolver = resolver_for(given)._resolver
+    assert ([str(n) for n in resolver.nameservers], resolver.port) == expected
+
+
+@pytest.mark.parametrize("given", ["dns.example", "1.1.1.1:0", "1.1.1.1:x", "[::1]x"])
+def test_dns_server_option_refuses_non_addresses(given):
+    from streamer.mail_dns import resolver_for
+
+    with pytest.raises(ValueError):
+        resolver_for(given)
