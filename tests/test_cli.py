@@ -292,7 +292,7 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     assert "queued email" in capsys.readouterr().out
     second = (await catcher.wait_for(2))[1]
     assert second.to == first.to == ["ana.silva@example.com"]
-    assert second.parsed["Content-Language"] == "fr"                    # her language, as the first
+    assert second.parsed["Content-Language"] == "fr-CA"                 # her language, as the first
     assert ticket_link(second) != ticket_link(first)                     # a new ticket, made at send time
 
     assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", bruno) == 1

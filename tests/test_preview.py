@@ -204,3 +204,15 @@ def test_a_subject_variant_without_its_body_is_rendered_and_flagged(overridden, 
     stdout = capsys.readouterr().out
     assert "subject.fr.txt, body.html" in stdout and "different languages" in stdout
     assert (tmp_path / "one" / "welcome.tenant-acme.fr.html").exists()     # named after the locale asked for
+
+
+def test_the_eml_carries_the_configured_reply_to(tmp_path):
+    config = write_config(tmp_path, REPO / "templates")
+    config.write_text(config.read_text().replace(
+        'from: "Acme <no-reply@acme.test>"}', 'from: "Acme <no-reply@acme.test>", reply_to: "help@acme.test"}').replace(
+        "    client_secret: m2m-secret\n", '    client_secret: m2m-secret\n    reply_to: "Acme Care <care@acme.test>"\n'))
+    out = tmp_path / "out"
+    assert run("-c", str(config), "--template", "welcome", "--out", str(out)) == 0
+    assert b"Reply-To: help@acme.test\r\n" in (out / "welcome.en.eml").read_bytes()
+    assert run("-c", str(config), "--template", "welcome", "--tenant", "acme", "--out", str(out)) == 0
+    assert b"Reply-To: Acme Care <care@acme.test>\r\n" in (out / "welcome.tenant-acme.en.eml").read_bytes()
