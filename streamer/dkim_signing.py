@@ -80,7 +80,8 @@ def load_key(key: DkimKeyConfig, base_dir: Path, label: str = "dkim") -> Signing
         raise DkimKeyError(f"{label}: only RSA keys are supported (receivers that check ed25519 still "
                            "need an RSA signature)")
     if private.key_size < MIN_BITS:
-        raise DkimKeyError(f"{label}: a {private.key_size}-bit key is rejected by receivers; use {RECOMMENDED_BITS} bits")
+        raise DkimKeyError(f"{label}: a {private.key_size}-bit key is rejected by receivers; "
+                           f"use {RECOMMENDED_BITS} bits")
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())
     public = private.public_key().public_bytes(serialization.Encoding.DER,

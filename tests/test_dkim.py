@@ -3,13 +3,14 @@ dkimpy against the public key served by a real (local) DNS server; and what `che
 
 from __future__ import annotations
 
-import asyncio
 import io
+import re
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
+from email.parser import BytesHeaderParser
+
 import dkim
-import dns.asyncresolver
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
@@ -56,10 +57,10 @@ def dkim_config(tmp_path, standin, catcher, keys_yaml: str) -> str:
 
 
 def signed_header_names(raw: bytes) -> list[str]:
-    sig = dkim.util.parse_tag_value(raw.split(b"\r\n\r\n")[0].split(b"DKIM-Signature:", 1)[1].split(b"\r\n", 1)[0]
-                                    + b"".join(line for line in raw.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]
-                                               if line.startswith((b" ", b"\t"))))
-    return [h.strip().decode() for h in sig[b"h"].split(b":")]
+    """The h= tag of the message's DKIM-Signature, in order."""
+    value = BytesHeaderParser().parsebytes(raw)["DKIM-Signature"]
+    tags = dkim.util.parse_tag_value(re.sub(r"\s+", " ", value).encode())
+    return [name.strip().decode() for name in tags[b"h"].split(b":")]
 
 
 async def test_pipeline_mail_is_signed_and_verifies_with_the_key_from_dns(tmp_path, standin, catcher, start_daemon):
@@ -110,11 +111,11 @@ async def test_per_tenant_key_wins_and_other_from_domains_stay_unsigned(tmp_path
 
 def test_key_from_the_environment_with_escaped_newlines_signs(tmp_path):
     pem = write_key(tmp_path / "k.pem").read_text()
-    text = f"""\
-smtp: {{from: "Acme <no-reply@acme.test>"}}
-tenants: {{acme: {{domain: a.eu.auth0.com, client_id: x, client_secret: y}}}}
-rules: [{{name: r, on: [s], template: welcome}}]
-dkim: [{{domain: acme.test, selector: s1, private_key: "${{DKIM_KEY}}"}}]
+    text = """\
+smtp: {from: "Acme <no-reply@acme.test>"}
+tenants: {acme: {domain: a.eu.auth0.com, client_id: x, client_secret: y}}
+rules: [{name: r, on: [s], template: welcome}]
+dkim: [{domain: acme.test, selector: s1, private_key: "${DKIM_KEY}"}]
 """
     config = parse_config(text, base_dir=tmp_path, env={"DKIM_KEY": pem.replace("\n", "\\n")})
     key = load_key(config.dkim[0], tmp_path)
@@ -251,3 +252,20 @@ def test_dns_server_option_refuses_non_addresses(given):
 
     with pytest.raises(ValueError):
         resolver_for(given)
+
+
+def test_list_unsubscribe_headers_are_signed_when_present(tmp_path):
+    """Another step may add List-Unsubscribe before signing: the signature must cover it."""
+    key = load_key(DkimKeyConfig(domain="acme.test", selector="s1", private_key_file=write_key(tmp_path / "k.pem")),
+                   tmp_path)
+    built = build_message(from_addr="no-reply@acme.test", to_addr="ana@example.com", to_name=None, subject="Hi",
+                          html="<p>Hi</p>", text="Hi", locale="en", message_id_key="k", feedback=("new-device", "acme"))
+    head, body = built.split(b"\r\n\r\n", 1)
+    unsubscribe = (b"List-Unsubscribe: <https://mail.acme.test/u/abc>, <mailto:u+abc@acme.test>\r\n"
+                   b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    raw = sign(head + b"\r\n" + unsubscribe + b"\r\n\r\n" + body, key)
+    assert {"list-unsubscribe", "list-unsubscribe-post", "feedback-id"} <= set(signed_header_names(raw))
+    dnsfunc = lambda name, timeout=5: key.dns_record.encode()  # noqa: E731
+    assert dkim.verify(raw, dnsfunc=dnsfunc)
+    assert not dkim.verify(raw.replace(b"/u/abc>", b"/u/evil>"), dnsfunc=dnsfunc)
+    assert "list-unsubscribe" not in signed_header_names(sign(built, key))   # absent: not signed

@@ -64,8 +64,9 @@ def test_rtl_locales_set_dir_on_the_wrapper_too(tmp_path):
     (tmp_path / "welcome").mkdir(parents=True)
     shutil.copytree(SHIPPED / "_layout", tmp_path / "_layout")
     (tmp_path / "welcome" / "subject.txt").write_text("x")
-    (tmp_path / "welcome" / "body.ar.html").write_text('{% extends "_layout/base.html" %}{% block content %}مرحبا{% endblock %}')
-    (tmp_path / "welcome" / "body.html").write_text('{% extends "_layout/base.html" %}{% block content %}Hi{% endblock %}')
+    page = '{% extends "_layout/base.html" %}{% block content %}TEXT{% endblock %}'
+    (tmp_path / "welcome" / "body.ar.html").write_text(page.replace("TEXT", "مرحبا"))
+    (tmp_path / "welcome" / "body.html").write_text(page.replace("TEXT", "Hi"))
     email = rendered(Templates(tmp_path, "en"), "welcome", "ar")
     assert '<div role="article" aria-roledescription="email" lang="ar" dir="rtl">' in email.html
 
