@@ -159,3 +159,11 @@ def test_reviewed_copy(shipped, name, locale, wanted, unwanted):
     email = rendered(shipped, name, locale, password_reset_url=None)
     text = re.sub(r"[ \t]+", " ", email.text.replace("\u00a0", "\u00a0"))
     assert wanted in text and unwanted not in text
+
+
+def test_spanish_hosted_pages_use_usted_like_the_emails():
+    from streamer.password_reset.messages import MESSAGES
+
+    informal = re.compile(r"\b(tu|te|introduce|elige|revisa|escribe|espera|vuelve|envíalo|comprueba|confirma)\b",
+                          re.IGNORECASE)
+    assert [key for key, text in MESSAGES["es"].items() if informal.search(text)] == []
