@@ -207,7 +207,8 @@ def rules(*, mark: bool = False) -> str:
 class Daemon:
     """`python -m streamer run` pinned to the server core, with its own store and config."""
 
-    def __init__(self, workdir: Path, *, auth0: Any, smtp_port: int, rule_text: str, pool_size: int = 8):
+    def __init__(self, workdir: Path, *, auth0: Any, smtp_port: int, rule_text: str, pool_size: int = 8,
+                 extra_config: str = ""):
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
@@ -230,6 +231,7 @@ tenants:
     webhook_token: "{WEBHOOK_TOKEN}"
     poll: {{enabled: false}}
     vars: {{app_url: "https://app.acme.test"}}
+{extra_config}
 rules:
 {rule_text}""")
         self.service = Service("streamer run", pinned(SERVER_CORE, PYTHON, "-m", "streamer", "run", "-c",

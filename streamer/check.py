@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streamer.colors import DEFAULT_BUTTON_COLOR, brand_color_problem, parse_hex_color
 from streamer.config import Config
+from streamer.dkim_signing import check_keys
 from streamer.rules import RuleError, check_result_urls, compile_rules
 from streamer.sample_context import sample_context
 from streamer.store import StoreUrlError, open_store
@@ -66,6 +68,16 @@ def check_config(config: Config) -> CheckReport:
         report.errors.append(f"{config.source}: password_reset.new_password: set server.public_url: the "
                              "confirmation link in the email points to it (without it the email carries an "
                              "Auth0 reset ticket and the typed password is dropped)")
+    for name, tenant in config.tenants.items():
+        wanted = tenant.vars.get("brand_color")
+        problem = None if wanted is None else brand_color_problem(wanted)
+        if problem:
+            level = report.warnings if parse_hex_color(wanted) else report.errors
+            level.append(f"{config.source}: tenants.{name}.vars.brand_color: {problem} (buttons use "
+                         f"{DEFAULT_BUTTON_COLOR} until then)")
+    dkim_errors, dkim_warnings = check_keys(config)
+    report.errors += dkim_errors
+    report.warnings += dkim_warnings
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
             report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "

@@ -72,9 +72,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     for error in report.errors:
         print(f"error: {error}")
     if args.online:
+        from streamer.mail_dns import resolver_for
         from streamer.preflight import preflight
 
-        findings = asyncio.run(preflight(config))
+        try:
+            resolver = resolver_for(args.dns_server)
+        except ValueError as exc:
+            print(f"error: --dns-server: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        findings = asyncio.run(preflight(config, resolver))
         for finding in findings:
             print(f"{finding.level}: {finding.text}")
         report.errors.extend(f.text for f in findings if f.level == "error")
@@ -315,7 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(check)
     check.add_argument("--online", action="store_true",
                        help="also try the outside world: the SMTP server (TLS, AUTH), each tenant's Auth0 "
-                            "credentials and scopes, and its log stream; sends and changes nothing")
+                            "credentials and scopes, and its log stream, and read the From domain's DKIM, SPF "
+                            "and DMARC records; sends and changes nothing")
+    check.add_argument("--dns-server", metavar="IP[:PORT]",
+                       help="with --online: ask this DNS server instead of the system's (e.g. 1.1.1.1, to see "
+                            "what receivers see from outside)")
     check.set_defaults(func=cmd_check)
 
     migrate = sub.add_parser(

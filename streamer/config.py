@@ -119,11 +119,59 @@ class SmtpConfig(_Strict):
     from_: str = Field(alias="from")
     pool_size: int = Field(4, ge=1, le=64)
     timeout_s: float = Field(30, gt=0)
+    #: Reply-To of every email (a tenant's reply_to wins); unset: replies go to `from`.
+    reply_to: str | None = None
 
-    @field_validator("username", "password", mode="before")
+    @field_validator("username", "password", "reply_to", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("from_", "reply_to")
+    @classmethod
+    def _mailbox(cls, value: str | None) -> str | None:
+        return _one_mailbox(value)
+
+
+def _one_mailbox(value: str | None) -> str | None:
+    """A header address is checked at load time, not at the first send."""
+    from streamer.message import InvalidAddress, parse_mailbox
+
+    if value is not None:
+        try:
+            parse_mailbox(value, "this")
+        except InvalidAddress as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class DkimKeyConfig(_Strict):
+    """One DKIM signing key: mail whose From domain is `domain` (or a subdomain of it) is signed
+    with it, for every tenant or only the listed ones. The key is a PEM file or PEM text (from
+    the environment); `streamer check` loads it and signs a test message with it."""
+
+    domain: str = Field(max_length=253, pattern=r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+    private_key_file: Path | None = None
+    private_key: SecretStr | None = None
+    tenants: list[str] = []
+
+    @field_validator("private_key", mode="before")
+    @classmethod
+    def _blank_key(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("domain")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DkimKeyConfig:
+        if (self.private_key_file is None) == (self.private_key is None):
+            raise ValueError("give exactly one of private_key_file (a PEM file) or private_key (PEM text, "
+                             "e.g. \"${DKIM_PRIVATE_KEY}\")")
+        return self
 
 
 class Backoff(_Strict):
@@ -168,11 +216,18 @@ class TenantConfig(_Strict):
     default_locale: str | None = None
     poll: PollConfig = PollConfig()
     vars: dict[str, Any] = {}
+    #: Reply-To of this tenant's emails (wins over smtp.reply_to).
+    reply_to: str | None = None
 
-    @field_validator("webhook_token", mode="before")
+    @field_validator("webhook_token", "reply_to", mode="before")
     @classmethod
     def _blank_token(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        return _one_mailbox(value)
 
     @property
     def base_url(self) -> str:
@@ -245,6 +300,8 @@ class Config(_Strict):
     tenants: dict[str, TenantConfig] = Field(min_length=1)
     rules: list[RuleConfig] = Field(min_length=1)
     password_reset: PasswordResetConfig = PasswordResetConfig()
+    #: DKIM keys (optional; without them the relay should sign, see README).
+    dkim: list[DkimKeyConfig] = []
     #: Directory of the config file; relative paths in the config are relative to it.
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: The file this config came from, for messages.
@@ -266,6 +323,19 @@ class Config(_Strict):
                 raise ValueError(f"two rules are named {rule.name!r}; rule names must be unique")
             seen.add(rule.name)
         return self
+
+    @model_validator(mode="after")
+    def _dkim_tenants_exist(self) -> Config:
+        for index, key in enumerate(self.dkim):
+            unknown = [name for name in key.tenants if name not in self.tenants]
+            if unknown:
+                raise ValueError(f"dkim.{index}.tenants: no tenant named {', '.join(map(repr, unknown))}")
+        return self
+
+    def reply_to(self, tenant: str) -> str | None:
+        """The Reply-To for one tenant's emails: the tenant's, else smtp.reply_to, else none."""
+        own = self.tenants[tenant].reply_to if tenant in self.tenants else None
+        return own or self.smtp.reply_to
 
     @property
     def templates_dir(self) -> Path:

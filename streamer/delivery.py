@@ -8,13 +8,14 @@ dispatcher needs to know only one thing: is trying again worth it?
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jinja2
 
 from streamer.auth0.errors import Auth0Permanent, Auth0Transient, UserNotFound
 from streamer.config import Config
+from streamer.dkim_signing import choose_key, load_keys, sign
 from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
 from streamer.message import InvalidAddress, build_message, envelope
@@ -86,6 +87,11 @@ class Deliverer:
     #: How the links of password-reset emails are made (the daemon passes the hosted form's, which
     #: knows the new passwords it captured in memory).
     reset_link: ResetLinkMaker = plain_reset_link
+    #: DKIM keys, loaded (and test-signed) once; `check` has already validated them.
+    dkim_keys: list = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.dkim_keys = load_keys(self.config)
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -150,10 +156,14 @@ class Deliverer:
             message = build_message(
                 from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=greeting_name(user) or None,
                 subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-                message_id_key=email.key)
+                message_id_key=email.key, reply_to=self.config.reply_to(email.tenant),
+                feedback=(email.rule, email.tenant))
             mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
+        key = choose_key(self.dkim_keys, mail_from.rpartition("@")[2], email.tenant) if self.dkim_keys else None
+        if key is not None:
+            message = sign(message, key)  # last: it covers the final headers
         del ticket_url, link, rendered  # the link lives in `message` only, until it is sent
         try:
             await self.smtp.send(mail_from, rcpt_to, message)

@@ -11,7 +11,9 @@ The format we emit is small and fixed, so a direct writer is both faster and eas
   line exceeds 78 characters;
 - bodies are UTF-8, quoted-printable (base64 when mostly non-ASCII), CRLF line ends, lines of
   at most 76 characters; the MIME boundary contains "=_", which neither encoding can produce;
-- the Message-ID is derived from a caller-given key so a retried send keeps the same id.
+- the Message-ID is derived from a caller-given key so a retried send keeps the same id;
+- `Feedback-ID` (Gmail's feedback loop) is built from colon-free identifiers only, so it always
+  has the `rule:tenant:sender` shape complaint reports are aggregated by.
 """
 
 from __future__ import annotations
@@ -126,6 +128,23 @@ def message_id(key: str, from_addr: str) -> str:
     return f"<{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}@{domain}>"
 
 
+_FEEDBACK_ID_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def feedback_id(rule: str, tenant: str, sender_domain: str) -> str:
+    """`rule:tenant:sender-domain`, Gmail's Feedback-ID (campaign:customer:…:SenderId, SenderId
+    last): spam-complaint rates are then reported per rule and tenant.
+
+    Raises ValueError for a part that is not a plain identifier (no colon, space or control
+    character), so no input can change the header's shape.
+    """
+    parts = (rule, tenant, sender_domain)
+    for part in parts:
+        if not isinstance(part, str) or not _FEEDBACK_ID_PART.match(part):
+            raise ValueError(f"Feedback-ID part {part!r} is not an identifier (letters, digits, . _ -)")
+    return ":".join(parts)
+
+
 # --- header encoding ---------------------------------------------------------------------------
 
 
@@ -236,10 +255,13 @@ def _body_part(content: str, subtype: str) -> bytes:
 
 
 def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject: str, html: str, text: str,
-                  locale: str | None, message_id_key: str, date: datetime | None = None) -> bytes:
+                  locale: str | None, message_id_key: str, date: datetime | None = None,
+                  reply_to: str | None = None, feedback: tuple[str, str] | None = None) -> bytes:
     """A complete RFC 5322 message (CRLF line ends) ready for SMTP DATA.
 
-    Raises InvalidAddress for a sender or recipient that is not a valid single address.
+    `reply_to` is one mailbox, validated like the sender; `feedback` is (rule, tenant) for the
+    Feedback-ID header. DKIM signing, when configured, is a later step over these bytes.
+    Raises InvalidAddress for a sender, recipient or Reply-To that is not a valid single address.
     """
     sender_name, sender = parse_mailbox(from_addr, "sender")
     recipient_name, recipient = parse_mailbox(to_addr, "recipient")
@@ -254,6 +276,12 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
         unstructured_header("Subject", subject),
         f"Date: {format_datetime(moment)}",
         f"Message-ID: <{digest[:32]}@{sender.rpartition('@')[2]}>",
+    ]
+    if reply_to:
+        headers.append(mailbox_header("Reply-To", *parse_mailbox(reply_to, "reply-to")))
+    if feedback is not None:
+        headers.append(f"Feedback-ID: {feedback_id(feedback[0], feedback[1], sender.rpartition('@')[2])}")
+    headers += [
         "MIME-Version: 1.0",
         "Auto-Submitted: auto-generated",
         "X-Auto-Response-Suppress: All",

@@ -3,13 +3,14 @@
 The offline check proves the config is coherent; this proves it works from here: the SMTP
 server takes a connection (TLS and AUTH as configured), each tenant's credentials get a
 Management API token granting the scopes the config needs, and the log stream to this daemon
-exists and is active. Nothing is sent and nothing is changed.
+exists and is active, and the From domain's DNS has the DKIM, SPF and DMARC records receivers
+look for (streamer.mail_dns). Nothing is sent and nothing is changed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from streamer.auth0 import ManagementApi
 from streamer.auth0.errors import Auth0Error
@@ -18,6 +19,9 @@ from streamer.auth0.scopes import needed_scopes, probe_access
 from streamer.config import Config
 from streamer.smtp import SmtpError, SmtpPool
 
+if TYPE_CHECKING:
+    from streamer.mail_dns import TxtResolver
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -25,10 +29,13 @@ class Finding:
     text: str
 
 
-async def preflight(config: Config) -> list[Finding]:
+async def preflight(config: Config, resolver: TxtResolver | None = None) -> list[Finding]:
+    from streamer.mail_dns import mail_auth_findings
+
     findings = [await _smtp(config)]
     for name in config.tenants:
         findings.extend(await _tenant(config, name))
+    findings.extend(await mail_auth_findings(config, resolver))
     return findings
 
 

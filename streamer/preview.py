@@ -141,7 +141,8 @@ def _render_files(config: Config, templates: Templates, name: str, tenant: str |
     message = build_message(
         from_addr=config.smtp.from_, to_addr=user["email"], to_name=greeting_name(user) or None,
         subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-        message_id_key=f"preview:{name}:{tenant or ''}:{client_id or ''}:{rendered.locale}")
+        message_id_key=f"preview:{name}:{tenant or ''}:{client_id or ''}:{rendered.locale}",
+        reply_to=config.reply_to(tenant) if tenant else config.smtp.reply_to)
     stem = file_stem(name, tenant, client_id, stem_locale or _stem_locale(resolved, wanted, default))
     out.mkdir(parents=True, exist_ok=True)
     files = {"html": out / f"{stem}.html", "txt": out / f"{stem}.txt", "eml": out / f"{stem}.eml"}

@@ -299,6 +299,21 @@ def _with_profile_defaults(context: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+_CHARSET = re.compile(r"<meta\s+charset=[\"']?[\w-]+[\"']?\s*/?>", re.IGNORECASE)
+_HEAD = re.compile(r"<head(\s[^>]*)?>", re.IGNORECASE)
+
+
+def _charset_first(html: str) -> str:
+    """Put `<meta charset>` back at the start of <head>: css_inline writes the kept @media rules
+    into a <style> before it, and a browser only honours a charset declared early."""
+    charset, head = _CHARSET.search(html), _HEAD.search(html)
+    if not charset or not head or charset.start() == head.end():
+        return html
+    tag = charset.group(0)
+    without = html[:charset.start()] + html[charset.end():]
+    return without[:head.end()] + tag + without[head.end():]
+
+
 def render(templates: Templates, name: str, *, tenant: str | None, client_id: str | None,
            locale_chain: list[str] | tuple[str, ...], context: Mapping[str, Any]) -> RenderedEmail:
     """Render template `name` for one tenant/application/locale chain.
@@ -321,7 +336,7 @@ def render(templates: Templates, name: str, *, tenant: str | None, client_id: st
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         raise RenderError(message, f"{where[0]}:{where[1]}" if where else None) from exc
     try:
-        html = _INLINER.inline(raw_html)
+        html = _charset_first(_INLINER.inline(raw_html))
     except css_inline.InlineError as exc:
         raise RenderError(f"cannot inline the CSS: {exc}", compiled.resolved.html_path) from exc
     if text is None:

@@ -12,6 +12,7 @@ import pytest
 from streamer.cli import main
 
 from conftest import FIXTURES, REPO, config_text, sample_event
+from dns_server import dns_server
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -197,8 +198,14 @@ async def test_check_online_tries_smtp_credentials_scopes_and_the_log_stream(con
                                     "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"},
                                     "filters": [{"type": "category", "name": "auth.signup.success"},
                                                 {"type": "category", "name": "user.success"}]}
-    assert await asyncio.to_thread(main, ["check", "--online", "-c", str(config_file)]) == 0
+    records = {"acme.test": ["v=spf1 include:relay.test -all"]}
+    with dns_server(records) as dns_port:
+        assert await asyncio.to_thread(main, ["check", "--online", "-c", str(config_file),
+                                              "--dns-server", f"127.0.0.1:{dns_port}"]) == 0
     out = capsys.readouterr().out
+    assert "warning: DKIM acme.test: streamer does not sign (no dkim keys)" in out
+    assert 'ok: SPF acme.test: "v=spf1 include:relay.test -all"' in out
+    assert "warning: DMARC acme.test: no DMARC record at _dmarc.acme.test" in out
     assert "ok: SMTP 127.0.0.1:" in out and "the server answers" in out
     assert "ok: Auth0 acme (acme-test.us.auth0.com): credentials accepted, 5 of 5 needed scopes granted" in out
     assert ("warning: log stream lst_1 of acme → https://mail.acme.test/logs/acme: suspended by Auth0" in out)
@@ -218,7 +225,9 @@ async def test_check_online_fails_on_a_dead_smtp_server_and_a_missing_scope(tmp_
     path = tmp_path / "streamer.yaml"
     path.write_text(config_text(tmp_path, standin, Closed()))
     standin.granted_scopes = "read:users update:users"
-    assert await asyncio.to_thread(main, ["check", "--online", "-c", str(path)]) == 1
+    with dns_server({}) as dns_port:
+        assert await asyncio.to_thread(main, ["check", "--online", "-c", str(path),
+                                              "--dns-server", f"127.0.0.1:{dns_port}"]) == 1
     captured = capsys.readouterr()
     assert f"error: SMTP 127.0.0.1:{closed_port} (none)" in captured.out
     assert ("error: Auth0 acme (acme-test.us.auth0.com): missing scope create:user_tickets (verification and "
@@ -285,7 +294,7 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     assert "queued email" in capsys.readouterr().out
     second = (await catcher.wait_for(2))[1]
     assert second.to == first.to == ["ana.silva@example.com"]
-    assert second.parsed["Content-Language"] == "fr"                    # her language, as the first
+    assert second.parsed["Content-Language"] == "fr-CA"                 # her language, as the first
     assert ticket_link(second) != ticket_link(first)                     # a new ticket, made at send time
 
     assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", bruno) == 1
@@ -301,3 +310,8 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     with pytest.raises(SystemExit) as usage:                                          # --user or --to
         await asyncio.to_thread(resend, "--rule", "welcome")
     assert usage.value.code == 2
+
+
+def test_check_online_refuses_a_dns_server_that_is_not_an_address(config_file, capsys):
+    assert main(["check", "--online", "-c", str(config_file), "--dns-server", "dns.example"]) == 2
+    assert "--dns-server: 'dns.example' is not an IP address" in capsys.readouterr().err

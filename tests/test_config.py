@@ -128,3 +128,23 @@ def test_any_text_gives_a_config_or_a_config_error(text):
         parse_config(text, source="f.yaml", env={})
     except ConfigError as exc:
         assert all(p.startswith("f.yaml") for p in exc.problems)
+
+
+def test_reply_to_is_validated_and_a_tenant_one_wins():
+    from streamer.config import ConfigError, parse_config
+
+    base = """\
+smtp: {{from: "Acme <no-reply@acme.test>", reply_to: "{smtp}"}}
+tenants:
+  acme: {{domain: a.eu.auth0.com, client_id: x, client_secret: y, reply_to: "{tenant}"}}
+  beta: {{domain: b.eu.auth0.com, client_id: x, client_secret: y}}
+rules: [{{name: r, on: [s], template: welcome}}]
+"""
+    config = parse_config(base.format(smtp="help@acme.test", tenant="Acme Care <care@acme.test>"), env={})
+    assert config.reply_to("acme") == "Acme Care <care@acme.test>"
+    assert config.reply_to("beta") == "help@acme.test"
+    assert parse_config(base.format(smtp="", tenant=""), env={}).reply_to("beta") is None
+    with pytest.raises(ConfigError, match=r"tenants\.acme\.reply_to: .*expected exactly one address"):
+        parse_config(base.format(smtp="", tenant="a@x.test, b@x.test"), env={})
+    with pytest.raises(ConfigError, match=r"smtp\.reply_to: .*has no domain"):
+        parse_config(base.format(smtp="nobody@", tenant=""), env={})

@@ -49,14 +49,14 @@ async def test_signup_sends_one_verification_email_whose_link_lands_on_the_resul
 
     [message] = await catcher.wait_for(1)
     assert message.to == ["ana.silva@example.com"]
-    assert message.parsed["Content-Language"] == "fr"  # ana's user_metadata.locale is fr-CA → fr templates
+    assert message.parsed["Content-Language"] == "fr-CA"  # ana's user_metadata.locale is fr-CA: "courriel"
     link = ticket_link(message)
     assert link in message.text and link.startswith(standin.base_url)
     async with aiohttp.ClientSession() as session:
         async with session.get(link, allow_redirects=False) as response:
             assert response.status == 302
             # Auth0 appends its own status parameters to the result_url.
-            assert response.headers["Location"].startswith("https://app.acme.test/verified?lang=fr&")
+            assert response.headers["Location"].startswith("https://app.acme.test/verified?lang=fr-CA&")
     assert standin.users[ANA]["email_verified"] is True
     await eventually(lambda: standin.users[ANA].get("app_metadata", {}).get("verification_email_sent"))
 

@@ -202,3 +202,24 @@ def test_bodies_round_trip(text: str, html: str) -> None:
 
     assert content(plain) == expected(text)
     assert content(rich) == expected(html)
+
+
+def test_reply_to_and_feedback_id() -> None:
+    msg = parse(build(reply_to="Acme Support <support@acme.test>", feedback=("verify-email", "acme")))
+    assert str(msg["Reply-To"]) == "Acme Support <support@acme.test>"
+    assert msg["Feedback-ID"] == "verify-email:acme:acme.test"   # rule:tenant:SenderId, SenderId last
+    assert list(msg.keys()).index("Reply-To") == list(msg.keys()).index("Message-ID") + 1
+    plain = parse(build())
+    assert "Reply-To" not in plain and "Feedback-ID" not in plain
+
+
+@pytest.mark.parametrize("reply_to", ["a@x.test\r\nBcc: victim@x.test", "a@x.test, b@x.test", "not an address"])
+def test_reply_to_cannot_add_a_header_or_recipient(reply_to: str) -> None:
+    with pytest.raises(InvalidAddress, match="reply-to"):
+        build(reply_to=reply_to)
+
+
+@pytest.mark.parametrize("rule, tenant", [("a:b", "acme"), ("r", "acme\r\nBcc: x@y.test"), ("r", ""), ("r u", "acme")])
+def test_feedback_id_parts_are_identifiers_only(rule: str, tenant: str) -> None:
+    with pytest.raises(ValueError, match="Feedback-ID"):
+        build(feedback=(rule, tenant))

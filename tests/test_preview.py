@@ -63,7 +63,7 @@ def run(*argv: str) -> int:
     return main(["preview", *argv])
 
 
-@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),
+@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr-CA"), ("fr-BE", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),
                                              ("xx", "en"), ("not a locale!", "en"), (None, "en")])
 def test_one_template_writes_three_files_in_the_locale_used(shipped, tmp_path, capsys, asked, used):
     out = tmp_path / "out"
@@ -91,10 +91,10 @@ def test_a_tenant_brings_its_vars_and_its_domain_for_the_ticket(shipped, tmp_pat
     out = tmp_path / "out"
     assert run("-c", str(shipped), "--template", "verify_email", "--tenant", "acme", "--locale", "fr-CA",
                "--out", str(out)) == 0
-    html = (out / "verify_email.tenant-acme.fr.html").read_text()
+    html = (out / "verify_email.tenant-acme.fr-CA.html").read_text()
     assert "Acme Test" in html
     assert "https://acme-test.eu.auth0.com/u/email-verification?ticket=" in html
-    assert "Confirmez votre adresse e-mail pour Acme Test" in capsys.readouterr().out
+    assert "Confirmez votre adresse courriel pour Acme Test" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("new_password", [False, True])
@@ -160,7 +160,7 @@ def test_all_writes_an_index_linking_every_file(overridden, tmp_path, capsys):
     # The overrides have English only: their other columns point at it and say so.
     assert {"welcome.tenant-acme.en", "welcome.tenant-acme.client-APP1.en", "welcome.client-APP2.en"} <= stems
     assert not any(s.startswith("welcome.tenant-acme.fr") for s in stems)
-    assert index.count('href="welcome.tenant-acme.en.html"') == 4
+    assert index.count('href="welcome.tenant-acme.en.html"') == 5        # en, and the fr, fr-CA, de, es columns
     assert "→ en" in index
     for heading in ("Default templates", "Tenant acme", "Tenant acme, client APP1", "Client APP2"):
         assert f">{heading}</h2>" in index
@@ -223,3 +223,15 @@ def test_a_subject_variant_without_its_body_is_rendered_and_flagged(overridden, 
     stdout = capsys.readouterr().out
     assert "subject.fr.txt, body.html" in stdout and "different languages" in stdout
     assert (tmp_path / "one" / "welcome.tenant-acme.fr.html").exists()     # named after the locale asked for
+
+
+def test_the_eml_carries_the_configured_reply_to(tmp_path):
+    config = write_config(tmp_path, REPO / "templates")
+    config.write_text(config.read_text().replace(
+        'from: "Acme <no-reply@acme.test>"}', 'from: "Acme <no-reply@acme.test>", reply_to: "help@acme.test"}').replace(
+        "    client_secret: m2m-secret\n", '    client_secret: m2m-secret\n    reply_to: "Acme Care <care@acme.test>"\n'))
+    out = tmp_path / "out"
+    assert run("-c", str(config), "--template", "welcome", "--out", str(out)) == 0
+    assert b"Reply-To: help@acme.test\r\n" in (out / "welcome.en.eml").read_bytes()
+    assert run("-c", str(config), "--template", "welcome", "--tenant", "acme", "--out", str(out)) == 0
+    assert b"Reply-To: Acme Care <care@acme.test>\r\n" in (out / "welcome.tenant-acme.en.eml").read_bytes()

@@ -18,7 +18,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "templates"
 NAMES = ["verify_email", "welcome", "password_change", "password_changed", "new_device"]
 LOCALES = ["en", "fr", "de", "es"]
 #: A word each language's version must contain, so a wrong fallback cannot pass unnoticed.
-GREETING = {"en": "Hello", "fr": "Bonjour", "de": "Hallo", "es": "Hola"}
+GREETING = {"en": "Hello", "fr": "Bonjour", "de": "Guten Tag", "es": "Hola"}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,8 @@ def test_locale_choice_end_to_end(shipped: Templates) -> None:
                       locale_chain=locale_chain(context["user"], None, "en"), context=context).locale
 
     assert for_user({"user_metadata": {"locale": "fr"}}) == "fr"         # a French user gets French
-    assert for_user({"user_metadata": {"locale": "fr_CA"}}) == "fr"      # fr-CA falls back to fr
+    assert for_user({"user_metadata": {"locale": "fr_CA"}}) == "fr-CA"   # its own variant ("courriel")
+    assert for_user({"user_metadata": {"locale": "fr-BE"}}) == "fr"      # fr-BE falls back to fr
     assert for_user({"user_metadata": {}, "locale": "de-AT"}) == "de"    # social profile locale
     assert for_user({"user_metadata": {"locale": "ja"}}) == "en"         # unknown → default
     assert for_user({"user_metadata": {"locale": "<b>"}}) == "en"        # garbage → default

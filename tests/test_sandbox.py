@@ -38,11 +38,11 @@ async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_
     subjects = {to(m): m["Subject"] for m in messages}
     assert "ana.silva@example.com" in subjects and "bruno.costa@example.com" in subjects
     erik = sorted(m["Subject"] for m in messages if to(m) == "erik.schmidt@example.com")
-    assert erik == ["Ihr Passwort für Acme wurde geändert", "Neue Anmeldung bei Acme"]  # scp, new device
+    assert erik == ["Ihr Passwort für Acme wurde geändert", "Neue Anmeldung in Ihrem Konto bei Acme"]  # scp, new device
     assert subjects["chloe.tremblay@example.com"] == "Nouvelle connexion à votre compte Acme"
     assert f"http://127.0.0.1:{port + 2}/" in out.getvalue()  # the mail page URL is printed
     ana = next(m for m in messages if to(m) == "ana.silva@example.com")
-    assert ana["Content-Language"] == "fr"
+    assert ana["Content-Language"] == "fr-CA"
     text = ana.get_body(("plain",)).get_content()
     link = re.search(r"https?://\S+ticket=[^\s)]+", text).group()
     async with aiohttp.ClientSession() as session:

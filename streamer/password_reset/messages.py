@@ -110,8 +110,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "rate_body": "Zu Ihrer Sicherheit ist die Zahl der Anfragen zum Zurücksetzen begrenzt. "
                      "Bitte warten Sie {wait} und versuchen Sie es dann erneut.",
         "csrf_title": "Diese Seite ist abgelaufen",
-        "csrf_body": "Aus Sicherheitsgründen ist das Formular nur begrenzte Zeit gültig. Öffnen Sie es erneut "
-                     "und senden Sie es noch einmal ab.",
+        "csrf_body": "Aus Sicherheitsgründen ist das Formular nur zeitlich begrenzt gültig. Öffnen Sie es "
+                     "erneut und senden Sie es noch einmal ab.",
         "csrf_hint": "Falls das Problem weiterhin besteht, prüfen Sie, ob Ihr Browser Cookies zulässt.",
         "invalid_title": "Diese Anfrage konnte nicht gelesen werden",
         "invalid_body": "Bitte öffnen Sie das Formular erneut und senden Sie es noch einmal ab.",
@@ -122,36 +122,36 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "es": {
         "title": "Restablecer la contraseña",
-        "intro": "Introduce la dirección de correo electrónico con la que inicias sesión. Te enviaremos un "
+        "intro": "Introduzca la dirección de correo electrónico con la que inicia sesión. Le enviaremos un "
                  "enlace para elegir una nueva contraseña.",
-        "intro_new_password": "Introduce la dirección de correo electrónico con la que inicias sesión y elige "
-                              "una nueva contraseña. Te enviaremos un enlace para completar el "
+        "intro_new_password": "Introduzca la dirección de correo electrónico con la que inicia sesión y elija "
+                              "una nueva contraseña. Le enviaremos un enlace para completar el "
                               "restablecimiento.",
         "email_label": "Correo electrónico",
         "password_label": "Nueva contraseña",
         "password_hint": "Al menos {n} caracteres.",
-        "confirm_label": "Confirma la nueva contraseña",
+        "confirm_label": "Confirme la nueva contraseña",
         "submit": "Enviar enlace de restablecimiento",
         "error_prefix": "Error: ",
-        "error_summary": "Revisa los datos introducidos",
-        "err_email": "Introduce una dirección de correo electrónico válida, por ejemplo, nombre@ejemplo.com.",
+        "error_summary": "Revise los datos introducidos",
+        "err_email": "Introduzca una dirección de correo electrónico válida, por ejemplo, nombre@ejemplo.com.",
         "err_password_short": "La nueva contraseña debe tener al menos {n} caracteres.",
         "err_password_long": "La nueva contraseña no puede tener más de {n} caracteres.",
-        "err_password_mismatch": "Las contraseñas no coinciden. Escribe la misma contraseña dos veces.",
-        "sent_title": "Revisa tu correo",
-        "sent_body": "Si existe una cuenta con esa dirección, te hemos enviado un enlace para restablecer "
-                     "tu contraseña.",
-        "sent_hint": "Puede tardar unos minutos en llegar. Si no lo ves, revisa también la carpeta de spam.",
+        "err_password_mismatch": "Las contraseñas no coinciden. Escriba la misma contraseña dos veces.",
+        "sent_title": "Revise su correo",
+        "sent_body": "Si existe una cuenta con esa dirección, le hemos enviado un enlace para restablecer "
+                     "su contraseña.",
+        "sent_hint": "Puede tardar unos minutos en llegar. Si no lo ve, revise también la carpeta de spam.",
         "sent_again": "Enviar otro enlace",
         "rate_title": "Demasiados intentos",
-        "rate_body": "Por tu seguridad, limitamos la frecuencia con la que se puede solicitar un "
-                     "restablecimiento. Espera {wait} y vuelve a intentarlo.",
+        "rate_body": "Por su seguridad, limitamos la frecuencia con la que se puede solicitar un "
+                     "restablecimiento. Espere {wait} y vuelva a intentarlo.",
         "csrf_title": "Esta página ha caducado",
-        "csrf_body": "Por tu seguridad, el formulario solo es válido durante un tiempo limitado. "
-                     "Vuelve a abrirlo y envíalo de nuevo.",
-        "csrf_hint": "Si el problema continúa, comprueba que tu navegador acepta cookies.",
+        "csrf_body": "Por su seguridad, el formulario solo es válido durante un tiempo limitado. "
+                     "Vuelva a abrirlo y envíelo de nuevo.",
+        "csrf_hint": "Si el problema continúa, compruebe que su navegador acepta cookies.",
         "invalid_title": "No hemos podido leer la solicitud",
-        "invalid_body": "Vuelve a abrir el formulario y envíalo de nuevo.",
+        "invalid_body": "Vuelva a abrir el formulario y envíelo de nuevo.",
         "back": "Volver a abrir el formulario",
         "notfound_title": "Página no encontrada",
         "notfound_body": "Esta página de restablecimiento de contraseña no existe o no está habilitada.",

@@ -13,6 +13,7 @@ from babel import dates as babel_dates
 from jinja2 import pass_context
 from jinja2.runtime import Context
 
+from streamer.colors import button_color
 from streamer.templates.text import clean_text, describe_device, greeting_name
 
 
@@ -161,6 +162,28 @@ def app_name(context: Context) -> str:
     return ""
 
 
+_FR_VOWELS = frozenset("aeiouàâäéèêëîïôöùûüæœAEIOUÀÂÄÉÈÊËÎÏÔÖÙÛÜÆŒ")
+
+
+def fr_de(name: Any) -> str:
+    """French "de" before a name, elided before a vowel sound: "d’Acme", "de Zoom", "de Yahoo"
+    ("la page de connexion d’Acme"). An initial h is left alone: whether it elides depends on
+    the word, and "de" is never wrong there in a brand name."""
+    text = clean_text(str(name)) if name is not None else ""
+    first, second = text[:1], text[1:2]
+    vowel = first in _FR_VOWELS or (first in "yY" and second != "" and second not in _FR_VOWELS)
+    return f"d’{text}" if text and vowel else f"de {text}"
+
+
+@pass_context
+def brand_color(context: Context) -> str:
+    """The button colour: tenant.vars.brand_color when it is a hex colour readable under white
+    text (streamer.colors), else the default blue."""
+    tenant = context.get("tenant")
+    tenant_vars = tenant.get("vars") if isinstance(tenant, Mapping) else None
+    return button_color(tenant_vars.get("brand_color") if isinstance(tenant_vars, Mapping) else None)
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "format_datetime": format_datetime_filter,
     "format_date": format_date_filter,
@@ -169,5 +192,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "place": place_filter,
     "default_name": greeting_name,
     "device": describe_device,
+    "fr_de": fr_de,
 }
-GLOBALS: dict[str, Any] = {"app_name": app_name}
+GLOBALS: dict[str, Any] = {"app_name": app_name, "brand_color": brand_color}

@@ -1,0 +1,171 @@
+"""`check --online`: do the From domain's DNS records let receivers trust this mail?
+
+Three lookups per sending domain: the DKIM selector's TXT record (and whether it publishes the
+configured key), SPF, and DMARC. Reading the records is the only I/O, through a resolver that
+tests replace; judging them is pure (`judge_dkim`, `judge_spf`, `judge_dmarc`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from streamer.config import Config
+from streamer.dkim_signing import DkimKeyError, SigningKey, load_key
+from streamer.preflight import Finding
+
+
+class LookupFailed(Exception):
+    """The resolver gave no answer (timeout, SERVFAIL): nothing can be said about the record."""
+
+
+class TxtResolver(Protocol):
+    async def txt(self, name: str) -> list[str]:
+        """The TXT strings at `name` (each record's chunks joined), [] when there are none;
+        raises LookupFailed when the DNS cannot answer."""
+
+
+class DnsPythonResolver:
+    """TXT lookups with dnspython; `nameservers`/`port` point it at another server (tests)."""
+
+    def __init__(self, nameservers: list[str] | None = None, port: int = 53, timeout_s: float = 5.0):
+        self._resolver = dns.asyncresolver.Resolver(configure=nameservers is None)
+        if nameservers is not None:
+            self._resolver.nameservers = nameservers
+            self._resolver.port = port
+        self._resolver.lifetime = timeout_s
+
+    async def txt(self, name: str) -> list[str]:
+        try:
+            answer = await self._resolver.resolve(name, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.NoResolverConfiguration) as exc:
+            raise LookupFailed(f"{type(exc).__name__}") from None
+        return [b"".join(record.strings).decode("utf-8", "replace") for record in answer]
+
+
+def resolver_for(server: str | None) -> DnsPythonResolver:
+    """`None` → the system's resolver; `"1.1.1.1"`, `"127.0.0.1:5353"`, `"[::1]:53"` → that server."""
+    if not server:
+        return DnsPythonResolver()
+    host, port = server, 53
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 53 if not rest else -1
+    elif server.count(":") == 1:
+        host, _, text = server.partition(":")
+        port = int(text) if text.isdigit() else -1
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{server!r} is not an IP address (optionally with :PORT)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{server!r} has no valid port")
+    return DnsPythonResolver([host], port)
+
+
+def _tags(record: str) -> dict[str, str]:
+    tags = {}
+    for part in record.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            tags[name.strip().lower()] = "".join(value.split())
+    return tags
+
+
+def judge_dkim(key: SigningKey, records: list[str]) -> Finding:
+    where = f"DKIM {key.dns_name}"
+    published = [r for r in records if _tags(r).get("p") is not None or r.lower().startswith("v=dkim1")]
+    if not published:
+        return Finding("error", f"{where}: no TXT record; receivers cannot verify streamer's signatures. "
+                                f"Publish: {key.dns_record}")
+    tags = _tags(published[0])
+    if len(published) > 1:
+        return Finding("error", f"{where}: {len(published)} DKIM records; receivers need exactly one")
+    if not tags.get("p"):
+        return Finding("error", f"{where}: the key is revoked (empty p=); publish: {key.dns_record}")
+    if tags["p"] != key.public_b64:
+        return Finding("error", f"{where}: publishes another key than the configured one; publish: {key.dns_record}")
+    if tags.get("t", "").split(":").count("y"):
+        return Finding("warning", f"{where}: matches the key, but t=y (testing): receivers may ignore failures")
+    return Finding("ok", f"{where}: publishes the configured key")
+
+
+def judge_spf(domain: str, records: list[str]) -> Finding:
+    where = f"SPF {domain}"
+    spf = [r for r in records if r.lower() == "v=spf1" or r.lower().startswith("v=spf1 ")]
+    if not spf:
+        return Finding("warning", f"{where}: no SPF record: add one that lists your SMTP relay, e.g. "
+                                  "\"v=spf1 include:<your relay's SPF domain> -all\"")
+    if len(spf) > 1:
+        return Finding("error", f"{where}: {len(spf)} SPF records; receivers treat that as a permanent error")
+    terms = spf[0].split()
+    if terms[-1].lower() in ("+all", "all"):
+        return Finding("warning", f"{where}: \"{spf[0]}\" ends with +all: anyone may send as {domain}")
+    return Finding("ok", f"{where}: \"{spf[0]}\" (check that it covers your SMTP relay)")
+
+
+def judge_dmarc(domain: str, looked_up: str, records: list[str]) -> Finding:
+    where = f"DMARC {domain}"
+    dmarc = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+    if not dmarc:
+        return Finding("warning", f"{where}: no DMARC record at _dmarc.{domain} or its parent domains: Gmail and "
+                                  f"Yahoo require one from bulk senders; start with \"v=DMARC1; p=none; "
+                                  f"rua=mailto:dmarc@{domain}\"")
+    if len(dmarc) > 1:
+        return Finding("error", f"{where}: {len(dmarc)} DMARC records at {looked_up}; receivers ignore them all")
+    policy = _tags(dmarc[0]).get("p", "").lower()
+    if policy not in ("none", "quarantine", "reject"):
+        return Finding("error", f"{where}: {looked_up} has no valid p= tag: \"{dmarc[0]}\"")
+    note = " (monitoring only)" if policy == "none" else ""
+    return Finding("ok", f"{where}: p={policy}{note}, from {looked_up}")
+
+
+async def _dmarc_records(resolver: TxtResolver, domain: str) -> tuple[str, list[str]]:
+    """The DMARC record of `domain`, else of its parents (the organizational domain, roughly:
+    without the public-suffix list, stop before the last label)."""
+    labels = domain.split(".")
+    for start in range(0, max(len(labels) - 1, 1)):
+        name = "_dmarc." + ".".join(labels[start:])
+        records = await resolver.txt(name)
+        if any(r.replace(" ", "").lower().startswith("v=dmarc1") for r in records):
+            return name, records
+    return f"_dmarc.{domain}", []
+
+
+async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None) -> list[Finding]:
+    """What receivers will find in DNS for streamer's mail, and what is missing."""
+    from streamer.message import parse_mailbox
+
+    resolver = resolver or DnsPythonResolver()
+    from_domain = parse_mailbox(config.smtp.from_, "sender")[1].rpartition("@")[2]
+    findings: list[Finding] = []
+
+    async def lookup(name: str, judge) -> None:
+        try:
+            findings.append(judge(await resolver.txt(name)))
+        except LookupFailed as exc:
+            findings.append(Finding("warning", f"DNS {name}: no answer ({exc}); cannot check it from here"))
+
+    for index, key in enumerate(config.dkim):
+        try:
+            loaded = load_key(key, config.base_dir, f"dkim.{index}")
+        except DkimKeyError as exc:
+            findings.append(Finding("error", str(exc)))
+            continue
+        await lookup(loaded.dns_name, lambda records, loaded=loaded: judge_dkim(loaded, records))
+    if not config.dkim:
+        findings.append(Finding("warning", f"DKIM {from_domain}: streamer does not sign (no dkim keys): make sure "
+                                           "your SMTP relay signs with d=" + from_domain + " (see README)"))
+    await lookup(from_domain, lambda records: judge_spf(from_domain, records))
+    try:
+        looked_up, records = await _dmarc_records(resolver, from_domain)
+        findings.append(judge_dmarc(from_domain, looked_up, records))
+    except LookupFailed as exc:
+        findings.append(Finding("warning", f"DNS _dmarc.{from_domain}: no answer ({exc}); cannot check it from here"))
+    return findings
