@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from streamer.auth0.client import user_id_problem
 from streamer.config import Config
 from streamer.daemon import make_locale_resolver
 from streamer.message import InvalidAddress, bare_address
@@ -88,6 +89,8 @@ async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_na
     rule = rules.get(rule_name)
     if rule is None:
         raise ResendRefused(f"unknown rule {rule_name!r}; the config has: {', '.join(sorted(rules))}")
+    if user_id and user_id_problem(user_id):
+        raise ResendRefused(f"--user: {user_id_problem(user_id)}")
     user_id = user_id or await find_user_id(api, address or "")
     profile = (await api.get_users([user_id])).get(user_id)
     now = time.time()

@@ -60,4 +60,67 @@ async def test_resend_refuses_a_display_name_in_to_and_a_profile_whose_email_is_
     assert "the user's email address cannot be used" in capsys.readouterr().err
     assert await asyncio.to_thread(resend, "--to", "Ana <ana.silva@example.com>", "--force") == 1
     assert "--to address 'Ana <ana.silva@example.com>' is not a bare address" in capsys.readouterr().err
+    assert await asyncio.to_thread(resend, "--user", ".") == 1
+    assert "--user: the user id '.' is not an Auth0 user id of the form provider|id" in capsys.readouterr().err
     assert await daemon.daemon.store.list_emails(states=None) == [] and catcher.messages == []
+
+
+# --- one bad user id never holds back its batch -------------------------------------------------
+
+BAD_USER_IDS = ["x" * 9000, ".", "..", "/", "auth0|a\x00b", "no-provider-prefix"]
+
+
+async def test_events_with_impossible_user_ids_are_rejected_alone_and_the_batch_goes_on(
+        tmp_path, standin, catcher, start_daemon):
+    from streamer import metrics
+
+    before = metrics.REGISTRY.get_sample_value("streamer_events_rejected_total",
+                                               {"tenant": "acme", "reason": "bad_user_id"}) or 0
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher))
+    bad = [sample_event("ss", log_id=f"bad-user-{i}", user_id=uid) for i, uid in enumerate(BAD_USER_IDS)]
+    status, answer = await daemon.post([envelope(e) for e in [*bad, sample_event("ss")]])
+    assert status == 200 and answer["stored"] == len(BAD_USER_IDS) + 1
+    [message] = await catcher.wait_for(1, timeout=10)          # the good event of the batch: at once
+    assert message.to == ["ana.silva@example.com"]
+    for _ in range(200):
+        if not (await daemon.daemon.store.stats(now=0))["inbox_pending"]:
+            break
+        await asyncio.sleep(0.05)
+    assert (await daemon.daemon.store.stats(now=0))["inbox_pending"] == 0   # nothing deferred
+    rejected = log_lines(daemon, "event_rejected")
+    assert sorted(line["log_id"] for line in rejected) == sorted(e["log_id"] for e in bad)   # once each
+    assert all("user id" in line["reason"] for line in rejected)
+    assert not log_lines(daemon, "user_fetch_failed")
+    after = metrics.REGISTRY.get_sample_value("streamer_events_rejected_total",
+                                              {"tenant": "acme", "reason": "bad_user_id"})
+    assert after == before + len(BAD_USER_IDS)
+    # No request ever carried them: only ana's lookups and her ticket reached the stand-in.
+    assert all(path in ("/oauth/token", "/api/v2/users", f"/api/v2/users/{ANA_QUOTED}",
+                        "/api/v2/tickets/email-verification") for _, path, _ in standin.calls), standin.calls
+
+
+ANA_QUOTED = "auth0|65f0c0ffee0000000000a001"
+
+
+async def test_the_management_api_client_never_makes_a_request_with_an_impossible_user_id(standin):
+    from streamer.auth0.client import InvalidUserId, ManagementApi
+    from streamer.config import TenantConfig
+
+    tenant = TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
+                          client_secret=standin.client_secret)
+    async with ManagementApi(tenant, name="acme") as api:
+        assert await api.get_users([".", "..", "x" * 9000]) == {".": None, "..": None, "x" * 9000: None}
+        for uid in (".", "..", "/"):
+            try:
+                await api.create_email_verification_ticket(user_id=uid)
+            except InvalidUserId as exc:
+                assert "provider|id" in str(exc)
+            else:
+                raise AssertionError(f"a ticket was asked for {uid!r}")
+            try:
+                await api.update_app_metadata(uid, {"x": 1})
+            except InvalidUserId:
+                pass
+            else:
+                raise AssertionError(f"PATCH was sent for {uid!r}")
+    assert [call for call in standin.calls if call[1].startswith("/api/v2")] == []
