@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from streamer import yamlload
+from streamer.client_address import Network, parse_networks
 
 DEFAULT_CONFIG_NAME = "streamer.yaml"
 CONFIG_ENV = "STREAMER_CONFIG"
@@ -92,6 +93,18 @@ class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    #: CIDRs of the proxies in front of the daemon: only their X-Forwarded-For / Forwarded are believed.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # raises ValueError naming the entry
+        return value
+
+    @property
+    def trusted_networks(self) -> list[Network]:
+        return parse_networks(self.trusted_proxies)
 
     @field_validator("listen")
     @classmethod

@@ -34,6 +34,7 @@ from streamer.password_reset import (
     new_log_id,
     password_reset_routes,
 )
+from streamer.server import Readiness, build_app
 from streamer.store.sqlite import SqliteStore
 
 from conftest import config_text
@@ -105,8 +106,11 @@ def csrf_from(html: str) -> str:
 
 
 def make_config(tmp_path, standin, *, enabled=True, new_password=False, per_ip="1000/hour",
-                per_address="1000/hour", default_locale: str | None = None):
+                per_address="1000/hour", default_locale: str | None = None, trusted_proxies: list | None = None):
     text = config_text(tmp_path, standin, SimpleNamespace(port=2525), extra_rules=RESET_RULE)
+    if trusted_proxies is not None:
+        text = text.replace('server: {listen: "127.0.0.1:0"}',
+                            f'server: {{listen: "127.0.0.1:0", trusted_proxies: {json.dumps(trusted_proxies)}}}')
     text = text.replace('vars: {app_url: "https://app.acme.test"}',
                         'vars: {app_url: "https://app.acme.test", clients: {'
                         f'{SHOP}: {{name: "Acme <Shop>", locale: fr}}, plainClient: {{name: "Plain"}}}}}}')
@@ -139,8 +143,11 @@ async def harness(tmp_path, standin):
             vault = NewPasswordVault(clock=clock)
             pages = PasswordResetPages(config, Inbox(store, config.listened_types()), {"acme": api}, vault=vault,
                                        clock=clock, min_response_s=min_response_s)
-            app = web.Application()
-            app.add_routes(pages.routes())
+            if "trusted_proxies" in options:  # the daemon's own app, with its forwarded-client middleware
+                app = build_app(config, Inbox(store, config.listened_types()), Readiness({}), pages.routes())
+            else:
+                app = web.Application()
+                app.add_routes(pages.routes())
             client = TestClient(TestServer(app))
             await client.start_server()
             stack.push_async_callback(client.close)
@@ -318,6 +325,40 @@ async def test_per_address_rate_limit_uses_the_normalized_address(harness):
     assert (await h.submit(NOBODY_EMAIL))[0] == 200            # other addresses are not affected
     await h.pages.drain()
     assert len(h.events()) == 2
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_per_ip_bucket(harness):
+    h = await harness(per_ip="2/hour", trusted_proxies=["127.0.0.1/32"])
+    alice = {"X-Forwarded-For": "198.51.100.1"}
+    for n in range(2):
+        assert (await h.submit(f"person{n}@example.com", headers=alice))[0] == 200
+    assert (await h.submit("person2@example.com", headers=alice))[0] == 429
+    # Another client behind the same proxy (the socket peer of every request) is not affected,
+    # and what a client writes on the left of the proxy's own entry is ignored.
+    bob = {"X-Forwarded-For": "198.51.100.1, 203.0.113.50"}
+    assert (await h.submit(ANA_EMAIL, headers=bob))[0] == 200
+    await h.pages.drain()
+    [event] = h.events()
+    assert event["ip"] == "203.0.113.50"
+    assert (await h.submit("person3@example.com", headers={"Forwarded": 'for="[2001:db8::7]:4711"'}))[0] == 200
+
+
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(harness):
+    h = await harness(per_ip="2/hour", trusted_proxies=["10.0.0.0/8"])
+    for n in range(2):
+        assert (await h.submit(f"person{n}@example.com", headers={"X-Forwarded-For": f"198.51.100.{n}"}))[0] == 200
+    status, _, _ = await h.submit("person3@example.com", headers={"X-Forwarded-For": "198.51.100.77",
+                                                                  "Forwarded": "for=198.51.100.78"})
+    assert status == 429                                   # rotating a forged header gains nothing
+
+
+async def test_a_stranger_asking_for_someones_reset_cannot_lock_the_owner_out(harness):
+    h = await harness(per_address="2/hour", trusted_proxies=["127.0.0.1/32"])
+    stranger, owner = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.7"}
+    assert [(await h.submit(ANA_EMAIL, headers=stranger))[0] for _ in range(3)] == [200, 200, 429]
+    assert (await h.submit(ANA_EMAIL, headers=owner))[0] == 200
+    await h.pages.drain()
+    assert [e["ip"] for e in h.events()] == ["203.0.113.9", "203.0.113.9", "198.51.100.7"]
 
 
 def test_sliding_window_limiter():
