@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
 from streamer.outbox import DueEmail
+from streamer.templates.filters import to_datetime
 
 CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
 
@@ -192,6 +194,16 @@ def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str,
     return once, None, once
 
 
+def dated(event: dict[str, Any], received_at: float) -> dict[str, Any]:
+    """`event`, or a copy whose `date` is when streamer received it when its own is missing or
+    unreadable: Auth0 always sends one, hand-made and replayed files may not, and `event.date`
+    in a template must not turn into a dead email."""
+    if to_datetime(event.get("date")) is not None:
+        return event
+    moment = datetime.fromtimestamp(received_at, timezone.utc)
+    return {**event, "date": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+
+
 @dataclass(frozen=True)
 class Skipped:
     rule: str
@@ -208,6 +220,7 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
     listening = [rule for rule in rules if event.get("type") in rule.config.on]
     if not listening:
         return due, skipped
+    event = dated(event, accepted_at)
     if user is None:
         return due, [Skipped(rule.name, "user not found in Auth0") for rule in listening]
     profile = user_view(user)

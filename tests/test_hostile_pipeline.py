@@ -124,3 +124,35 @@ async def test_the_management_api_client_never_makes_a_request_with_an_impossibl
             else:
                 raise AssertionError(f"PATCH was sent for {uid!r}")
     assert [call for call in standin.calls if call[1].startswith("/api/v2")] == []
+
+
+# --- an event without a date ---------------------------------------------------------------------
+
+PASSWORD_CHANGED_RULE = """\
+  - name: password-changed
+    on: [scp]
+    once: per_event
+    template: password_changed
+"""
+
+
+async def test_an_event_without_a_date_is_dated_when_received_and_its_email_is_sent(
+        tmp_path, standin, catcher, start_daemon):
+    import time
+    from datetime import datetime, timezone
+
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher, extra_rules=PASSWORD_CHANGED_RULE))
+    before = datetime.now(timezone.utc)
+    undated = sample_event("scp")
+    del undated["date"]
+    garbled = sample_event("scp", log_id="90020260310082441155055433000000000000000000000000000008", date="soon")
+    assert (await daemon.post([envelope(undated), envelope(garbled)]))[0] == 200
+    messages = await catcher.wait_for(2, timeout=10)
+    emails = await wait_for_emails(daemon, lambda es: len(es) == 2 and all(e.state == "sent" for e in es))
+    assert all(e.last_error is None for e in emails)
+    for message in messages:                   # "When:" shows the time it was received, in her zone
+        assert "When" in message.text or "Date" in message.text
+    dates = [e.context["event"]["date"] for e in emails]
+    for value in dates:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        assert before.timestamp() - 1 <= moment.timestamp() <= time.time() + 1
