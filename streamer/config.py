@@ -259,6 +259,13 @@ class Config(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: The file this config came from, for messages.
     source: str = Field(default="<config>", exclude=True)
+    #: Line of each key path in that file (yamlload.load_with_lines), for `file:line` messages.
+    key_lines: Any = Field(default=None, exclude=True, repr=False)
+
+    def where(self, *path: str | int) -> str:
+        """`streamer.yaml:42` for a key path such as ("rules", 0, "if"); the file alone if unknown."""
+        line = yamlload.line_for(self.key_lines or {}, path)
+        return f"{self.source}:{line}" if line else self.source
 
     @field_validator("tenants")
     @classmethod
@@ -366,6 +373,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     ]
     data["base_dir"] = base_dir or Path(".")
     data["source"] = source
+    data["key_lines"] = lines
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

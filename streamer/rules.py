@@ -243,7 +243,11 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             skipped.append(Skipped(rule.name, "user has no email address"))
             continue
         user_id = profile.get("user_id") or event.get("user_id") or ""
-        rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
+        try:
+            rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
+        except Exception as exc:  # noqa: BLE001 - like a failing `if`: this rule only, never the batch
+            skipped.append(Skipped(rule.name, f"rule {rule.name}: once.key failed: {type(exc).__name__}: {exc}"))
+            continue
         once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"], rendered_key)
         due.append(DueEmail(
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,

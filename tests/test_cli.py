@@ -299,3 +299,38 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     with pytest.raises(SystemExit) as usage:                                          # --user or --to
         await asyncio.to_thread(resend, "--rule", "welcome")
     assert usage.value.code == 2
+
+
+NEW_DEVICE_WITH_A_BROKEN_KEY = """\
+  - name: new-device
+    on: [s]
+    once: {key: "{{ event.ip | int // 0 }}"}
+    template: new_device
+"""
+
+
+def test_check_evaluates_every_rules_if_and_result_url_on_sample_events_with_file_line(tmp_path, config_file):
+    """A rule whose `if` fails on every event compiles fine and would never send: check runs it."""
+    text = config_file.read_text().replace('if: "not user.email_verified"',
+                                           '''if: "not user.email_verified and user.logins_count + 'x'"''')
+    text = text.replace("/verified?lang={{ locale }}", "/verified?lang={{ tenant.vars.lang }}")
+    text += NEW_DEVICE_WITH_A_BROKEN_KEY
+    config_file.write_text(text)
+    lines = text.splitlines()
+
+    def line_of(start: str) -> int:
+        return next(number for number, line in enumerate(lines, 1) if line.strip().startswith(start))
+
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = result.stderr + result.stdout
+    if_line = line_of('if: "not user')
+    assert (f"{config_file}:{if_line}: rules.0 (verify-email).if: fails on the sample context "
+            "for event type s, ss: `if` failed: TypeError") in errors
+    assert (f"{config_file}:{line_of('ticket:')}: rules.0 (verify-email).ticket.result_url: fails on the sample "
+            "context for event type s, ss: ticket.result_url failed: 'dict object' has no attribute 'lang'") in errors
+    assert (f"{config_file}:{line_of('once: {key')}: rules.2 (new-device).once.key: fails on the sample context "
+            "for event type s: ZeroDivisionError") in errors
+    assert "rules.1 (welcome)" not in errors                     # a sound rule is not reported
+    started = run_cli("run", "-c", str(config_file))
+    assert started.returncode == 1 and "rules.0 (verify-email).if: fails" in started.stderr
