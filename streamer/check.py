@@ -117,10 +117,18 @@ def evaluate_rules(config: Config, rules: list[CompiledRule]) -> list[str]:
     return problems
 
 
+#: The sample_context template whose event has this type.
+SAMPLE_FOR_TYPE = {"ss": "verify_email", "sv": "welcome", "s": "new_device", "scp": "password_changed",
+                   "password_reset_requested": "password_change"}
+
+
 def _sample(config: Config, rule: CompiledRule, code: str, tenant_name: str, tenant: Any) -> dict[str, Any]:
     """What decide() gives a rule for a `code` event of the sample user, in tenant `tenant_name`."""
     sample = sample_context(rule.config.template, config.templates.default_locale, tenant_name=tenant_name,
                             tenant_vars=tenant.vars)
-    event = {**sample["event"], "type": code}
+    # The richest sample of that very type (a login `s` carries location_info and riskAssessment).
+    of_type = SAMPLE_FOR_TYPE.get(code)
+    event = (sample_context(of_type, config.templates.default_locale, tenant_name=tenant_name)["event"]
+             if of_type else {**sample["event"], "type": code})
     return {"event": event, "user": user_view(sample["user"]), "client": sample["client"],
             "tenant": tenant_view(tenant_name, tenant), "locale": sample["locale"]}

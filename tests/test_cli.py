@@ -334,3 +334,29 @@ def test_check_evaluates_every_rules_if_and_result_url_on_sample_events_with_fil
     assert "rules.1 (welcome)" not in errors                     # a sound rule is not reported
     started = run_cli("run", "-c", str(config_file))
     assert started.returncode == 1 and "rules.0 (verify-email).if: fails" in started.stderr
+
+
+def test_rule_evaluation_in_check_uses_a_sample_event_of_each_type_it_listens_to():
+    """A login rule may read what real logins carry (location_info), whatever its template."""
+    from streamer.check import evaluate_rules
+    from streamer.config import parse_config
+    from streamer.rules import compile_rules
+
+    config = parse_config("""\
+smtp: {from: "Acme <no-reply@acme.test>"}
+tenants: {acme: {domain: acme.auth0.com, client_id: x, client_secret: y}}
+rules:
+  - name: montreal-welcome
+    on: [s, ss]
+    if: "event.type == 'ss' or event.location_info.city_name.startswith('Mont')"
+    once: per_user
+    template: welcome
+  - name: broken
+    on: [scp]
+    if: "user.logins_count / 0"
+    once: per_user
+    template: password_changed
+""", source="rules.yaml", env={})
+    assert evaluate_rules(config, compile_rules(config.rules)) == [
+        "rules.yaml:11: rules.1 (broken).if: fails on the sample context for event type scp: `if` failed: "
+        "ZeroDivisionError: division by zero"]
