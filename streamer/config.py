@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from streamer import yamlload
+from streamer.client_address import Network, parse_networks
 
 DEFAULT_CONFIG_NAME = "streamer.yaml"
 CONFIG_ENV = "STREAMER_CONFIG"
@@ -92,6 +93,18 @@ class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    #: CIDRs of the proxies in front of the daemon: only their X-Forwarded-For / Forwarded are believed.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # raises ValueError naming the entry
+        return value
+
+    @property
+    def trusted_networks(self) -> list[Network]:
+        return parse_networks(self.trusted_proxies)
 
     @field_validator("listen")
     @classmethod
@@ -151,7 +164,7 @@ class DkimKeyConfig(_Strict):
     the environment); `streamer check` loads it and signs a test message with it."""
 
     domain: str = Field(max_length=253, pattern=r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
-    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")  # noqa: E501
     private_key_file: Path | None = None
     private_key: SecretStr | None = None
     tenants: list[str] = []
@@ -306,6 +319,13 @@ class Config(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: The file this config came from, for messages.
     source: str = Field(default="<config>", exclude=True)
+    #: Line of each key path in that file (yamlload.load_with_lines), for `file:line` messages.
+    key_lines: Any = Field(default=None, exclude=True, repr=False)
+
+    def where(self, *path: str | int) -> str:
+        """`streamer.yaml:42` for a key path such as ("rules", 0, "if"); the file alone if unknown."""
+        line = yamlload.line_for(self.key_lines or {}, path)
+        return f"{self.source}:{line}" if line else self.source
 
     @field_validator("tenants")
     @classmethod
@@ -429,6 +449,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     ]
     data["base_dir"] = base_dir or Path(".")
     data["source"] = source
+    data["key_lines"] = lines
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import jinja2
 
 from streamer.auth0.errors import Auth0Permanent, Auth0Transient, UserNotFound
-from streamer.config import Config
-from streamer.dkim_signing import choose_key, load_keys, sign
+from streamer.config import Config, DkimKeyConfig
+from streamer.dkim_signing import SigningKey, choose_key, load_keys, sign
 from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
 from streamer.message import InvalidAddress, build_message, envelope
@@ -88,7 +88,7 @@ class Deliverer:
     #: knows the new passwords it captured in memory).
     reset_link: ResetLinkMaker = plain_reset_link
     #: DKIM keys, loaded (and test-signed) once; `check` has already validated them.
-    dkim_keys: list = field(default_factory=list, init=False, repr=False)
+    dkim_keys: list[tuple[DkimKeyConfig, SigningKey]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.dkim_keys = load_keys(self.config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 
@@ -25,30 +26,95 @@ class ParsedBatch:
     skipped: list[str] = field(default_factory=list)
 
 
-#: Keys whose values are credentials (ticket links, passwords) and must never reach the store.
-_CREDENTIAL_KEYS = frozenset({
-    "ticket", "verificationUrl", "resetUrl", "ticket_url", "password", "newPassword", "confirmNewPassword",
-    "new_password", "client_secret", "access_token", "id_token", "refresh_token", "otp",
-})
+#: A key names a credential when it begins or ends with one of these words, in any case
+#: (`Ticket`, `authorization`, `newPassword`, `client_secret`, `x-api-key`, `ticket_url` …), or
+#: is `otp` as a word (`otp`, `otp_code`, `mfa_otp`). Begins or ends, not contains: the raw
+#: check below can then test each key once, at its quotes, instead of at every character.
+_KEY_WORDS = ("password", "passwd", "secret", "ticket", "token", "authorization", "authorisation", "cookie",
+              "credential", "apikey", "api_key", "api-key", "verificationurl", "verification_url", "reseturl",
+              "reset_url")
+_WORDS = "|".join(_KEY_WORDS)
+_CREDENTIAL_KEY = re.compile(f"^(?:{_WORDS})|(?:{_WORDS})$|^otp(?:$|[_-])|[_-]otp$", re.I)
+#: Keys the words match that carry no credential, and that rules may read.
+_NOT_CREDENTIALS = frozenset({"token_type", "password_set_date"})
 
-#: A credential key with a value scrub() would remove (not null, "" or Auth0's "*****" mask). The
-#: lookahead on first letters skips most quotes at once; possessive spaces cannot back off a null.
-_KEY_ALTERNATIVES = b"|".join(re.escape(key.encode()) for key in sorted(_CREDENTIAL_KEYS))
-_FIRST_LETTERS = "".join(sorted({key[0] for key in _CREDENTIAL_KEYS})).encode()
-_CREDENTIAL_IN_JSON = re.compile(
-    b'"(?=[' + _FIRST_LETTERS + b'])(?:' + _KEY_ALTERNATIVES + rb')"\s*+:\s*+(?!null\b|""|"\*+")')
+#: Credentials inside free text (a `description`, a URL in any field): query parameters that
+#: carry one (`?ticket=`, `&access_token=`, `?code=` …), bearer tokens and JWTs. Each pattern
+#: needs one of _TEXT_TRIGGERS, so text without them is left alone at the cost of one search.
+_TEXT_TRIGGERS = ("ticket=", "token=", "code=", "password=", "passwd=", "secret=", "key=", "bearer", "eyj")
+_TEXT_TRIGGER = re.compile("|".join(re.escape(t) for t in _TEXT_TRIGGERS), re.I)
+_TEXT_CREDENTIALS = (
+    (re.compile(r"([?&#;](?:ticket|[a-z0-9_]*token|code|password|passwd|[a-z0-9_]*secret|api_?key)=)[^&#\s\"'<>]+",
+                re.I), r"\1[removed]"),
+    (re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 [removed]"),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[removed]"),
+)
+
+#: The raw check, on the lower-cased body. A string followed by `:` is a key (escaped quotes,
+#: which could end a string early, were ruled out before); after its `:`, a value scrub() would
+#: remove (not null, "" or Auth0's "*****" mask; possessive spaces cannot back off a null).
+_REMOVABLE = rb'\s*+:\s*+(?!null\b|""|"\*+")'
+_FIRST_LETTERS = "".join(sorted({w[0] for w in (*_KEY_WORDS, "otp")})).encode()
+_LAST_LETTERS = "".join(sorted({w[-1] for w in (*_KEY_WORDS, "otp")})).encode()
+#: The lookaheads on first (last) letters skip most keys at once.
+_KEY_BEGINS_WITH_WORD = re.compile(
+    rb'"(?=[' + _FIRST_LETTERS + rb'])(?:(?:' + _WORDS.encode() + rb'|otp[_-])[^"]*|otp)"' + _REMOVABLE)
+#: Keys ending with a word, found on the reversed body, where a key reads `:"<key reversed>`.
+_KEY_ENDS_WITH_WORD_REVERSED = re.compile(
+    rb':\s*+"(?=[' + _LAST_LETTERS + rb'])(?:' + b"|".join(re.escape(w.encode()[::-1]) for w in _KEY_WORDS)
+    + rb'|pto[_-])')
+_REMOVABLE_VALUE = re.compile(_REMOVABLE.removeprefix(rb"\s*+:"))
+_EQUALS_WORDS = tuple(t[:-1].encode() for t in _TEXT_TRIGGERS if t.endswith("="))
 
 
 def may_hold_credentials(raw: bytes) -> bool:
     """Cheap test on a raw JSON body: False guarantees scrub() changes none of its events, so the
-    bytes may be stored as they came. A `\\u` escape could spell a key, so it counts as a maybe."""
-    return (b"\\" in raw and b"\\u" in raw) or _CREDENTIAL_IN_JSON.search(raw) is not None
+    bytes may be stored as they came. A `\\u` escape could spell a word and an escaped quote
+    could hide a string's end, so both count as a maybe; other escapes make no letter or `=`.
+    Every step is a C-speed scan or one test per quote or colon."""
+    if b"\\" in raw and (b"\\u" in raw or b'\\"' in raw):
+        return True
+    low = raw.lower()
+    at = low.find(b"=")
+    while at >= 0:                               # few `=` in a log event: look just before each
+        if low.endswith(_EQUALS_WORDS, 0, at):
+            return True
+        at = low.find(b"=", at + 1)
+    if b"bearer" in low or b"eyj" in low or _KEY_BEGINS_WITH_WORD.search(low):
+        return True
+    last = len(low) - 1
+    for match in _KEY_ENDS_WITH_WORD_REVERSED.finditer(low[::-1]):
+        if _REMOVABLE_VALUE.match(low, last - match.start() + 1):
+            return True
+    return False
 
 
-def _is_credential(key: str, value: Any) -> bool:
-    if key not in _CREDENTIAL_KEYS or value in (None, ""):
+def credential_key(key: str) -> bool:
+    """Whether a key's value is a credential, by name: any case, any word of _KEY_WORDS."""
+    return _short_credential_key(key) if len(key) <= 64 else _key_names_credential(key)
+
+
+def _key_names_credential(key: str) -> bool:
+    return key.lower() not in _NOT_CREDENTIALS and _CREDENTIAL_KEY.search(key) is not None
+
+
+_short_credential_key = lru_cache(maxsize=4096)(_key_names_credential)  # the same few keys, event after event
+
+
+def _is_credential(key: object, value: Any) -> bool:
+    if value in (None, "") or not isinstance(key, str) or not credential_key(key):
         return False
     return not (isinstance(value, str) and not value.strip("*"))  # Auth0's own "*****" mask is none
+
+
+def scrub_text(text: str) -> str:
+    """`text` with credential-looking URL parameters, bearer tokens and JWTs replaced by
+    `[removed]`; the same object when there is none (the common case, one search)."""
+    if _TEXT_TRIGGER.search(text) is None:
+        return text
+    for pattern, replacement in _TEXT_CREDENTIALS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def parse_body(body: bytes | str) -> ParsedBatch:
@@ -119,7 +185,8 @@ def unwrap(entry: Any) -> tuple[dict[str, Any] | None, str]:
 
 
 def scrub(value: Any) -> Any:
-    """`value` without credential values (ticket ids, reset links, passwords) at any depth.
+    """`value` without credentials (ticket ids, reset links, passwords, tokens) at any depth:
+    values of credential keys (credential_key) and credentials inside text (scrub_text).
 
     Copies only the containers on the way to a removed value; the input is never modified,
     and an event without credentials is returned as it is (the common, fast case).
@@ -131,6 +198,8 @@ def scrub(value: Any) -> Any:
                 cleaned: Any = "[removed]"
             elif isinstance(item, (dict, list)):
                 cleaned = scrub(item)
+            elif isinstance(item, str):
+                cleaned = scrub_text(item)
             else:
                 continue
             if cleaned is not item:
@@ -139,8 +208,11 @@ def scrub(value: Any) -> Any:
                 changed[key] = cleaned
         return value if changed is None else changed
     if isinstance(value, list):
-        items = [scrub(v) if isinstance(v, (dict, list)) else v for v in value]
+        items = [scrub(v) if isinstance(v, (dict, list)) else scrub_text(v) if isinstance(v, str) else v
+                 for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if isinstance(value, str):
+        return scrub_text(value)
     return value
 
 

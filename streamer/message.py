@@ -117,9 +117,34 @@ def _parse_mailbox(raw: str, role: str) -> tuple[str, str]:
     return clean_header_text(address.display_name), _addr_spec(address.username, address.domain, role, raw)
 
 
+def bare_address(value: object, role: str = "recipient") -> str:
+    """`ana@Bücher.de` → `ana@xn--bcher-kva.de`: an RFC 5321 Mailbox and nothing else.
+
+    A recipient comes from a user profile, which social and enterprise connections and the
+    Management API fill with whatever they like. `"victim@example.com" <evil@attacker.example>`
+    is a valid RFC 5322 mailbox whose address is the attacker's, so a display name, angle
+    brackets, comments, groups or lists are refused here, never parsed. Quoted local parts
+    and address literals are refused too (no mail system of ours needs them); the domain is
+    IDNA-encoded. Raises InvalidAddress saying why.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidAddress(f"{role} address is empty")
+    raw = value.strip()
+    if _UNSAFE.search(raw):
+        raise InvalidAddress(f"{role} address {raw!r} contains a line break or control character")
+    if any(char in raw for char in '<>"(),;: \t'):
+        raise InvalidAddress(f"{role} address {raw!r} is not a bare address such as ana@example.com "
+                             "(display names, quotes, angle brackets, comments and lists are refused)")
+    if raw.count("@") != 1:
+        raise InvalidAddress(f"{role} address {raw!r} must contain exactly one @")
+    username, _, domain = raw.partition("@")
+    return _addr_spec(username, domain, role, raw)
+
+
 def envelope(from_addr: str, to_addr: str) -> tuple[str, list[str]]:
-    """SMTP MAIL FROM and RCPT TO: bare ASCII addresses, validated like the headers."""
-    return parse_mailbox(from_addr, "sender")[1], [parse_mailbox(to_addr, "recipient")[1]]
+    """SMTP MAIL FROM and RCPT TO: bare ASCII addresses. The sender is the operator's config
+    (`Name <addr>` allowed); the recipient must be a bare address (see bare_address)."""
+    return parse_mailbox(from_addr, "sender")[1], [bare_address(to_addr, "recipient")]
 
 
 def message_id(key: str, from_addr: str) -> str:
@@ -261,10 +286,11 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
 
     `reply_to` is one mailbox, validated like the sender; `feedback` is (rule, tenant) for the
     Feedback-ID header. DKIM signing, when configured, is a later step over these bytes.
-    Raises InvalidAddress for a sender, recipient or Reply-To that is not a valid single address.
+    Raises InvalidAddress for a sender or Reply-To that is not a valid single address, or a
+    recipient that is not a bare address (its display name, if any, is `to_name`).
     """
     sender_name, sender = parse_mailbox(from_addr, "sender")
-    recipient_name, recipient = parse_mailbox(to_addr, "recipient")
+    recipient = bare_address(to_addr, "recipient")
     digest = hashlib.sha256(message_id_key.encode("utf-8")).hexdigest()
     moment = date or datetime.now(UTC)
     if moment.tzinfo is None:
@@ -272,7 +298,7 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
     boundary = f"=_{digest[32:60]}"
     headers = [
         mailbox_header("From", sender_name, sender),
-        mailbox_header("To", to_name if to_name is not None else recipient_name, recipient),
+        mailbox_header("To", to_name, recipient),
         unstructured_header("Subject", subject),
         f"Date: {format_datetime(moment)}",
         f"Message-ID: <{digest[:32]}@{sender.rpartition('@')[2]}>",

@@ -1,7 +1,11 @@
 """The processor: stored events → rules → due emails in the outbox.
 
 Events are claimed in batches with a lease, so a crash only delays them. User profiles for a
-batch are fetched together (one Auth0 search for many users). Marking the events done and
+batch are fetched together (one Auth0 search for many users). One event must not hold back its
+batch: an event whose user id cannot be an Auth0 id, or whose user lookup Auth0 refuses (found
+by halving the search), is rejected alone (settled without emails, counted as
+`streamer_events_rejected{reason="bad_user_id"}`, logged once as `event_rejected` with its
+log_id) and the others go on. Marking the events done and
 queueing their emails is one transaction, and the `once` ledger makes a second pass harmless.
 
 Ingest first: a 200 is what Auth0 waits for, and a log stream whose endpoint stays slow is
@@ -19,7 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from streamer import metrics
-from streamer.auth0.errors import Auth0Error, Auth0Transient
+from streamer.auth0.client import user_id_problem
+from streamer.auth0.errors import Auth0Error, Auth0Permanent, Auth0Transient
 from streamer.backoff import Backoff
 from streamer.config import TenantConfig
 from streamer.durable import persist
@@ -56,6 +61,33 @@ def pause_after(events: int, spent_s: float, ingesting: bool, rate: float = RATE
 USER_FETCH_BACKOFF = Backoff(initial_s=2.0, max_s=300.0)
 #: … and 10 minutes after a permanent error (credentials, scopes): the operator has to act.
 USER_FETCH_REFUSED_S = 600.0
+
+
+def blames_the_ids(error: Auth0Error) -> bool:
+    """Whether splitting the ids could help: Auth0 refused the request itself (400, 414 …).
+    Not for refused credentials or scopes (401/403) nor for outages (429, 5xx, timeouts): no
+    split fixes those, every event waits, and a split would multiply the calls."""
+    return isinstance(error, Auth0Permanent) and error.status not in (401, 403)
+
+
+async def fetch_isolating(fetch: Callable[[list[str]], Any], user_ids: list[str]
+                          ) -> tuple[dict[str, dict[str, Any] | None], dict[str, Auth0Error]]:
+    """(profiles, {id: error}): the ids whose own lookup Auth0 refuses, found by halving the list.
+
+    One poison id among n costs about 2·log2(n) extra calls, not n; an error that no split can
+    fix (see blames_the_ids) propagates, so the whole batch waits as before.
+    """
+    try:
+        return await fetch(user_ids), {}
+    except Auth0Error as exc:
+        if not blames_the_ids(exc):
+            raise
+        if len(user_ids) == 1:
+            return {}, {user_ids[0]: exc}
+    middle = len(user_ids) // 2
+    halves = await asyncio.gather(fetch_isolating(fetch, user_ids[:middle]),
+                                  fetch_isolating(fetch, user_ids[middle:]))
+    return {**halves[0][0], **halves[1][0]}, {**halves[0][1], **halves[1][1]}
 
 
 class Processor:
@@ -117,6 +149,14 @@ class Processor:
                                           error=f"tenant {tenant!r} is not in the config")
             log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
             return
+        rejected: list[tuple[InboxEvent, str]] = []
+        for event in events:
+            problem = user_id_problem(event.user_id) if event.user_id else None
+            if problem:
+                rejected.append((event, problem))
+        if rejected:
+            refused = {id(event) for event, _ in rejected}
+            events = [event for event in events if id(event) not in refused]
         user_ids = sorted({e.user_id for e in events if e.user_id})
         # A profile cached (or indexed) before an `sv` may still say email_verified: false: for
         # events that change what rules read, ask for a profile at least as new as the event.
@@ -126,9 +166,14 @@ class Processor:
             if (event.type in PROFILE_CHANGING_TYPES and event.user_id and isinstance(date, str)
                     and date > fresh_since.get(event.user_id, "")):
                 fresh_since[event.user_id] = date
+        attempts = max((e.attempts for e in events), default=0)
+
+        async def fetch(ids: list[str]) -> dict[str, dict[str, Any] | None]:
+            return await self.users[tenant].get_users(ids, fresh_since={u: fresh_since[u] for u in ids
+                                                                        if u in fresh_since})
+
         try:
-            profiles = (await self.users[tenant].get_users(user_ids, fresh_since=fresh_since)
-                        if user_ids else {})
+            profiles, failed = await fetch_isolating(fetch, user_ids) if user_ids else ({}, {})
         except Auth0Error as exc:
             attempts = max(e.attempts for e in events)
             delay = (USER_FETCH_BACKOFF.delay(max(1, attempts)) if isinstance(exc, Auth0Transient)
@@ -137,7 +182,18 @@ class Processor:
                                           error=str(exc))
             log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
                         error=str(exc))
-            return
+            events = []
+            if not rejected:
+                return
+            profiles, failed = {}, {}
+        rejected += [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
+                     for e in events if e.user_id in failed]
+        events = [e for e in events if e.user_id not in failed]
+        for event, reason in rejected:
+            # Quarantined: settled without emails (the stored event stays for inspection), so the
+            # rest of its batch goes on and it is never tried again.
+            metrics.EVENTS_REJECTED.labels(tenant, "bad_user_id").inc()
+            log.warning("event_rejected", tenant=tenant, log_id=event.log_id, type=event.type, reason=reason)
         tenant_ctx = tenant_view(tenant, tenant_config)
         due_all = []
         for event in events:
@@ -158,10 +214,11 @@ class Processor:
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
                          user_id=event.user_id, reason=skip.reason)
             due_all.extend(due)
-        keys, settled_at = [(e.tenant, e.log_id) for e in events], time.time()
+        settled = [(e.tenant, e.log_id) for e in events] + [(e.tenant, e.log_id) for e, _ in rejected]
+        settled_at = time.time()
         # Evaluated: a store outage must not send these events round again after their lease.
-        queued = await persist(lambda: self.store.settle_events(keys, due_all, now=settled_at), stop=self._stop,
-                               what="events_settle", tenant=tenant, events=len(keys))
+        queued = await persist(lambda: self.store.settle_events(settled, due_all, now=settled_at), stop=self._stop,
+                               what="events_settle", tenant=tenant, events=len(settled))
         for email in queued:
             metrics.EMAILS_QUEUED.labels(tenant, email.rule).inc()
             log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)

@@ -15,8 +15,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from streamer.auth0.client import user_id_problem
 from streamer.config import Config
 from streamer.locale import make_locale_resolver
+from streamer.message import InvalidAddress, bare_address
 from streamer.outbox import DueEmail
 from streamer.rules import CompiledRule, compile_rules, decide, tenant_view
 from streamer.store import Store
@@ -54,6 +56,10 @@ def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str
         raise ResendRefused(f"not queued: the rule's if ({rule.config.if_}) is false for this user now; "
                             "add --force to send it anyway")
     email = due[0]
+    try:
+        bare_address(email.recipient)
+    except InvalidAddress as exc:
+        raise ResendRefused(f"not queued: the user's email address cannot be used: {exc}") from None
     once = f"{tenant}/{rule.name}/resend/{event['log_id']}"   # never blocks, never blocks others
     return dataclasses.replace(email, once_key=once, cooldown_s=None, key=once)
 
@@ -61,6 +67,10 @@ def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str
 async def find_user_id(api: Any, address: str) -> str:
     """The one Auth0 user with this email address (support usually has the address, not the id).
     Auth0's lookup is case-sensitive and it stores most addresses in lower case: as typed, then lower."""
+    try:
+        bare_address(address, "--to")
+    except InvalidAddress as exc:
+        raise ResendRefused(str(exc)) from None
     users = await api.users_by_email(address)
     if not users and address != address.lower():
         users = await api.users_by_email(address.lower())
@@ -79,6 +89,8 @@ async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_na
     rule = rules.get(rule_name)
     if rule is None:
         raise ResendRefused(f"unknown rule {rule_name!r}; the config has: {', '.join(sorted(rules))}")
+    if user_id and user_id_problem(user_id):
+        raise ResendRefused(f"--user: {user_id_problem(user_id)}")
     user_id = user_id or await find_user_id(api, address or "")
     profile = (await api.get_users([user_id])).get(user_id)
     now = time.time()

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
 from streamer.outbox import DueEmail
+from streamer.templates.filters import to_datetime
 
 CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
 
@@ -201,6 +203,16 @@ class SkipReason(StrEnum):
     RULE_ERROR = "rule_error"
 
 
+def dated(event: dict[str, Any], received_at: float) -> dict[str, Any]:
+    """`event`, or a copy whose `date` is when streamer received it when its own is missing or
+    unreadable: Auth0 always sends one, hand-made and replayed files may not, and `event.date`
+    in a template must not turn into a dead email."""
+    if to_datetime(event.get("date")) is not None:
+        return event
+    moment = datetime.fromtimestamp(received_at, UTC)
+    return {**event, "date": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+
+
 @dataclass(frozen=True)
 class Skipped:
     rule: str
@@ -220,6 +232,7 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
     listening = [rule for rule in rules if event.get("type") in rule.config.on]
     if not listening:
         return due, skipped
+    event = dated(event, accepted_at)
     if user is None:
         return due, [Skipped(rule.name, "user not found in Auth0", SkipReason.USER_NOT_FOUND) for rule in listening]
     profile = user_view(user)
@@ -242,7 +255,12 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             skipped.append(Skipped(rule.name, "user has no email address", SkipReason.NO_EMAIL))
             continue
         user_id = profile.get("user_id") or event.get("user_id") or ""
-        rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
+        try:
+            rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
+        except Exception as exc:  # noqa: BLE001 - like a failing `if`: this rule only, never the batch
+            skipped.append(Skipped(rule.name, f"rule {rule.name}: once.key failed: {type(exc).__name__}: {exc}",
+                                   SkipReason.RULE_ERROR))
+            continue
         once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"], rendered_key)
         due.append(DueEmail(
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer import metrics
+from streamer.client_address import client_address
 from streamer.config import Config
 from streamer.inbox import Inbox
 from streamer.logs import get_logger, redact_text
@@ -44,10 +45,25 @@ class Readiness:
             return results
 
 
+def forwarded_client(config: Config) -> Callable:
+    """Middleware: `request.remote` becomes the client a trusted proxy names (client_address)."""
+    networks = config.server.trusted_networks
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+        remote = client_address(request.remote, request.headers, networks)
+        if remote != request.remote:
+            request = request.clone(remote=remote)
+        return await handler(request)
+
+    return middleware
+
+
 def build_app(config: Config, inbox: Inbox, readiness: Readiness,
               extra_routes: list[web.RouteDef] = ()) -> web.Application:
     # The webhook enforces max_body_bytes itself (413); this is aiohttp's own outer bound.
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1)
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1,
+                          middlewares=[forwarded_client(config)] if config.server.trusted_proxies else [])
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from dns_server import dns_server
 
 from streamer.cli import main
 
 from conftest import FIXTURES, REPO, config_text, sample_event
-from dns_server import dns_server
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -315,3 +315,64 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
 def test_check_online_refuses_a_dns_server_that_is_not_an_address(config_file, capsys):
     assert main(["check", "--online", "-c", str(config_file), "--dns-server", "dns.example"]) == 2
     assert "--dns-server: 'dns.example' is not an IP address" in capsys.readouterr().err
+
+
+NEW_DEVICE_WITH_A_BROKEN_KEY = """\
+  - name: new-device
+    on: [s]
+    once: {key: "{{ event.ip | int // 0 }}"}
+    template: new_device
+"""
+
+
+def test_check_evaluates_every_rules_if_and_result_url_on_sample_events_with_file_line(tmp_path, config_file):
+    """A rule whose `if` fails on every event compiles fine and would never send: check runs it."""
+    text = config_file.read_text().replace('if: "not user.email_verified"',
+                                           '''if: "not user.email_verified and user.logins_count + 'x'"''')
+    text = text.replace("/verified?lang={{ locale }}", "/verified?lang={{ tenant.vars.lang }}")
+    text += NEW_DEVICE_WITH_A_BROKEN_KEY
+    config_file.write_text(text)
+    lines = text.splitlines()
+
+    def line_of(start: str) -> int:
+        return next(number for number, line in enumerate(lines, 1) if line.strip().startswith(start))
+
+    result = run_cli("check", "-c", str(config_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = result.stderr + result.stdout
+    if_line = line_of('if: "not user')
+    assert (f"{config_file}:{if_line}: rules.0 (verify-email).if: fails on the sample context "
+            "for event type s, ss: `if` failed: TypeError") in errors
+    assert (f"{config_file}:{line_of('ticket:')}: rules.0 (verify-email).ticket.result_url: fails on the sample "
+            "context for event type s, ss: ticket.result_url failed: 'dict object' has no attribute 'lang'") in errors
+    assert (f"{config_file}:{line_of('once: {key')}: rules.2 (new-device).once.key: fails on the sample context "
+            "for event type s: ZeroDivisionError") in errors
+    assert "rules.1 (welcome)" not in errors                     # a sound rule is not reported
+    started = run_cli("run", "-c", str(config_file))
+    assert started.returncode == 1 and "rules.0 (verify-email).if: fails" in started.stderr
+
+
+def test_rule_evaluation_in_check_uses_a_sample_event_of_each_type_it_listens_to():
+    """A login rule may read what real logins carry (location_info), whatever its template."""
+    from streamer.check import evaluate_rules
+    from streamer.config import parse_config
+    from streamer.rules import compile_rules
+
+    config = parse_config("""\
+smtp: {from: "Acme <no-reply@acme.test>"}
+tenants: {acme: {domain: acme.auth0.com, client_id: x, client_secret: y}}
+rules:
+  - name: montreal-welcome
+    on: [s, ss]
+    if: "event.type == 'ss' or event.location_info.city_name.startswith('Mont')"
+    once: per_user
+    template: welcome
+  - name: broken
+    on: [scp]
+    if: "user.logins_count / 0"
+    once: per_user
+    template: password_changed
+""", source="rules.yaml", env={})
+    assert evaluate_rules(config, compile_rules(config.rules)) == [
+        "rules.yaml:11: rules.1 (broken).if: fails on the sample context for event type scp: `if` failed: "
+        "ZeroDivisionError: division by zero"]

@@ -11,11 +11,12 @@ import subprocess
 import promql_parser
 import pytest
 import yaml
+from test_alerts import PROMETHEUS_LABELS, exposed, walk
 
-from conftest import REPO
 from streamer.check import check_config
 from streamer.config import parse_config
-from test_alerts import PROMETHEUS_LABELS, exposed, walk
+
+from conftest import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "compose.yaml"
@@ -38,7 +39,8 @@ def test_hadolint_catches_what_it_should(tmp_path):
     """The check above can fail: a root image with an unpinned apt install is reported."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian\nRUN apt-get update && apt-get install -y curl\n")
-    result = subprocess.run([shutil.which("hadolint"), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([shutil.which("hadolint"), "--no-color", str(bad)], capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode != 0 and "DL3008" in result.stdout
 
 
@@ -181,7 +183,7 @@ def test_each_dashboard_query_names_metrics_and_labels_that_exist(title, target)
         assert selector.name in known, f"{title}: no metric named {selector.name}"
         for matcher in selector.matchers.matchers:
             assert matcher.name in known[selector.name], f"{title}: {selector.name} has no label {matcher.name}"
-    for node, labels in groupings:
+    for _node, labels in groupings:
         inside = [s.name for s in selectors]
         for label in labels:
             assert any(label in known[name] for name in inside), f"{title}: by ({label})"

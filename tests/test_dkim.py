@@ -6,14 +6,14 @@ from __future__ import annotations
 import io
 import re
 from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
-
 from email.parser import BytesHeaderParser
+from pathlib import Path
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dns_server import dns_server
 
 from streamer.cli import main as cli
 from streamer.config import DkimKeyConfig, parse_config
@@ -21,7 +21,6 @@ from streamer.dkim_signing import choose_key, load_key, sign
 from streamer.message import build_message
 
 from conftest import config_text, sample_event
-from dns_server import dns_server
 
 
 def write_key(path: Path, bits: int = 2048, *, pkcs8: bool = False) -> Path:

@@ -116,13 +116,20 @@ def test_risk_assessment_codes_survive_scrubbing():
     assert event["details"]["riskAssessment"]["assessments"]["NewDevice"]["code"] == "no_match"
 
 
-_KEYS = st.sampled_from(["password", "ticket", "otp", "access_token", "name", "email", "details", "Ticket"])
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.just("*****"),
+_KEYS = st.sampled_from(["password", "ticket", "otp", "access_token", "name", "email", "details", "Ticket",
+                         "AUTHORIZATION", "newPassword", "x-api-key", "last_password_reset", "token_type", "OTP_code",
+                         "description", "footprint", "pass\"word", "verification_url"])
+_TEXT_PIECES = st.sampled_from(["https://t.auth0.com/lo/reset?ticket=", "abc123", "&access_token=", "?code=", "Bearer ",
+                                "https://t.auth0.com/lo/reset?Ticket=abc123#", "cb?access_token=at1", "Bearer abcdefghij",  # noqa: E501
+                                "eyJhbGciOiJI.eyJzdWIi.c2ln",
+                                "eyJhbGciOi", ".x.y", "ticket", "=", " ", "\"", "\\", "/", "é", "PASSWORD=", "ey", "J"])
+_TEXT = st.lists(_TEXT_PIECES, max_size=5).map("".join) | st.text(max_size=8)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | _TEXT | st.just("*****"),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
                      max_leaves=12)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(st.lists(st.dictionaries(_KEYS, _JSON, max_size=5), min_size=1, max_size=4), st.booleans(), st.booleans())
 def test_a_body_said_to_hold_no_credentials_needs_no_scrubbing(entries, pretty, ascii_only):
     """The raw-body fast path may only skip scrub() when scrub() would change nothing."""
@@ -138,3 +145,41 @@ def test_auth0s_password_mask_is_kept_and_real_credentials_are_found():
     assert may_hold_credentials(b'[{"details": {"body": {"ticket": "https://t"}}}]')
     assert may_hold_credentials(b'[{"details": {"body": {"pass\\u0077ord": "x"}}}]')  # an escape could spell one
     assert scrub({"password": "*****"}) == {"password": "*****"}
+
+
+def test_credential_keys_are_found_in_any_case_and_by_the_word_they_hold():
+    event = {"details": {"Ticket": "T1CKET", "authorization": "Basic dXNlcjpwYXNz", "X-Api-Key": "K3Y",
+                         "clientSecret": "S3CRET", "body": {"NewPassword": "hunter22", "mfa_otp": "123456"}},
+             "last_password_reset": "2026-03-01T10:00:00.000Z", "token_type": "Bearer", "footprint": "kept"}
+    text = json.dumps(scrub(event))
+    for secret in ("T1CKET", "dXNlcjpwYXNz", "K3Y", "S3CRET", "hunter22", "123456"):
+        assert secret not in text
+    assert '"last_password_reset": "2026-03-01T10:00:00.000Z"' in text and '"footprint": "kept"' in text
+
+
+def test_credentials_inside_free_text_are_removed():
+    event = {"description": "Reset sent: https://acme.auth0.com/lo/reset?ticket=Q2hhbmdlUGFzc3dvcmQ#",
+             "details": {"error": {"message": "callback https://app.test/cb?state=1&access_token=at123&code=c0de"},
+                         "headers": ["Bearer abcdefghijklmnop", "ok"],
+                         "note": "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl here"}}
+    cleaned = scrub(event)
+    text = json.dumps(cleaned)
+    for secret in ("Q2hhbmdlUGFzc3dvcmQ", "at123", "c0de", "abcdefghijklmnop", "eyJzdWIiOiIxIn0"):
+        assert secret not in text
+    assert cleaned["description"] == "Reset sent: https://acme.auth0.com/lo/reset?ticket=[removed]#"
+    assert "state=1" in text and cleaned["details"]["headers"][1] == "ok"
+    raw = json.dumps([{**event, "log_id": "L1", "type": "s"}]).encode()
+    assert may_hold_credentials(raw)
+    assert may_hold_credentials(b'[{"details": {"Ticket": "x"}}]')
+    assert may_hold_credentials(b'[{"details": {"AUTHORIZATION": "x"}}]')
+    assert not may_hold_credentials(b'[{"description": "Successful login", "details": {"Ticket": null}}]')
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_TEXT, min_size=1, max_size=4), st.booleans())
+def test_a_free_text_credential_never_takes_the_raw_fast_path(texts, ascii_only):
+    """Same property, on the field where credentials hide in text (ticket links in a description)."""
+    events = [{"log_id": f"L{i}", "type": "ss", "description": text} for i, text in enumerate(texts)]
+    raw = json.dumps(events, ensure_ascii=ascii_only).encode()
+    if not may_hold_credentials(raw):
+        assert all(scrub(event) is event for event in parse_body(raw).events)

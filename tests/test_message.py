@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streamer.message import (
     InvalidAddress,
+    bare_address,
     build_message,
     clean_header_text,
     envelope,
@@ -97,7 +98,7 @@ def test_specials_in_ascii_names_are_quoted() -> None:
 def test_idn_domains_are_punycoded() -> None:
     msg = parse(build(to_addr="ana@bücher.de"))
     assert msg["To"].addresses[0].addr_spec == "ana@xn--bcher-kva.de"
-    assert envelope("Acme <no-reply@acme.test>", "Ana <ana@Bücher.de>") == \
+    assert envelope("Acme <no-reply@acme.test>", "ana@Bücher.de") == \
         ("no-reply@acme.test", ["ana@xn--bcher-kva.de"])
 
 
@@ -123,8 +124,10 @@ def test_invalid_addresses_raise(bad: str, role: str) -> None:
 
 
 def test_invalid_address_messages_are_clear() -> None:
-    with pytest.raises(InvalidAddress, match=r"recipient address 'a@b.c, d@e.f': expected exactly one address"):
+    with pytest.raises(InvalidAddress, match=r"recipient address 'a@b.c, d@e.f' is not a bare address"):
         envelope("no-reply@acme.test", "a@b.c, d@e.f")
+    with pytest.raises(InvalidAddress, match=r"sender address 'a@b.c, d@e.f': expected exactly one address"):
+        envelope("a@b.c, d@e.f", "ana@example.com")
     with pytest.raises(InvalidAddress, match=r"sender address 'nope' is not valid"):
         envelope("nope", "a@b.c")
 
@@ -223,3 +226,64 @@ def test_reply_to_cannot_add_a_header_or_recipient(reply_to: str) -> None:
 def test_feedback_id_parts_are_identifiers_only(rule: str, tenant: str) -> None:
     with pytest.raises(ValueError, match="Feedback-ID"):
         build(feedback=(rule, tenant))
+
+
+# --- recipients are bare addresses -------------------------------------------------------------
+
+ATTACKER = '"victim@example.com" <evil@attacker.example>'
+
+
+@pytest.mark.parametrize("profile_email", [
+    ATTACKER, "victim@example.com <evil@attacker.example>", "Victim <evil@attacker.example>",
+    "<evil@attacker.example>", "evil@attacker.example (victim@example.com)", "victim@example.com, evil@attacker.example",  # noqa: E501
+    '"evil@attacker.example"@example.com', "victim@example.com;evil@attacker.example",
+])
+def test_a_recipient_with_a_display_name_or_any_syntax_around_the_address_is_refused(profile_email):
+    with pytest.raises(InvalidAddress, match="recipient address"):
+        envelope("Acme <no-reply@acme.test>", profile_email)
+    with pytest.raises(InvalidAddress, match="recipient address"):
+        build(to_addr=profile_email)
+
+
+def test_the_refusal_says_what_a_recipient_must_look_like():
+    with pytest.raises(InvalidAddress, match=r"is not a bare address such as ana@example.com"):
+        bare_address(ATTACKER)
+
+
+def test_a_bare_address_keeps_its_local_part_and_punycodes_its_domain():
+    assert bare_address("  Ana.Silva+x@Bücher.DE ") == "Ana.Silva+x@xn--bcher-kva.de"
+    assert bare_address("ana@例え.テスト") == "ana@xn--r8jz45g.xn--zckzah"
+
+
+_MAILBOX_CHARS = st.sampled_from(list("abcXYZ09.!#$%&'*+/=?^_`{|}~-\" <>,;:@()[]\\\r\n\tüé例"))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_MAILBOX_CHARS, min_size=1, max_size=40).map("".join))
+def test_an_accepted_recipient_is_the_input_itself_never_a_part_picked_out_of_it(text):
+    """Whatever a profile holds, RCPT TO is either refused or that very address (domain in
+    ASCII form): a parser never gets to choose one address among several."""
+    try:
+        address = bare_address(text)
+    except InvalidAddress:
+        return
+    local, _, domain = text.strip().partition("@")
+    assert address.count("@") == 1 and address.partition("@")[0] == local
+    assert address.partition("@")[2] == _ascii(domain)
+    assert not set(address) & set('<>"(),;: \t\r\n')
+    (only,) = parse(build(to_addr=text))["To"].addresses
+    assert only.addr_spec == address
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30), st.emails(), st.emails())
+def test_a_display_name_never_decides_the_recipient(name, shown, real):
+    for value in (f'"{shown}" <{real}>', f"{name} <{real}>", f"<{real}>", f"{shown} ({real})"):
+        with pytest.raises(InvalidAddress):
+            bare_address(value)
+
+
+def _ascii(domain: str) -> str:
+    import idna
+
+    return domain.lower() if domain.isascii() else idna.encode(domain, uts46=True).decode("ascii")

@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
+from test_crash import free_port, start_run
 
 from browser import chromium
 from conftest import config_text
-from test_crash import free_port, start_run
 
 ANA = "auth0|65f0c0ffee0000000000a001"
 ANA_EMAIL = "ana.silva@example.com"

@@ -207,6 +207,40 @@ async def test_per_address_rate_limit_uses_the_normalized_address(harness):
     assert len(h.events()) == 2
 
 
+async def test_behind_a_trusted_proxy_each_client_has_its_own_per_ip_bucket(harness):
+    h = await harness(per_ip="2/hour", trusted_proxies=["127.0.0.1/32"])
+    alice = {"X-Forwarded-For": "198.51.100.1"}
+    for n in range(2):
+        assert (await h.submit(f"person{n}@example.com", headers=alice))[0] == 200
+    assert (await h.submit("person2@example.com", headers=alice))[0] == 429
+    # Another client behind the same proxy (the socket peer of every request) is not affected,
+    # and what a client writes on the left of the proxy's own entry is ignored.
+    bob = {"X-Forwarded-For": "198.51.100.1, 203.0.113.50"}
+    assert (await h.submit(ANA_EMAIL, headers=bob))[0] == 200
+    await h.pages.drain()
+    [event] = h.events()
+    assert event["ip"] == "203.0.113.50"
+    assert (await h.submit("person3@example.com", headers={"Forwarded": 'for="[2001:db8::7]:4711"'}))[0] == 200
+
+
+async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(harness):
+    h = await harness(per_ip="2/hour", trusted_proxies=["10.0.0.0/8"])
+    for n in range(2):
+        assert (await h.submit(f"person{n}@example.com", headers={"X-Forwarded-For": f"198.51.100.{n}"}))[0] == 200
+    status, _, _ = await h.submit("person3@example.com", headers={"X-Forwarded-For": "198.51.100.77",
+                                                                  "Forwarded": "for=198.51.100.78"})
+    assert status == 429                                   # rotating a forged header gains nothing
+
+
+async def test_a_stranger_asking_for_someones_reset_cannot_lock_the_owner_out(harness):
+    h = await harness(per_address="2/hour", trusted_proxies=["127.0.0.1/32"])
+    stranger, owner = {"X-Forwarded-For": "203.0.113.9"}, {"X-Forwarded-For": "198.51.100.7"}
+    assert [(await h.submit(ANA_EMAIL, headers=stranger))[0] for _ in range(3)] == [200, 200, 429]
+    assert (await h.submit(ANA_EMAIL, headers=owner))[0] == 200
+    await h.pages.drain()
+    assert [e["ip"] for e in h.events()] == ["203.0.113.9", "203.0.113.9", "198.51.100.7"]
+
+
 def test_sliding_window_limiter():
     clock = FakeClock(0)
     limiter = SlidingWindowLimiter(2, 60, clock=clock)

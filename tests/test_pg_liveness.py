@@ -5,12 +5,13 @@ import asyncio
 
 import asyncpg
 import pytest
+from test_store_contract import NOW, due
 
-import pg
 from streamer.store import liveness
 from streamer.store.postgres import _LIVE_NAMESPACE as LIVE_NAMESPACE
 from streamer.store.postgres import PostgresStore
-from test_store_contract import NOW, due
+
+import pg
 
 GRACE = liveness.GRACE_S
 
@@ -50,7 +51,7 @@ async def _until_lock_free(url: str, replica: int, timeout: float = 30) -> None:
     conn = await asyncpg.connect(url)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
-        while await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid "
+        while await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid "  # noqa: E501
                                   "AND classid = $2::bigint::oid", replica, LIVE_NAMESPACE):
             assert asyncio.get_running_loop().time() < deadline, "the dead replica's session did not end"
             await asyncio.sleep(0.05)

@@ -7,12 +7,13 @@ import sys
 
 import asyncpg
 import pytest
+from test_store_contract import NOW
+
+from streamer.store import migrations
+from streamer.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, PostgresStoreError
 
 import pg
 from conftest import REPO
-from streamer.store import migrations
-from streamer.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, PostgresStoreError
-from test_store_contract import NOW
 
 PREVIOUS = 1  # the schema version released before this one
 
@@ -40,7 +41,7 @@ INSERT INTO outbox(key, tenant, rule, template, user_id, log_id, recipient, loca
 VALUES ('k-sent', 'acme', 'verify', 'verify_email', 'u1', 'l1', 'a@example.com', 'fr', 'sent', 1, 2, NULL, 2, 3, 3, 1, '{}'),
        ('k-sending', 'acme', 'verify', 'verify_email', 'u3', 'l3', 'b@example.com', 'en', 'sending', 1, 2, 302, 2, 2,
         NULL, 1, '{"user": {"email": "b@example.com"}}');
-""")
+""")  # noqa: E501
     finally:
         await conn.close()
 

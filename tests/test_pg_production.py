@@ -10,10 +10,10 @@ from collections import Counter
 import aiohttp
 import asyncpg
 import pytest
+from test_crash import free_port, post, start_run
 
 import pg
 from conftest import config_text, sample_event
-from test_crash import free_port, post, start_run
 
 pytestmark = pytest.mark.slow
 

@@ -63,7 +63,7 @@ def run(*argv: str) -> int:
     return main(["preview", *argv])
 
 
-@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr-CA"), ("fr-BE", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),
+@pytest.mark.parametrize(("asked", "used"), [("fr-CA", "fr-CA"), ("fr-BE", "fr"), ("fr", "fr"), ("de", "de"), ("ja", "en"),  # noqa: E501
                                              ("xx", "en"), ("not a locale!", "en"), (None, "en")])
 def test_one_template_writes_three_files_in_the_locale_used(shipped, tmp_path, capsys, asked, used):
     out = tmp_path / "out"
@@ -229,7 +229,7 @@ def test_the_eml_carries_the_configured_reply_to(tmp_path):
     config = write_config(tmp_path, REPO / "templates")
     config.write_text(config.read_text().replace(
         'from: "Acme <no-reply@acme.test>"}', 'from: "Acme <no-reply@acme.test>", reply_to: "help@acme.test"}').replace(
-        "    client_secret: m2m-secret\n", '    client_secret: m2m-secret\n    reply_to: "Acme Care <care@acme.test>"\n'))
+        "    client_secret: m2m-secret\n", '    client_secret: m2m-secret\n    reply_to: "Acme Care <care@acme.test>"\n'))  # noqa: E501
     out = tmp_path / "out"
     assert run("-c", str(config), "--template", "welcome", "--out", str(out)) == 0
     assert b"Reply-To: help@acme.test\r\n" in (out / "welcome.en.eml").read_bytes()

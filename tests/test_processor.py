@@ -150,3 +150,43 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
         await task
     assert len(calls) == 3
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
+
+
+
+
+async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(sqlite_store, tmp_path):
+    """A 400 for the batch search is the fault of one id: halving finds it (about 2·log2(n) calls),
+    its event is settled without email, and every other event of the batch is evaluated now."""
+    from streamer.auth0.errors import Auth0Permanent
+
+    class _Refusing:
+        calls = 0
+
+        async def get_users(self, user_ids, *, fresh_since=None):
+            self.calls += 1
+            if "auth0|poison" in user_ids:
+                raise Auth0Permanent("GET /users: HTTP 400 invalid_query_string", status=400, endpoint="GET /users")
+            return {uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False}
+                    for uid in user_ids}
+
+    config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
+    users = [f"auth0|u{i}" for i in range(63)] + ["auth0|poison"]
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"E{i}", user_id=uid)
+                                           for i, uid in enumerate(users)], now=0)
+    source = _Refusing()
+    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": source},
+                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    assert await processor.process_once() == 64
+    assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
+    queued = await sqlite_store.list_emails(states=None, limit=1000)
+    assert sorted(e.user_id for e in queued) == sorted(users[:-1])
+    assert source.calls <= 2 * 6 + 1
+
+    class _Down:
+        async def get_users(self, user_ids, *, fresh_since=None):
+            raise Auth0Permanent("GET /users: HTTP 403 insufficient_scope", status=403, endpoint="GET /users")
+
+    await sqlite_store.add_events("acme", [sample_event("ss", log_id="F1", user_id="auth0|u1")], now=0)
+    processor.users = {"acme": _Down()}
+    await processor.process_once()           # our credentials, not the event: it waits, as before
+    assert (await sqlite_store.stats(now=0))["inbox_pending"] == 1

@@ -219,3 +219,28 @@ def test_a_condition_that_failed_for_one_event_evaluates_cleanly_for_the_next():
     assert any("ZeroDivisionError" in s.reason for s in skipped)
     assert [d.rule for d in run_once(1)[0]] == ["verify-email"]
     assert [d.rule for d in run_once(4)[0]] == []
+
+
+def test_a_once_key_that_fails_skips_its_rule_only_and_never_raises():
+    config = parse_config(CONFIG + """\
+  - name: new-device
+    on: [s]
+    once: {key: "{{ event.ip | int // 0 }}"}
+    template: new_device
+""", env={})
+    due, skipped = decide(compile_rules(config.rules), sample_event("s"), tenant="acme",
+                          tenant_ctx=tenant_view("acme", config.tenants["acme"]), user=UNVERIFIED,
+                          locale_for=lambda rule: "en", accepted_at=1.0)
+    assert [d.rule for d in due] == ["verify-email"]
+    assert [(s.rule, "ZeroDivisionError" in s.reason) for s in skipped] == [("new-device", True)]
+
+
+def test_an_event_without_a_readable_date_is_dated_when_received():
+    event = sample_event("scp")
+    del event["date"]
+    [email], _ = run(event, UNVERIFIED)
+    assert email.context["event"]["date"] == "1970-01-01T00:00:01.000Z" and "date" not in event
+    [email], _ = run(sample_event("scp", date="not a date"), UNVERIFIED)
+    assert email.context["event"]["date"] == "1970-01-01T00:00:01.000Z"
+    [email], _ = run(sample_event("scp"), UNVERIFIED)
+    assert email.context["event"]["date"] == sample_event("scp")["date"]

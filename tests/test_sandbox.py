@@ -84,3 +84,36 @@ def test_shipped_templates_are_the_repository_ones():
     assert shipped and shipped == sorted(p.relative_to(REPO / "templates")
                                          for p in (REPO / "templates").rglob("*") if p.is_file())
     assert bundled.EXAMPLE_CONFIG.read_bytes() == (REPO / "config" / "streamer.example.yaml").read_bytes()
+
+
+def test_a_second_streamer_dev_in_the_same_folder_says_so_in_one_line_and_exits_1(tmp_path):
+    """A real second process (the CLI), while a first sandbox holds the folder."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    first_port, second_port = free_port_block(), None
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "streamer", "dev", "--port", str(first_port), "--dir", "dev",
+                              "--exit-after", "60"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "dev" / "streamer.yaml").exists():   # the first one holds the folder by now
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        config_before = (tmp_path / "dev" / "streamer.yaml").read_text()
+        second_port = free_port_block()
+        second = subprocess.run([sys.executable, "-m", "streamer", "dev", "--port", str(second_port), "--dir", "dev",
+                                 "--exit-after", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"error: another `streamer dev` is running in {tmp_path / 'dev'}; stop it first, or give this one its "
+            "own folder with --dir"]
+        assert "Traceback" not in second.stderr and second.stdout == ""
+        assert (tmp_path / "dev" / "streamer.yaml").read_text() == config_before   # the first one's, untouched
+    finally:
+        first.terminate()
+        first.wait(timeout=30)

@@ -83,6 +83,43 @@ def endpoint_label(method: str, path: str) -> str:
     return f"{method.upper()} {path}"
 
 
+#: Longer than any id Auth0 makes ({provider}|{connection}|{IdP subject of up to 255 characters}).
+MAX_USER_ID_CHARS = 512
+_USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\|[^\x00-\x1f\x7f\ud800-\udfff]+")
+
+
+class InvalidUserId(Auth0Permanent):
+    """A user id no Auth0 tenant can hold; refused before any request is made."""
+
+
+def user_id_problem(user_id: object) -> str | None:
+    """Why `user_id` cannot be an Auth0 user id, or None when it can.
+
+    Auth0 ids are `{provider}|{id}` (`auth0|65f0…`, `google-oauth2|1042…`, `samlp|conn|ana`).
+    Anything else came from a hostile or broken event, and some of it would change the request
+    made with it: `.` or `..` in a path is a dot-segment that httpx resolves, so `.` would become
+    `GET /api/v2/users` (the whole user list), and a 9,000-character id makes a URL Auth0 refuses.
+    With the provider prefix, the id's percent-encoded path segment always holds `%7C` and can
+    never be a dot-segment.
+    """
+    if not isinstance(user_id, str) or not user_id:
+        return "the user id is empty"
+    if len(user_id) > MAX_USER_ID_CHARS:
+        return f"the user id is {len(user_id)} characters long (at most {MAX_USER_ID_CHARS})"
+    if not _USER_ID.fullmatch(user_id):
+        return (f"the user id {user_id[:60]!r} is not an Auth0 user id of the form provider|id "
+                "(or holds a control character)")
+    return None
+
+
+def check_user_id(user_id: str) -> str:
+    """`user_id`, or InvalidUserId before any request is made with it."""
+    problem = user_id_problem(user_id)
+    if problem:
+        raise InvalidUserId(problem, status=None)
+    return user_id
+
+
 def user_id_query(user_ids: list[str]) -> str:
     """Lucene `user_id:"a"` or `user_id:("a" OR "b")`, quotes and backslashes escaped."""
     quoted = ['"' + uid.replace("\\", "\\\\").replace('"', '\\"') + '"' for uid in user_ids]
@@ -315,11 +352,12 @@ class ManagementApi:
         """
         ids = list(dict.fromkeys(uid for uid in user_ids if uid))
         since = dict(fresh_since or {})
-        out: dict[str, dict | None] = {}
+        out: dict[str, dict | None] = {uid: None for uid in ids if user_id_problem(uid)}  # no such user
+        ids_to_fetch = [uid for uid in ids if uid not in out]
         lead: list[str] = []
         follow: dict[str, asyncio.Future] = {}
         now = self._clock()
-        for uid in ids:
+        for uid in ids_to_fetch:
             hit = self._cache.get(uid, now)
             if hit is not _TtlCache.MISS and not is_stale(hit, since.get(uid)):
                 out[uid] = hit
@@ -374,6 +412,7 @@ class ManagementApi:
 
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None:
         """Merge `values` into app_metadata (first level; None removes a key; nested objects replaced)."""
+        check_user_id(user_id)
         updated = await self._call("PATCH /users/{id}",
                                    lambda: self._sdk.users.update(user_id, app_metadata=values))
         self._cache.put(user_id, normalize_user(updated), self._clock())
@@ -397,6 +436,7 @@ class ManagementApi:
     async def create_email_verification_ticket(self, *, user_id: str, result_url: str | None = None,
                                                ttl_sec: int | None = None, client_id: str | None = None) -> str:
         """A one-time link that verifies the user's email (result_url and client_id are exclusive)."""
+        check_user_id(user_id)
         options = {k: v for k, v in {"result_url": result_url, "ttl_sec": ttl_sec, "client_id": client_id}.items()
                    if v is not None}
         answer = await self._call("POST /tickets/email-verification",
@@ -410,6 +450,7 @@ class ManagementApi:
         `new_password` is only accepted by legacy tenants (Change Password flow v1); current
         Auth0 answers 400 invalid_body, which surfaces as Auth0Permanent. Never in messages.
         """
+        check_user_id(user_id)
         options = {k: v for k, v in {"result_url": result_url, "ttl_sec": ttl_sec}.items() if v is not None}
         request_options: dict[str, Any] | None = None
         if new_password is not None:
@@ -534,6 +575,8 @@ class ManagementApi:
         return [normalize_user(u) for u in users if isinstance(u, dict)]  # first page only: no extra call
 
     async def _get_user(self, user_id: str) -> dict | None:
+        if user_id_problem(user_id):
+            return None  # no tenant holds it, and the id must not become a path
         try:
             return normalize_user(await self._call("GET /users/{id}", lambda: self._sdk.users.get(user_id)))
         except UserNotFound:
@@ -606,5 +649,6 @@ def _stream_secrets(body: Mapping[str, Any]) -> list[str | None]:
     return [sink.get("httpAuthorization")] if isinstance(sink, Mapping) else []
 
 
-__all__ = ["ManagementApi", "Auth0Error", "Auth0Permanent", "Auth0Transient", "UserNotFound", "endpoint_label",
-           "chunk_ids", "user_id_query", "next_from", "is_stale", "normalize_user"]
+__all__ = ["ManagementApi", "Auth0Error", "Auth0Permanent", "Auth0Transient", "UserNotFound", "InvalidUserId",
+           "endpoint_label", "chunk_ids", "user_id_query", "user_id_problem", "check_user_id", "next_from", "is_stale",
+           "normalize_user"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
 import secrets
 import sys
 from datetime import UTC, datetime
@@ -22,7 +24,7 @@ from aiohttp import web
 
 from streamer import bundled, logs
 from streamer.config import load_config
-from streamer.daemon import Daemon
+from streamer.daemon import Daemon, StartupError
 from streamer.devkit.auth0_standin import Auth0StandIn, load_sample_users
 from streamer.devkit.mailcatcher import MailCatcher
 from streamer.devkit.mailpage import mail_page_app
@@ -97,7 +99,7 @@ rules:
     template: password_change
 # new_password: true: the form asks for the new password; the email's link confirms it (PATCH, then `scp`).
 password_reset: {{enabled: true, new_password: {str(new_password).lower()}, rate_limit: {{per_ip: "30/hour", per_address: "5/hour"}}}}
-"""
+"""  # noqa: E501
 
 
 def sample_events(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -160,6 +162,32 @@ async def run_sandbox(*, port: int = 8080, workdir: str | Path = "streamer-dev",
         return 2
     workdir = Path(workdir).resolve()
     (workdir / "mail").mkdir(parents=True, exist_ok=True)
+    folder_lock = _lock_folder(workdir)
+    if folder_lock is None:
+        print(f"error: another `streamer dev` is running in {workdir}; stop it first, or give this one its own "
+              "folder with --dir", file=sys.stderr)
+        return 1
+    try:
+        return await _run_sandbox(port=port, workdir=workdir, open_for_s=open_for_s, out=out,
+                                  templates_dir=templates_dir, new_password=new_password)
+    finally:
+        os.close(folder_lock)
+
+
+def _lock_folder(workdir: Path) -> int | None:
+    """An exclusive lock on the sandbox folder (its config, database and mail), held until exit;
+    None when another `streamer dev` holds it. Taken before anything in the folder is written."""
+    fd = os.open(workdir / "dev.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def _run_sandbox(*, port: int, workdir: Path, open_for_s: float | None, out: Any, templates_dir: Path,
+                       new_password: bool) -> int:
     standin_port, page_port, smtp_port = port + 1, port + 2, port + 3
     standin = Auth0StandIn(domain=DOMAIN, users=load_sample_users())
     catcher = MailCatcher(save_dir=workdir / "mail")
@@ -188,11 +216,20 @@ async def run_sandbox(*, port: int = 8080, workdir: str | Path = "streamer-dev",
     ready = asyncio.Event()
     daemon_task = asyncio.create_task(daemon.run(on_ready=lambda _url: ready.set()))
     try:
-        runners.append(await _start_site(mail_page_app(catcher, extra_links=links), page_port))
+        try:
+            runners.append(await _start_site(mail_page_app(catcher, extra_links=links), page_port))
+        except OSError as exc:
+            print(f"error: cannot listen on port {page_port}: {exc.strerror}; try `streamer dev --port 9080`",
+                  file=sys.stderr)
+            return 1
         done, _ = await asyncio.wait({daemon_task, asyncio.ensure_future(ready.wait())},
                                      return_when=asyncio.FIRST_COMPLETED)
         if daemon_task in done:
-            daemon_task.result()
+            try:
+                daemon_task.result()
+            except StartupError as exc:        # its port taken, its store locked …: one line, no traceback
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         events = sample_events(list(standin.users.values()))
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{daemon_url}/logs/{TENANT}", data=json.dumps(events),

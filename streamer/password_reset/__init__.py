@@ -23,9 +23,12 @@ Behaviour, in the order a POST is checked:
    `aria-invalid` + `aria-describedby` on the fields, the email kept, passwords never echoed.
    The form is `novalidate` so every message comes from here, in the page's language.
 5. Rate limits from `password_reset.rate_limit` (`per_ip`, `per_address`), in-memory sliding
-   windows; the address is the lower-cased email, the IP is `request.remote` (an IPv6 client is
-   keyed by its /64, which one host can rotate through freely). Over → 429 page with
-   `Retry-After` (seconds). Only submissions that pass 1-4 are counted.
+   windows. The IP is `request.remote`: the socket peer, or the client named by a proxy in
+   `server.trusted_proxies` (an IPv6 client is keyed by its /64, which one host can rotate
+   through freely). `per_address` counts the lower-cased email *per client IP*, so a stranger
+   asking for someone else's reset fills only their own bucket and cannot lock the owner out
+   (see ratelimit.address_key). Over → 429 page with `Retry-After` (seconds). Only
+   submissions that pass 1-4 are counted.
 6. Accepted: the Auth0 lookup and the inbox write run in a task; the answer is sent exactly
    `min_response_s` (default 0.6 s) after the request started, whatever the lookup did, so
    timing does not tell accounts apart either. The body is the same bytes for every address

@@ -38,7 +38,7 @@ from streamer.password_reset.form import (
     validate_form,
 )
 from streamer.password_reset.messages import LANGUAGE_NAMES, MESSAGES, SUPPORTED_LOCALES, choose_locale
-from streamer.password_reset.ratelimit import SlidingWindowLimiter, ip_key
+from streamer.password_reset.ratelimit import SlidingWindowLimiter, address_key, ip_key
 from streamer.password_reset.vault import NewPasswordVault
 
 log = get_logger(__name__)
@@ -250,8 +250,8 @@ class PasswordResetPages:
             return self._form_page(request, tenant_name, locale, client, status=400,
                                    form=Form(email=form.email, errors=form.errors))
 
-        ip = request.remote or ""
-        wait = max(self.ip_limiter.retry_after(ip_key(ip)), self.address_limiter.retry_after(address))
+        ip = request.remote or ""  # the client a trusted proxy names (server.trusted_proxies), else the peer
+        wait = max(self.ip_limiter.retry_after(ip_key(ip)), self.address_limiter.retry_after(address_key(address, ip)))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_rate_limited").inc()
@@ -262,7 +262,7 @@ class PasswordResetPages:
             return self._page(request, locale, status=429, page="message", title_key="rate_title", client=client,
                               paragraphs=(text,), back_text=t["back"], headers={"Retry-After": str(seconds)})
         self.ip_limiter.hit(ip_key(ip))
-        self.address_limiter.hit(address)
+        self.address_limiter.hit(address_key(address, ip))
 
         password = form.password if self.settings.new_password else None
         task = asyncio.create_task(

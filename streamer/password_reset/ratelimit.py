@@ -1,4 +1,4 @@
-"""In-memory sliding-window rate limits, and the key a client address is limited by."""
+"""In-memory sliding-window rate limits, and the keys a client and an address are limited by."""
 
 from __future__ import annotations
 
@@ -65,3 +65,16 @@ def ip_key(remote: str | None) -> str:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
     return str(address)
+
+
+def address_key(address: str, remote: str | None) -> str:
+    """The per-address limit's key: the address *as asked for by one client* (ip_key).
+
+    Keyed on the address alone, a stranger who asks for your reset three times locks you out
+    of the form for the window. Keyed per client, the stranger fills only their own bucket and
+    you, from your own network, still get through. What bounds the mails one mailbox receives
+    when many clients ask for it is the rule's `once: {cooldown: …}` (the example's
+    password-reset rule sends at most one per 5 minutes); each of those clients is also held
+    to `per_ip`. The bucket is no lockout either way: the link in the mailbox is the user's own.
+    """
+    return f"{address}\n{ip_key(remote)}"

@@ -21,6 +21,7 @@ from streamer.config import parse_config
 from streamer.events import parse_body
 from streamer.inbox import Inbox
 from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetPageSettings
+from streamer.server import Readiness, build_app
 from streamer.store.sqlite import SqliteStore
 
 from conftest import config_text
@@ -84,8 +85,11 @@ def csrf_from(html: str) -> str:
 
 
 def make_config(tmp_path, standin, *, enabled=True, new_password=False, per_ip="1000/hour",
-                per_address="1000/hour", default_locale: str | None = None):
+                per_address="1000/hour", default_locale: str | None = None, trusted_proxies: list | None = None):
     text = config_text(tmp_path, standin, SimpleNamespace(port=2525), extra_rules=RESET_RULE)
+    if trusted_proxies is not None:
+        text = text.replace('server: {listen: "127.0.0.1:0"}',
+                            f'server: {{listen: "127.0.0.1:0", trusted_proxies: {json.dumps(trusted_proxies)}}}')
     text = text.replace('vars: {app_url: "https://app.acme.test"}',
                         'vars: {app_url: "https://app.acme.test", clients: {'
                         f'{SHOP}: {{name: "Acme <Shop>", locale: fr}}, plainClient: {{name: "Plain"}}}}}}')
@@ -119,8 +123,11 @@ async def harnesses(tmp_path, standin):
             vault = NewPasswordVault(clock=clock)
             pages = PasswordResetPages(ResetPageSettings.of(config), Inbox(store, config.listened_types()),
                                        {"acme": api}, vault=vault, clock=clock, min_response_s=min_response_s)
-            app = web.Application()
-            app.add_routes(pages.routes())
+            if "trusted_proxies" in options:  # the daemon's own app, with its forwarded-client middleware
+                app = build_app(config, Inbox(store, config.listened_types()), Readiness({}), pages.routes())
+            else:
+                app = web.Application()
+                app.add_routes(pages.routes())
             client = TestClient(TestServer(app))
             await client.start_server()
             stack.push_async_callback(client.close)
