@@ -7,7 +7,8 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jinja2
@@ -22,7 +23,10 @@ from streamer.password_reset import NewPasswordVault, create_reset_ticket
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
+from streamer.store import Store
+from streamer.suppression.verp import ReturnPaths
 from streamer.templates import TemplateError, Templates, greeting_name
+from streamer.unsubscribe import UnsubscribeTokens, links
 
 log = get_logger(__name__)
 
@@ -33,6 +37,14 @@ class TransientFailure(Exception):
 
 class PermanentFailure(Exception):
     """Will fail the same way every time (SMTP 5xx, bad address, broken template, 4xx from Auth0)."""
+
+
+class RecipientSuppressed(Exception):
+    """The recipient is on the tenant's suppression list: not sent, and not a failure (state `suppressed`)."""
+
+
+#: Return-path tokens already stored by this process (a bounded memo: most recipients get few emails).
+_REMEMBERED_LIMIT = 100_000
 
 
 class TicketApi(Protocol):
@@ -58,6 +70,38 @@ class Deliverer:
     smtp: Sender
     #: New passwords captured by the hosted form (memory only); see password_reset.create_reset_ticket.
     vault: NewPasswordVault | None = None
+    #: For the suppression list, return-path tokens and unsubscribe links (issue 13); None: not used.
+    store: Store | None = None
+    return_paths: ReturnPaths | None = None
+    unsubscribe_tokens: UnsubscribeTokens | None = None
+    _remembered: set[str] = field(default_factory=set, repr=False)
+
+    async def _check_suppressed(self, email: OutboxEmail) -> None:
+        if self.store is None:
+            return
+        found = await self.store.get_suppressions(email.tenant, [email.recipient])
+        for entry in found.values():
+            raise RecipientSuppressed(f"recipient is on the suppression list: {entry.reason.value} "
+                                      f"({entry.source}: {entry.detail})"[:500])
+
+    async def _mail_from(self, email: OutboxEmail, default: str) -> str:
+        """The envelope sender: the VERP return path for this tenant and recipient, when configured."""
+        if self.return_paths is None or self.store is None:
+            return default
+        token = self.return_paths.token(email.tenant, email.recipient)
+        if token not in self._remembered:
+            await self.store.remember_return_path(token, email.tenant, email.recipient, now=time.time())
+            if len(self._remembered) >= _REMEMBERED_LIMIT:
+                self._remembered.clear()
+            self._remembered.add(token)
+        return self.return_paths.address(token)
+
+    def _list_unsubscribe(self, rule: CompiledRule, email: OutboxEmail) -> tuple[str, str | None] | None:
+        public_url = self.config.server.public_url
+        if not rule.config.unsubscribe or self.unsubscribe_tokens is None or not public_url:
+            return None
+        token = self.unsubscribe_tokens.make(email.tenant, email.user_id, email.rule)
+        return links(public_url, token, email.locale, self.config.unsubscribe.mailto)
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -98,6 +142,7 @@ class Deliverer:
             raise PermanentFailure(f"rule {email.rule!r} is no longer in the config")
         if email.tenant not in self.config.tenants:
             raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
+        await self._check_suppressed(email)  # before the ticket: a suppressed address costs no Auth0 call
         context = self._context(email)
         ticket_url = await self._ticket(rule, email, context)
         user = context.get("user") or {}
@@ -112,11 +157,14 @@ class Deliverer:
             message = build_message(
                 from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=greeting_name(user) or None,
                 subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-                message_id_key=email.key)
+                message_id_key=email.key, list_unsubscribe=self._list_unsubscribe(rule, email))
             mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
+        except ValueError as exc:
+            raise PermanentFailure(f"List-Unsubscribe: {exc}") from None
         del ticket_url, rendered  # the link lives in `message` only, until it is sent
+        mail_from = await self._mail_from(email, mail_from)
         try:
             await self.smtp.send(mail_from, rcpt_to, message)
         except SmtpPermanent as exc:

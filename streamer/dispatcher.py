@@ -11,7 +11,7 @@ import asyncio
 import time
 
 from streamer import metrics
-from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
+from streamer.delivery import Deliverer, PermanentFailure, RecipientSuppressed, TransientFailure
 from streamer.lifecycle import wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
@@ -88,6 +88,9 @@ class Dispatcher:
         labels = (email.tenant, email.rule)
         try:
             await self.deliverer.deliver(email)
+        except RecipientSuppressed as exc:
+            await self._suppressed(email, str(exc))
+            return
         except PermanentFailure as exc:
             await self._dead(email, str(exc))
             return
@@ -124,3 +127,8 @@ class Dispatcher:
         metrics.EMAILS_DEAD.labels(email.tenant, email.rule).inc()
         log.error("email_dead", email_id=email.id, tenant=email.tenant, rule=email.rule,
                   attempts=email.attempts, error=error)
+
+    async def _suppressed(self, email: OutboxEmail, reason: str) -> None:
+        await self.store.mark_suppressed(email.id, error=reason, now=time.time())
+        metrics.EMAILS_SUPPRESSED.labels(email.tenant, email.rule).inc()
+        log.info("email_suppressed", email_id=email.id, tenant=email.tenant, rule=email.rule, reason=reason)

@@ -50,3 +50,15 @@ DELIVERY_LATENCY = Histogram("streamer_delivery_latency_seconds", "From event ac
                              buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
 SMTP_SEND_SECONDS = Histogram("streamer_smtp_send_seconds", "Time of one SMTP transaction.", registry=REGISTRY,
                               buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30))
+
+# --- bounces, complaints, suppression list, unsubscribes (issue 13) --------------------------------
+SUPPRESSIONS_ADDED = Counter("streamer_suppressions_added", "Addresses put on a tenant's suppression list, by reason "
+                             "(hard_bounce, soft_bounce, complaint, manual) and source (dsn, arf, ses, postmark).",
+                             ["tenant", "reason", "source"], registry=REGISTRY)
+BOUNCE_REPORTS = Counter("streamer_bounce_reports", "Bounce and complaint reports received, by source and kind "
+                         "(hard, soft, complaint; ignored: not a report, or for no address streamer sent to).",
+                         ["source", "kind"], registry=REGISTRY)
+EMAILS_SUPPRESSED = Counter("streamer_emails_suppressed", "Emails not sent because the recipient is on the "
+                            "suppression list (outbox state suppressed).", ["tenant", "rule"], registry=REGISTRY)
+UNSUBSCRIBES = Counter("streamer_unsubscribes", "Users who unsubscribed from a rule's emails (one-click or page).",
+                       ["tenant", "rule"], registry=REGISTRY)

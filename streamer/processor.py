@@ -23,7 +23,7 @@ from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger
-from streamer.rules import CompiledRule, decide, tenant_view
+from streamer.rules import UNSUBSCRIBED, CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
 
 log = get_logger(__name__)
@@ -95,6 +95,19 @@ class Processor:
         await asyncio.gather(*(self._process_tenant(tenant, batch) for tenant, batch in by_tenant.items()))
         return len(events)
 
+    async def _recipients(self, tenant: str, profiles: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+        """user_id → `recipient` facts, with one store read for the batch's addresses and one for
+        its preferences (only when some rule needs them: the hot path stays two cheap lookups)."""
+        addresses = {user_id: p.get("email") for user_id, p in profiles.items() if p}
+        if not addresses:
+            return {}
+        suppressions = await self.store.get_suppressions(
+            tenant, [a for a in addresses.values() if isinstance(a, str) and a])
+        unsubscribed = (await self.store.get_unsubscribed(tenant, list(addresses))
+                        if any(rule.config.unsubscribe for rule in self.rules) else {})
+        return {user_id: recipient_facts(address, suppressions, unsubscribed.get(user_id, set()))
+                for user_id, address in addresses.items()}
+
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
         tenant_config = self.config.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
@@ -123,6 +136,7 @@ class Processor:
                         error=str(exc))
             return
         tenant_ctx = tenant_view(tenant, tenant_config)
+        recipients = await self._recipients(tenant, profiles)
         due_all = []
         for event in events:
             if not event.user_id:
@@ -135,7 +149,8 @@ class Processor:
                 return self.locale_for(tenant, _client, rule.config.template, _profile or {})
 
             due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
-                                  locale_for=locale_for, accepted_at=event.received_at)
+                                  locale_for=locale_for, accepted_at=event.received_at,
+                                  recipient=recipients.get(event.user_id))
             for skip in skipped:
                 metrics.EMAILS_DROPPED.labels(tenant, skip.rule, _reason_label(skip.reason)).inc()
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
@@ -149,7 +164,16 @@ class Processor:
             self.outbox_wake.set()
 
 
+def recipient_facts(address: str | None, suppressions: dict[str, Any], unsubscribed: set[str]) -> dict[str, Any]:
+    """What rules see as `recipient` for one user (pure)."""
+    entry = suppressions.get(address.strip().lower()) if isinstance(address, str) else None
+    return {"suppressed": entry is not None, "reason": entry.reason.value if entry else None,
+            "unsubscribed": sorted(unsubscribed)}
+
+
 def _reason_label(reason: str) -> str:
+    if reason == UNSUBSCRIBED:
+        return "unsubscribed"
     if "not found" in reason:
         return "user_not_found"
     if "no email" in reason:
