@@ -488,3 +488,19 @@ def test_suppression_commands_add_list_and_remove(tmp_path, standin, catcher):
     assert removed.returncode == 0 and "removed" in removed.stdout
     assert run_cli("suppression", "remove", ANA_EMAIL, "--tenant", "acme", "-c", str(path)).returncode == 1
     assert json.loads(run_cli("suppression", "list", "-c", str(path), "--json").stdout) == []
+
+
+def test_the_example_config_sections_are_valid_once_uncommented():
+    from streamer.config import parse_config
+
+    text = (REPO / "config" / "streamer.example.yaml").read_text()
+    start = text.index("# suppression:")
+    tail = "\n".join(re.sub(r"^# (?=\s*[a-z_]+:)", "", line) for line in text[start:].splitlines())
+    env = {"STREAMER_VERP_SECRET": "v" * 32, "POSTMARK_WEBHOOK_PASSWORD": "p" * 32,
+           "STREAMER_UNSUBSCRIBE_SECRET": "u" * 32, "ACME_CLIENT_ID": "id", "ACME_CLIENT_SECRET": "secret",
+           "ACME_WEBHOOK_TOKEN": "token"}
+    config = parse_config(text[:start] + tail, env=env)
+    assert config.suppression.return_path == "bounces@bounces.acme.test"
+    assert config.suppression.soft_bounces.window == 7 * 86400 and config.suppression.inbound.protocol == "smtp"
+    assert config.suppression.webhooks.ses.topic_arns and config.suppression.webhooks.postmark.username == "postmark"
+    assert config.unsubscribe.mailto == "unsubscribe@bounces.acme.test"
