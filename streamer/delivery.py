@@ -39,10 +39,6 @@ class PermanentFailure(Exception):
     """Will fail the same way every time (SMTP 5xx, bad address, broken template, 4xx from Auth0)."""
 
 
-class RecipientSuppressed(Exception):
-    """The recipient is on the tenant's suppression list: not sent, and not a failure (state `suppressed`)."""
-
-
 #: Return-path tokens already stored by this process (a bounded memo: most recipients get few emails).
 _REMEMBERED_LIMIT = 100_000
 
@@ -75,14 +71,6 @@ class Deliverer:
     return_paths: ReturnPaths | None = None
     unsubscribe_tokens: UnsubscribeTokens | None = None
     _remembered: set[str] = field(default_factory=set, repr=False)
-
-    async def _check_suppressed(self, email: OutboxEmail) -> None:
-        if self.store is None:
-            return
-        found = await self.store.get_suppressions(email.tenant, [email.recipient])
-        for entry in found.values():
-            raise RecipientSuppressed(f"recipient is on the suppression list: {entry.reason.value} "
-                                      f"({entry.source}: {entry.detail})"[:500])
 
     async def _mail_from(self, email: OutboxEmail, default: str) -> str:
         """The envelope sender: the VERP return path for this tenant and recipient, when configured."""
@@ -142,7 +130,6 @@ class Deliverer:
             raise PermanentFailure(f"rule {email.rule!r} is no longer in the config")
         if email.tenant not in self.config.tenants:
             raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
-        await self._check_suppressed(email)  # before the ticket: a suppressed address costs no Auth0 call
         context = self._context(email)
         ticket_url = await self._ticket(rule, email, context)
         user = context.get("user") or {}

@@ -11,11 +11,12 @@ import asyncio
 import time
 
 from streamer import metrics
-from streamer.delivery import Deliverer, PermanentFailure, RecipientSuppressed, TransientFailure
+from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
 from streamer.lifecycle import wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
 from streamer.store import Store
+from streamer.suppression.policy import normalize_address
 
 log = get_logger(__name__)
 
@@ -48,7 +49,7 @@ class Dispatcher:
                     emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=LEASE_S)
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
-            for email in emails:
+            for email in await self._hold_back_suppressed(emails):
                 task = asyncio.create_task(self._deliver(email))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
@@ -62,6 +63,33 @@ class Dispatcher:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
         await self.drain()
+
+    async def _hold_back_suppressed(self, emails: list[OutboxEmail]) -> list[OutboxEmail]:
+        """The claimed emails whose recipient is not on their tenant's suppression list; the others
+        become `suppressed` (before any ticket or render). One store read per tenant in the claim."""
+        if not emails:
+            return emails
+        by_tenant: dict[str, list[OutboxEmail]] = {}
+        for email in emails:
+            by_tenant.setdefault(email.tenant, []).append(email)
+        deliver = []
+        for tenant, batch in by_tenant.items():
+            try:
+                found = await self.store.get_suppressions(tenant, [e.recipient for e in batch])
+            except Exception:  # noqa: BLE001 - unknown: not sent now; the lease brings them back
+                log.exception("suppression_lookup_failed", tenant=tenant, emails=len(batch))
+                continue
+            for email in batch:
+                entry = found.get(normalize_address(email.recipient))
+                if entry is None:
+                    deliver.append(email)
+                    continue
+                reason = f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
+                try:
+                    await self._suppressed(email, reason[:500])
+                except Exception:  # noqa: BLE001
+                    log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+        return deliver
 
     async def _requeue_stale(self, now: float) -> None:
         try:
@@ -88,9 +116,6 @@ class Dispatcher:
         labels = (email.tenant, email.rule)
         try:
             await self.deliverer.deliver(email)
-        except RecipientSuppressed as exc:
-            await self._suppressed(email, str(exc))
-            return
         except PermanentFailure as exc:
             await self._dead(email, str(exc))
             return

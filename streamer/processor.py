@@ -25,6 +25,7 @@ from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger
 from streamer.rules import UNSUBSCRIBED, CompiledRule, decide, tenant_view
 from streamer.store import InboxEvent, Store
+from streamer.suppression.policy import normalize_address
 
 log = get_logger(__name__)
 
@@ -166,7 +167,7 @@ class Processor:
 
 def recipient_facts(address: str | None, suppressions: dict[str, Any], unsubscribed: set[str]) -> dict[str, Any]:
     """What rules see as `recipient` for one user (pure)."""
-    entry = suppressions.get(address.strip().lower()) if isinstance(address, str) else None
+    entry = suppressions.get(normalize_address(address)) if isinstance(address, str) else None
     return {"suppressed": entry is not None, "reason": entry.reason.value if entry else None,
             "unsubscribed": sorted(unsubscribed)}
 
