@@ -179,7 +179,8 @@ class Daemon:
                         *(UnsubscribePages(config, store, unsubscribe_tokens).routes() if unsubscribe_tokens else [])]
         inbound = (InboundListener(config.suppression.inbound, InboundHandler(
             store, return_paths, recorder, unsubscribe_tokens=unsubscribe_tokens,
-            unsubscribe_address=config.unsubscribe.mailto)) if config.suppression.inbound and return_paths else None)
+            unsubscribe_address=config.unsubscribe.mailto), hostname=return_paths.domain)
+            if config.suppression.inbound and return_paths else None)
         app = build_app(config, inbox, readiness, extra_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

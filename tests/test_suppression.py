@@ -314,9 +314,13 @@ async def test_lmtp_listener_takes_the_same_reports(tmp_path, standin, catcher):
         assert (await say(b"LHLO test"))[:3] == b"250"
         assert (await say(b"MAIL FROM:<>"))[:3] == b"250"
         assert (await say(f"RCPT TO:<{paths.address(token)}>".encode()))[:3] == b"250"
+        assert (await say(b"RCPT TO:<bounces@bounces.acme.test>"))[:3] == b"250"
         assert (await say(b"DATA"))[:3] == b"354"
         body = report("dsn_hard.eml", paths.address(token)).replace(b"\r\n.", b"\r\n..")
-        assert (await say(body + b"\r\n.")).startswith(b"250")
+        writer.write(body + b"\r\n.\r\n")
+        await writer.drain()
+        replies = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]   # one per recipient (RFC 2033)
+        assert [r[:3] for r in replies] == [b"250", b"250"], replies
         writer.close()
     finally:
         await listener.stop()

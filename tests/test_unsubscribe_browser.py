@@ -31,7 +31,7 @@ async def serve(tmp_path):
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # noqa: SLF001
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     return store, tokens, runner, base
 
 

@@ -27,7 +27,11 @@ from streamer.suppression.policy import Kind, Report, normalize_address
 from streamer.suppression.recorder import SuppressionRecorder
 from streamer.suppression.reports import parse_report
 from streamer.suppression.verp import ReturnPaths
-from streamer.unsubscribe import MAILTO_SUBJECT_PREFIX, UnsubscribeTokens, record_unsubscribe
+from streamer.unsubscribe import (
+    MAILTO_SUBJECT_PREFIX,
+    UnsubscribeTokens,
+    record_unsubscribe,
+)
 
 log = get_logger(__name__)
 
@@ -74,14 +78,20 @@ class InboundHandler:
         return OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """SMTP: one reply for the message. LMTP (RFC 2033): one reply per accepted recipient, so a
+        store failure for one makes the client retry that recipient only."""
         data = envelope.original_content or b""
-        try:
-            for recipient in dict.fromkeys(envelope.rcpt_tos):
+        statuses = []
+        for recipient in envelope.rcpt_tos:
+            try:
                 await self.receive(recipient, data)
-        except Exception:  # noqa: BLE001 - nothing half-stored matters: every write is idempotent
-            log.exception("inbound_failed")
-            return TRY_LATER
-        return OK
+                statuses.append(OK)
+            except Exception:  # noqa: BLE001 - the sender retries; suppress/unsubscribe writes are idempotent
+                log.exception("inbound_failed")
+                statuses.append(TRY_LATER)
+        if isinstance(server, LMTP):
+            return "\r\n".join(statuses) or OK
+        return TRY_LATER if TRY_LATER in statuses else OK
 
     async def receive(self, recipient: str, data: bytes) -> None:
         """Act on one message for one accepted recipient."""
@@ -122,7 +132,7 @@ class InboundHandler:
 class InboundListener:
     """Runs SMTP or LMTP (aiosmtpd) for the handler on the running loop."""
 
-    def __init__(self, config: InboundConfig, handler: InboundHandler, *, hostname: str | None = None):
+    def __init__(self, config: InboundConfig, handler: InboundHandler, *, hostname: str = "localhost"):
         self.config = config
         self.handler = handler
         self.hostname = hostname
@@ -150,5 +160,5 @@ class InboundListener:
                 server.close_clients()
             try:
                 await asyncio.wait_for(server.wait_closed(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
