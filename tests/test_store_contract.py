@@ -345,7 +345,8 @@ async def test_stats_report_the_oldest_open_email_and_the_open_states(store):
     await store.mark_sent(first.id, now=NOW + 101)
     stats = await store.stats(now=NOW + 110)
     assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {"queued": 1, "sending": 0, "failed": 0,
-                                                                     "dead": 0, "cancelled": 0}
+                                                                     "dead": 0, "cancelled": 0,
+                                                                     "suppressed": 0}
 
 
 @pytest.mark.parametrize("shape", ["array", "lines", "logs_object", "bare_array"])
