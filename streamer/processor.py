@@ -23,7 +23,7 @@ from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.config import Config
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger
-from streamer.rules import UNSUBSCRIBED, CompiledRule, decide, tenant_view
+from streamer.rules import UNSUBSCRIBED, CompiledRule, decide, reads_recipient, tenant_view
 from streamer.store import InboxEvent, Store
 from streamer.suppression.policy import normalize_address
 
@@ -97,15 +97,16 @@ class Processor:
         return len(events)
 
     async def _recipients(self, tenant: str, profiles: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
-        """user_id → `recipient` facts, with one store read for the batch's addresses and one for
-        its preferences (only when some rule needs them: the hot path stays two cheap lookups)."""
+        """user_id → `recipient` facts: one store read for the batch's addresses, one for its
+        preferences, each only when some rule needs it (most configs read neither: no cost)."""
+        wanted = any(reads_recipient(rule.config) for rule in self.rules)
+        has_unsubscribe = any(rule.config.unsubscribe for rule in self.rules)
         addresses = {user_id: p.get("email") for user_id, p in profiles.items() if p}
-        if not addresses:
+        if not addresses or not (wanted or has_unsubscribe):
             return {}
-        suppressions = await self.store.get_suppressions(
-            tenant, [a for a in addresses.values() if isinstance(a, str) and a])
-        unsubscribed = (await self.store.get_unsubscribed(tenant, list(addresses))
-                        if any(rule.config.unsubscribe for rule in self.rules) else {})
+        suppressions = (await self.store.get_suppressions(
+            tenant, [a for a in addresses.values() if isinstance(a, str) and a]) if wanted else {})
+        unsubscribed = await self.store.get_unsubscribed(tenant, list(addresses)) if has_unsubscribe else {}
         return {user_id: recipient_facts(address, suppressions, unsubscribed.get(user_id, set()))
                 for user_id, address in addresses.items()}
 

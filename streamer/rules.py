@@ -249,8 +249,15 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
             key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,
             accepted_at=accepted_at,
-            context={"event": event, "user": profile, "client": shared["client"]}))
+            context={"event": event, "user": profile, "client": shared["client"], "recipient": facts}))
     return due, skipped
+
+
+def reads_recipient(rule: RuleConfig) -> bool:
+    """Whether the rule's `if`, `once.key` or `ticket.result_url` may read `recipient` (conservative)."""
+    sources = [rule.if_, rule.once.key if isinstance(rule.once, OnceKey) else None,
+               rule.ticket.result_url if rule.ticket else None]
+    return any("recipient" in source for source in sources if source)
 
 
 def rules_for_types(rules: list[CompiledRule]) -> set[str]:

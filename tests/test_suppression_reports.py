@@ -116,3 +116,33 @@ def test_unsubscribe_tokens_round_trip_and_refuse_any_change():
     url, mailto = links("https://mail.acme.test/", token, "fr-CA", "unsubscribe@acme.test")
     assert url == f"https://mail.acme.test/unsubscribe/{token}?lang=fr-CA"
     assert mailto == f"mailto:unsubscribe@acme.test?subject=unsubscribe%20{token}"
+
+
+def test_rules_see_the_recipient_facts_and_skip_what_the_user_unsubscribed_from():
+    from streamer.config import parse_config
+    from streamer.rules import compile_rules, decide, reads_recipient, tenant_view
+
+    from conftest import sample_event
+
+    config = parse_config("""\
+smtp: {from: "Acme <no-reply@acme.test>"}
+tenants: {acme: {domain: acme.eu.auth0.com, client_id: x, client_secret: y}}
+rules:
+  - {name: notice, on: [s], template: new_device, once: per_event, unsubscribe: true}
+  - {name: other-address, on: [s], template: welcome, once: per_event,
+     if: "recipient.suppressed and recipient.reason == 'hard_bounce'"}
+""", env={})
+    rules = compile_rules(config.rules)
+    assert [reads_recipient(r.config) for r in rules] == [False, True]
+    user = {"user_id": "auth0|1", "email": "ana@example.com"}
+
+    def run(recipient):
+        return decide(rules, sample_event("s"), tenant="acme", tenant_ctx=tenant_view("acme", config.tenants["acme"]),
+                      user=user, locale_for=lambda rule: "en", accepted_at=0.0, recipient=recipient)
+
+    due, skipped = run(None)
+    assert [e.rule for e in due] == ["notice"] and skipped == []
+    facts = {"suppressed": True, "reason": "hard_bounce", "unsubscribed": ["notice"]}
+    due, skipped = run(facts)
+    assert [e.rule for e in due] == ["other-address"] and due[0].context["recipient"] == facts
+    assert [(s.rule, s.reason) for s in skipped] == [("notice", "user unsubscribed from this rule's emails")]
