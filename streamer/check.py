@@ -27,6 +27,32 @@ from streamer.sample_context import sample_context
 from streamer.store import StoreUrlError, open_store
 from streamer.templates import Templates
 
+#: Transactional mail: a user cannot opt out of it, so no unsubscribe link (Gmail/Yahoo's sender
+#: rules and RFC 8058 are about mail one can do without).
+TRANSACTIONAL_TEMPLATES = frozenset({"verify_email", "password_change", "password_changed"})
+TRANSACTIONAL_EVENTS = frozenset({"scp", "password_reset_requested"})
+
+
+def unsubscribe_problems(config: Config) -> list[str]:
+    """`unsubscribe: true` only on optional notices, and only with what its links need."""
+    problems = []
+    for index, rule in enumerate(config.rules):
+        if not rule.unsubscribe:
+            continue
+        where = f"{config.source}: rules.{index} ({rule.name}).unsubscribe"
+        why = ("it creates a ticket" if rule.ticket is not None
+               else f"its template {rule.template} is transactional" if rule.template in TRANSACTIONAL_TEMPLATES
+               else f"it answers {', '.join(sorted(TRANSACTIONAL_EVENTS & set(rule.on)))}"
+               if TRANSACTIONAL_EVENTS & set(rule.on) else None)
+        if why:
+            problems.append(f"{where}: not allowed here ({why}): verification, password reset and "
+                            "password-changed emails are transactional and carry no unsubscribe link")
+        if config.unsubscribe.secret is None:
+            problems.append(f"{where}: needs unsubscribe.secret (it signs the links)")
+        if not config.server.public_url:
+            problems.append(f"{where}: needs server.public_url (the links point at this daemon)")
+    return problems
+
 
 @dataclass
 class CheckReport:
@@ -91,6 +117,13 @@ def check_config(config: Config) -> CheckReport:
     dkim_errors, dkim_warnings = check_keys(config)
     report.errors += dkim_errors
     report.warnings += dkim_warnings
+    report.errors += unsubscribe_problems(config)
+    if any(rule.unsubscribe for rule in config.rules) and not (config.server.public_url or "").startswith("https://"):
+        report.warnings.append(f"{config.source}: server.public_url: mailbox providers only offer one-click "
+                               "unsubscribe (RFC 8058) for an https:// link")
+    if config.unsubscribe.mailto and config.suppression.inbound is None:
+        report.warnings.append(f"{config.source}: unsubscribe.mailto: without suppression.inbound nothing reads the "
+                               "mail sent to it; route it to the inbound listener or leave mailto out")
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
             report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "

@@ -18,7 +18,7 @@ EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
 #: `migrate --check`: the store needs migrations (distinct from 1, "cannot tell": bad config, store away).
 EXIT_MIGRATIONS_PENDING = 3
 #: States `outbox retry` / `outbox cancel` accept with --state (what their store calls allow).
-BULK_STATES = {"retry": ("failed", "cancelled", "dead"), "cancel": ("queued", "failed")}
+BULK_STATES = {"retry": ("failed", "cancelled", "dead", "suppressed"), "cancel": ("queued", "failed")}
 
 
 class UserError(Exception):
@@ -250,7 +250,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         for email_id in ids:
             if args.action == "retry":
                 done = await store.retry_email(email_id, now=now)
-                verb, allowed = "queued again", "failed, dead or cancelled"
+                verb, allowed = "queued again", "failed, dead, cancelled or suppressed"
             else:
                 done = await store.cancel_email(email_id, now=now)
                 verb, allowed = "cancelled", "queued or failed"
@@ -264,6 +264,57 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         if args.state:
             print(f"{len(ids) - failed} of {len(ids)} {args.state} emails {verb}")
         return EXIT_USER if failed else EXIT_OK
+
+    return asyncio.run(_with_store(config, act))
+
+
+def _suppression_dict(entry: Any) -> dict[str, Any]:
+    return {"tenant": entry.tenant, "address": entry.address, "reason": entry.reason.value, "source": entry.source,
+            "detail": entry.detail, "since": _when(entry.created_at), "updated": _when(entry.updated_at)}
+
+
+def cmd_suppression(args: argparse.Namespace) -> int:
+    from streamer.message import InvalidAddress, parse_mailbox
+    from streamer.suppression.policy import Reason
+
+    config = _load(args)
+    if args.tenant and args.tenant not in config.tenants:
+        raise UserError(f"unknown tenant {args.tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
+    if args.action != "list":
+        try:
+            parse_mailbox(args.address)
+        except InvalidAddress as exc:
+            raise UserError(str(exc)) from None
+
+    async def act(store: Any) -> int:
+        if args.action == "list":
+            entries = await store.list_suppressions(tenant=args.tenant, address=args.address, limit=args.limit)
+            if args.json:
+                print(json.dumps([_suppression_dict(e) for e in entries], indent=2, ensure_ascii=False))
+                return EXIT_OK
+            if not entries:
+                print("no suppressed addresses" + (f" for tenant {args.tenant}" if args.tenant else ""))
+                return EXIT_OK
+            header = ("TENANT", "ADDRESS", "REASON", "SOURCE", "SINCE (UTC)", "DETAIL")
+            rows = [(e.tenant, e.address, e.reason.value, e.source, _when(e.created_at), e.detail[:60])
+                    for e in entries]
+            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+            for row in [header, *rows]:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+            return EXIT_OK
+        if args.action == "add":
+            added = await store.suppress(args.tenant, args.address, reason=Reason.MANUAL, source="cli",
+                                         detail=args.note or "added by an operator", now=time.time())
+            result = {"tenant": args.tenant, "address": args.address.lower(), "added": added}
+            text = f"{args.address.lower()}: {'suppressed' if added else 'was already suppressed (reason now manual)'}"
+        else:
+            removed = await store.unsuppress(args.tenant, args.address)
+            result = {"tenant": args.tenant, "address": args.address.lower(), "removed": removed}
+            text = (f"{args.address.lower()}: removed; `streamer outbox retry --state suppressed --tenant "
+                    f"{args.tenant}` sends what was held back" if removed
+                    else f"{args.address.lower()}: was not on tenant {args.tenant}'s suppression list")
+        print(json.dumps(result) if args.json else text)
+        return EXIT_OK if args.action == "add" or result.get("removed") else EXIT_USER
 
     return asyncio.run(_with_store(config, act))
 
@@ -353,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = outbox_sub.add_parser("list", help="list queued, failed and dead emails (--all adds sent)")
     _config_arg(listing)
     listing.add_argument("--all", action="store_true", help="include sent and cancelled emails")
-    listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled"])
+    listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled", "suppressed"])
     listing.add_argument("--rule", help="only this rule's emails")
     listing.add_argument("--user", metavar="USER_ID", help="only this Auth0 user's emails, sent ones included")
     listing.add_argument("--to", metavar="ADDRESS", help="only emails to this address (any case), sent ones included")
@@ -377,6 +428,29 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tenant", help="with --state: only this tenant's")
         command.add_argument("--rule", help="with --state: only this rule's")
     outbox.set_defaults(func=cmd_outbox)
+
+    suppression = sub.add_parser(
+        "suppression", help="the suppression list: addresses that bounced or complained, never mailed again",
+        description="Addresses on a tenant's suppression list get no email (outbox state `suppressed`). Hard "
+                    "bounces and complaints add them (inbound listener, provider webhooks), soft bounces after "
+                    "suppression.soft_bounces.count in its window.")
+    suppression_sub = suppression.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s_list = suppression_sub.add_parser("list", help="list suppressed addresses, newest first")
+    _config_arg(s_list)
+    s_list.add_argument("--tenant")
+    s_list.add_argument("--address", metavar="ADDRESS", help="only this address (any case)")
+    s_list.add_argument("--limit", type=int, default=100)
+    s_list.add_argument("--json", action="store_true", help="machine-readable output")
+    for action, help_text in (("add", "suppress an address for a tenant (reason: manual)"),
+                              ("remove", "take an address off a tenant's list (e.g. the user fixed their mailbox)")):
+        command = suppression_sub.add_parser(action, help=help_text, description=help_text.capitalize() + ".")
+        _config_arg(command)
+        command.add_argument("address", metavar="ADDRESS")
+        command.add_argument("--tenant", required=True)
+        command.add_argument("--json", action="store_true", help="machine-readable output")
+        if action == "add":
+            command.add_argument("--note", help="why (shown in `suppression list`)")
+    suppression.set_defaults(func=cmd_suppression)
 
     resend_cmd = sub.add_parser(
         "resend", help="queue a rule's email for one user again (support: a lost or expired link)",

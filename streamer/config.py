@@ -284,6 +284,8 @@ class RuleConfig(_Strict):
     ticket: TicketConfig | None = None
     template: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     mark: MarkConfig | None = None
+    #: One-click unsubscribe (RFC 8058) for optional notices; never on transactional mail (check refuses it).
+    unsubscribe: bool = False
 
     @field_validator("on", mode="before")
     @classmethod
@@ -303,6 +305,94 @@ class PasswordResetConfig(_Strict):
     rate_limit: RateLimits = RateLimits()
 
 
+# --- bounces, complaints and unsubscribes (issue 13) ---------------------------------------------
+
+_PLAIN_ADDRESS = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")
+
+
+def _secret_long_enough(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < 16:
+        raise ValueError("use a random secret of at least 16 characters (e.g. `openssl rand -hex 32`)")
+    return value
+
+
+class SoftBounceConfig(_Strict):
+    count: int = Field(3, ge=1)
+    window: Duration = 7 * 86400.0
+
+
+class InboundConfig(_Strict):
+    """The optional listener for DSNs and ARF reports (point the return path's MX, or a relay, at it)."""
+    listen: str = "127.0.0.1:2525"
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+    max_message_bytes: int = Field(10 * 1024 * 1024, gt=0)
+
+    _listen = field_validator("listen")(ServerConfig._listen.__func__)  # type: ignore[attr-defined]
+    host = ServerConfig.host
+    port = ServerConfig.port
+
+
+class SesWebhookConfig(_Strict):
+    #: Only notifications of these SNS topics are believed (and subscription confirmations followed).
+    topic_arns: list[str] = Field(min_length=1)
+
+
+class PostmarkWebhookConfig(_Strict):
+    #: Postmark sends these as HTTP Basic credentials (https://user:password@host/… in the webhook URL).
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+    _password = field_validator("password")(_secret_long_enough)
+
+
+class SuppressionWebhooks(_Strict):
+    ses: SesWebhookConfig | None = None
+    postmark: PostmarkWebhookConfig | None = None
+
+
+class SuppressionConfig(_Strict):
+    #: "bounces@bounces.acme.test" makes each email's MAIL FROM bounces+<token>@bounces.acme.test (VERP).
+    return_path: str | None = None
+    #: Signs the return-path tokens; required with return_path.
+    secret: SecretStr | None = None
+    soft_bounces: SoftBounceConfig = SoftBounceConfig()
+    inbound: InboundConfig | None = None
+    webhooks: SuppressionWebhooks = SuppressionWebhooks()
+
+    _secret = field_validator("secret")(_secret_long_enough)
+
+    @field_validator("return_path")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        if value is not None and (not _PLAIN_ADDRESS.match(value) or "+" in value):
+            raise ValueError("expected a plain address without '+', such as bounces@bounces.acme.test")
+        return value
+
+    @model_validator(mode="after")
+    def _needs_secret(self) -> SuppressionConfig:
+        if (self.return_path or self.inbound) and self.secret is None:
+            raise ValueError("return_path and inbound need `secret` (it signs the return-path tokens)")
+        if self.inbound and not self.return_path:
+            raise ValueError("inbound needs return_path: reports are matched to recipients by its tokens")
+        return self
+
+
+class UnsubscribeConfig(_Strict):
+    #: Signs the per-user, per-rule unsubscribe links; required once a rule says `unsubscribe: true`.
+    secret: SecretStr | None = None
+    #: Optional mailto: target of List-Unsubscribe (needs suppression.inbound to be acted on).
+    mailto: str | None = None
+
+    _secret = field_validator("secret")(_secret_long_enough)
+
+    @field_validator("mailto")
+    @classmethod
+    def _plain(cls, value: str | None) -> str | None:
+        if value is not None and not _PLAIN_ADDRESS.match(value):
+            raise ValueError("expected a plain address, such as unsubscribe@acme.test")
+        return value
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     store: str = "sqlite:///streamer.db"
@@ -315,6 +405,8 @@ class Config(_Strict):
     password_reset: PasswordResetConfig = PasswordResetConfig()
     #: DKIM keys (optional; without them the relay should sign, see README).
     dkim: list[DkimKeyConfig] = []
+    suppression: SuppressionConfig = SuppressionConfig()
+    unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     #: Directory of the config file; relative paths in the config are relative to it.
     base_dir: Path = Field(default=Path("."), exclude=True)
     #: The file this config came from, for messages.

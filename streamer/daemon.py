@@ -4,7 +4,7 @@ Shutdown order on SIGTERM/SIGINT: stop the HTTP listener (Auth0 retries what it 
 deliver), stop pollers and the processor, let in-flight sends finish, close connections, exit 0.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001
 
 import asyncio
 import contextlib
@@ -12,6 +12,7 @@ import fcntl
 import os
 import signal
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,13 @@ from streamer.smtp import SmtpPool
 from streamer.sources.poller import Poller
 from streamer.sources.stream_watch import StreamWatch
 from streamer.store import Store, open_store
+from streamer.suppression.inbound import InboundHandler, InboundListener
+from streamer.suppression.recorder import SuppressionRecorder
+from streamer.suppression.verp import ReturnPaths
+from streamer.suppression.webhooks import SuppressionWebhooks
 from streamer.templates import Templates
+from streamer.unsubscribe import UnsubscribeTokens
+from streamer.unsubscribe.pages import UnsubscribePages
 
 log = get_logger(__name__)
 
@@ -84,6 +91,10 @@ class Daemon:
     store: Store | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     url: str | None = None
+    #: Fetches SNS signing certificates and subscription URLs (tests pass a local one).
+    sns_fetch: Any = None
+    #: The inbound bounce listener's port once started (suppression.inbound).
+    inbound_port: int | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def _gauges(self) -> None:
@@ -140,7 +151,13 @@ class Daemon:
         new_password = config.password_reset.new_password
         reset_links = ResetLinks(vault, pending_store=store if new_password else None,
                                  public_url=str(config.server.public_url) if config.server.public_url else None)
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, reset_link=reset_links)
+        return_paths = (ReturnPaths(config.suppression.return_path, config.suppression.secret.get_secret_value()
+                                    .encode()) if config.suppression.return_path and config.suppression.secret
+                        else None)
+        unsubscribe_tokens = (UnsubscribeTokens(config.unsubscribe.secret.get_secret_value().encode())
+                              if config.unsubscribe.secret else None)
+        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, reset_link=reset_links,
+                              store=store, return_paths=return_paths, unsubscribe_tokens=unsubscribe_tokens)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
@@ -151,7 +168,16 @@ class Daemon:
         reset_routes = reset_pages.routes() if reset_pages else []
         if reset_pages and config.password_reset.new_password:
             reset_routes += ConfirmPages(reset_pages, store, apis).routes()
-        app = build_app(config, inbox, readiness, reset_routes)
+        recorder = SuppressionRecorder(store, config.suppression)
+        extra_routes = [*reset_routes,
+                        *SuppressionWebhooks(config, recorder, **({"fetch": self.sns_fetch} if self.sns_fetch
+                                                                  else {})).routes(),
+                        *(UnsubscribePages(config, store, unsubscribe_tokens).routes() if unsubscribe_tokens else [])]
+        inbound = (InboundListener(config.suppression.inbound, InboundHandler(
+            store, return_paths, recorder, unsubscribe_tokens=unsubscribe_tokens,
+            unsubscribe_address=config.unsubscribe.mailto), hostname=return_paths.domain)
+            if config.suppression.inbound and return_paths else None)
+        app = build_app(config, inbox, readiness, extra_routes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
@@ -166,6 +192,12 @@ class Daemon:
             except OSError as exc:
                 raise StartupError(f"cannot listen on {config.server.listen} (server.listen): "
                                    f"{exc.strerror or exc}") from None
+            if inbound is not None:
+                try:
+                    self.inbound_port = await inbound.start()
+                except OSError as exc:
+                    raise StartupError(f"cannot listen on {config.suppression.inbound.listen} "
+                                       f"(suppression.inbound.listen): {exc.strerror or exc}") from None
             sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
             port = sockets[0].getsockname()[1] if sockets else config.server.port
             self.url = f"http://{config.server.host}:{port}"
@@ -193,6 +225,8 @@ class Daemon:
             for check in checks:
                 check.cancel()
             await site.stop()
+            if inbound is not None:
+                await inbound.stop()
             if reset_pages:
                 await reset_pages.drain()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -202,6 +236,8 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*self._tasks, *checks, return_exceptions=True)
             await runner.cleanup()
+            if inbound is not None:
+                await inbound.stop()
             await smtp.close()
             for api in apis.values():
                 await api.close()

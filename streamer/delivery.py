@@ -7,6 +7,7 @@ dispatcher needs to know only one thing: is trying again worth it?
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,7 +24,10 @@ from streamer.outbox import OutboxEmail
 from streamer.render import render
 from streamer.rules import CompiledRule, RuleError, host_allowed, render_result_url, tenant_view
 from streamer.smtp import SmtpPermanent, SmtpTransient
+from streamer.store import Store
+from streamer.suppression.verp import ReturnPaths
 from streamer.templates import TemplateError, Templates, greeting_name
+from streamer.unsubscribe import UnsubscribeTokens, links
 
 log = get_logger(__name__)
 
@@ -34,6 +38,10 @@ class TransientFailure(Exception):
 
 class PermanentFailure(Exception):
     """Will fail the same way every time (SMTP 5xx, bad address, broken template, 4xx from Auth0)."""
+
+
+#: Return-path tokens already stored by this process (a bounded memo: most recipients get few emails).
+_REMEMBERED_LIMIT = 100_000
 
 
 class TicketApi(Protocol):
@@ -90,8 +98,33 @@ class Deliverer:
     #: DKIM keys, loaded (and test-signed) once; `check` has already validated them.
     dkim_keys: list[tuple[DkimKeyConfig, SigningKey]] = field(default_factory=list, init=False, repr=False)
 
+    #: For the suppression list, return-path tokens and unsubscribe links (issue 13); None: not used.
+    store: Store | None = None
+    return_paths: ReturnPaths | None = None
+    unsubscribe_tokens: UnsubscribeTokens | None = None
+    _remembered: set[str] = field(default_factory=set, repr=False)
+
     def __post_init__(self) -> None:
         self.dkim_keys = load_keys(self.config)
+
+    async def _mail_from(self, email: OutboxEmail, default: str) -> str:
+        """The envelope sender: the VERP return path for this tenant and recipient, when configured."""
+        if self.return_paths is None or self.store is None:
+            return default
+        token = self.return_paths.token(email.tenant, email.recipient)
+        if token not in self._remembered:
+            await self.store.remember_return_path(token, email.tenant, email.recipient, now=time.time())
+            if len(self._remembered) >= _REMEMBERED_LIMIT:
+                self._remembered.clear()
+            self._remembered.add(token)
+        return self.return_paths.address(token)
+
+    def _list_unsubscribe(self, rule: CompiledRule, email: OutboxEmail) -> tuple[str, str | None] | None:
+        public_url = self.config.server.public_url
+        if not rule.config.unsubscribe or self.unsubscribe_tokens is None or not public_url:
+            return None
+        token = self.unsubscribe_tokens.make(email.tenant, email.user_id, email.rule)
+        return links(public_url, token, email.locale, self.config.unsubscribe.mailto)
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
         tenant = self.config.tenants[email.tenant]
@@ -134,13 +167,14 @@ class Deliverer:
         context = self._context(email)
         link = await self._link(rule, email, context)
         try:
-            await self._send(email, context, link)
+            await self._send(rule, email, context, link)
         except TransientFailure:
             if link is not None and link.on_retry is not None:
                 link.on_retry()
             raise
 
-    async def _send(self, email: OutboxEmail, context: dict[str, Any], link: ResetLink | None) -> None:
+    async def _send(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any],
+                    link: ResetLink | None) -> None:
         ticket_url = link.url if link else None
         if link is not None and link.confirmation:
             context["password_confirmation"] = True
@@ -157,14 +191,17 @@ class Deliverer:
                 from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=greeting_name(user) or None,
                 subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
                 message_id_key=email.key, reply_to=self.config.reply_to(email.tenant),
-                feedback=(email.rule, email.tenant))
+                feedback=(email.rule, email.tenant), list_unsubscribe=self._list_unsubscribe(rule, email))
             mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
+        except ValueError as exc:  # Feedback-ID parts, List-Unsubscribe links
+            raise PermanentFailure(f"header: {exc}") from None
         key = choose_key(self.dkim_keys, mail_from.rpartition("@")[2], email.tenant) if self.dkim_keys else None
         if key is not None:
             message = sign(message, key)  # last: it covers the final headers
         del ticket_url, link, rendered  # the link lives in `message` only, until it is sent
+        mail_from = await self._mail_from(email, mail_from)  # VERP: after DKIM chose by the From domain
         try:
             await self.smtp.send(mail_from, rcpt_to, message)
         except SmtpPermanent as exc:

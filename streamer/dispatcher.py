@@ -22,6 +22,7 @@ from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
 from streamer.store import Store
 from streamer.store.liveness import CHECK_EVERY_S
+from streamer.suppression.policy import normalize_address
 
 log = get_logger(__name__)
 
@@ -67,7 +68,7 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
                     orphans = True  # the claim may have committed with its answer lost
-            for email in emails:
+            for email in await self._hold_back_suppressed(emails):
                 self._sending.add(email.id)
                 task = asyncio.create_task(self._deliver(email))
                 self._in_flight.add(task)
@@ -82,6 +83,33 @@ class Dispatcher:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
         await self.drain()
+
+    async def _hold_back_suppressed(self, emails: list[OutboxEmail]) -> list[OutboxEmail]:
+        """The claimed emails whose recipient is not on their tenant's suppression list; the others
+        become `suppressed` (before any ticket or render). One store read per tenant in the claim."""
+        if not emails:
+            return emails
+        by_tenant: dict[str, list[OutboxEmail]] = {}
+        for email in emails:
+            by_tenant.setdefault(email.tenant, []).append(email)
+        deliver = []
+        for tenant, batch in by_tenant.items():
+            try:
+                found = await self.store.get_suppressions(tenant, [e.recipient for e in batch])
+            except Exception:  # noqa: BLE001 - unknown: not sent now; the lease brings them back
+                log.exception("suppression_lookup_failed", tenant=tenant, emails=len(batch))
+                continue
+            for email in batch:
+                entry = found.get(normalize_address(email.recipient))
+                if entry is None:
+                    deliver.append(email)
+                    continue
+                reason = f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
+                try:
+                    await self._suppressed(email, reason[:500])
+                except Exception:  # noqa: BLE001
+                    log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+        return deliver
 
     async def _requeue_stale(self, now: float) -> None:
         try:
@@ -174,3 +202,7 @@ class Dispatcher:
         """Write an outcome, retrying while the store is away (the slot stays taken meanwhile, so
         nothing new is claimed)."""
         await persist(write, stop=self._stop, what="outbox_outcome", email_id=email.id, outcome=outcome)
+    async def _suppressed(self, email: OutboxEmail, reason: str) -> None:
+        await self.store.mark_suppressed(email.id, error=reason, now=time.time())
+        metrics.EMAILS_SUPPRESSED.labels(email.tenant, email.rule).inc()
+        log.info("email_suppressed", email_id=email.id, tenant=email.tenant, rule=email.rule, reason=reason)

@@ -279,13 +279,34 @@ def _body_part(content: str, subtype: str) -> bytes:
             f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii") + payload.replace(b"\n", b"\r\n")
 
 
+_URI_UNSAFE = re.compile(r"[\x00-\x20<>,\"\\\x7f-\uffff]")
+
+
+def list_unsubscribe_headers(https_url: str, mailto_url: str | None = None) -> list[str]:
+    """`List-Unsubscribe` (HTTPS link, then mailto) and RFC 8058's `List-Unsubscribe-Post: One-Click`.
+
+    The URIs are ours (public_url + a base64url token), but one that could end the angle brackets or
+    the header is refused rather than cleaned: a mangled link would unsubscribe nobody.
+    """
+    uris = [u for u in (https_url, mailto_url) if u]
+    for uri in uris:
+        if _URI_UNSAFE.search(uri):
+            raise ValueError(f"unsubscribe link with a character a header cannot carry: {uri[:80]!r}")
+    if not https_url.startswith("https://") and not https_url.startswith("http://"):
+        raise ValueError("the unsubscribe link must be an http(s) URL")
+    tokens = [f"<{u}>" + ("," if i < len(uris) - 1 else "") for i, u in enumerate(uris)]
+    return [_fold("List-Unsubscribe", tokens), "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
+
+
 def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject: str, html: str, text: str,
                   locale: str | None, message_id_key: str, date: datetime | None = None,
-                  reply_to: str | None = None, feedback: tuple[str, str] | None = None) -> bytes:
+                  reply_to: str | None = None, feedback: tuple[str, str] | None = None,
+                  list_unsubscribe: tuple[str, str | None] | None = None) -> bytes:
     """A complete RFC 5322 message (CRLF line ends) ready for SMTP DATA.
 
     `reply_to` is one mailbox, validated like the sender; `feedback` is (rule, tenant) for the
-    Feedback-ID header. DKIM signing, when configured, is a later step over these bytes.
+    Feedback-ID header; `list_unsubscribe`: (HTTPS link, mailto link or None) for rules with
+    `unsubscribe: true`. DKIM signing, when configured, is a later step over these bytes.
     Raises InvalidAddress for a sender or Reply-To that is not a valid single address, or a
     recipient that is not a bare address (its display name, if any, is `to_name`).
     """
@@ -312,6 +333,8 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
         "Auto-Submitted: auto-generated",
         "X-Auto-Response-Suppress: All",
     ]
+    if list_unsubscribe is not None:
+        headers += list_unsubscribe_headers(*list_unsubscribe)
     language = normalize_locale(locale)
     if language:
         headers.append(f"Content-Language: {language}")

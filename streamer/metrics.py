@@ -62,3 +62,15 @@ OUTCOMES_UNRECORDED = Gauge("streamer_outbox_outcomes_unrecorded",
 REPLICA_CLAIMS_RECLAIMED = Counter("streamer_replica_claims_reclaimed",
                                    "Claims (emails, events) taken back from replicas known dead (PostgreSQL).",
                                    registry=REGISTRY)
+
+# --- bounces, complaints, suppression list, unsubscribes (issue 13) --------------------------------
+SUPPRESSIONS_ADDED = Counter("streamer_suppressions_added", "Addresses put on a tenant's suppression list, by reason "
+                             "(hard_bounce, soft_bounce, complaint, manual) and source (dsn, arf, ses, postmark).",
+                             ["tenant", "reason", "source"], registry=REGISTRY)
+BOUNCE_REPORTS = Counter("streamer_bounce_reports", "Bounce and complaint reports received, by source and kind "
+                         "(hard, soft, complaint; ignored: not a report, or for no address streamer sent to).",
+                         ["source", "kind"], registry=REGISTRY)
+EMAILS_SUPPRESSED = Counter("streamer_emails_suppressed", "Emails not sent because the recipient is on the "
+                            "suppression list (outbox state suppressed).", ["tenant", "rule"], registry=REGISTRY)
+UNSUBSCRIBES = Counter("streamer_unsubscribes", "Users who unsubscribed from a rule's emails (one-click or page).",
+                       ["tenant", "rule"], registry=REGISTRY)

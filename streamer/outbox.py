@@ -1,7 +1,8 @@
 """The outbox's vocabulary: email states, the row, and the retry decision (pure).
 
 An email moves queued → sending → sent, or → failed (waiting to retry) → sending …, or → dead
-(permanent error or `max_attempts` reached), or → cancelled by an operator. Rows are never
+(permanent error or `max_attempts` reached), or → cancelled by an operator, or → suppressed (the
+recipient is on the tenant's suppression list: nothing was sent, and nothing is wrong with the email). Rows are never
 deleted before `retention_days`, so dead letters stay visible in `streamer outbox list`.
 """
 
@@ -22,14 +23,15 @@ class EmailState(StrEnum):
     FAILED = "failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"
 
 
 #: States an operator usually wants to see: not yet delivered, or given up on.
 OPEN_STATES = (EmailState.QUEUED, EmailState.SENDING, EmailState.FAILED, EmailState.DEAD)
 #: States the depth gauges count: all but `sent`, which only grows (until purged) and has a counter.
-COUNTED_STATES = (*OPEN_STATES, EmailState.CANCELLED)
-#: States `outbox retry` accepts.
-RETRYABLE_STATES = (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED)
+COUNTED_STATES = (*OPEN_STATES, EmailState.CANCELLED, EmailState.SUPPRESSED)
+#: States `outbox retry` accepts (suppressed: after `streamer suppression remove`).
+RETRYABLE_STATES = (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED)
 #: States `outbox cancel` accepts.
 CANCELLABLE_STATES = (EmailState.QUEUED, EmailState.FAILED)
 

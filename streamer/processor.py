@@ -31,8 +31,9 @@ from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
-from streamer.rules import CompiledRule, decide, tenant_view
+from streamer.rules import CompiledRule, decide, reads_recipient, tenant_view
 from streamer.store import InboxEvent, Store
+from streamer.suppression.policy import normalize_address
 
 log = get_logger(__name__)
 
@@ -142,6 +143,20 @@ class Processor:
         await asyncio.gather(*(self._process_tenant(tenant, batch) for tenant, batch in by_tenant.items()))
         return len(events)
 
+    async def _recipients(self, tenant: str, profiles: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+        """user_id → `recipient` facts: one store read for the batch's addresses, one for its
+        preferences, each only when some rule needs it (most configs read neither: no cost)."""
+        wanted = any(reads_recipient(rule.config) for rule in self.rules)
+        has_unsubscribe = any(rule.config.unsubscribe for rule in self.rules)
+        addresses = {user_id: p.get("email") for user_id, p in profiles.items() if p}
+        if not addresses or not (wanted or has_unsubscribe):
+            return {}
+        suppressions = (await self.store.get_suppressions(
+            tenant, [a for a in addresses.values() if isinstance(a, str) and a]) if wanted else {})
+        unsubscribed = await self.store.get_unsubscribed(tenant, list(addresses)) if has_unsubscribe else {}
+        return {user_id: recipient_facts(address, suppressions, unsubscribed.get(user_id, set()))
+                for user_id, address in addresses.items()}
+
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
         tenant_config = self.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
@@ -195,6 +210,7 @@ class Processor:
             metrics.EVENTS_REJECTED.labels(tenant, "bad_user_id").inc()
             log.warning("event_rejected", tenant=tenant, log_id=event.log_id, type=event.type, reason=reason)
         tenant_ctx = tenant_view(tenant, tenant_config)
+        recipients = await self._recipients(tenant, profiles)
         due_all = []
         for event in events:
             if not event.user_id:
@@ -208,7 +224,8 @@ class Processor:
                 return self.locale_for(tenant, _client, rule.config.template, _profile or {})
 
             due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
-                                  locale_for=locale_for, accepted_at=event.received_at)
+                                  locale_for=locale_for, accepted_at=event.received_at,
+                                  recipient=recipients.get(event.user_id))
             for skip in skipped:
                 metrics.EMAILS_DROPPED.labels(tenant, skip.rule, skip.kind.value).inc()
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
@@ -225,3 +242,9 @@ class Processor:
         if queued:
             self.outbox_wake.set()
 
+
+def recipient_facts(address: str | None, suppressions: dict[str, Any], unsubscribed: set[str]) -> dict[str, Any]:
+    """What rules see as `recipient` for one user (pure)."""
+    entry = suppressions.get(normalize_address(address)) if isinstance(address, str) else None
+    return {"suppressed": entry is not None, "reason": entry.reason.value if entry else None,
+            "unsubscribed": sorted(unsubscribed)}

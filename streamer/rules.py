@@ -1,7 +1,9 @@
 """Rules: which emails an event makes due (pure functions, no I/O).
 
-A rule's `if` is a sandboxed Jinja2 expression over `event`, `user`, `client`, `tenant` and
-`locale`. Names outside those are rejected when the config is checked; a missing attribute
+A rule's `if` is a sandboxed Jinja2 expression over `event`, `user`, `client`, `tenant`,
+`locale` and `recipient` (`recipient.suppressed`, `recipient.reason`: the address is on the
+tenant's suppression list and why; `recipient.unsubscribed`: the rules the user unsubscribed
+from). Names outside those are rejected when the config is checked; a missing attribute
 (`user.app_metadata.plan` for a user without one) is simply falsy, since Auth0 omits empty
 fields. `result_url` is a sandboxed template over the same names, strict about undefined names.
 """
@@ -26,7 +28,9 @@ from streamer.config import Config, Cooldown, OnceKey, RuleConfig, TenantConfig
 from streamer.outbox import DueEmail
 from streamer.templates.filters import to_datetime
 
-CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale"})
+CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale", "recipient"})
+#: What rules see as `recipient` when nothing is known about the address (and in `check`'s samples).
+NO_RECIPIENT_FACTS: dict[str, Any] = {"suppressed": False, "reason": None, "unsubscribed": []}
 
 # Immutable: an expression cannot change the (shared, cached) profiles it reads.
 _expressions = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
@@ -201,6 +205,7 @@ class SkipReason(StrEnum):
     USER_NOT_FOUND = "user_not_found"
     NO_EMAIL = "no_email"
     RULE_ERROR = "rule_error"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 def dated(event: dict[str, Any], received_at: float) -> dict[str, Any]:
@@ -222,11 +227,16 @@ class Skipped:
     kind: SkipReason
 
 
+UNSUBSCRIBED = "user unsubscribed from this rule's emails"
+
+
 def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, tenant_ctx: dict[str, Any],
            user: dict[str, Any] | None, locale_for: Callable[[CompiledRule], str],
-           accepted_at: float) -> tuple[list[DueEmail], list[Skipped]]:
+           accepted_at: float, recipient: dict[str, Any] | None = None) -> tuple[list[DueEmail], list[Skipped]]:
     """The emails `event` makes due. `user` is the Auth0 profile (None: not found).
-    `locale_for(rule)` gives the locale that rule's template will render in."""
+    `locale_for(rule)` gives the locale that rule's template will render in. `recipient` is what
+    the store knows about the user's address and preferences (see NO_RECIPIENT_FACTS); a rule with
+    `unsubscribe: true` is not due for a user who unsubscribed from it."""
     due: list[DueEmail] = []
     skipped: list[Skipped] = []
     listening = [rule for rule in rules if event.get("type") in rule.config.on]
@@ -236,8 +246,13 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
     if user is None:
         return due, [Skipped(rule.name, "user not found in Auth0", SkipReason.USER_NOT_FOUND) for rule in listening]
     profile = user_view(user)
-    shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx}
+    facts = recipient if recipient is not None else NO_RECIPIENT_FACTS
+    shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx,
+              "recipient": facts}
     for rule in listening:
+        if rule.config.unsubscribe and rule.name in facts.get("unsubscribed", ()):
+            skipped.append(Skipped(rule.name, UNSUBSCRIBED, SkipReason.UNSUBSCRIBED))
+            continue
         # The locale costs a lookup through the template tree: only when the `if` reads it or the email is due.
         locale = locale_for(rule) if rule.condition is not None and rule.condition.uses_locale else None
         context = {**shared, "locale": locale} if locale is not None else shared
@@ -266,8 +281,15 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
             tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
             key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,
             accepted_at=accepted_at,
-            context={"event": event, "user": profile, "client": shared["client"]}))
+            context={"event": event, "user": profile, "client": shared["client"], "recipient": facts}))
     return due, skipped
+
+
+def reads_recipient(rule: RuleConfig) -> bool:
+    """Whether the rule's `if`, `once.key` or `ticket.result_url` may read `recipient` (conservative)."""
+    sources = [rule.if_, rule.once.key if isinstance(rule.once, OnceKey) else None,
+               rule.ticket.result_url if rule.ticket else None]
+    return any("recipient" in source for source in sources if source)
 
 
 def rules_for_types(rules: list[CompiledRule]) -> set[str]:
@@ -283,7 +305,8 @@ def check_result_urls(config: Config, rules: list[CompiledRule],
             continue
         for name, tenant in config.tenants.items():
             context = {"event": sample_event, "user": user_view(sample_user), "client": client_view(sample_event),
-                       "tenant": tenant_view(name, tenant), "locale": config.templates.default_locale}
+                       "tenant": tenant_view(name, tenant), "locale": config.templates.default_locale,
+                       "recipient": NO_RECIPIENT_FACTS}
             try:
                 url = render_result_url(rule, context) or ""
             except RuleError as exc:

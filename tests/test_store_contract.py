@@ -337,7 +337,8 @@ async def test_stats_report_the_oldest_open_email_and_the_open_states(store):
     await store.mark_sent(first.id, now=NOW + 101)
     stats = await store.stats(now=NOW + 110)
     assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {"queued": 1, "sending": 0, "failed": 0,
-                                                                     "dead": 0, "cancelled": 0}
+                                                                     "dead": 0, "cancelled": 0,
+                                                                     "suppressed": 0}
 
 
 @pytest.mark.parametrize("shape", ["array", "lines", "logs_object", "bare_array"])
@@ -411,3 +412,63 @@ async def test_a_restored_pending_password_works_again_unless_a_newer_one_came(s
     assert not await store.restore_pending_password("P1", b"sealed-again", now=NOW + 5)
     assert (await store.get_pending_password("P2")).state == "pending"
 
+
+# --- suppression list, return paths, unsubscribes (issue 13) -------------------------------------
+
+async def test_suppressions_are_per_tenant_case_blind_and_outlive_the_outbox_retention(store):
+    from streamer.suppression.policy import Reason
+
+    assert await store.suppress("acme", "Ana@Example.com", reason=Reason.HARD_BOUNCE, source="dsn",
+                                detail="5.1.1 user unknown", now=NOW) is True
+    assert await store.suppress("acme", "ana@example.com", reason=Reason.COMPLAINT, source="arf",
+                                detail="abuse", now=NOW + 1) is False       # already on it: updated
+    found = await store.get_suppressions("acme", ["ANA@example.com", "bob@example.com"])
+    assert list(found) == ["ana@example.com"]
+    entry = found["ana@example.com"]
+    assert (entry.reason, entry.source, entry.detail, entry.created_at, entry.updated_at) == (
+        Reason.COMPLAINT, "arf", "abuse", NOW, NOW + 1)
+    assert await store.get_suppressions("globex", ["ana@example.com"]) == {}
+    await store.purge(before=NOW + 10**9)
+    assert [s.address for s in await store.list_suppressions(tenant="acme")] == ["ana@example.com"]
+    assert await store.list_suppressions(tenant="globex") == []
+    assert await store.unsuppress("acme", "ANA@example.com") is True
+    assert await store.unsuppress("acme", "ana@example.com") is False
+    assert await store.get_suppressions("acme", ["ana@example.com"]) == {}
+
+
+async def test_soft_bounces_suppress_only_after_the_threshold_within_the_window(store):
+    async def bounce(at):
+        return await store.record_soft_bounce("acme", "bob@example.com", source="dsn", detail="4.2.2 full",
+                                              now=at, window_s=100, threshold=3)
+
+    assert [await bounce(NOW), await bounce(NOW + 10)] == [False, False]
+    assert await bounce(NOW + 150) is False          # the first two fell out of the window
+    assert await store.get_suppressions("acme", ["bob@example.com"]) == {}
+    assert await bounce(NOW + 160) is False
+    assert await bounce(NOW + 170) is True           # three within 100 s
+    [entry] = (await store.get_suppressions("acme", ["bob@example.com"])).values()
+    assert entry.reason.value == "soft_bounce" and "3 soft bounces" in entry.detail
+
+
+async def test_a_suppressed_email_has_its_own_state_and_can_be_retried(store):
+    await store.settle_events([], [due("L1", user="u1")], now=NOW)
+    [email] = await store.claim_emails(limit=10, now=NOW, lease_s=60)
+    await store.mark_suppressed(email.id, error="recipient suppressed: hard_bounce", now=NOW + 1)
+    row = await store.get_email(email.id)
+    assert (row.state, row.last_error) == (EmailState.SUPPRESSED, "recipient suppressed: hard_bounce")
+    assert (await store.stats(now=NOW))["outbox"]["suppressed"] == 1
+    assert await store.claim_emails(limit=10, now=NOW + 100, lease_s=60) == []
+    assert await store.retry_email(email.id, now=NOW + 2) is True
+    assert (await store.get_email(email.id)).state == EmailState.QUEUED
+
+
+async def test_return_paths_and_unsubscribes_are_remembered(store):
+    await store.remember_return_path("tok1", "acme", "Ana@Example.com", now=NOW)
+    await store.remember_return_path("tok1", "acme", "ana@example.com", now=NOW + 1)   # idempotent
+    assert await store.find_return_path("tok1") == ("acme", "ana@example.com")
+    assert await store.find_return_path("nope") is None
+    assert await store.set_unsubscribed("acme", "auth0|1", "new-device", now=NOW) is True
+    assert await store.set_unsubscribed("acme", "auth0|1", "new-device", now=NOW) is False
+    await store.set_unsubscribed("acme", "auth0|1", "digest", now=NOW)
+    assert await store.get_unsubscribed("acme", ["auth0|1", "auth0|2"]) == {"auth0|1": {"new-device", "digest"}}
+    assert await store.get_unsubscribed("globex", ["auth0|1"]) == {}

@@ -228,3 +228,29 @@ async def test_text_postgres_cannot_hold_is_stored_not_refused(store):
 async def test_duplicates_within_one_batch_count_as_duplicates(store):
     result = await store.add_events("acme", [sample_event("ss"), sample_event("ss")], now=NOW)
     assert (result.new, result.duplicate) == (1, 1)
+
+
+async def test_a_database_from_before_the_suppression_tables_gets_them_and_the_new_state(db_url):
+    from importlib import resources
+
+    from streamer.suppression.policy import Reason
+
+    conn = await asyncpg.connect(db_url)        # the schema as an older streamer left it
+    await conn.execute(resources.files("streamer.store").joinpath("postgres_schema.sql").read_text("utf-8"))
+    await conn.close()
+    store = PostgresStore(db_url)
+    await store.open()
+    try:
+        await store.settle_events([], [due("L1")], now=NOW)
+        [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)
+        await store.mark_suppressed(email.id, error="recipient suppressed", now=NOW)   # the CHECK allows it now
+        assert await store.suppress("acme", "a@example.com", reason=Reason.MANUAL, source="cli", detail="",
+                                    now=NOW)
+    finally:
+        await store.close()
+    again = PostgresStore(db_url)               # a second start runs no DDL and keeps the list
+    await again.open()
+    try:
+        assert list(await again.get_suppressions("acme", ["A@example.com"])) == ["a@example.com"]
+    finally:
+        await again.close()

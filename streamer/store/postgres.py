@@ -49,6 +49,7 @@ from streamer.outbox import (
 from streamer.store import liveness, migrations
 from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
 from streamer.store.migrations import Migration
+from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -127,6 +128,14 @@ def _text(value: str | None) -> str | None:
 def _json(value: Any) -> str:
     # ensure_ascii (the default): the text is pure ASCII, escapes included; `json` columns keep it as is.
     return json.dumps(scrub(value), separators=(",", ":"), default=str)
+
+
+_SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
+
+
+def _row_to_suppression(row: asyncpg.Record) -> Suppression:
+    tenant, address, reason, source, detail, created_at, updated_at = row
+    return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
 
 
 def _row_to_email(row: asyncpg.Record) -> OutboxEmail:
@@ -643,8 +652,113 @@ class PostgresStore(Store):
             events = _count(await conn.execute(
                 "DELETE FROM events WHERE state = 'done' AND processed_at < $1", before))
             emails = _count(await conn.execute(
-                "DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead') AND updated_at < $1", before))
+                "DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead', 'suppressed') AND updated_at < $1", before))
         return events + emails
+
+    # --- suppression list, return paths and unsubscribes --------------------------------------
+    async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
+        await self._execute(
+            "UPDATE outbox SET state = 'suppressed', last_error = $1, updated_at = $2, lease_until = NULL WHERE id = $3",
+            _text(error[:1000]), now, email_id)
+
+    @staticmethod
+    async def _upsert_suppression(conn: asyncpg.Connection, tenant: str, address: str, reason: Reason,
+                                  source: str, detail: str, now: float) -> bool:
+        # xmax = 0 only for a row this statement inserted (an update sets it).
+        return bool(await conn.fetchval(
+            f"INSERT INTO suppressions({_SUPPRESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) "
+            "ON CONFLICT (tenant, address) DO UPDATE SET reason = excluded.reason, source = excluded.source, "
+            "detail = excluded.detail, updated_at = excluded.updated_at RETURNING xmax = 0",
+            _text(tenant), _text(address), reason.value, _text(source), _text(detail[:500]), now))
+
+    async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
+                       now: float) -> bool:
+        async def upsert(conn: asyncpg.Connection) -> bool:
+            return await self._upsert_suppression(conn, tenant, normalize_address(address), reason, source,
+                                                  detail, now)
+
+        return await self._retrying(upsert)
+
+    async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
+                                 window_s: float, threshold: int) -> bool:
+        address = normalize_address(address)
+
+        async def record(conn: asyncpg.Connection) -> bool:
+            async with conn.transaction():
+                # One address's bounces are counted one at a time (two replicas may get two reports).
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _text(f"{tenant}\n{address}"))
+                await conn.execute("DELETE FROM soft_bounces WHERE tenant = $1 AND address = $2 AND at <= $3",
+                                   _text(tenant), _text(address), now - window_s)
+                await conn.execute("INSERT INTO soft_bounces(tenant, address, at) VALUES ($1, $2, $3)",
+                                   _text(tenant), _text(address), now)
+                count = await conn.fetchval("SELECT count(*) FROM soft_bounces WHERE tenant = $1 AND address = $2",
+                                            _text(tenant), _text(address))
+                if count < threshold:
+                    return False
+                return await self._upsert_suppression(conn, tenant, address, Reason.SOFT_BOUNCE, source,
+                                                      f"{count} soft bounces; last: {detail}", now)
+
+        return await self._retrying(record)
+
+    async def unsuppress(self, tenant: str, address: str) -> bool:
+        address = normalize_address(address)
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("DELETE FROM soft_bounces WHERE tenant = $1 AND address = $2",
+                               _text(tenant), _text(address))
+            return _count(await conn.execute("DELETE FROM suppressions WHERE tenant = $1 AND address = $2",
+                                             _text(tenant), _text(address))) == 1
+
+    async def get_suppressions(self, tenant: str, addresses: list[str]) -> dict[str, Suppression]:
+        wanted = sorted({_text(normalize_address(a)) for a in addresses})
+        if not wanted:
+            return {}
+        async with self._connection() as conn:
+            rows = await conn.fetch(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
+                                    "WHERE tenant = $1 AND address = ANY($2::text[])", _text(tenant), wanted)
+        return {row[1]: _row_to_suppression(row) for row in rows}
+
+    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
+                                limit: int = 100) -> list[Suppression]:
+        where, args = [], []
+        if tenant:
+            args.append(_text(tenant))
+            where.append(f"tenant = ${len(args)}")
+        if address:
+            args.append(_text(normalize_address(address)))
+            where.append(f"address = ${len(args)}")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        args.append(limit)
+        async with self._connection() as conn:
+            rows = await conn.fetch(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {clause} "
+                                    f"ORDER BY updated_at DESC LIMIT ${len(args)}", *args)
+        return [_row_to_suppression(r) for r in rows]
+
+    async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
+        await self._execute("INSERT INTO return_paths(token, tenant, address, created_at) VALUES ($1, $2, $3, $4) "
+                            "ON CONFLICT DO NOTHING", _text(token), _text(tenant), _text(normalize_address(address)),
+                            now)
+
+    async def find_return_path(self, token: str) -> tuple[str, str] | None:
+        async with self._connection() as conn:
+            row = await conn.fetchrow("SELECT tenant, address FROM return_paths WHERE token = $1", _text(token))
+        return (row[0], row[1]) if row else None
+
+    async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
+        return _count(await self._execute(
+            "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT DO NOTHING", _text(tenant), _text(user_id), _text(rule), now)) == 1
+
+    async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
+        wanted = sorted({_text(u) for u in user_ids})
+        if not wanted:
+            return {}
+        async with self._connection() as conn:
+            rows = await conn.fetch("SELECT user_id, rule FROM unsubscribes WHERE tenant = $1 "
+                                    "AND user_id = ANY($2::text[])", _text(tenant), wanted)
+        found: dict[str, set[str]] = {}
+        for user_id, rule in rows:
+            found.setdefault(user_id, set()).add(rule)
+        return found
 
     # --- leadership -------------------------------------------------------------------------
     async def try_lead(self, name: str) -> bool:

@@ -40,6 +40,7 @@ from streamer.outbox import (
 )
 from streamer.store import migrations
 from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
+from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
 log = get_logger(__name__)
@@ -74,6 +75,40 @@ CREATE TABLE IF NOT EXISTS pending_passwords(
 CREATE INDEX IF NOT EXISTS pending_passwords_user ON pending_passwords(tenant, user_id) WHERE state = 'pending';
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
+
+#: The suppression list, VERP return paths and unsubscribes (issue 13). Never purged: they must
+#: outlive the outbox's retention. Kept apart from SCHEMA so that schema migrations stay separate.
+SUPPRESSION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suppressions(
+  tenant TEXT NOT NULL, address TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS suppressions_recent ON suppressions(updated_at);
+CREATE TABLE IF NOT EXISTS soft_bounces(tenant TEXT NOT NULL, address TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS soft_bounces_address ON soft_bounces(tenant, address, at);
+CREATE TABLE IF NOT EXISTS return_paths(
+  token TEXT PRIMARY KEY, tenant TEXT NOT NULL, address TEXT NOT NULL, created_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS unsubscribes(
+  tenant TEXT NOT NULL, user_id TEXT NOT NULL, rule TEXT NOT NULL, created_at REAL NOT NULL,
+  PRIMARY KEY (tenant, user_id, rule)) WITHOUT ROWID;
+"""
+_SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
+
+
+def _row_to_suppression(row: tuple) -> Suppression:
+    tenant, address, reason, source, detail, created_at, updated_at = row
+    return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
+
+
+def _upsert_suppression(conn: sqlite3.Connection, tenant: str, address: str, reason: Reason, source: str,
+                        detail: str, now: float) -> bool:
+    known = conn.execute("SELECT 1 FROM suppressions WHERE tenant = ? AND address = ?", (tenant, address)).fetchone()
+    conn.execute(
+        "INSERT INTO suppressions(tenant, address, reason, source, detail, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant, address) DO UPDATE SET reason = excluded.reason, "
+        "source = excluded.source, detail = excluded.detail, updated_at = excluded.updated_at",
+        (tenant, address, reason.value, source, detail[:500], now, now))
+    return known is None
+
 
 #: Schema 1 kept one row per event with its state; pending ones become retries, all stay deduplicated.
 MIGRATE_FROM_1 = """
@@ -201,6 +236,7 @@ class SqliteStore(Store):
         conn.execute("PRAGMA busy_timeout=30000")
         legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
         conn.executescript(SCHEMA)
+        conn.executescript(SUPPRESSION_SCHEMA)
         if legacy:
             conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} COMMIT;")
         self._migrate(conn)
@@ -646,8 +682,107 @@ class SqliteStore(Store):
             # Forget log_ids only once their events went through the rules (dedup must cover the backlog).
             oldest_open = conn.execute("SELECT min(received_at) FROM inbox WHERE id > ?", (done,)).fetchone()[0]
             conn.execute("DELETE FROM seen WHERE at < ?", (min(before, oldest_open or before),))
-            emails = conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead') "
+            emails = conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead', 'suppressed') "
                                   "AND updated_at < ?", (before,)).rowcount
             return events + emails
 
         return await self._write(purge)
+
+    # --- suppression list, return paths and unsubscribes --------------------------------------
+    async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
+        await self._update_state(
+            "UPDATE outbox SET state = 'suppressed', last_error = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+            (error[:1000], now, email_id))
+
+    async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
+                       now: float) -> bool:
+        address = normalize_address(address)
+        return await self._write(lambda c: _upsert_suppression(c, tenant, address, reason, source, detail, now))
+
+    async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
+                                 window_s: float, threshold: int) -> bool:
+        address = normalize_address(address)
+
+        def record(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM soft_bounces WHERE tenant = ? AND address = ? AND at <= ?",
+                         (tenant, address, now - window_s))
+            conn.execute("INSERT INTO soft_bounces(tenant, address, at) VALUES (?, ?, ?)", (tenant, address, now))
+            count = conn.execute("SELECT count(*) FROM soft_bounces WHERE tenant = ? AND address = ?",
+                                 (tenant, address)).fetchone()[0]
+            if count < threshold:
+                return False
+            return _upsert_suppression(conn, tenant, address, Reason.SOFT_BOUNCE, source,
+                                       f"{count} soft bounces; last: {detail}", now)
+
+        return await self._write(record)
+
+    async def unsuppress(self, tenant: str, address: str) -> bool:
+        address = normalize_address(address)
+
+        def remove(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM soft_bounces WHERE tenant = ? AND address = ?", (tenant, address))
+            return conn.execute("DELETE FROM suppressions WHERE tenant = ? AND address = ?",
+                                (tenant, address)).rowcount == 1
+
+        return await self._write(remove)
+
+    async def get_suppressions(self, tenant: str, addresses: list[str]) -> dict[str, Suppression]:
+        wanted = sorted({normalize_address(a) for a in addresses})
+        if not wanted:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, Suppression]:
+            found = {}
+            for chunk in _chunks(wanted):
+                for row in conn.execute(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = ? "
+                                        f"AND address IN ({', '.join('?' * len(chunk))})", (tenant, *chunk)):
+                    found[row[1]] = _row_to_suppression(row)
+            return found
+
+        return await self._read(read)
+
+    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
+                                limit: int = 100) -> list[Suppression]:
+        where, args = [], []
+        if tenant:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if address:
+            where.append("address = ?")
+            args.append(normalize_address(address))
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._read(lambda c: c.execute(
+            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {clause} ORDER BY updated_at DESC LIMIT ?",
+            (*args, limit)).fetchall())
+        return [_row_to_suppression(r) for r in rows]
+
+    async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
+        await self._write(lambda c: c.execute(
+            "INSERT INTO return_paths(token, tenant, address, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (token, tenant, normalize_address(address), now)))
+
+    async def find_return_path(self, token: str) -> tuple[str, str] | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT tenant, address FROM return_paths WHERE token = ?", (token,)).fetchone())
+        return (row[0], row[1]) if row else None
+
+    async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
+        return bool(await self._write(lambda c: c.execute(
+            "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING", (tenant, user_id, rule, now)).rowcount))
+
+    async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
+        wanted = sorted(set(user_ids))
+        if not wanted:
+            return {}
+
+        def read(conn: sqlite3.Connection) -> dict[str, set[str]]:
+            found: dict[str, set[str]] = {}
+            for chunk in _chunks(wanted):
+                for user_id, rule in conn.execute(
+                        f"SELECT user_id, rule FROM unsubscribes WHERE tenant = ? "
+                        f"AND user_id IN ({', '.join('?' * len(chunk))})", (tenant, *chunk)):
+                    found.setdefault(user_id, set()).add(rule)
+            return found
+
+        return await self._read(read)
