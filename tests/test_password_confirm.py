@@ -413,6 +413,7 @@ async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_n
     from streamer.delivery import Deliverer, TransientFailure
     from streamer.outbox import EmailState, OutboxEmail
     from streamer.password_reset import NewPasswordVault
+    from streamer.password_reset.links import ResetLinks
     from streamer.rules import compile_rules
     from streamer.smtp import SmtpPool
     from streamer.store.sqlite import SqliteStore
@@ -425,8 +426,8 @@ async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_n
     smtp = SmtpPool(config.smtp)
     vault = NewPasswordVault()
     deliverer = Deliverer(config, {r.name: r for r in compile_rules(config.rules)}, {"acme": api},
-                          Templates(config.templates_dir, default_locale="en"), smtp, vault=vault,
-                          pending_store=store)
+                          Templates(config.templates_dir, default_locale="en"), smtp,
+                          reset_link=ResetLinks(vault, pending_store=store, public_url=str(config.server.public_url)))
 
     def email(log_id: str) -> OutboxEmail:
         event = {"log_id": log_id, "type": "password_reset_requested", "user_id": ANA,

@@ -174,7 +174,7 @@ async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(
     await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"E{i}", user_id=uid)
                                            for i, uid in enumerate(users)], now=0)
     source = _Refusing()
-    processor = Processor(config, sqlite_store, compile_rules(config.rules), {"acme": source},
+    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": source},
                           lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
     assert await processor.process_once() == 64
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0

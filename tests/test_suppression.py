@@ -412,7 +412,7 @@ async def test_one_click_unsubscribe_stops_the_next_new_device_email(running, ca
     assert message.to == [CHLOE_EMAIL]
     assert message.parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     https, mailto = unsubscribe_link(message)
-    assert https.startswith(f"{PUBLIC_URL}/unsubscribe/") and https.endswith("?lang=fr")
+    assert https.startswith(f"{PUBLIC_URL}/unsubscribe/") and https.endswith("?lang=fr-CA")
     assert mailto.startswith("mailto:unsubscribe@bounces.acme.test?subject=unsubscribe%20")
     local = running.url + https[len(PUBLIC_URL):]
     async with aiohttp.ClientSession() as session:

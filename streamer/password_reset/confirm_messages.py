@@ -115,39 +115,39 @@ CONFIRM_MESSAGES: dict[str, dict[str, str]] = {
         "new_request": "Formular erneut ausfüllen",
     },
     "es": {
-        "confirm_title": "Confirma tu nueva contraseña",
-        "confirm_body": "Pediste restablecer tu contraseña y elegiste una nueva en nuestro formulario. "
-                        "Confírmala para que pase a ser tu contraseña.",
-        "confirm_hint": "No cambia nada hasta que pulses el botón. Si no lo pediste tú, cierra esta página: "
-                        "tu contraseña actual sigue igual.",
+        "confirm_title": "Confirme su nueva contraseña",
+        "confirm_body": "Ha solicitado restablecer su contraseña y ha elegido una nueva en nuestro formulario. "
+                        "Confírmela para que pase a ser su contraseña.",
+        "confirm_hint": "No se cambiará nada hasta que pulse el botón. Si no lo ha solicitado usted, cierre esta "
+                        "página: su contraseña actual seguirá siendo la misma.",
         "confirm_button": "Establecer mi nueva contraseña",
-        "done_title": "Tu contraseña se ha cambiado",
-        "done_body": "Ya puedes iniciar sesión con tu nueva contraseña.",
+        "done_title": "Su contraseña se ha cambiado",
+        "done_body": "Ya puede iniciar sesión con su nueva contraseña.",
         "expired_title": "Este enlace ha caducado",
-        "expired_body": "Por tu seguridad, el enlace solo funciona durante un tiempo limitado. No se ha cambiado "
-                        "nada: vuelve a rellenar el formulario para recibir un enlace nuevo.",
-        "used_title": "Este enlace ya se ha usado",
-        "used_body": "Tu nueva contraseña ya se estableció con este enlace. Para cambiarla otra vez, vuelve a "
-                     "rellenar el formulario.",
+        "expired_body": "Por su seguridad, el enlace solo funciona durante un tiempo limitado. No se ha cambiado "
+                        "nada: rellene de nuevo el formulario para recibir un enlace nuevo.",
+        "used_title": "Este enlace ya se ha utilizado",
+        "used_body": "Su nueva contraseña ya se estableció con este enlace. Para cambiarla otra vez, rellene de "
+                     "nuevo el formulario.",
         "replaced_title": "Un enlace más reciente ha sustituido a este",
-        "replaced_body": "Pediste otro restablecimiento después de este correo. Usa el enlace del correo más "
-                         "reciente o vuelve a rellenar el formulario.",
+        "replaced_body": "Ha solicitado otro restablecimiento después de este correo. Utilice el enlace del correo "
+                         "más reciente o rellene de nuevo el formulario.",
         "unknown_title": "Este enlace no es válido",
-        "unknown_body": "Puede que el enlace esté incompleto: copia el enlace completo del correo en tu navegador "
-                        "o vuelve a rellenar el formulario para recibir uno nuevo.",
-        "policy_title": "Elige otra contraseña",
-        "policy_strength": "La contraseña que elegiste es demasiado débil para esta cuenta. Elige una más larga que "
-                           "combine minúsculas, mayúsculas, números y símbolos.",
-        "policy_history": "Ya usaste esta contraseña en esta cuenta. Elige una que no hayas usado todavía.",
-        "policy_dictionary": "La contraseña que elegiste es demasiado común y fácil de adivinar. Elige una menos "
+        "unknown_body": "Puede que el enlace esté incompleto: copie el enlace completo del correo en su navegador "
+                        "o rellene de nuevo el formulario para recibir uno nuevo.",
+        "policy_title": "Elija otra contraseña",
+        "policy_strength": "La contraseña que ha elegido es demasiado débil para esta cuenta. Elija una más larga "
+                           "que combine minúsculas, mayúsculas, números y símbolos.",
+        "policy_history": "Ya ha utilizado esta contraseña en esta cuenta. Elija una que no haya utilizado antes.",
+        "policy_dictionary": "La contraseña que ha elegido es demasiado común y fácil de adivinar. Elija una menos "
                              "común.",
-        "policy_user_info": "La contraseña no puede contener tu nombre ni tu dirección de correo. Elige otra.",
-        "policy_hint": "No se ha cambiado nada: tu contraseña actual sigue funcionando. Vuelve a rellenar el "
+        "policy_user_info": "La contraseña no puede contener su nombre ni su dirección de correo. Elija otra.",
+        "policy_hint": "No se ha cambiado nada: su contraseña actual sigue funcionando. Rellene de nuevo el "
                        "formulario con otra contraseña.",
-        "retry_title": "No se ha podido cambiar tu contraseña en este momento",
-        "retry_body": "El servicio no está disponible por un momento. No se ha cambiado nada y tu enlace sigue "
-                      "funcionando: inténtalo de nuevo en unos minutos.",
-        "gone_body": "Este restablecimiento ya no se puede completar. Vuelve a rellenar el formulario.",
-        "new_request": "Volver a rellenar el formulario",
+        "retry_title": "No se ha podido cambiar su contraseña en este momento",
+        "retry_body": "El servicio no está disponible temporalmente. No se ha cambiado nada y su enlace sigue "
+                      "funcionando: inténtelo de nuevo dentro de unos minutos.",
+        "gone_body": "Este restablecimiento ya no se puede completar. Rellene de nuevo el formulario.",
+        "new_request": "Rellenar de nuevo el formulario",
     },
 }
