@@ -331,10 +331,13 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     config = _load(args)
     try:
-        preview(config, template=args.template, tenant=args.tenant, client_id=args.client, locale=args.locale,
-                out=args.out, every=args.all)
+        lines = preview(config, template=args.template, tenant=args.tenant, client_id=args.client,
+                        locale=args.locale, out=args.out, every=args.all)
     except PreviewError as exc:
+        for line in exc.written:
+            print(line)
         raise UserError(str(exc)) from None
+    print("\n".join(lines))
     return EXIT_OK
 
 

@@ -147,7 +147,8 @@ def _entries_of(document: Any) -> list[Any]:
     if isinstance(document, list):
         return document
     if isinstance(document, dict) and isinstance(document.get("logs"), list) and "type" not in document:
-        return document["logs"]
+        entries: list[Any] = document["logs"]
+        return entries
     return [document]
 
 

@@ -35,7 +35,12 @@ Scope = tuple[str | None, str | None]          # (tenant, client_id); (None, Non
 
 
 class PreviewError(Exception):
-    """Nothing (more) was written; the message says why, in the command's terms."""
+    """Nothing (more) was written; the message says why, in the command's terms. `written`
+    tells what was written before the problem."""
+
+    def __init__(self, message: str, written: list[str] | None = None):
+        super().__init__(message)
+        self.written = written or []
 
 
 @dataclass(frozen=True)
@@ -430,9 +435,9 @@ def _cell_html(cell: _Cell) -> str:
 
 
 def preview(config: Config, *, template: str | None, tenant: str | None = None, client_id: str | None = None,
-            locale: str | None = None, out: str | Path | None = None, every: bool = False) -> None:
-    """`streamer preview`: one email, or with `every` (`--all`) every variant and an index.html;
-    prints what it wrote, PreviewError on any problem."""
+            locale: str | None = None, out: str | Path | None = None, every: bool = False) -> list[str]:
+    """`streamer preview`: one email, or with `every` (`--all`) every variant and an index.html.
+    Returns the lines that tell what was written; PreviewError on any problem."""
     out = Path(out or "preview")
     if every:
         extra = [flag for flag, value in (("--tenant", tenant), ("--client", client_id),
@@ -444,12 +449,11 @@ def preview(config: Config, *, template: str | None, tenant: str | None = None, 
             index, written, errors = preview_all(config, out, only=template)
         except OSError as exc:
             raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
-        print(f"wrote {written} email(s) ({written * 3} files) to {out}/")
-        print(f"open {index}")
+        lines = [f"wrote {written} email(s) ({written * 3} files) to {out}/", f"open {index}"]
         if errors:
             raise PreviewError(f"{len(errors)} variant(s) could not be rendered (see {index}):\n  "
-                               + "\n  ".join(errors))
-        return
+                               + "\n  ".join(errors), written=lines)
+        return lines
     if not template:
         raise PreviewError("pass --template NAME (or --all for every template)")
     templates = _templates(config)
@@ -460,14 +464,14 @@ def preview(config: Config, *, template: str | None, tenant: str | None = None, 
         raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
     tenant_default = config.tenants[tenant].default_locale if tenant else None
     override = "" if result.directory == result.name else " (override)"
-    print(f"template: {result.name} from {templates.root / result.directory}/{override}: "
-          + ", ".join(path.rpartition("/")[2] for path in result.sources))
-    print(f"scope:    {scope_label(result.tenant, result.client_id)}"
-          + ("" if result.tenant else "; sample tenant vars (pass --tenant T for T's overrides and vars)"))
-    print(f"locale:   {_locale_note(locale, result, tenant_default)}")
-    print(f"subject:  {result.subject}")
+    lines = [f"template: {result.name} from {templates.root / result.directory}/{override}: "
+             + ", ".join(path.rpartition("/")[2] for path in result.sources),
+             f"scope:    {scope_label(result.tenant, result.client_id)}"
+             + ("" if result.tenant else "; sample tenant vars (pass --tenant T for T's overrides and vars)"),
+             f"locale:   {_locale_note(locale, result, tenant_default)}",
+             f"subject:  {result.subject}"]
     if result.mixed:
-        print("warning:  the subject and the body are in different languages (a locale variant is missing; "
-              "`streamer check` lists them)")
-    for kind in ("html", "txt", "eml"):
-        print(f"wrote     {result.files[kind]}")
+        lines.append("warning:  the subject and the body are in different languages (a locale variant is missing; "
+                     "`streamer check` lists them)")
+    lines.extend(f"wrote     {result.files[kind]}" for kind in ("html", "txt", "eml"))
+    return lines

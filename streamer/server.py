@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,7 +60,7 @@ def forwarded_client(config: Config) -> Callable:
 
 
 def build_app(config: Config, inbox: Inbox, readiness: Readiness,
-              extra_routes: list[web.RouteDef] = ()) -> web.Application:
+              extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
     # The webhook enforces max_body_bytes itself (413); this is aiohttp's own outer bound.
     app = web.Application(client_max_size=config.server.max_body_bytes + 1,
                           middlewares=[forwarded_client(config)] if config.server.trusted_proxies else [])

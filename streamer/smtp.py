@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from email.utils import getaddresses
 from functools import lru_cache
-from typing import ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal
 
 import aiosmtplib
 from aiosmtplib.email import parse_address
@@ -64,7 +64,7 @@ class SmtpError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, stage={self.stage!r})"
 
-    def __reduce__(self):  # keyword-only `stage` needs help to survive pickling
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only `stage` needs help to survive pickling
         return (_rebuild, (type(self), self.code, self.message, self.stage))
 
 

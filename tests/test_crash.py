@@ -15,6 +15,7 @@ import pytest
 from conftest import config_text, sample_event
 from support.ports import free_port
 from support.processes import post, start_run
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +46,9 @@ async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, cat
         # Auth0 redelivers everything that was not acknowledged (and some that was).
         for start in range(0, 120, 10):
             assert await post(session, port, events[start:start + 10]) == 200
-    await catcher.wait_for(120, timeout=60)
-    await asyncio.sleep(0.5)
+    everyone = {u["email"] for u in users}
+    await wait_until(lambda: {m.to[0] for m in catcher.messages} >= everyone, timeout=60,
+                     what="an email to every user")
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 20) == 0, "SIGTERM must drain and exit 0"
 

@@ -7,7 +7,7 @@ Unknown tenants and wrong tokens get the same 401, after the same constant-time 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -53,7 +53,8 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *, max_body_bytes: int):
+def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
+                 max_body_bytes: int) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def receive_logs(request: web.Request) -> web.Response:
         name = request.match_info["tenant"]
         tenant = tenants.get(name)

@@ -10,7 +10,8 @@ def free_port() -> int:
 
 
 def free_port_block(size: int = 4) -> int:
-    for _ in range(50):
+    """`size` consecutive free ports (the sandbox puts its servers next to each other)."""
+    for _ in range(500):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             base = probe.getsockname()[1]
@@ -21,6 +22,9 @@ def free_port_block(size: int = 4) -> int:
 
 def _free(port: int) -> bool:
     with socket.socket() as sock:
+        # As the servers themselves bind (asyncio sets SO_REUSEADDR): a port another test just
+        # closed (TIME_WAIT) is free for them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True

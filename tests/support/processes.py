@@ -12,8 +12,9 @@ async def start_run(config_path, port: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamer", "run", "-c", str(config_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=open(config_path.parent / "daemon.log", "ab"))
+    deadline = asyncio.get_running_loop().time() + 60   # a busy machine starts Python slowly
     async with aiohttp.ClientSession() as session:
-        for _ in range(200):
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
                     if response.status == 200:
