@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer import metrics
@@ -45,14 +46,17 @@ class Readiness:
             return results
 
 
-def forwarded_client(config: Config) -> Callable:
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def forwarded_client(config: Config) -> Middleware:
     """Middleware: `request.remote` becomes the client a trusted proxy names (client_address)."""
     networks = config.server.trusted_networks
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Callable) -> web.StreamResponse:
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         remote = client_address(request.remote, request.headers, networks)
-        if remote != request.remote:
+        if remote is not None and remote != request.remote:
             request = request.clone(remote=remote)
         return await handler(request)
 

@@ -7,13 +7,13 @@ import sys
 
 import asyncpg
 import pytest
-from test_store_contract import NOW
 
 from streamer.store import migrations
 from streamer.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, PostgresStoreError
 
 import pg
 from conftest import REPO
+from support.outbox import NOW
 
 PREVIOUS = 1  # the schema version released before this one
 

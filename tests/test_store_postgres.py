@@ -231,12 +231,15 @@ async def test_duplicates_within_one_batch_count_as_duplicates(store):
 
 
 async def test_a_database_from_before_the_suppression_tables_gets_them_and_the_new_state(db_url):
-    from importlib import resources
-
+    from streamer.store.postgres import MIGRATIONS
     from streamer.suppression.policy import Reason
 
-    conn = await asyncpg.connect(db_url)        # the schema as an older streamer left it
-    await conn.execute(resources.files("streamer.store").joinpath("postgres_schema.sql").read_text("utf-8"))
+    conn = await asyncpg.connect(db_url)        # the schema as an older streamer left it (before 0004)
+    for migration in MIGRATIONS:
+        if "suppression" in migration.name:
+            break
+        await conn.execute(migration.sql)
+    await conn.execute("UPDATE meta SET value = $1 WHERE key = 'schema_version'", str(migration.version - 1))
     await conn.close()
     store = PostgresStore(db_url)
     await store.open()
