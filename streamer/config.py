@@ -93,6 +93,13 @@ class ServerConfig(_Strict):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    #: A request's line and headers must arrive within this (it is also the keep-alive idle time).
+    header_timeout_s: float = Field(10, gt=0)
+    #: A request's whole body must arrive within this after its headers, else 408.
+    body_timeout_s: float = Field(30, gt=0)
+    #: Open HTTP connections at most; more get 503. Default (and ceiling): what the file descriptor
+    #: limit leaves for the store, SMTP and Auth0 connections.
+    max_connections: int | None = Field(None, ge=1)
     #: CIDRs of the proxies in front of the daemon: only their X-Forwarded-For / Forwarded are believed.
     trusted_proxies: list[str] = []
 

@@ -35,7 +35,7 @@ from streamer.password_reset.confirm_pages import ConfirmPages
 from streamer.password_reset.links import ResetLinks
 from streamer.processor import Processor
 from streamer.rules import compile_rules
-from streamer.server import Readiness, build_app
+from streamer.server import CappedTCPSite, Readiness, build_app, connection_limit
 from streamer.smtp import SmtpPool
 from streamer.sources.poller import Poller
 from streamer.sources.stream_watch import StreamWatch
@@ -108,6 +108,10 @@ class Daemon:
                 metrics.INBOX_PENDING.set(stats["inbox_pending"])
             await sleep_unless_stopped(self.stop, GAUGE_EVERY_S)
 
+    def _stopped_tasks(self) -> list[str]:
+        """Background tasks that ended although the daemon is not stopping: it is broken (/healthz)."""
+        return [] if self.stop.is_set() else [task.get_name() for task in self._tasks if task.done()]
+
     async def _purge(self) -> None:
         assert self.store is not None
         while not self.stop.is_set():
@@ -177,10 +181,11 @@ class Daemon:
             store, return_paths, recorder, unsubscribe_tokens=unsubscribe_tokens,
             unsubscribe_address=config.unsubscribe.mailto), hostname=return_paths.domain)
             if config.suppression.inbound and return_paths else None)
-        app = build_app(config, inbox, readiness, extra_routes)
+        app = build_app(config, inbox, readiness, extra_routes, stopped_tasks=self._stopped_tasks)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+        site = CappedTCPSite(runner, config.server.host, config.server.port, reuse_address=True,
+                             max_connections=connection_limit(config.server.max_connections))
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,20 +3,49 @@
 Auth0's custom webhook sends JSONARRAY, JSONLINES or JSONOBJECT (`{"logs": [...]}`) bodies whose
 entries are `{"log_id", "data": {...}}` envelopes; `GET /api/v2/logs` pages and hand-made files
 hold bare events. We accept all of them, and report entries that are not log events instead of
-failing the whole batch: Auth0 would otherwise retry the batch forever.
+failing the whole batch: Auth0 would otherwise retry the batch forever. For the same reason an
+event holding a value no store can keep (a lone UTF-16 surrogate, a number out of range, deep
+nesting: valid JSON all of them) is quarantined alone, here, once, before anything stores it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
+#: Auth0's log event type codes (FACTS.md §b) and streamer's own: a type outside these is counted
+#: as "other" in metrics, so that made-up types cannot grow the metrics without bound.
+KNOWN_EVENT_TYPES = frozenset({
+    "ss", "fs", "s", "f", "fp", "fu", "w", "scoa", "fcoa", "sens", "fens", "ssa", "fsa", "slo", "flo",
+    "sv", "fv", "svr", "fvr", "scpr", "fcpr", "scp", "fcp", "sce", "fce", "scu", "fcu", "scpn", "fcpn",
+    "sdu", "fdu", "du", "sapi", "fapi", "mgmt_api_read", "limit_wc", "limit_mu", "limit_sul",
+    "pwd_leak", "signup_pwd_leak", "reset_pwd_leak", "api_limit", "api_limit_warning", "sepft", "fepft",
+    "seacft", "feacft", "sertft", "fertft", "seccft", "feccft", "gd_enrollment_complete", "gd_start_enroll",
+    "gd_unenroll", "gd_send_sms", "gd_auth_succeed", "gd_auth_failed", "gd_send_email", "gd_recovery_succeed",
+    "cs", "cls", "password_reset_requested",
+})
+
 
 class BodyError(ValueError):
     """The body as a whole is not JSON (nothing in it may be stored)."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A log event no store can keep as it is (a lone UTF-16 surrogate, a number out of range, too
+    deep): set aside on its own so that the rest of its batch goes on."""
+    log_id: str
+    reason: str
+
+    @classmethod
+    def of(cls, event: dict[str, Any], reason: str) -> Quarantined:
+        return cls(_printable(event["log_id"]), reason)
 
 
 @dataclass
@@ -24,6 +53,109 @@ class ParsedBatch:
     events: list[dict[str, Any]] = field(default_factory=list)
     #: One short reason per entry that was skipped (not an object, no log_id, no type …).
     skipped: list[str] = field(default_factory=list)
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+#: Deepest nesting of an event: orjson, which encodes events for the stores, refuses deeper ones.
+MAX_EVENT_DEPTH = 254
+
+
+class _Unstorable:
+    """Stands in for a number no store can keep, so that only its own event is quarantined."""
+
+    def __init__(self, literal: str):
+        self.literal = literal
+
+    def __repr__(self) -> str:
+        return f"<number {self.literal[:12]}… ({len(self.literal)} characters)>"
+
+
+def _parse_int(literal: str) -> int | float | _Unstorable:
+    """As orjson reads integers: exact within 64 bits, else as a float (and never int() on
+    thousands of digits, which Python refuses over 4,300 and which costs quadratic time)."""
+    if len(literal) <= 20:
+        value = int(literal)
+        if -2**63 <= value < 2**64:
+            return value
+    return _parse_float(literal)
+
+
+def _parse_float(literal: str) -> float | _Unstorable:
+    value = float(literal)
+    return value if math.isfinite(value) else _Unstorable(literal)
+
+
+def _unstorable_constant(name: str) -> _Unstorable:
+    return _Unstorable(name)  # NaN, Infinity: not JSON, but no reason to refuse the other entries
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse one JSON document; raise BodyError when it is not JSON or too deep to parse at all.
+
+    orjson first (fast and strict). What it refuses may still be valid JSON with one bad value in
+    it (`"\\ud800"`, a 5,000-digit number, deep nesting): the standard parser then reads it, with
+    such numbers, NaN and Infinity replaced by placeholders, so that problem_of() can quarantine
+    only the events that hold them.
+    """
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_unstorable_constant)
+    except json.JSONDecodeError:
+        raise  # not one document: parse_body() tries JSON lines next
+    except RecursionError:
+        raise BodyError("body is nested too deeply (log events nest a few levels)") from None
+    except ValueError as exc:
+        raise BodyError(f"body is not JSON: {exc}") from None
+
+
+def problem_of(event: Any) -> str | None:
+    """Why no store could keep `event` (None: it can be stored). The stores encode with orjson,
+    which refuses exactly these: lone surrogates, integers beyond 64 bits, nesting beyond
+    MAX_EVENT_DEPTH (and our placeholders for numbers the parser could not keep)."""
+    try:
+        orjson.dumps(event)
+    except TypeError:
+        return _explain(event)
+    return None
+
+
+def _explain(event: Any) -> str:
+    """Where in `event` the first unstorable value is, as a readable path (iterative: may be deep)."""
+    stack: list[tuple[Any, str, int]] = [(event, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                return f"{_printable(path) or 'value'}: a lone UTF-16 surrogate (not valid Unicode)"
+        elif isinstance(value, (_Unstorable, int)) and not isinstance(value, bool):
+            literal = value.literal if isinstance(value, _Unstorable) else str(value)
+            if isinstance(value, _Unstorable) or not -2**63 <= value < 2**64:
+                shown = literal if len(literal) <= 24 else f"{literal[:12]}… ({len(literal)} characters)"
+                return f"{_printable(path) or 'value'}: number out of range ({shown})"
+        elif isinstance(value, (dict, list)) and depth >= MAX_EVENT_DEPTH:
+            top = path.split("[")[0].split(".")[0]
+            return f"{_printable(top) or 'value'}: nested deeper than {MAX_EVENT_DEPTH} levels"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and _has_surrogate(key):
+                    return f"{_printable(path) or 'the event'}: a key with a lone UTF-16 surrogate (not valid Unicode)"
+                stack.append((item, f"{path}.{key}" if path else str(key), depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+    return "cannot be stored as JSON"
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 #: A key names a credential when it begins or ends with one of these words, in any case
@@ -129,7 +261,7 @@ def parse_body(body: bytes | str) -> ParsedBatch:
     if not text.strip():
         raise BodyError("body is empty")
     try:
-        document: Any = json.loads(text)
+        document: Any = load_json(text)
         entries = _entries_of(document)
     except json.JSONDecodeError as whole_error:
         entries = _json_lines(text, whole_error)
@@ -140,7 +272,20 @@ def parse_body(body: bytes | str) -> ParsedBatch:
             batch.skipped.append(f"entry {index}: {reason}")
         else:
             batch.events.append(event)
+    if problem_of(batch.events) is not None:  # rare: find the culprits one by one
+        batch.events, kept = [], batch.events
+        for event in kept:
+            problem = problem_of(event)
+            if problem is None:
+                batch.events.append(event)
+            else:
+                batch.quarantined.append(Quarantined.of(event, problem))
     return batch
+
+
+def _printable(text: str) -> str:
+    """`text` safe to log and store: lone surrogates shown as \\udXXX escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8") if _has_surrogate(text) else text
 
 
 def _entries_of(document: Any) -> list[Any]:
@@ -159,9 +304,11 @@ def _json_lines(text: str, whole_error: json.JSONDecodeError) -> list[Any]:
     entries = []
     for number, line in enumerate(lines, 1):
         try:
-            entries.append(json.loads(line))
+            entries.append(load_json(line))
         except json.JSONDecodeError as exc:
             raise BodyError(f"body is neither JSON nor JSON lines: line {number}: {exc.msg}") from None
+        except BodyError as exc:
+            raise BodyError(f"line {number}: {exc}") from None
     return entries
 
 
@@ -179,6 +326,8 @@ def unwrap(entry: Any) -> tuple[dict[str, Any] | None, str]:
     log_id = event.get("log_id") or event.get("_id")
     if not isinstance(log_id, str) or not log_id.strip() or len(log_id) > 128:
         return None, "no log_id"
+    if _has_surrogate(log_id):
+        return None, "log_id is not valid Unicode"
     event["log_id"] = log_id
     if not isinstance(event.get("type"), str) or not event["type"]:
         return None, "no type"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 from streamer import metrics
-from streamer.events import may_hold_credentials
+from streamer.events import Quarantined, may_hold_credentials
 from streamer.logs import get_logger
 from streamer.store import IngestResult, Store
 
@@ -38,12 +39,24 @@ class Inbox:
                         hint="Auth0 logged 'svr': switch off the Verification Email template (Dashboard > "
                              "Branding > Email Templates) or users will get two emails")
 
+    def quarantine(self, tenant: str, quarantined: list[Quarantined], *, source: str) -> None:
+        """Record events set aside because no store can keep them (events.problem_of): counted,
+        and logged once each with its log_id, by which the event can be read again from Auth0."""
+        if not quarantined:
+            return
+        metrics.EVENTS_REJECTED.labels(tenant, "quarantined").inc(len(quarantined))
+        for item in quarantined:
+            log.warning("event_quarantined", tenant=tenant, source=source, log_id=item.log_id, reason=item.reason,
+                        hint="the rest of the batch was stored; this event cannot be (GET /api/v2/logs/{log_id} "
+                             "reads it from Auth0)")
+
     async def accept(self, tenant: str, events: list[dict[str, Any]], *, source: str,
                      checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
         """Store the events rules care about; return after the commit. `raw` is the body the
         events were parsed from, with no entry skipped: stored as it is when all are kept and
         nothing in it needs scrubbing (see Store.add_events)."""
         kept = []
+        ignored: Counter[str] = Counter()
         for event in events:
             kind = event["type"]
             if kind in AUTO_EMAIL_TYPES:
@@ -51,7 +64,9 @@ class Inbox:
             if kind in self.listened_types:
                 kept.append(event)
             else:
-                metrics.EVENTS_IGNORED.labels(tenant, kind).inc()
+                ignored[metrics.event_type_label(kind)] += 1
+        for label, count in ignored.items():
+            metrics.EVENTS_IGNORED.labels(tenant, label).inc(count)
         if not kept and checkpoint is None:
             return IngestResult(new=0, duplicate=0)
         if raw is not None and (len(kept) != len(events) or may_hold_credentials(raw)):

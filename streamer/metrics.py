@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamer.events import KNOWN_EVENT_TYPES
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_RECEIVED = Counter("streamer_events_received", "Log events accepted into the inbox (new, not duplicates).",
@@ -74,3 +76,15 @@ EMAILS_SUPPRESSED = Counter("streamer_emails_suppressed", "Emails not sent becau
                             "suppression list (outbox state suppressed).", ["tenant", "rule"], registry=REGISTRY)
 UNSUBSCRIBES = Counter("streamer_unsubscribes", "Users who unsubscribed from a rule's emails (one-click or page).",
                        ["tenant", "rule"], registry=REGISTRY)
+HTTP_CONNECTIONS_REFUSED = Counter("streamer_http_connections_refused",
+                                   "Connections closed at once because server.max_connections were open.",
+                                   registry=REGISTRY)
+HTTP_READ_TIMEOUTS = Counter("streamer_http_read_timeouts",
+                             "Requests whose body did not arrive within server.body_timeout_s (answered 408).",
+                             registry=REGISTRY)
+
+
+def event_type_label(kind: str) -> str:
+    """The `type` label of an event type: Auth0's codes as they are, anything else "other" (each
+    label value is a series kept for the life of the process)."""
+    return kind if kind in KNOWN_EVENT_TYPES else "other"

@@ -158,6 +158,12 @@ class Processor:
                 for user_id, address in addresses.items()}
 
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
+        # A store may hand over a whole stored batch at once (SQLite: a webhook body of 100k
+        # events): evaluated in one go it would hold the event loop for seconds.
+        for start in range(0, len(events), BATCH):
+            await self._process_chunk(tenant, events[start:start + BATCH])
+
+    async def _process_chunk(self, tenant: str, events: list[InboxEvent]) -> None:
         tenant_config = self.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
             await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + 3600,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streamer import metrics
@@ -21,6 +25,126 @@ log = get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 READY_CACHE_S = 5.0
+BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
+#: File descriptors kept free for the store, SMTP and Auth0 connections when connections are capped.
+FD_RESERVE = 128
+
+
+class _ClientErrorsInOneLine(logging.Filter):
+    """aiohttp logs every malformed request it answers with a 400 itself (a bad header byte, an
+    unknown Content-Encoding) as an error with a plain-text traceback: the client's mistake, not
+    ours, and anyone could fill the log with them. One structured line each instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RequestPayloadError):  # a body left unread (after a 401) that is broken too
+            error = error.__cause__ if isinstance(error.__cause__, HttpProcessingError) else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+            log.info("http_bad_request", status=error.code, error=str(error.message).strip().splitlines()[0][:200],
+                     detail=record.getMessage()[:200])
+            return False
+        return True
+
+
+#: The logger aiohttp's connection handlers report to (handler_args).
+HTTP_LOG = logging.getLogger("streamer.http")
+HTTP_LOG.addFilter(_ClientErrorsInOneLine())
+
+
+class BodyTimeout(asyncio.TimeoutError):
+    """The request body did not arrive in time. A TimeoutError, so that aiohttp's own handling of an
+    unread body after the answer (lingering) treats it as the end of the wait, not as a crash."""
+
+
+@web.middleware
+async def body_guard(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """A request body must arrive within server.body_timeout_s of the headers (else 408), and one
+    that cannot be read (bad chunked framing, a Content-Encoding it does not have) is a 400.
+
+    aiohttp has no body timeout: a client sending a byte now and then would hold its connection
+    and handler forever (with no token needed on the reset form). The deadline is on the body
+    only, not on the handler's own work (a slow store commit is not the client's fault).
+    """
+    if not request.body_exists or request.content.is_eof():
+        return await handler(request)
+    timeout = request.app[BODY_TIMEOUT_S]
+
+    def expire() -> None:
+        if not request.content.is_eof():
+            request.content.set_exception(BodyTimeout())
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        return await handler(request)
+    except BodyTimeout:
+        metrics.HTTP_READ_TIMEOUTS.inc()
+        log.warning("http_body_timeout", path=request.path, remote=request.remote, timeout_s=timeout)
+        return _abandon(request, 408, f"request body not received within {timeout:g} s")
+    except RequestPayloadError as exc:
+        log.warning("http_body_unreadable", path=request.path, remote=request.remote, error=str(exc)[:200])
+        return _abandon(request, 400, "request body could not be read (framing or Content-Encoding)")
+    finally:
+        timer.cancel()
+
+
+def _abandon(request: web.Request, status: int, message: str) -> web.Response:
+    """Answer and close: the rest of the body is not read (marked ended, so aiohttp does not wait
+    for it either), and what remains of it on the connection must not be taken for a request."""
+    request.content.feed_eof()
+    response = web.json_response({"error": message}, status=status)
+    response.force_close()
+    return response
+
+
+def connection_limit(wanted: int | None) -> int:
+    """server.max_connections, at most what the file descriptor limit leaves after FD_RESERVE: past
+    it, accept() fails and so do SQLite, SMTP and Auth0 connections, and email stops with it.
+    The soft limit is raised to the hard one first (as Go's runtime does): many systems start
+    services with 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else min(hard, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+            soft = max(soft, target)
+        except (ValueError, OSError):
+            pass
+    room = (1 << 20) if soft == resource.RLIM_INFINITY else max(1, soft - FD_RESERVE)
+    return min(wanted, room) if wanted else room
+
+
+class _Refused(asyncio.Protocol):
+    """A connection over the cap: a short 503 and close, before anything is read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        metrics.HTTP_CONNECTIONS_REFUSED.inc()
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"  # type: ignore[attr-defined]
+                        b"Connection: close\r\n\r\n")
+        transport.close()
+
+
+class CappedTCPSite(web.TCPSite):
+    """aiohttp's TCPSite with at most `max_connections` open connections (aiohttp has no such bound)."""
+
+    def __init__(self, runner: web.BaseRunner, host: str | None, port: int | None, *, max_connections: int,
+                 **kwargs) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self.max_connections = max_connections
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site; what TCPSite.start does next is redone here
+        server = self._runner.server
+        assert server is not None
+        cap = self.max_connections
+
+        def protocol() -> asyncio.Protocol:
+            return _Refused() if len(server.connections) >= cap else server()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
 
 class Readiness:
@@ -64,12 +188,24 @@ def forwarded_client(config: Config) -> Middleware:
 
 
 def build_app(config: Config, inbox: Inbox, readiness: Readiness,
-              extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
+              extra_routes: Sequence[web.RouteDef] = (),
+              stopped_tasks: Callable[[], list[str]] = list) -> web.Application:
+    """`stopped_tasks` names the daemon's background tasks (processor, dispatcher, pollers) that
+    ended while they should run: then /healthz says the daemon is broken (503)."""
     # The webhook enforces max_body_bytes itself (413); this is aiohttp's own outer bound.
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1,
-                          middlewares=[forwarded_client(config)] if config.server.trusted_proxies else [])
+    # keepalive_timeout: aiohttp closes a connection that has no complete request after it, idle
+    # or sending its headers slowly, so it is the header timeout (and the keep-alive idle time).
+    middlewares = [forwarded_client(config)] if config.server.trusted_proxies else []
+    app = web.Application(client_max_size=config.server.max_body_bytes + 1, middlewares=[*middlewares, body_guard],
+                          handler_args={"keepalive_timeout": config.server.header_timeout_s, "logger": HTTP_LOG,
+                                        # an unread body after a 401/413 is drained this long at most
+                                        "lingering_time": min(10.0, config.server.body_timeout_s)})
+    app[BODY_TIMEOUT_S] = config.server.body_timeout_s
 
     async def healthz(_request: web.Request) -> web.Response:
+        stopped = stopped_tasks()
+        if stopped:
+            return web.json_response({"status": "broken", "stopped": stopped}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:

@@ -92,6 +92,16 @@ def test_replay_stores_each_event_once(tmp_path, config_file, capsys):
     assert "0 stored, 6 already in the inbox" in capsys.readouterr().out
 
 
+def test_replay_quarantines_an_event_no_store_can_keep_and_stores_the_rest(tmp_path, config_file, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"log_id": "poison", "type": "ss", "user_id": "auth0|x", "user_agent": "\\ud800"}\n'
+                      '{"log_id": "fine", "type": "ss", "user_id": "auth0|y"}\n')
+    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(events)]) == 0
+    out, err = capsys.readouterr()
+    assert "1 stored" in out
+    assert "events.jsonl: poison: quarantined: user_agent: a lone UTF-16 surrogate" in err
+
+
 def test_replay_bad_input_is_a_clear_error(tmp_path, config_file, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")

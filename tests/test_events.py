@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -183,3 +184,62 @@ def test_a_free_text_credential_never_takes_the_raw_fast_path(texts, ascii_only)
     raw = json.dumps(events, ensure_ascii=ascii_only).encode()
     if not may_hold_credentials(raw):
         assert all(scrub(event) is event for event in parse_body(raw).events)
+
+
+# --- values no store can keep: quarantined one by one, never the whole batch ---------------------
+
+POISONS = {
+    "lone surrogate in a field": (r'"description": "\ud800"', "description: a lone UTF-16 surrogate"),
+    "lone surrogate deep inside": (r'"details": {"body": {"name": ["x", "\udfff"]}}', "details.body.name[1]"),
+    "lone surrogate in a key": (r'"details": {"\ud800": 1}', "a key with a lone UTF-16 surrogate"),
+    "lone surrogate as the type": (r'"type": "\ud83d"', "type: a lone UTF-16 surrogate"),
+    "integer over 4,300 digits": ('"n": ' + "7" * 5000, "number out of range"),
+    "number beyond a double": ('"n": 1e400', "number out of range (1e400)"),
+    "NaN": ('"n": NaN', "number out of range (NaN)"),
+    "nested 300 levels": ('"n": ' + "[" * 300 + "]" * 300, "n: nested deeper than 254 levels"),
+}
+
+
+@pytest.mark.parametrize("name", POISONS)
+@pytest.mark.parametrize("shape", ["array", "lines", "envelopes"])
+def test_an_event_no_store_can_keep_is_quarantined_and_the_others_go_on(name, shape):
+    fragment, reason = POISONS[name]
+    poison = '{"log_id": "bad", "type": "ss", ' + fragment + "}"
+    if '"type"' in fragment:
+        poison = '{"log_id": "bad", ' + fragment + "}"
+    good = ['{"log_id": "good1", "type": "ss"}', '{"log_id": "good2", "type": "s"}']
+    entries = [good[0], poison, good[1]]
+    if shape == "envelopes":
+        entries = [f'{{"log_id": "{i}", "data": {entry}}}' for i, entry in zip(("good1", "bad", "good2"), entries)]
+    body = ("\n".join(entries) if shape == "lines" else "[" + ", ".join(entries) + "]").encode()
+
+    batch = parse_body(body)
+
+    assert [e["log_id"] for e in batch.events] == ["good1", "good2"]
+    assert [q.log_id for q in batch.quarantined] == ["bad"]
+    assert reason in batch.quarantined[0].reason
+    assert batch.skipped == []
+    orjson.dumps(batch.events)  # what is kept can be stored
+
+
+def test_a_log_id_that_is_not_unicode_is_skipped_not_stored():
+    batch = parse_body(rb'[{"log_id": "\ud800", "type": "ss"}, {"log_id": "ok", "type": "ss"}]')
+    assert [e["log_id"] for e in batch.events] == ["ok"]
+    assert batch.skipped == ["entry 0: log_id is not valid Unicode"]
+
+
+@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, b'{"log_id": "a", "type": "s", "n": ' + b"[" * 5000
+                                  + b"]" * 5000 + b"}", b'{"a": 1}\n' + b"[" * 5000 + b"]" * 5000])
+def test_a_body_nested_5000_levels_deep_is_a_clear_body_error(body):
+    with pytest.raises(BodyError, match="nested too deeply"):
+        parse_body(body)
+
+
+def test_valid_events_parse_as_before_big_numbers_included():
+    """Numbers as orjson reads them, whichever parser a body needed (a poison event elsewhere in it
+    sends the whole body through the standard one): the same event is never kept once, refused once."""
+    for other in ('{"log_id": "b", "type": "s"}', r'{"log_id": "b", "type": "s", "x": "\ud800"}'):
+        body = ('[{"log_id": "a", "type": "s", "n": 18446744073709551615, "big": ' + "9" * 30 + ', "f": 1.5, '
+                '"deep": ' + "[" * 200 + "]" * 200 + "}, " + other + "]").encode()
+        [event] = [e for e in parse_body(body).events if e["log_id"] == "a"]
+        assert event["n"] == 18446744073709551615 and event["big"] == 1e30 and event["f"] == 1.5

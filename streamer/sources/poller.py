@@ -14,7 +14,7 @@ from streamer import metrics
 from streamer.auth0.errors import Auth0Error, Auth0Transient
 from streamer.backoff import Backoff
 from streamer.config import PollConfig
-from streamer.events import unwrap
+from streamer.events import Quarantined, problem_of, unwrap
 from streamer.inbox import Inbox
 from streamer.lifecycle import sleep_unless_stopped
 from streamer.logs import get_logger
@@ -52,14 +52,23 @@ class Poller:
     async def poll_once(self, checkpoint: str | None) -> tuple[str | None, int]:
         """One page; returns the new checkpoint and how many entries the page had."""
         entries, next_from = await self.api.read_logs(checkpoint, TAKE)
-        events = []
+        events, quarantined, last_log_id = [], [], None
         for entry in entries:
             event, reason = unwrap(entry)
             if event is None:
                 log.warning("poll_entry_skipped", tenant=self.tenant, reason=reason)
-            else:
+                continue
+            problem = problem_of(event)
+            if problem is None:
                 events.append(event)
-        new_checkpoint = next_from or (events[-1]["log_id"] if events else checkpoint)
+            else:
+                quarantined.append(Quarantined.of(event, problem))
+            last_log_id = event["log_id"]
+        # A page of events none of which can be stored still moves the checkpoint past them.
+        self.inbox.quarantine(self.tenant, quarantined, source="poll")
+        if next_from is not None and problem_of(next_from) is not None:
+            next_from = None  # taken from a last entry whose log_id is not even valid Unicode
+        new_checkpoint = next_from or last_log_id or checkpoint
         if entries and new_checkpoint != checkpoint:
             await self.inbox.accept(self.tenant, events, source="poll", checkpoint=new_checkpoint)
         return new_checkpoint, len(entries)

@@ -32,6 +32,8 @@ async def replay_files(inbox: Inbox, tenant: str, files: list[str], *, chunk: in
         except BodyError as exc:
             raise BodyError(f"{name}: {exc}") from None
         summary.skipped += [f"{name}: {reason}" for reason in batch.skipped]
+        summary.skipped += [f"{name}: {item.log_id}: quarantined: {item.reason}" for item in batch.quarantined]
+        inbox.quarantine(tenant, batch.quarantined, source="replay")
         summary.read += len(batch.events)
         for start in range(0, len(batch.events), chunk):
             part = batch.events[start:start + chunk]

@@ -6,6 +6,7 @@ Unknown tenants and wrong tokens get the same 401, after the same constant-time 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -23,12 +24,16 @@ log = get_logger(__name__)
 _DUMMY_TOKEN = "streamer-no-such-tenant-" + "x" * 32
 #: What a 503 asks of the sender when the store failed (Auth0 retries on any non-2xx anyway).
 STORE_RETRY_AFTER_S = 5
+#: Bodies larger than this are parsed on a worker thread: a few MB of JSON lines take a few
+#: hundred ms to parse, which on the event loop would stall every other request meanwhile.
+PARSE_OFF_LOOP_BYTES = 256 * 1024
 
 
 def authorized(header: str, token: str | None) -> bool:
     """`Authorization` equals the token, bare or as `Bearer <token>` (Auth0 sends it verbatim)."""
     expected = (token or _DUMMY_TOKEN).encode()
-    given = header.strip().encode()
+    # aiohttp hands bytes that are not UTF-8 over as lone surrogates: compare the bytes as sent.
+    given = header.strip().encode("utf-8", "surrogateescape")
     bare = given[7:].strip() if given[:7].lower() == b"bearer " else given
     # Evaluate both comparisons always: the time taken does not tell which form matched.
     verbatim_ok = hmac.compare_digest(given, expected)
@@ -69,7 +74,7 @@ def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
             log.warning("webhook_body_too_large", tenant=name, limit=max_body_bytes)
             return _error(413, f"body larger than server.max_body_bytes ({max_body_bytes})")
         try:
-            batch = parse_body(body)
+            batch = await asyncio.to_thread(parse_body, body) if len(body) > PARSE_OFF_LOOP_BYTES else parse_body(body)
         except BodyError as exc:
             metrics.EVENTS_REJECTED.labels(name, "bad_body").inc()
             log.warning("webhook_bad_body", tenant=name, error=str(exc), size=len(body))
@@ -77,8 +82,10 @@ def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
         if batch.skipped:
             metrics.EVENTS_REJECTED.labels(name, "not_a_log_event").inc(len(batch.skipped))
             log.warning("webhook_entries_skipped", tenant=name, count=len(batch.skipped), reasons=batch.skipped[:5])
+        inbox.quarantine(name, batch.quarantined, source="webhook")
+        whole = not batch.skipped and not batch.quarantined  # the body holds exactly the events
         try:
-            result = await inbox.accept(name, batch.events, source="webhook", raw=None if batch.skipped else body)
+            result = await inbox.accept(name, batch.events, source="webhook", raw=body if whole else None)
         except Exception as exc:  # noqa: BLE001 - disk full, database down: Auth0 must send it again
             metrics.EVENTS_REJECTED.labels(name, "store_failed").inc()
             log.error("webhook_store_failed", tenant=name, events=len(batch.events), error=redact_text(str(exc)),
@@ -89,6 +96,8 @@ def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
         return web.Response(body=orjson.dumps({
             "received": len(batch.events), "stored": result.new, "duplicate": result.duplicate,
             "ignored": len(batch.events) - result.new - result.duplicate, "skipped": len(batch.skipped),
-            "skipped_reasons": batch.skipped[:20]}), content_type="application/json")
+            "skipped_reasons": batch.skipped[:20], "quarantined": len(batch.quarantined),
+            "quarantined_reasons": [f"{q.log_id}: {q.reason}" for q in batch.quarantined[:20]]}),
+            content_type="application/json")
 
     return receive_logs

@@ -420,8 +420,9 @@ class SqliteStore(Store):
                     self._fresh_events -= len(events)
                 elif row_id in rows:
                     tenant, body, received_at = rows[row_id]
-                    try:
-                        events = parse_body(body).events
+                    try:  # a large row (a 5 MB webhook body) is parsed off the event loop
+                        events = (await asyncio.to_thread(parse_body, body) if len(body) > 256 * 1024
+                                  else parse_body(body)).events
                     except BodyError as exc:  # it parsed when stored: the file was damaged since
                         log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
                         events = []
