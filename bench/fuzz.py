@@ -2,7 +2,7 @@
 
     python bench/fuzz.py [--examples N]
 
-Runs every input class of tests/fuzzing.py against one running daemon (webhook bodies, depth
+Runs every input class of tests/support/fuzzing.py against one running daemon (webhook bodies, depth
 and numbers, mutated Auth0 bodies, headers/methods/paths, reset form GET and POST) with N
 Hypothesis examples each, and the config loader with N texts; then checks /healthz and that a
 normal signup sent afterwards still yields its verification email (real aiosmtpd catcher).
@@ -24,8 +24,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-import fuzzing  # noqa: E402
 from streamer.config import ConfigError, parse_config  # noqa: E402
+from support import fuzzing  # noqa: E402
 
 
 def run(examples: int) -> int:

@@ -7,6 +7,7 @@ import logging
 import resource
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -24,6 +25,7 @@ from streamer.sources.webhook import make_handler
 log = get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 READY_CACHE_S = 5.0
 BODY_TIMEOUT_S = web.AppKey("body_timeout_s", float)
 #: File descriptors kept free for the store, SMTP and Auth0 connections when connections are capped.
@@ -57,7 +59,7 @@ class BodyTimeout(asyncio.TimeoutError):
 
 
 @web.middleware
-async def body_guard(request: web.Request, handler: Callable) -> web.StreamResponse:
+async def body_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A request body must arrive within server.body_timeout_s of the headers (else 408), and one
     that cannot be read (bad chunked framing, a Content-Encoding it does not have) is a 400.
 
@@ -118,7 +120,8 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         metrics.HTTP_CONNECTIONS_REFUSED.inc()
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"  # type: ignore[attr-defined]
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
                         b"Connection: close\r\n\r\n")
         transport.close()
 
@@ -127,7 +130,7 @@ class CappedTCPSite(web.TCPSite):
     """aiohttp's TCPSite with at most `max_connections` open connections (aiohttp has no such bound)."""
 
     def __init__(self, runner: web.BaseRunner, host: str | None, port: int | None, *, max_connections: int,
-                 **kwargs) -> None:
+                 **kwargs: Any) -> None:
         super().__init__(runner, host, port, **kwargs)
         self.max_connections = max_connections
 
@@ -168,9 +171,6 @@ class Readiness:
                     results[name] = redact_text(f"{type(exc).__name__}: {exc}")[:300]
             self._last = (time.monotonic(), results)
             return results
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def forwarded_client(config: Config) -> Middleware:

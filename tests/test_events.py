@@ -210,7 +210,8 @@ def test_an_event_no_store_can_keep_is_quarantined_and_the_others_go_on(name, sh
     good = ['{"log_id": "good1", "type": "ss"}', '{"log_id": "good2", "type": "s"}']
     entries = [good[0], poison, good[1]]
     if shape == "envelopes":
-        entries = [f'{{"log_id": "{i}", "data": {entry}}}' for i, entry in zip(("good1", "bad", "good2"), entries)]
+        ids = ("good1", "bad", "good2")
+        entries = [f'{{"log_id": "{i}", "data": {entry}}}' for i, entry in zip(ids, entries, strict=True)]
     body = ("\n".join(entries) if shape == "lines" else "[" + ", ".join(entries) + "]").encode()
 
     batch = parse_body(body)

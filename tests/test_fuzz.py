@@ -3,7 +3,7 @@
 config loader answers any text with a clear ConfigError, never another exception (a traceback).
 
 CI runs a bounded number of examples per class (FUZZ_EXAMPLES, default 40); bench/fuzz.py runs
-the same classes much longer and prints the counts.
+the same classes much longer and prints the counts. Strategies: tests/support/fuzzing.py.
 """
 
 import os
@@ -11,8 +11,9 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-import fuzzing
 from streamer.config import ConfigError, parse_config
+
+from support import fuzzing
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -232,8 +232,9 @@ def config_texts(draw, base: str) -> str:
             lines[at] = line[:cut] + draw(st.text(max_size=8)) + line[cut:]
         else:
             key = lines[at].split(":")[0]
-            value = draw(st.one_of(st.sampled_from(["-1", "0", "1e999", "null", "[]", "{}", "yes", "'x'", "${NOPE}",
-                                                    "${NOPE:-}", "~", ".inf", "0x10", "\"\\ud800\""]), st.text(max_size=8)))
+            odd = st.sampled_from(["-1", "0", "1e999", "null", "[]", "{}", "yes", "'x'", "${NOPE}", "${NOPE:-}", "~",
+                                   ".inf", "0x10", "\"\\ud800\""])
+            value = draw(st.one_of(odd, st.text(max_size=8)))
             lines[at] = f"{key}: {value}"
         if not lines:
             lines = [""]
