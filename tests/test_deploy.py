@@ -7,6 +7,8 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 
 import promql_parser
 import pytest
@@ -203,3 +205,31 @@ def test_the_dashboard_covers_the_daemons_main_metrics():
                  "streamer_outbox_depth", "streamer_delivery_latency_seconds_bucket", "streamer_auth0_calls_total",
                  "streamer_replica_claims_reclaimed_total", "streamer_outbox_outcomes_unrecorded"):
         assert name in used, name
+
+
+@pytest.mark.slow
+def test_the_build_stage_context_builds_a_wheel_with_templates_and_config(tmp_path):
+    """No container engine here: run the build stage's COPY and `pip wheel` on a plain folder."""
+    text = DOCKERFILE.read_text()
+    build = text[:text.index("\nFROM ", text.index("FROM ") + 1)]
+    context = tmp_path / "src"
+    context.mkdir()
+    for source, destination in re.findall(r"^COPY (?!--from)(.+) (\S+)$", build, re.M):
+        paths = source.split()
+        for path in paths:
+            target = context / (destination if len(paths) == 1 and not destination.endswith("/") else path)
+            if (REPO / path).is_dir():
+                shutil.copytree(REPO / path, target, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(REPO / path, target)
+    (command,) = re.findall(r"^RUN (pip wheel .+)$", build, re.M)
+    wheels = tmp_path / "wheels"
+    # --no-deps: the dependencies' wheels come from PyPI in a real build; here only streamer's matters.
+    subprocess.run([sys.executable, "-m", *command.replace("/wheels", str(wheels)).split(), "--no-deps"], cwd=context,
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("streamer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "streamer/bundled/templates/verify_email/body.html" in names
+    assert "streamer/bundled/config/streamer.example.yaml" in names
+    assert "streamer/store/postgres_migrations/0002_replica_liveness.sql" in names
