@@ -396,16 +396,23 @@ def _first_line(command: list[str]) -> str:
 
 
 def git_commit() -> str:
-    """HEAD read from .git files (no git command: the tree is shared with other engineers)."""
-    git = REPO / ".git"
+    """HEAD read from .git files (no git command: the tree is shared with other engineers).
+    In a worktree .git is a file naming the worktree's folder; the refs are in its commondir."""
+    git = common = REPO / ".git"
     try:
+        if git.is_file():
+            git = Path(git.read_text().strip().removeprefix("gitdir: "))
+            if (git / "commondir").exists():
+                common = (git / (git / "commondir").read_text().strip()).resolve()
+            else:
+                common = git
         head = (git / "HEAD").read_text().strip()
         if not head.startswith("ref: "):
             return head[:12]
         ref = head[5:]
-        if (git / ref).exists():
-            return (git / ref).read_text().strip()[:12] + f" ({ref.rpartition('/')[2]})"
-        for line in (git / "packed-refs").read_text().splitlines():
+        if (common / ref).exists():
+            return (common / ref).read_text().strip()[:12] + f" ({ref.rpartition('/')[2]})"
+        for line in (common / "packed-refs").read_text().splitlines():
             if line.endswith(" " + ref):
                 return line.split()[0][:12] + f" ({ref.rpartition('/')[2]})"
     except OSError:

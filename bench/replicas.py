@@ -15,6 +15,7 @@
 
 No core pinning: three replicas, PostgreSQL and the load generator share the machine's cores
 (and other people's work): the figures say what one small shared host does, not a ceiling.
+The section it writes into bench/RESULTS.md sits between markers; bench/run.py keeps it.
 """
 
 from __future__ import annotations
@@ -235,8 +236,10 @@ def write_section(results: dict, machine: dict[str, str], load: tuple[str, str],
              f"`python bench/replicas.py --events {rows[0]['events']}` — {seconds:.0f} s, on {machine['date']}, "
              f"commit {machine['git commit']}. **The machine is shared and busy** (load average "
              f"{load[0]} at start, {load[1]} at end, {machine['nproc']} cores for everything: the replicas, "
-             "PostgreSQL, the load generator and other engineers' work). Read the ratios between rows, "
-             "not the absolute figures.", "",
+             "PostgreSQL, the load generator and other engineers' work). The load generator, the Auth0 "
+             "stand-in (one ticket call per email) and the SMTP catchers share one Python process. More "
+             "replicas on one such host add contention, not capacity: replicas buy availability; their "
+             "throughput on separate hosts is bounded by PostgreSQL's commits and the SMTP server.", "",
              "| setup | ingest (events/s) | emails/s (first post → last sent) |", "|---|---:|---:|"]
     for row in rows:
         label = "SQLite, 1 replica" if row["setup"] == "sqlite" else f"PostgreSQL, {row['replicas']} replica(s)"

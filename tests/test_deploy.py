@@ -7,11 +7,13 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import zipfile
 
 import promql_parser
 import pytest
 import yaml
-from test_alerts import PROMETHEUS_LABELS, exposed, walk
+from test_alerts import PROMETHEUS_LABELS, exposed, metric_names, walk
 
 from streamer.check import check_config
 from streamer.config import parse_config
@@ -171,26 +173,46 @@ def _promql(expr: str) -> str:
     return expr.replace("$__rate_interval", "5m").replace("$tenant", ".*").replace("$job", ".*")
 
 
-@pytest.mark.parametrize("title,target", _queries(), ids=lambda v: v if isinstance(v, str) else v["refId"])
-def test_each_dashboard_query_names_metrics_and_labels_that_exist(title, target):
-    tree = promql_parser.parse(_promql(target["expr"]))
+def query_problems(title: str, expr: str, legend: str = "") -> list[str]:
+    """What is wrong with one dashboard query: unknown metrics or labels, a legend naming a label
+    the result does not have."""
+    tree = promql_parser.parse(_promql(expr))
     selectors, groupings = [], []
     walk(tree, selectors, groupings)
-    known = exposed()
-    known["up"] = PROMETHEUS_LABELS
-    assert selectors, title
+    known = {**exposed(), "up": PROMETHEUS_LABELS}
+    problems = [] if selectors else [f"{title}: no metric"]
     for selector in selectors:
-        assert selector.name in known, f"{title}: no metric named {selector.name}"
-        for matcher in selector.matchers.matchers:
-            assert matcher.name in known[selector.name], f"{title}: {selector.name} has no label {matcher.name}"
-    for _node, labels in groupings:
-        inside = [s.name for s in selectors]
-        for label in labels:
-            assert any(label in known[name] for name in inside), f"{title}: by ({label})"
-    # The legend shows labels the result has.
-    legend = set(re.findall(r"\{\{(\w+)\}\}", target.get("legendFormat", "")))
-    outer = groupings[0][1] if groupings else set.intersection(*(known[s.name] for s in selectors))
-    assert legend <= set(outer), f"{title}: legend uses {legend - set(outer)}"
+        if selector.name not in known:
+            problems.append(f"{title}: no metric named {selector.name}")
+            continue
+        problems += [f"{title}: {selector.name} has no label {m.name}" for m in selector.matchers.matchers
+                     if m.name not in known[selector.name]]
+    for node, labels in groupings:
+        inside = metric_names(node.expr)
+        problems += [f"{title}: by ({label}) over {inside}" for label in labels
+                     if not all(label in known.get(name, set()) for name in inside)]
+    used = set(re.findall(r"\{\{(\w+)\}\}", legend))
+    names = [s.name for s in selectors if s.name in known]
+    outer = set(groupings[0][1]) if groupings else set.intersection(*(known[n] for n in names)) if names else set()
+    if not used <= outer:
+        problems.append(f"{title}: legend uses {used - outer}")
+    return problems
+
+
+@pytest.mark.parametrize("title,target", _queries(), ids=lambda v: v if isinstance(v, str) else v["refId"])
+def test_each_dashboard_query_names_metrics_and_labels_that_exist(title, target):
+    assert query_problems(title, target["expr"], target.get("legendFormat", "")) == []
+
+
+def test_the_dashboard_check_catches_a_renamed_metric_a_wrong_label_and_a_wrong_legend():
+    assert query_problems("t", "sum(rate(streamer_emails_sent[$__rate_interval]))") == [
+        "t: no metric named streamer_emails_sent"]
+    assert query_problems("t", 'sum(rate(streamer_emails_sent_total{tenant=~"$tenant", state="x"}[5m]))') == [
+        "t: streamer_emails_sent_total has no label state"]
+    assert query_problems("t", "sum by (state) (rate(streamer_emails_sent_total[5m]))", "{{state}}") == [
+        "t: by (state) over {'streamer_emails_sent_total'}"]
+    assert query_problems("t", "sum by (rule) (rate(streamer_emails_sent_total[5m]))", "{{tenant}}") == [
+        "t: legend uses {'tenant'}"]
 
 
 def test_the_dashboard_covers_the_daemons_main_metrics():
@@ -203,3 +225,31 @@ def test_the_dashboard_covers_the_daemons_main_metrics():
                  "streamer_outbox_depth", "streamer_delivery_latency_seconds_bucket", "streamer_auth0_calls_total",
                  "streamer_replica_claims_reclaimed_total", "streamer_outbox_outcomes_unrecorded"):
         assert name in used, name
+
+
+@pytest.mark.slow
+def test_the_build_stage_context_builds_a_wheel_with_templates_and_config(tmp_path):
+    """No container engine here: run the build stage's COPY and `pip wheel` on a plain folder."""
+    text = DOCKERFILE.read_text()
+    build = text[:text.index("\nFROM ", text.index("FROM ") + 1)]
+    context = tmp_path / "src"
+    context.mkdir()
+    for source, destination in re.findall(r"^COPY (?!--from)(.+) (\S+)$", build, re.M):
+        paths = source.split()
+        for path in paths:
+            target = context / (destination if len(paths) == 1 and not destination.endswith("/") else path)
+            if (REPO / path).is_dir():
+                shutil.copytree(REPO / path, target, symlinks=True,
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(REPO / path, target)
+    (command,) = re.findall(r"^RUN (pip wheel .+)$", build, re.M)
+    wheels = tmp_path / "wheels"
+    # --no-deps: the dependencies' wheels come from PyPI in a real build; here only streamer's matters.
+    subprocess.run([sys.executable, "-m", *command.replace("/wheels", str(wheels)).split(), "--no-deps"], cwd=context,
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("streamer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "streamer/bundled/templates/verify_email/body.html" in names
+    assert "streamer/bundled/config/streamer.example.yaml" in names
+    assert "streamer/store/postgres_migrations/0002_replica_liveness.sql" in names

@@ -82,13 +82,13 @@ async def test_a_replica_killed_with_kill_9_has_its_emails_sent_by_a_survivor_wi
         # The doomed replica has claimed a full set of emails and is in the middle of sending them.
         await until(lambda: _sending_at_least(database, WORKERS), 60, "the replica to claim emails")
         await until(lambda: _true(len(waiting) >= 1), 60, "a send to reach DATA")
+        survivor_port = free_port()  # already running (its start-up is not failover time)
+        survivor = await start_run(replica_config(tmp_path, standin, catcher, database, "survivor", survivor_port),
+                                   survivor_port)
         doomed.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         await doomed.wait()
         release.set()  # the SMTP server answers now; the dead replica never hears it
-        survivor_port = free_port()
-        survivor = await start_run(replica_config(tmp_path, standin, catcher, database, "survivor", survivor_port),
-                                   survivor_port)
         recipients = {f"killed{i}@example.com" for i in range(20)}
         await until(lambda: _true(recipients <= {m.to[0] for m in catcher.messages}), 45, "every email")
         took = time.monotonic() - killed_at

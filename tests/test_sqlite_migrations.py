@@ -10,7 +10,7 @@ from streamer.store import sqlite as sqlite_module
 from streamer.store.migrations import Migration
 from streamer.store.sqlite import SqliteStore
 
-SUPPRESSIONS = Migration(3, "suppressions", "CREATE TABLE suppressions(address TEXT PRIMARY KEY, at REAL NOT NULL);")
+EXAMPLE = Migration(3, "example_list", "CREATE TABLE example_list(address TEXT PRIMARY KEY, at REAL NOT NULL);")
 
 
 def _version(path) -> str:
@@ -29,7 +29,7 @@ async def test_a_new_numbered_file_is_applied_once_and_the_data_stays(tmp_path, 
     path = tmp_path / "store.db"
     await _store_with_an_email(path)
     assert _version(path) == "2"
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [SUPPRESSIONS])
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [EXAMPLE])
     for _ in range(2):  # the second open must not apply it again (CREATE TABLE would fail)
         store = SqliteStore(path)
         await store.open()
@@ -39,7 +39,7 @@ async def test_a_new_numbered_file_is_applied_once_and_the_data_stays(tmp_path, 
             await store.close()
     assert _version(path) == "3"
     with sqlite3.connect(path) as conn:
-        conn.execute("INSERT INTO suppressions VALUES ('x@example.com', 1)")
+        conn.execute("INSERT INTO example_list VALUES ('x@example.com', 1)")
 
 
 async def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
