@@ -418,3 +418,39 @@ def git_commit() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+# --- RESULTS.md sections of the other bench scripts --------------------------------------------
+
+#: Sections bench/run.py does not generate: each script rewrites its own and keeps the others.
+OWN_SECTIONS = ("Management API budget (bench/budget.py)", "Memory soak (bench/soak.py)")
+
+
+def _section_span(text: str, title: str) -> tuple[int, int] | None:
+    head = f"## {title}\n"
+    start = text.find(head)
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + len(head))
+    return start, (end + 1 if end >= 0 else len(text))
+
+
+def write_section(path: Path, title: str, body: str) -> None:
+    """Put `## title` + body into a Markdown file: replaced where it is, else appended."""
+    text = path.read_text() if path.exists() else ""
+    block = f"## {title}\n\n{body.rstrip()}\n\n"
+    span = _section_span(text, title)
+    if span is None:
+        text = text.rstrip("\n") + "\n\n" + block
+    else:
+        text = text[:span[0]] + block + text[span[1]:]
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def other_sections(path: Path) -> str:
+    """The OWN_SECTIONS present in the file, as they are (for bench/run.py to keep)."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    kept = [text[span[0]:span[1]].rstrip("\n") for title in OWN_SECTIONS if (span := _section_span(text, title))]
+    return "\n\n".join(kept)

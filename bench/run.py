@@ -31,18 +31,26 @@ ratios (work per CPU-second of each side) are printed as cross-checks that inter
    so it covers the processor and the dispatcher sharing the core, not process start-up.
    Ceiling: bench/raw_smtp.py, pooled raw aiosmtplib (same pool size) sending N copies of the
    very bytes streamer produced for one of those emails, right after each streamer round (median
-   of the per-round ratios). A second yardstick, reported without a target: bench/render_smtp.py
-   renders and builds each of the same N emails with streamer's renderer and sends it raw, the
-   work no design can skip per email and nothing else. Below target, the run is repeated under py-spy (sampling from
+   of the per-round ratios), reported without a target. The target (≥ 70%, issue 9) is against a
+   second yardstick: bench/render_smtp.py renders and builds each of the same N emails with
+   streamer's renderer and sends it raw, the work no design can skip per email and nothing
+   else. Ingest's targets are regression floors against the bare-parse ceiling: ≥ 30% at 1 and
+   10 events per request, ≥ 25% at 100. Below target, the run is repeated under py-spy (sampling from
    core 1) and the profile is written to RESULTS.md; the CPU time per email of each side, and
    of streamer's render + build measured in-process, say where the difference goes.
+   Sections 1 and 2 measure CPU: their Auth0 stand-in is the ideal one (no lag, no latency, no
+   limit). Sections 3 and 4 talk to it as to a real tenant (streamer.devkit.auth0_standin.
+   realistic_tenant): users search 3 s behind writes, 50 ms (3.) or 20 ms (4.) per call, and
+   Enterprise limits (3.) or none (4.: 50 signups/s need 100 calls/s); bench/budget.py measures
+   the budget on limited tenants.
 3. Management API calls per verification email: distinct unverified users sign up (`ss` dated
    14 ms after the user's creation, as in the test fixtures), posted in webhook batches of 50;
    every /api/v2 request seen by the stand-in from before the daemon starts is counted (its start-up
    token and scope check, the log-stream check included), with and without the rule's `mark`.
    Floor: one ticket per email (plus one PATCH per email with `mark`).
 4. Latency from the webhook's 200 to the SMTP 250 (the in-process aiosmtpd catcher's arrival
-   time) for verification emails with tickets, open loop at 50 events/s, one event per request.
+   time) for verification emails with tickets, open loop at 50 events/s, one event per request,
+   each user created in the stand-in just before its event (not yet in the search index).
    Floor: the same open loop doing only the unavoidable work per email (a ticket request to the
    stand-in, then one send of pre-built bytes on a persistent SMTP connection).
 5. DKIM signing: the delivery of 2, without and with a 2048-bit DKIM key (dkimpy), in alternating
@@ -70,7 +78,7 @@ import aiosmtplib
 import harness as h
 from harness import BENCH, HELPER_CORE, PYTHON, SERVER_CORE, Daemon, Service
 
-from streamer.devkit.auth0_standin import Auth0StandIn  # noqa: E402
+from streamer.devkit.auth0_standin import Auth0StandIn, realistic_tenant  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
 from streamer.store.sqlite import INBOX_PENDING  # noqa: E402
 
@@ -83,6 +91,7 @@ OLD_DATE = "2026-01-01T00:00:00.000Z"  # before the users' last update: cached p
 LOGID_MARKER = "@@LOGID@@"
 SIGNUP_BATCH = 50
 LATENCY_RATE = 50.0
+LATENCY_AUTH0_S = 0.02           # per Management API call in the latency runs (issue 9)
 #: A round in which other processes took more of core 0 is set aside when a cleaner round exists.
 DISTURBED = 0.15
 
@@ -274,7 +283,7 @@ async def measure_ingest(settings: Settings, report: Report, sink_port: int, wor
                 result = await ingest_batch(settings, batch, bodies, bare, f"http://127.0.0.1:{port}", auth0,
                                             sink_port, workdir)
                 report_ingest(report, section, result)
-                missed = missed or result.ratio < 0.5
+                missed = missed or result.ratio < ingest_target(batch)
             searches = sum(1 for _, path, _ in auth0.calls if path == "/api/v2/users")
             if missed and settings.profile:
                 await profile_ingest(settings, report, bare, auth0, sink_port, workdir)
@@ -317,11 +326,17 @@ def _core0(runs: list[WrkResult], who: str, threads: bool = False) -> str:
             f"{_avg(runs, lambda r: r.foreign_load):.0%}")
 
 
+def ingest_target(batch: int) -> float:
+    """Issue 9 re-scoped ingest to a regression floor against the bare-parse ceiling."""
+    return 0.25 if batch >= 100 else 0.30
+
+
 def report_ingest(report: Report, section: str, result: IngestBatch) -> None:
     batch = result.batch
+    target = ingest_target(batch)
     report.rows.append(Row(f"1. ingest, {batch} event{'s' * (batch > 1)}/request", f"{result.streamer:,.0f} ev/s",
-                           f"{result.bare:,.0f} ev/s (bare aiohttp)", f"{result.ratio:.0%}", "≥ 50%",
-                           verdict(result.ratio >= 0.5)))
+                           f"{result.bare:,.0f} ev/s (bare aiohttp)", f"{result.ratio:.0%}",
+                           f"≥ {target:.0%} (regression floor)", verdict(result.ratio >= target)))
     bare_runs, our_runs = [b for b, _ in result.clean], [s for _, s in result.clean]
     set_aside = len(result.rounds) - len(result.clean)
     report.note(section, f"batch {batch}, median of {len(result.clean)} round(s)"
@@ -497,7 +512,7 @@ def report_delivery(report: Report, section: str, rounds: list[tuple[DeliveryRun
     ratio = statistics.median(run.rate / raw["rate"] for run, raw in clean)
     report.rows.append(Row("2. delivery into smtp-sink", f"{statistics.median(run.rate for run, _ in clean):,.0f} emails/s",
                            f"{statistics.median(raw['rate'] for _, raw in clean):,.0f} emails/s (raw aiosmtplib, "
-                           f"pool {POOL_SIZE})", f"{ratio:.0%}", "≥ 70%", verdict(ratio >= 0.7)))
+                           f"pool {POOL_SIZE})", f"{ratio:.0%}", "report (rendering bounds it)", verdict(None)))
     for number, (run, raw) in enumerate(pairs, 1):
         report.note(section, f"round {number}, {run.daemon.query('SELECT count(*) FROM outbox')[0]:,} welcome emails of "
                     f"{size:,} bytes: streamer {run.rate:,.0f} emails/s (first queued → last sent "
@@ -524,16 +539,17 @@ def report_delivery(report: Report, section: str, rounds: list[tuple[DeliveryRun
     floor_ratio = statistics.median(run.rate / rendered["rate"] for run, _, rendered in rounds)
     report.rows.append(Row("2. delivery vs render + raw send", f"{statistics.median(run.rate for run, _ in clean):,.0f} "
                            f"emails/s", f"{floor_rate:,.0f} emails/s (render + build + raw send)", f"{floor_ratio:.0%}",
-                           "report", verdict(None)))
+                           "≥ 70%", verdict(floor_ratio >= 0.7)))
     report.note(section, "render + raw send (bench/render_smtp.py): the same welcome emails rendered with "
                 f"streamer's renderer and sent over {POOL_SIZE} raw aiosmtplib connections, nothing else: "
                 + ", ".join(f"{rendered['rate']:,.0f} emails/s ({rendered['cpu_ms_per_email']:.2f} ms CPU per email)"
                             for _, _, rendered in rounds))
     bound = raw_cpu / (raw_cpu + costs["deliver"])
     report.note(section, f"bound for any design that renders each email on this one core: raw send + render + "
-                f"build = {raw_cpu + costs['deliver']:.2f} ms per email, so at most {bound:.0%} of the ceiling, "
-                f"before claiming, recording and rule evaluation; the ≥ 70% target assumes rendering is nearly free")
-    return ratio
+                f"build = {raw_cpu + costs['deliver']:.2f} ms per email, so at most {bound:.0%} of the raw ceiling, "
+                f"before claiming, recording and rule evaluation; hence the ≥ 70% target is against the render + build + raw "
+                f"send yardstick")
+    return floor_ratio
 
 
 async def measure_delivery(settings: Settings, report: Report, sink_port: int, workdir: Path) -> None:
@@ -724,7 +740,7 @@ async def api_calls(count: int, sink_port: int, workdir: Path, *, mark: bool,
     """(emails sent, /api/v2 calls by endpoint, token requests, daemon warnings) for `count`
     signups whose `ss` entries are dated `signup_delay_ms` after the user's creation."""
     users = h.make_users(f"signup{int(mark)}d{signup_delay_ms}", count, verified=False, logins=1)
-    async with Auth0StandIn() as auth0:
+    async with realistic_tenant(rate_limit=None, plan="enterprise") as auth0:   # see the docstring, 3.
         profiles = [auth0.add_user(user) for user in users]
         events = [h.make_event("ss", p, h.log_id(3 + mark, i), h.signup_date(p, signup_delay_ms))
                   for i, p in enumerate(profiles)]
@@ -817,16 +833,16 @@ def arrival_latencies(catcher: MailCatcher, accepted: dict[str, float]) -> list[
 
 async def streamer_latency(count: int, workdir: Path) -> tuple[list[float], h.CoreWatch, Counter[str]]:
     users = h.make_users("latency", count, verified=False, logins=1)
-    async with Auth0StandIn() as auth0, MailCatcher() as catcher:
-        profiles = [auth0.add_user(user) for user in users]
-        events = [h.make_event("ss", p, h.log_id(5, i), h.signup_date(p)) for i, p in enumerate(profiles)]
+    async with realistic_tenant(latency_s=LATENCY_AUTH0_S, rate_limit=None) as auth0, MailCatcher() as catcher:
         daemon = Daemon(workdir, auth0=auth0, smtp_port=catcher.port, rule_text=h.rules(), pool_size=POOL_SIZE)
         await daemon.start()
         accepted: dict[str, float] = {}
         try:
             async with aiohttp.ClientSession() as session:
                 async def one(i: int) -> None:
-                    accepted[profiles[i]["email"]] = await daemon.post(session, [events[i]])
+                    profile = auth0.add_user(users[i])         # a signup now: not in the search index yet
+                    event = h.make_event("ss", profile, h.log_id(5, i), h.signup_date(profile))
+                    accepted[profile["email"]] = await daemon.post(session, [event])
 
                 with h.CoreWatch(SERVER_CORE, daemon.pid) as core:
                     await open_loop(count, LATENCY_RATE, one)
@@ -838,7 +854,7 @@ async def streamer_latency(count: int, workdir: Path) -> tuple[list[float], h.Co
 
 async def floor_latency(count: int, message: bytes) -> list[float]:
     """Per event: POST a ticket to the stand-in, then send pre-built bytes on a pooled connection."""
-    async with Auth0StandIn() as auth0, MailCatcher() as catcher:
+    async with realistic_tenant(latency_s=LATENCY_AUTH0_S, rate_limit=None) as auth0, MailCatcher() as catcher:
         profiles = [auth0.add_user(u) for u in h.make_users("floor", count, verified=False, logins=1)]
         token = auth0.issue_token()
         accepted: dict[str, float] = {}
@@ -928,7 +944,8 @@ def write_results(path: Path, report: Report, machine: dict[str, str], mode: str
     begin, end = "<!-- bench/replicas.py: begin -->", "<!-- bench/replicas.py: end -->"
     if begin in old and end in old:
         parts += [old[old.index(begin):old.index(end) + len(end)], ""]
-    path.write_text("\n".join(parts))
+    kept = h.other_sections(path)  # bench/budget.py's and bench/soak.py's sections stay
+    path.write_text("\n".join(parts) + (f"\n{kept}\n" if kept else ""))
 
 
 # --- main --------------------------------------------------------------------------------------

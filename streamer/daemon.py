@@ -21,6 +21,7 @@ from aiohttp import web
 
 from streamer import metrics
 from streamer.auth0 import ManagementApi
+from streamer.auth0.freshness import DELETED_TYPES
 from streamer.auth0.scopes import needed_scopes, report_access
 from streamer.config import Config
 from streamer.delivery import Deliverer
@@ -146,7 +147,8 @@ class Daemon:
         apis = {name: ManagementApi(tenant, name=name) for name, tenant in config.tenants.items()}
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
-        inbox = Inbox(store, config.listened_types(), wake=processor_wake)
+        # Deletions are kept even when no rule listens: they cancel the user's queued emails.
+        inbox = Inbox(store, config.listened_types() | DELETED_TYPES, wake=processor_wake)
         locale_for = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
         processor = Processor(config.tenants, store, rules, apis, locale_for,
                               wake=processor_wake, outbox_wake=outbox_wake,

@@ -12,6 +12,13 @@ Ingest first: a 200 is what Auth0 waits for, and a log stream whose endpoint sta
 retried and then paused by Auth0. While batches are waiting for their commit, the processor
 evaluates at most RATE_WHILE_INGESTING events per second (about a fifth of a core); the events
 are stored, and it catches up at full speed as soon as the burst ends.
+
+Profiles are read as streamer.auth0.freshness allows (never older than the event). A user the
+users search cannot show yet, while the Management API budget is taken by tickets, makes its
+events wait here, in memory and still leased, until the index has them (one search then serves
+50 users); a user's later events wait behind them, so each user's events are decided in order.
+An event that proves a change (`sv`) or a deletion (`sdu`) re-checks that user's emails still
+queued: those whose rule no longer holds, and every email of a deleted user, are cancelled.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from streamer import metrics
 from streamer.auth0.client import user_id_problem
 from streamer.auth0.errors import Auth0Error, Auth0Permanent, Auth0Transient
 from streamer.backoff import Backoff
+from streamer.auth0.freshness import DELETED_TYPES, PROVEN, Need, epoch
 from streamer.config import TenantConfig
 from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
-from streamer.rules import CompiledRule, decide, reads_recipient, tenant_view
+from streamer.outbox import EmailState, OutboxEmail
+from streamer.rules import CompiledRule, RuleError, decide, matches, reads_recipient, tenant_view, user_view
 from streamer.store import InboxEvent, Store
 from streamer.suppression.policy import normalize_address
 
@@ -107,6 +116,29 @@ class Processor:
         self.rate_while_ingesting = rate_while_ingesting
         self._stop = asyncio.Event()
         self._orphans = False
+        self._rules = {rule.name: rule for rule in rules}
+        #: Events waiting for the users search to have their user: tenant → user → (retry at, events).
+        self._waiting: dict[str, dict[str, tuple[float, list[InboxEvent]]]] = defaultdict(dict)
+
+    @property
+    def waiting(self) -> int:
+        """Events held until the users search has their user."""
+        return sum(len(events) for users in self._waiting.values() for _, events in users.values())
+
+    def _next_retry_in(self, now: float) -> float | None:
+        times = [at for users in self._waiting.values() for at, _ in users.values()]
+        return max(0.0, min(times) - now) if times else None
+
+    def _take_due(self, now: float) -> list[InboxEvent]:
+        due: list[InboxEvent] = []
+        for users in self._waiting.values():
+            for uid in [uid for uid, (at, _) in users.items() if at <= now]:
+                due.extend(users.pop(uid)[1])
+        return due
+
+    def _hold(self, tenant: str, user_id: str, retry_at: float, events: list[InboxEvent]) -> None:
+        at, held = self._waiting[tenant].get(user_id, (retry_at, []))
+        self._waiting[tenant][user_id] = (min(at, retry_at), held + events)
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
@@ -122,14 +154,17 @@ class Processor:
                 handled = 0
             if handled == 0:
                 self.wake.clear()
-                await wait_any(stop, [self.wake.wait()], timeout=idle_s)
+                retry_in = self._next_retry_in(time.time())
+                timeout = idle_s if retry_in is None else min(idle_s, max(0.01, retry_in))
+                await wait_any(stop, [self.wake.wait()], timeout=timeout)
             else:
                 await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting(),
                                                               self.rate_while_ingesting))
 
     async def process_once(self) -> int:
+        due = self._take_due(time.time())
         try:
-            events = await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)
+            events = due + await self.store.claim_events(limit=BATCH, now=time.time(), lease_s=LEASE_S)
         except Exception:
             # It may have committed with its answer lost (the connection dropped): without a
             # release, those events would wait for their lease.
@@ -178,7 +213,13 @@ class Processor:
         if rejected:
             refused = {id(event) for event, _ in rejected}
             events = [event for event in events if id(event) not in refused]
-        user_ids = sorted({e.user_id for e in events if e.user_id})
+        waiting = self._waiting[tenant]
+        for event in [e for e in events if e.user_id in waiting]:   # a user's events stay in order
+            self._hold(tenant, event.user_id, waiting[event.user_id][0], [event])
+        events = [e for e in events if e.user_id not in waiting]
+        if not events and not rejected:
+            return
+        user_ids = sorted({e.user_id for e in events if e.user_id and e.type not in DELETED_TYPES})
         # A profile cached (or indexed) before an `sv` may still say email_verified: false: for
         # events that change what rules read, ask for a profile at least as new as the event.
         fresh_since: dict[str, str] = {}
@@ -189,9 +230,15 @@ class Processor:
                 fresh_since[event.user_id] = date
         attempts = max((e.attempts for e in events), default=0)
 
-        async def fetch(ids: list[str]) -> dict[str, dict[str, Any] | None]:
-            return await self.users[tenant].get_users(ids, fresh_since={u: fresh_since[u] for u in ids
-                                                                        if u in fresh_since})
+        source = self.users[tenant]
+        needs = self._needs(source, events)
+
+        async def fetch(ids: list[str]) -> dict[str, Any]:
+            if hasattr(source, "read_profiles"):   # profiles, None, or the epoch time to ask again
+                wanted = set(ids)
+                return await source.read_profiles([n for n in needs if n.user_id in wanted])
+            return await source.get_users(ids, fresh_since={u: fresh_since[u] for u in ids
+                                                            if u in fresh_since})
 
         try:
             profiles, failed = await fetch_isolating(fetch, user_ids) if user_ids else ({}, {})
@@ -210,6 +257,12 @@ class Processor:
         rejected += [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
                      for e in events if e.user_id in failed]
         events = [e for e in events if e.user_id not in failed]
+        later = {uid: at for uid, at in profiles.items() if isinstance(at, float)}
+        for event in events:
+            if event.user_id in later:
+                self._hold(tenant, event.user_id, later[event.user_id], [event])
+        events = [e for e in events if e.user_id not in later]
+        profiles = {uid: p for uid, p in profiles.items() if uid not in later}
         for event, reason in rejected:
             # Quarantined: settled without emails (the stored event stays for inspection), so the
             # rest of its batch goes on and it is never tried again.
@@ -219,6 +272,8 @@ class Processor:
         recipients = await self._recipients(tenant, profiles)
         due_all = []
         for event in events:
+            if event.type in DELETED_TYPES:
+                continue
             if not event.user_id:
                 log.info("event_without_user", tenant=tenant, log_id=event.log_id, type=event.type)
                 continue
@@ -247,6 +302,55 @@ class Processor:
             log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)
         if queued:
             self.outbox_wake.set()
+        await self._cancel_superseded(tenant, tenant_ctx, events, profiles)
+
+    def _needs(self, source: Any, events: list[InboxEvent]) -> list[Need]:
+        """What each event asks of its user's profile; deletions and proofs are learnt first."""
+        facts = getattr(source, "facts", None)
+        needs = []
+        for event in events:
+            if not event.user_id:
+                continue
+            # A date ahead of our clock (skew) counts from when we received the event.
+            date = min(epoch(event.event.get("date")) or event.received_at, event.received_at)
+            if facts is not None:
+                facts.learn(event.user_id, event.type, date)
+            if event.type not in DELETED_TYPES:
+                needs.append(Need(event.user_id, event.type, date))
+        return needs
+
+    async def _cancel_superseded(self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent],
+                                 profiles: dict[str, Any]) -> None:
+        """After an event that proves a change or a deletion, cancel that user's queued emails that
+        its rule would no longer send (the user verified meanwhile; the user is gone)."""
+        handled = {e.log_id for e in events}
+        users = {e.user_id: e.type in DELETED_TYPES for e in events
+                 if e.user_id and (e.type in PROVEN or e.type in DELETED_TYPES)}
+        for user_id, deleted in users.items():
+            profile = None if deleted else profiles.get(user_id)
+            if not deleted and not isinstance(profile, dict):
+                continue
+            emails = await self.store.list_emails(states=(EmailState.QUEUED, EmailState.FAILED), tenant=tenant,
+                                                  user_id=user_id)
+            for email in emails:
+                if email.log_id in handled:
+                    continue
+                reason = "user deleted" if deleted else self._no_longer_due(email, profile, tenant_ctx)
+                if reason and await self.store.cancel_email(email.id, now=time.time()):
+                    metrics.EMAILS_DROPPED.labels(tenant, email.rule, "superseded").inc()
+                    log.info("email_superseded", tenant=tenant, rule=email.rule, email_id=email.id,
+                             user_id=user_id, reason=reason)
+
+    def _no_longer_due(self, email: OutboxEmail, profile: dict[str, Any], tenant_ctx: dict[str, Any]) -> str | None:
+        rule = self._rules.get(email.rule)
+        if rule is None or rule.condition is None:
+            return None
+        context = {"event": email.context.get("event") or {}, "user": user_view(profile),
+                   "client": email.context.get("client") or {}, "tenant": tenant_ctx, "locale": email.locale}
+        try:
+            return None if matches(rule, context) else "its rule's `if` no longer holds for the user"
+        except RuleError:
+            return None
 
 
 def recipient_facts(address: str | None, suppressions: dict[str, Any], unsubscribed: set[str]) -> dict[str, Any]:

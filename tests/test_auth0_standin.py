@@ -568,3 +568,67 @@ async def test_a_token_carries_the_grant_of_its_issue_time(standin):
                                                         "client_secret": standin.client_secret,
                                                         "audience": standin.audience})
     assert token.json()["scope"] == "read:users create:user_tickets"
+
+
+# --- a real tenant: search lag, latency, plan rate limits ------------------------------------
+
+
+async def _search(http, user_id: str) -> list[dict]:
+    return (await http.get("/api/v2/users", params={"q": f'user_id:"{user_id}"'})).json()
+
+
+async def test_search_lags_writes_by_search_lag_s_while_get_by_id_and_by_email_are_current(standin, http):
+    lag = 0.4
+    standin.set_search_lag(lag)
+    written = time.monotonic()
+    fresh = standin.add_user({"email": "lagging@example.com"})
+    assert await _search(http, fresh["user_id"]) == []                       # a new user: absent
+    assert (await http.get(f"/api/v2/users/{fresh['user_id']}")).status_code == 200
+    assert [u["user_id"] for u in (await http.get("/api/v2/users-by-email",
+                                                  params={"email": "lagging@example.com"})).json()] == [fresh["user_id"]]
+    await http.patch(f"/api/v2/users/{ANA}", json={"email_verified": True})
+    assert (await _search(http, ANA))[0]["email_verified"] is False          # a changed user: as they were
+    assert (await http.get(f"/api/v2/users/{ANA}")).json()["email_verified"] is True
+    async with asyncio.timeout(10):
+        while not await _search(http, fresh["user_id"]):
+            await asyncio.sleep(0.02)
+    assert time.monotonic() - written >= lag
+    async with asyncio.timeout(10):
+        while not (await _search(http, ANA))[0]["email_verified"]:
+            await asyncio.sleep(0.02)
+
+
+async def test_deleting_a_user_logs_sdu_and_the_search_finds_them_for_the_lag(standin, http):
+    standin.set_search_lag(30)
+    answer = await http.delete(f"/api/v2/users/{ANA}")
+    assert answer.status_code == 204
+    assert (await http.get(f"/api/v2/users/{ANA}")).json()["errorCode"] == "inexistent_user"
+    assert [u["user_id"] for u in await _search(http, ANA)] == [ANA]         # the index has not caught up
+    [sdu] = [e for e in standin.logs if e["type"] == "sdu"]
+    assert sdu["user_id"] == ANA and sdu["log_id"]
+    standin.index_all()
+    assert await _search(http, ANA) == []
+    assert (await http.delete(f"/api/v2/users/{ANA}")).status_code == 404
+
+
+async def test_latency_is_added_to_every_api_call(standin, http):
+    standin.latency_s = 0.2
+    started = time.monotonic()
+    await http.get(f"/api/v2/users/{ANA}")
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_plan_presets_have_separate_buckets_where_auth0_has_them(standin, http):
+    standin.set_plan("essentials")
+    read = await http.get(f"/api/v2/users/{ANA}")
+    ticket = await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA})
+    assert read.headers["x-ratelimit-limit"] == "40" and ticket.headers["x-ratelimit-limit"] == "10"
+    tickets = [await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA}) for _ in range(10)]
+    assert tickets[-1].status_code == 429 and tickets[-1].json()["errorCode"] == "too_many_requests"
+    assert (await http.get(f"/api/v2/users/{ANA}")).status_code == 200       # reads have their own bucket
+    standin.set_plan("free")
+    answers = [await http.get(f"/api/v2/users/{ANA}") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["x-ratelimit-limit"] == "2"
+    with pytest.raises(ValueError):
+        standin.set_plan("platinum")

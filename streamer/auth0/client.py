@@ -42,6 +42,16 @@ from streamer.auth0.errors import (
     map_exception,
     retry_after_from,
 )
+from streamer.auth0.freshness import (
+    MAX_INDEX_WAIT_S,
+    IndexLag,
+    KnownFacts,
+    Need,
+    Requirement,
+    read_is_good,
+    requirements,
+    search_is_good,
+)
 from streamer.auth0.pacer import RateLimitPacer
 from streamer.auth0.token import ENDPOINT as TOKEN_ENDPOINT
 from streamer.auth0.token import TokenSource
@@ -57,6 +67,9 @@ T = TypeVar("T")
 SEARCH_CHUNK_IDS = 50
 SEARCH_MAX_QUERY_CHARS = 4000
 MAX_RETRY_DELAY_S = 60.0
+#: Users waiting for the search index are looked at again this often at least (a spare token may
+#: have come: a read by id now saves them the rest of the wait).
+SPARE_POLL_S = 0.05
 
 _ID_PATHS = [  # templated metric labels: user ids must not become label values
     (re.compile(r"^/users/[^/]+$"), "/users/{id}"),
@@ -325,6 +338,11 @@ class ManagementApi:
                                httpx_client=self._http, max_retries=max_retries, timeout=timeout_s)
         self._cache = _TtlCache(cache_ttl_s, cache_size)
         self._pending: dict[str, asyncio.Future] = {}
+        #: read_profiles' reads: (epoch read by id, or None for a search result; profile or None).
+        self._reads = _TtlCache(cache_ttl_s, cache_size)
+        #: What recent events proved about users (bounded), and the users search's lag.
+        self.facts = KnownFacts()
+        self.index_lag = IndexLag()
 
     def __repr__(self) -> str:
         return f"ManagementApi(tenant={self.tenant_name!r}, base={self._api_base!r})"
@@ -406,6 +424,114 @@ class ManagementApi:
     def forget_user(self, user_id: str) -> None:
         """Drop a cached profile (e.g. after a change made outside this client)."""
         self._cache.drop(user_id)
+        self._reads.drop(user_id)
+
+    async def read_profiles(self, needs: Iterable[Need]) -> dict[str, dict | None | float]:
+        """For each user of `needs`: a profile good for all its events (streamer.auth0.freshness),
+        None (no such user), or the epoch time to ask again.
+
+        Bulk first: one search per 50 users, new users only once the index can have them (its
+        lag is learnt from our searches). A read by id is made when only it can serve (an event
+        that must be read after, a user missing for longer than any index lag), or when it costs
+        nothing anyone waits for (`RateLimitPacer.spare`): spare tokens buy latency, and while
+        the bucket is the bottleneck the reads stay at the floor.
+        """
+        wanted = requirements(needs)
+        out: dict[str, dict | None | float] = {}
+        to_search: list[Requirement] = []
+        now = self._clock()
+        for uid, req in wanted.items():
+            if self.facts.deleted(uid):
+                out[uid] = None
+                continue
+            hit = self._reads.get(uid, now)
+            if hit is not _TtlCache.MISS:
+                read_at, profile = hit
+                if (read_at is not None and read_is_good(read_at, req)) or (
+                        read_at is None and search_is_good(profile is not None, req)):
+                    out[uid] = self._with_facts(uid, profile, read_at)
+                    continue
+            to_search.append(req)
+        unresolved = await self._search_for(to_search, out)
+        if unresolved:
+            await self._read_by_id(unresolved, out)
+        return out
+
+    def _with_facts(self, uid: str, profile: dict | None, read_at: float | None) -> dict | None:
+        """Lay what events proved over a profile read before them (a search result: read as of
+        its own updated_at)."""
+        return self.facts.apply(uid, profile, read_at)
+
+    async def _search_for(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> list[Requirement]:
+        """Search what the index can serve; returns the requirements left for a read by id."""
+        unresolved = [r for r in reqs if r.needs_read_after]
+        rest = [r for r in reqs if not r.needs_read_after]
+        wall, wait = time.time(), self.index_lag.wait()
+        settled = [r for r in rest if not r.new_user]
+        fresh = sorted((r for r in rest if r.new_user), key=lambda r: r.oldest)
+        unresolved += [r for r in fresh if wall - r.oldest < wait]       # the index cannot have them yet
+        searchable = [r for r in fresh if wall - r.oldest >= wait]
+        found: dict[str, dict] = {}
+        if settled:
+            pages = await asyncio.gather(*(self._search(chunk) for chunk in chunk_ids([r.user_id for r in settled])))
+            found.update((u["user_id"], u) for page in pages for u in page if u.get("user_id"))
+        reached = list(settled)
+        by_id = {r.user_id: r for r in searchable}
+        chunks = chunk_ids(list(by_id))
+        if chunks:  # the oldest first, as a probe: if it finds nobody, the younger ones wait too
+            probe = await self._search_new(chunks[0], by_id, found)
+            reached += [by_id[uid] for uid in chunks[0]]
+            if probe:
+                await asyncio.gather(*(self._search_new(chunk, by_id, found) for chunk in chunks[1:]))
+                reached += [by_id[uid] for chunk in chunks[1:] for uid in chunk]
+            else:
+                unresolved += [by_id[uid] for chunk in chunks[1:] for uid in chunk]
+        now = self._clock()
+        for req in reached:
+            profile = found.get(req.user_id)
+            if profile is None:
+                unresolved.append(req)
+                continue
+            self._reads.put(req.user_id, (None, profile), now)
+            out[req.user_id] = self._with_facts(req.user_id, profile, None)
+        return unresolved
+
+    async def _search_new(self, chunk: list[str], reqs: Mapping[str, Requirement], found: dict[str, dict]) -> int:
+        """Search new users; tell the index-lag estimate who was there. Returns how many were."""
+        page = {u["user_id"]: u for u in await self._search(chunk) if u.get("user_id")}
+        found.update(page)
+        searched_at = time.time()
+        for uid in chunk:
+            self.index_lag.observe(uid in page, searched_at - reqs[uid].oldest)
+        return len(page)
+
+    async def _read_by_id(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> None:
+        """Read by id what must be, and what spare tokens allow; the rest waits for the index."""
+        wall = time.time()
+        forced = [r for r in reqs if r.needs_read_after or wall - r.oldest >= MAX_INDEX_WAIT_S]
+        optional = sorted((r for r in reqs if r not in forced), key=lambda r: r.oldest)
+        if forced:
+            await self._read_into(forced, out)
+        while optional and (free := self.pacer.spare(self.pacer.clock())):
+            chosen, optional = optional[:free], optional[free:]
+            await self._read_into(chosen, out)
+        if optional:
+            # Back when the index should have them, or sooner when a spare token is due.
+            wall = time.time()
+            again = max(self.index_lag.wait(), IndexLag.FIRST_WAIT_S)
+            spare_at = wall + max(SPARE_POLL_S, self.pacer.spare_in(self.pacer.clock()))
+            for req in optional:
+                out[req.user_id] = max(wall + SPARE_POLL_S, min(req.oldest + again, spare_at,
+                                                                req.oldest + MAX_INDEX_WAIT_S,
+                                                                wall + MAX_INDEX_WAIT_S))
+
+    async def _read_into(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> None:
+        profiles = await asyncio.gather(*(self._get_user(r.user_id) for r in reqs))
+        read_at = time.time()
+        now = self._clock()
+        for req, profile in zip(reqs, profiles):
+            self._reads.put(req.user_id, (read_at, profile), now)
+            out[req.user_id] = self._with_facts(req.user_id, profile, read_at)
 
     async def users_by_email(self, email: str) -> list[dict]:
         users = await self._call("GET /users-by-email", lambda: self._sdk.users.list_users_by_email(email=email))
@@ -417,6 +543,7 @@ class ManagementApi:
         updated = await self._call("PATCH /users/{id}",
                                    lambda: self._sdk.users.update(user_id, app_metadata=values))
         self._cache.put(user_id, normalize_user(updated), self._clock())
+        self._reads.put(user_id, (time.time(), normalize_user(updated)), self._clock())
 
     async def set_password(self, user_id: str, password: str, *, connection: str | None = None) -> None:
         """`PATCH /users/{id}` with the new password (scope `update:users`).

@@ -44,6 +44,12 @@ from email.utils import parsedate_to_datetime
 PROBE_WAIT_S = 0.05
 #: Refill rate assumed until the headers reveal one (calls per second); low on purpose.
 DEFAULT_RATE = 1.0
+#: The slowest refill Auth0 documents for a bucket of each size (FACTS f: Free 2/2, Enterprise
+#: non-production 10/2, Essentials logs 10/100 per min, write users 20/200 per min, read users
+#: 40/500 per min, Enterprise 50/16): until the headers prove a faster one, the first minutes
+#: of a small bucket are not paced at a fraction of it (a lower bound from a reset rounded up to
+#: the second can be half the real rate).
+DOCUMENTED_RATES = {2: 2.0, 10: 100 / 60, 20: 200 / 60, 40: 500 / 60, 50: 16.0}
 #: Never wait longer than this for one slot (clock skew or a bogus reset header).
 MAX_WAIT_S = 60.0
 #: After a 429 without a usable reset header.
@@ -52,6 +58,10 @@ FALLBACK_BLOCK_S = 1.0
 SHARE_AFTER_429 = 0.6
 SHARE_MIN = 0.2
 SHARE_RECOVERY = 0.01
+#: Calls at once `spare` allows when answers carry no rate-limit headers.
+SPARE_UNLIMITED = 64
+#: Share of the bucket a "full" bucket may miss (see `spare`).
+SPARE_SLACK = 0.05
 #: Window rate bounds use answers this far apart at least, kept this long, this often.
 WINDOW_MIN_S = 2.0
 WINDOW_MAX_AGE_S = 60.0
@@ -124,6 +134,8 @@ class RateLimitPacer:
     _offset_low: float = -math.inf         # bounds of (server clock − ours)
     _offset_high: float = math.inf
     _lock: asyncio.Lock | None = None
+    _waiting: int = 0                      # callers inside acquire()
+    _full_at: float = math.inf             # when the last answer said the bucket is full again (our clock)
 
     # --- pure decisions ----------------------------------------------------------------------
 
@@ -133,7 +145,8 @@ class RateLimitPacer:
         return self._offset_low if math.isfinite(self._offset_low) else 0.0
 
     def _pace(self) -> float:
-        return (self.rate or self.default_rate) * self.share
+        prior = DOCUMENTED_RATES.get(int(self.capacity or 0), 0.0)
+        return (max(self.rate or 0.0, prior) or self.default_rate) * self.share
 
     def tokens_at(self, now: float) -> float:
         if self.capacity is None:
@@ -153,11 +166,48 @@ class RateLimitPacer:
             return 0.0
         return min((1.0 - tokens) / self._pace(), self.max_wait_s)
 
+    def spare(self, now: float) -> int:
+        """How many calls now are free: nobody waits for a slot and the bucket (our model of it, calls
+        in flight taken) is full, so those tokens would otherwise be lost to the cap. Reads that only
+        save latency are made with such tokens and never compete with tickets."""
+        if now < self.blocked_until or self._waiting:
+            return 0
+        if self.unlimited:
+            return SPARE_UNLIMITED
+        if self.capacity is None:
+            return 0 if self._in_flight else 1
+        over = self._spare_tokens_at(now) - self._full()
+        return int(math.floor(over)) + 1 if over >= 0 else 0
+
+    def _spare_tokens_at(self, now: float) -> float:
+        """The model, or a full bucket once x-ratelimit-reset has passed with no call since (the
+        refill rate is only known from below, the reset is certain)."""
+        assert self.capacity is not None
+        if now >= self._full_at and not self._in_flight:
+            return self.capacity
+        return self.tokens_at(now)
+
+    def _full(self) -> float:
+        """Tokens from which the bucket counts as full: the model is a few tokens off in a large
+        bucket (answers overtaking each other)."""
+        assert self.capacity is not None
+        return self.capacity - 1.0 - SPARE_SLACK * self.capacity
+
+    def spare_in(self, now: float) -> float:
+        """Seconds until `spare` may hold again (the bucket full again at our pace)."""
+        if self.unlimited or self.capacity is None:
+            return 0.0
+        blocked = max(0.0, self.blocked_until - now)
+        missing = self._full() - self._spare_tokens_at(now)
+        refill = min(missing / self._pace(), max(0.0, self._full_at - now)) if missing > 0 else 0.0
+        return max(blocked, refill)
+
     def on_send(self, now: float) -> int:
         """Take one token for a request sent now; returns its sequence number for `observe`."""
         if self.capacity is not None:
             self.tokens = self.tokens_at(now) - 1.0
             self.t_ref = now
+        self._full_at = math.inf          # until an answer says when the bucket is full again
         self._seq += 1
         self._in_flight[self._seq] = _InFlight(now, self._counted)
         return self._seq
@@ -187,6 +237,8 @@ class RateLimitPacer:
         self.unlimited = False
         self.capacity = float(max(1, info.limit))
         local_reset = info.reset - self.clock_offset   # when the bucket is full, on our clock
+        if not self._in_flight:
+            self._full_at = local_reset
         deficit = info.limit - info.remaining - 1       # remaining is rounded down
         if deficit > 0 and local_reset > request.sent_at:
             self._add_sample(deficit / (local_reset - request.sent_at))
@@ -247,11 +299,15 @@ class RateLimitPacer:
         if self._lock is None:
             self._lock = asyncio.Lock()
         waited = 0.0
-        async with self._lock:
-            while True:
-                delay = self.delay_before_next(self.clock())
-                if delay <= 0:
-                    break
-                await asyncio.sleep(delay)
-                waited += delay
-            return self.on_send(self.clock()), waited
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    delay = self.delay_before_next(self.clock())
+                    if delay <= 0:
+                        break
+                    await asyncio.sleep(delay)
+                    waited += delay
+                return self.on_send(self.clock()), waited
+        finally:
+            self._waiting -= 1

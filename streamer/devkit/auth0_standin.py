@@ -23,6 +23,12 @@ change logs `scp`, which streamer's "password changed" rule listens to.
 
 Test hooks: `calls`, `tickets`, `logs`, `users`, `add_user`, `add_log`, `fail_next`,
 `set_rate_limit`, `unindexed` / `freeze_search` (search index lag), `stream_deliveries`.
+
+A real tenant, as the bench and `streamer dev` use it (`realistic_tenant()`, or the options): `search_lag_s`
+(a user written less than that long ago is absent from `GET /api/v2/users`, or found as they
+were; get-by-id and users-by-email are always current), `latency_s` per call, and `plan`, the
+Management API rate limits of an Auth0 plan with its separate buckets (`RATE_LIMIT_PLANS`).
+The defaults (no lag, no latency, no limit) are the ideal tenant most tests want.
 """
 
 from __future__ import annotations
@@ -54,7 +60,8 @@ DEFAULT_TICKET_TTL_S = 432000            # 5 days, Auth0's default for both tick
 MAX_PER_PAGE = 100
 DEFAULT_TAKE = 50
 UNLIMITED_HEADER_LIMIT = 1000             # what the headers say when no limit is emulated
-SCOPES = ("read:users update:users update:users_app_metadata create:user_tickets read:logs read:logs_users "
+SCOPES = ("read:users update:users update:users_app_metadata delete:users create:user_tickets read:logs "
+          "read:logs_users "
           "read:log_streams create:log_streams update:log_streams delete:log_streams")
 #: Scopes each Management API endpoint wants (any one of them), as Auth0 documents them.
 ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tuple(
@@ -62,6 +69,7 @@ ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tupl
         ("GET", r"/api/v2/users(/[^/]+)?$", ("read:users",)),
         ("GET", r"/api/v2/users-by-email$", ("read:users",)),
         ("PATCH", r"/api/v2/users/[^/]+$", ("update:users", "update:users_app_metadata")),
+        ("DELETE", r"/api/v2/users/[^/]+$", ("delete:users",)),
         ("POST", r"/api/v2/tickets/", ("create:user_tickets",)),
         ("GET", r"/api/v2/logs(/[^/]+)?$", ("read:logs", "read:logs_users")),
         ("GET", r"/api/v2/log-streams", ("read:log_streams",)),
@@ -90,6 +98,24 @@ _DEFAULT_MESSAGES = {429: "Global limit has been reached", 500: "Internal Server
 
 #: Log-stream filter categories (others → "other"): the table register and the watch use.
 STREAM_CATEGORIES = CATEGORY_OF_TYPE
+
+#: Management API rate limits by plan (FACTS f: burst, refill per second). "global" is "all other
+#: endpoints combined"; the other buckets are endpoint groups Auth0 limits on their own.
+RATE_LIMIT_PLANS: dict[str, dict[str, tuple[int, float]]] = {
+    "free": {"global": (2, 2.0)},
+    "essentials": {"global": (10, 150 / 60), "read_users": (40, 500 / 60), "write_users": (20, 200 / 60),
+                   "delete_users": (20, 200 / 60), "read_logs": (10, 100 / 60)},
+    "enterprise": {"global": (50, 16.0)},
+    "enterprise-nonprod": {"global": (10, 2.0)},
+}
+RATE_LIMIT_PLANS["professional"] = RATE_LIMIT_PLANS["b2b"] = RATE_LIMIT_PLANS["essentials"]
+#: Endpoint groups with a bucket of their own on some plans: (method, path pattern, bucket).
+_ENDPOINT_BUCKETS = tuple((method, re.compile(pattern), name) for method, pattern, name in (
+    ("GET", r"/api/v2/users(/|-by-email|$)", "read_users"),
+    ("POST", r"/api/v2/users(/|$)", "write_users"),
+    ("PATCH", r"/api/v2/users/", "write_users"),
+    ("DELETE", r"/api/v2/users/", "delete_users"),
+    ("GET", r"/api/v2/logs(/|$)", "read_logs")))
 
 _EMAIL_TICKET_PROPS = {"user_id", "result_url", "client_id", "organization_id", "ttl_sec", "includeEmailInRedirect",
                        "identity"}
@@ -332,7 +358,8 @@ class Auth0StandIn:
     def __init__(self, *, domain: str = "acme-test.us.auth0.com", client_id: str = "standin-client",
                  client_secret: str = "standin-secret", users: list[dict] | None = None,
                  rate_limit: tuple[int, float] | None = None, token_ttl_s: int = 86400,
-                 legacy_password_flow: bool = False):
+                 legacy_password_flow: bool = False, search_lag_s: float = 0.0, latency_s: float = 0.0,
+                 plan: str | None = None):
         self.domain = domain
         self.tenant_name = domain.split(".")[0]
         self.client_id = client_id
@@ -370,16 +397,26 @@ class Auth0StandIn:
         self.granted_scopes = SCOPES
         self._failures: list[list[Any]] = []           # [path prefix, status, remaining count]
         self._bucket: TokenBucket | None = None
+        #: Buckets of endpoint groups limited on their own (the plan's), by name.
+        self._endpoint_buckets: dict[str, TokenBucket] = {}
+        #: Seconds the users search index lags behind writes; each user's recent versions
+        #: (monotonic time written, profile or None once deleted), oldest first, for that lag.
+        self.search_lag_s = search_lag_s
+        self._versions: dict[str, list[tuple[float, dict | None]]] = {}
+        #: Seconds each Management API and token call takes before it is answered.
+        self.latency_s = latency_s
         self._log_sequence = 0
         self._last_log_id = 0
         self._runner: web.AppRunner | None = None
         self._stream_queue: asyncio.Queue | None = None
         self._stream_task: asyncio.Task | None = None
         self._session: aiohttp.ClientSession | None = None
+        if plan is not None:
+            self.set_plan(plan)
         if rate_limit is not None:
             self.set_rate_limit(*rate_limit)
         for profile in users or []:
-            self.add_user(profile)
+            self.add_user(profile, indexed=True)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -390,6 +427,7 @@ class Auth0StandIn:
         route.add_get("/api/v2/users", self._search_users)
         route.add_get("/api/v2/users/{id}", self._get_user)
         route.add_patch("/api/v2/users/{id}", self._patch_user)
+        route.add_delete("/api/v2/users/{id}", self._delete_user)
         route.add_get("/api/v2/users-by-email", self._users_by_email)
         route.add_post("/api/v2/tickets/email-verification", self._email_ticket)
         route.add_post("/api/v2/tickets/password-change", self._password_ticket)
@@ -443,8 +481,10 @@ class Auth0StandIn:
     def audience(self) -> str:
         return f"https://{self.domain}/api/v2/"
 
-    def add_user(self, profile: dict, *, indexed: bool = True) -> dict:
-        """Store a user (Auth0 shape; defaults filled in); `indexed=False` hides it from search."""
+    def add_user(self, profile: dict, *, indexed: bool | None = None) -> dict:
+        """Store a user (Auth0 shape; defaults filled in). `indexed=False` hides it from search
+        until `index_all()`; `True` makes it a long-standing user the index already has; None
+        (a signup now) follows `search_lag_s`."""
         user = copy.deepcopy(profile)
         user_id = user.setdefault("user_id", "auth0|" + secrets.token_hex(12))
         now = iso_ms(datetime.now(UTC))
@@ -462,11 +502,65 @@ class Auth0StandIn:
         user.setdefault("logins_count", 0)
         user.pop("password", None)
         self.users[user_id] = public_user(user)
-        if indexed:
-            self.unindexed.discard(user_id)
-        else:
+        if indexed is False:
             self.unindexed.add(user_id)
+        else:
+            self.unindexed.discard(user_id)
+        self._versions.pop(user_id, None)
+        if self.search_lag_s > 0:   # long-standing users are in the index since "always"
+            self._versions[user_id] = [(-math.inf if indexed else time.monotonic(), public_user(user))]
         return public_user(user)
+
+    def set_search_lag(self, seconds: float) -> None:
+        """From now on the users search lags `seconds` behind writes (users so far are indexed)."""
+        self.search_lag_s = seconds
+        self._versions = ({uid: [(-math.inf, copy.deepcopy(u))] for uid, u in self.users.items()}
+                          if seconds > 0 else {})
+
+    def user_changed(self, user_id: str) -> None:
+        """A write to the user (or its deletion) the search index sees only `search_lag_s` later;
+        call it after changing `users[...]` directly. The stand-in's own writes call it."""
+        if self.search_lag_s <= 0:
+            return
+        now = time.monotonic()
+        versions = self._versions.setdefault(user_id, [])
+        current = self.users.get(user_id)
+        versions.append((now, copy.deepcopy(current) if current is not None else None))
+        # Only the newest version the index already shows is still needed, and the ones after it.
+        settled = [i for i, (t, _) in enumerate(versions) if t <= now - self.search_lag_s]
+        if settled:
+            del versions[:settled[-1]]
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user as `DELETE /api/v2/users/{id}` does (an `sdu` log event; search lags)."""
+        user = self._user_or_404(user_id)
+        del self.users[user_id]
+        self.user_changed(user_id)
+        identity = (user.get("identities") or [{}])[0]
+        connection = identity.get("connection", "Username-Password-Authentication")
+        self.add_log({"type": "sdu", "description": "", "client_id": "", "client_name": "", "ip": "127.0.0.1",
+                      "user_agent": "unknown", "hostname": self.domain, "tenant_name": self.tenant_name,
+                      "connection": connection, "connection_id": connection_id(connection),
+                      "strategy": identity.get("provider", "auth0"), "strategy_type": "database",
+                      "user_id": user_id, "user_name": user.get("email", ""),
+                      "details": {"body": {"tenant": self.tenant_name, "connection": connection,
+                                           "user_id": user_id, "email": user.get("email")}}})
+
+    def _search_view(self, user_id: str, now: float) -> dict | None:
+        """The user as the search index shows it now (None: not in the index)."""
+        if user_id in self.unindexed:
+            return None
+        if user_id in self.search_snapshots:
+            return self.search_snapshots[user_id]
+        versions = self._versions.get(user_id)
+        if self.search_lag_s <= 0 or not versions:
+            return self.users.get(user_id)
+        shown = None
+        for written, profile in versions:
+            if written > now - self.search_lag_s:
+                break
+            shown = profile
+        return shown
 
     def freeze_search(self, user_id: str) -> None:
         """From now on the search returns the profile as it is now, until `index_all()`."""
@@ -476,6 +570,8 @@ class Auth0StandIn:
         """The search index catches up."""
         self.unindexed.clear()
         self.search_snapshots.clear()
+        for user_id, versions in self._versions.items():
+            versions[:] = [(-math.inf, versions[-1][1])]
 
     def add_log(self, event: dict) -> dict:
         """Append a tenant log event, filling `date`, `log_id` and `_id`.
@@ -509,6 +605,24 @@ class Auth0StandIn:
 
     def clear_rate_limit(self) -> None:
         self._bucket = None
+        self._endpoint_buckets = {}
+
+    def set_plan(self, plan: str) -> None:
+        """The rate limits of an Auth0 plan (RATE_LIMIT_PLANS), each bucket starting full."""
+        if plan not in RATE_LIMIT_PLANS:
+            raise ValueError(f"unknown plan {plan!r}; one of {', '.join(sorted(RATE_LIMIT_PLANS))}")
+        buckets = {name: TokenBucket(burst, rate, updated=time.time())
+                   for name, (burst, rate) in RATE_LIMIT_PLANS[plan].items()}
+        self._bucket = buckets.pop("global")
+        self._endpoint_buckets = buckets
+
+    def _bucket_for(self, method: str, path: str) -> TokenBucket | None:
+        """The endpoint group's own bucket when the plan has one, else the global one."""
+        if self._endpoint_buckets:
+            for wanted, pattern, name in _ENDPOINT_BUCKETS:
+                if method == wanted and pattern.match(path) and name in self._endpoint_buckets:
+                    return self._endpoint_buckets[name]
+        return self._bucket
 
     def password_matches(self, user_id: str, password: str) -> bool:
         return self._passwords.get(user_id) == hashlib.sha256(password.encode()).hexdigest()
@@ -550,11 +664,14 @@ class Auth0StandIn:
     async def _handle(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
         is_api = path.startswith("/api/v2/") or path == "/api/v2"
+        if self.latency_s > 0 and (is_api or path == "/oauth/token"):
+            await asyncio.sleep(self.latency_s)
         now = time.time()
         headers: dict[str, str] = {}
         if is_api:
-            allowed = self._bucket.take(now) if self._bucket else True
-            headers = self._rate_headers(now)
+            bucket = self._bucket_for(request.method, path)
+            allowed = bucket.take(now) if bucket else True
+            headers = self._rate_headers(now, bucket)
             if not allowed:
                 return api_error(429, "Global limit has been reached", "too_many_requests", headers)
         injected = self._injected_status(path)
@@ -576,9 +693,10 @@ class Auth0StandIn:
         response.headers.update(headers)
         return response
 
-    def _rate_headers(self, now: float) -> dict[str, str]:
-        if self._bucket is not None:
-            return self._bucket.headers(now)
+    def _rate_headers(self, now: float, bucket: TokenBucket | None = None) -> dict[str, str]:
+        bucket = bucket or self._bucket
+        if bucket is not None:
+            return bucket.headers(now)
         limit = str(UNLIMITED_HEADER_LIMIT)
         return {"x-ratelimit-limit": limit, "x-ratelimit-remaining": limit,
                 "x-ratelimit-reset": str(int(math.ceil(now)))}
@@ -679,11 +797,13 @@ class Auth0StandIn:
             raise ApiProblem(400, f"Query validation error: 'invalid query string: {exc}'.",
                              "invalid_query_string") from None
         id_terms = [values for name, values in terms if name == "user_id" and not any("*" in v for v in values)]
+        known = self.users.keys() | self._versions.keys()   # a deleted user stays found for the lag
         if id_terms:  # `user_id:("a" OR "b")`, the batch lookup: a direct index read, not a scan
-            candidates = [uid for uid in dict.fromkeys(id_terms[0]) if uid in self.users]
+            candidates = [uid for uid in dict.fromkeys(id_terms[0]) if uid in known]
         else:
-            candidates = list(self.users)
-        index = [self.search_snapshots.get(uid, self.users[uid]) for uid in candidates if uid not in self.unindexed]
+            candidates = list(self.users) + [uid for uid in self._versions if uid not in self.users]
+        moment = time.monotonic()
+        index = [view for uid in candidates if (view := self._search_view(uid, moment)) is not None]
         found = [user for user in index if matches(user, terms)]
         sort = request.query.get("sort")
         if sort:
@@ -740,6 +860,7 @@ class Auth0StandIn:
                          "include_email_in_redirect": False}
             self.add_log(self._ticket_event("scp", no_ticket, user, request))
         self.users[user["user_id"]] = public_user(user)
+        self.user_changed(user["user_id"])
         return web.json_response(public_user(user))
 
     def _set_password(self, user_id: str, password: str) -> None:
@@ -771,6 +892,10 @@ class Auth0StandIn:
         if size and digest in earlier:
             return PASSWORD_POLICY_ERRORS["history"]
         return None
+
+    async def _delete_user(self, request: web.Request) -> web.Response:
+        self.delete_user(request.match_info["id"])
+        return web.Response(status=204)
 
     # --- tickets ------------------------------------------------------------------------------
 
@@ -881,6 +1006,7 @@ class Auth0StandIn:
         user = self.users[ticket["user_id"]]
         user["email_verified"] = True
         user["updated_at"] = iso_ms(datetime.now(UTC))
+        self.user_changed(user["user_id"])
         self.add_log(self._ticket_event("sv", ticket, user, request))
         if ticket["result_url"]:
             params = {"supportSignUp": "true", "supportForgotPassword": "true"}
@@ -940,6 +1066,7 @@ class Auth0StandIn:
         user["last_password_reset"] = user["updated_at"] = now
         if ticket["mark_email_as_verified"]:
             user["email_verified"] = True
+        self.user_changed(user["user_id"])
         self.add_log(self._ticket_event("scp", ticket, user, request))
         if ticket["result_url"]:
             return _redirect(ticket["result_url"])
@@ -1139,6 +1266,14 @@ class Auth0StandIn:
             asyncio.get_running_loop().call_later(0.5, self._queue_events, stream["id"], events)
         else:
             self.stream_held.setdefault(stream["id"], []).extend(events)
+
+
+def realistic_tenant(**options: Any) -> Auth0StandIn:
+    """A stand-in that behaves like a real tenant under load: 10 requests/s with a burst of 10,
+    50 ms per call, users search 3 s behind writes (each overridable by keyword)."""
+    settings: dict[str, Any] = {"search_lag_s": 3.0, "latency_s": 0.05, "rate_limit": (10, 10.0)}
+    settings.update(options)
+    return Auth0StandIn(**settings)
 
 
 # --- request parsing ------------------------------------------------------------------------

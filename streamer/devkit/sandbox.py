@@ -26,6 +26,9 @@ from streamer import bundled, logs
 from streamer.config import load_config
 from streamer.daemon import Daemon, StartupError
 from streamer.devkit.auth0_standin import Auth0StandIn, load_sample_users
+
+#: The sandbox's users search lags this far behind writes, as a real tenant's does.
+SEARCH_LAG_S = 1.5
 from streamer.devkit.mailcatcher import MailCatcher
 from streamer.devkit.mailpage import mail_page_app
 
@@ -189,7 +192,10 @@ def _lock_folder(workdir: Path) -> int | None:
 async def _run_sandbox(*, port: int, workdir: Path, open_for_s: float | None, out: Any, templates_dir: Path,
                        new_password: bool) -> int:
     standin_port, page_port, smtp_port = port + 1, port + 2, port + 3
-    standin = Auth0StandIn(domain=DOMAIN, users=load_sample_users())
+    # A real tenant's behaviour, kept snappy: Enterprise limits, 20 ms per call, the users
+    # search 1.5 s behind writes (so that what streamer does about it shows).
+    standin = Auth0StandIn(domain=DOMAIN, users=load_sample_users(), plan="enterprise", latency_s=0.02,
+                           search_lag_s=SEARCH_LAG_S)
     catcher = MailCatcher(save_dir=workdir / "mail")
     runners: list[web.AppRunner] = []
     try:

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS pending_passwords(
   state TEXT NOT NULL, sealed BLOB, created_at REAL NOT NULL, expires_at REAL NOT NULL,
   updated_at REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_passwords_user ON pending_passwords(tenant, user_id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_user ON outbox(user_id);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
 
