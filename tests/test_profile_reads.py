@@ -55,7 +55,7 @@ async def api(tenant):
 @pytest.fixture
 def processor(tmp_path, tenant, api, sqlite_store):
     config = parse_config(config_text(tmp_path, tenant, _Smtp()), env={})
-    return Processor(config, sqlite_store, compile_rules(config.rules), {"acme": api}, lambda *_: "en",
+    return Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": api}, lambda *_: "en",
                      wake=asyncio.Event(), outbox_wake=asyncio.Event())
 
 
