@@ -27,13 +27,13 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from streamer import metrics
 from streamer.auth0.client import user_id_problem
 from streamer.auth0.errors import Auth0Error, Auth0Permanent, Auth0Transient
-from streamer.backoff import Backoff
 from streamer.auth0.freshness import DELETED_TYPES, PROVEN, Need, epoch
+from streamer.backoff import Backoff
 from streamer.config import TenantConfig
 from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
@@ -214,8 +214,9 @@ class Processor:
             refused = {id(event) for event, _ in rejected}
             events = [event for event in events if id(event) not in refused]
         waiting = self._waiting[tenant]
-        for event in [e for e in events if e.user_id in waiting]:   # a user's events stay in order
-            self._hold(tenant, event.user_id, waiting[event.user_id][0], [event])
+        for event in events:                                  # a user's events stay in order
+            if event.user_id is not None and event.user_id in waiting:
+                self._hold(tenant, event.user_id, waiting[event.user_id][0], [event])
         events = [e for e in events if e.user_id not in waiting]
         if not events and not rejected:
             return
@@ -236,7 +237,8 @@ class Processor:
         async def fetch(ids: list[str]) -> dict[str, Any]:
             if hasattr(source, "read_profiles"):   # profiles, None, or the epoch time to ask again
                 wanted = set(ids)
-                return await source.read_profiles([n for n in needs if n.user_id in wanted])
+                read: dict[str, Any] = await source.read_profiles([n for n in needs if n.user_id in wanted])
+                return read
             return await source.get_users(ids, fresh_since={u: fresh_since[u] for u in ids
                                                             if u in fresh_since})
 
@@ -257,9 +259,10 @@ class Processor:
         rejected += [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
                      for e in events if e.user_id in failed]
         events = [e for e in events if e.user_id not in failed]
-        later = {uid: at for uid, at in profiles.items() if isinstance(at, float)}
+        later: dict[str, float] = {uid: at for uid, at in cast(dict[str, Any], profiles).items()
+                                   if isinstance(at, float)}
         for event in events:
-            if event.user_id in later:
+            if event.user_id is not None and event.user_id in later:
                 self._hold(tenant, event.user_id, later[event.user_id], [event])
         events = [e for e in events if e.user_id not in later]
         profiles = {uid: p for uid, p in profiles.items() if uid not in later}
@@ -335,7 +338,10 @@ class Processor:
             for email in emails:
                 if email.log_id in handled:
                     continue
-                reason = "user deleted" if deleted else self._no_longer_due(email, profile, tenant_ctx)
+                if deleted:
+                    reason: str | None = "user deleted"
+                else:
+                    reason = self._no_longer_due(email, profile, tenant_ctx) if isinstance(profile, dict) else None
                 if reason and await self.store.cancel_email(email.id, now=time.time()):
                     metrics.EMAILS_DROPPED.labels(tenant, email.rule, "superseded").inc()
                     log.info("email_superseded", tenant=tenant, rule=email.rule, email_id=email.id,

@@ -584,8 +584,8 @@ async def test_search_lags_writes_by_search_lag_s_while_get_by_id_and_by_email_a
     fresh = standin.add_user({"email": "lagging@example.com"})
     assert await _search(http, fresh["user_id"]) == []                       # a new user: absent
     assert (await http.get(f"/api/v2/users/{fresh['user_id']}")).status_code == 200
-    assert [u["user_id"] for u in (await http.get("/api/v2/users-by-email",
-                                                  params={"email": "lagging@example.com"})).json()] == [fresh["user_id"]]
+    by_email = (await http.get("/api/v2/users-by-email", params={"email": "lagging@example.com"})).json()
+    assert [u["user_id"] for u in by_email] == [fresh["user_id"]]
     await http.patch(f"/api/v2/users/{ANA}", json={"email_verified": True})
     assert (await _search(http, ANA))[0]["email_verified"] is False          # a changed user: as they were
     assert (await http.get(f"/api/v2/users/{ANA}")).json()["email_verified"] is True

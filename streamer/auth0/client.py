@@ -529,7 +529,7 @@ class ManagementApi:
         profiles = await asyncio.gather(*(self._get_user(r.user_id) for r in reqs))
         read_at = time.time()
         now = self._clock()
-        for req, profile in zip(reqs, profiles):
+        for req, profile in zip(reqs, profiles, strict=True):
             self._reads.put(req.user_id, (read_at, profile), now)
             out[req.user_id] = self._with_facts(req.user_id, profile, read_at)
 

@@ -570,7 +570,7 @@ class Auth0StandIn:
         """The search index catches up."""
         self.unindexed.clear()
         self.search_snapshots.clear()
-        for user_id, versions in self._versions.items():
+        for versions in self._versions.values():
             versions[:] = [(-math.inf, versions[-1][1])]
 
     def add_log(self, event: dict) -> dict:

@@ -26,14 +26,13 @@ from streamer import bundled, logs
 from streamer.config import load_config
 from streamer.daemon import Daemon, StartupError
 from streamer.devkit.auth0_standin import Auth0StandIn, load_sample_users
-
-#: The sandbox's users search lags this far behind writes, as a real tenant's does.
-SEARCH_LAG_S = 1.5
 from streamer.devkit.mailcatcher import MailCatcher
 from streamer.devkit.mailpage import mail_page_app
 
 TENANT = "acme"
 DOMAIN = "acme-dev.us.auth0.com"
+#: The sandbox's users search lags this far behind writes, as a real tenant's does.
+SEARCH_LAG_S = 1.5
 CLIENT = {"client_id": "DevClient000000000000000000000001", "client_name": "Acme Web (sandbox)"}
 
 
