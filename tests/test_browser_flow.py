@@ -7,7 +7,7 @@ import re
 
 from streamer.devkit.sandbox import run_sandbox
 
-from browser import chromium
+from browser import chromium, goto_when_up
 from support.ports import free_port_block
 
 
@@ -18,12 +18,7 @@ async def test_reset_form_to_email_to_auth0_reset_page(tmp_path):
     try:
         async with chromium() as browser:
             page = await browser.new_page(locale="de-DE")
-            for _ in range(100):  # wait for the sandbox to listen
-                try:
-                    await page.goto(f"{daemon}/password-reset/acme")
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    await asyncio.sleep(0.1)
+            await goto_when_up(page, f"{daemon}/password-reset/acme")
             assert await page.get_attribute("html", "lang") == "de"
             await page.goto(f"{daemon}/password-reset/acme?lang=en")
             await page.get_by_label("Email address").fill("dave.miller@example.com")
@@ -60,12 +55,7 @@ async def test_streamer_dev_new_password_form_to_email_to_confirmation_to_notice
     try:
         async with chromium() as browser:
             page = await browser.new_page(locale="en-US")
-            for _ in range(100):  # wait for the sandbox to listen
-                try:
-                    await page.goto(f"{daemon}/password-reset/acme")
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    await asyncio.sleep(0.1)
+            await goto_when_up(page, f"{daemon}/password-reset/acme")
             await page.get_by_label("Email address").fill("ana.silva@example.com")
             await page.get_by_label("New password", exact=True).fill("Tr0ub4dor&3-Zebra-Quartz-91")
             await page.get_by_label("Confirm new password").fill("Tr0ub4dor&3-Zebra-Quartz-91")
