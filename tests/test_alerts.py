@@ -3,61 +3,17 @@ labels streamer exposes, so a renamed metric cannot silently turn an alert into 
 
 import re
 
-import prometheus_client
 import promql_parser
 import pytest
 import yaml
 
-from streamer import metrics
-
 from conftest import REPO
+from support.promql import PROMETHEUS_LABELS, exposed, metric_names, walk
 
 ALERTS = REPO / "config" / "prometheus-alerts.yml"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "streamer").rglob("*.py"))
-PROMETHEUS_LABELS = {"job", "instance"}     # added by the scrape
-
-
-def exposed() -> dict[str, set[str]]:
-    """Sample name → label names, for every streamer metric (as /metrics would show them)."""
-    names: dict[str, set[str]] = {}
-    for metric in vars(metrics).values():
-        if isinstance(metric, prometheus_client.Counter):
-            suffixes = ("_total",)
-        elif isinstance(metric, prometheus_client.Histogram):
-            suffixes = ("_bucket", "_sum", "_count")
-        elif isinstance(metric, prometheus_client.Gauge):
-            suffixes = ("",)
-        else:
-            continue
-        labels = set(metric._labelnames) | PROMETHEUS_LABELS  # noqa: SLF001 - no public accessor
-        for suffix in suffixes:
-            names[metric._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())  # noqa: SLF001
-    return names
-
-
 def rules() -> list[dict]:
     return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
-
-
-def walk(node, selectors: list, groupings: list) -> None:
-    """Collect the vector selectors and the `by (…)` label lists of a parsed expression."""
-    if isinstance(node, promql_parser.VectorSelector):
-        selectors.append(node)
-        return
-    if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
-        groupings.append((node, list(node.modifier.labels)))
-    for attribute in ("lhs", "rhs", "expr", "vector_selector", "param"):
-        child = getattr(node, attribute, None)
-        if child is not None:
-            walk(child, selectors, groupings)
-    for child in getattr(node, "args", None) or []:
-        walk(child, selectors, groupings)
-
-
-def metric_names(node) -> set[str]:
-    selectors: list = []
-    walk(node, selectors, [])
-    return {s.name for s in selectors}
 
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda rule: rule["alert"])

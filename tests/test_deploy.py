@@ -13,12 +13,12 @@ import zipfile
 import promql_parser
 import pytest
 import yaml
-from test_alerts import PROMETHEUS_LABELS, exposed, metric_names, walk
 
 from streamer.check import check_config
 from streamer.config import parse_config
 
 from conftest import REPO
+from support.promql import PROMETHEUS_LABELS, exposed, metric_names, walk
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "compose.yaml"

@@ -14,14 +14,11 @@ from streamer.cli import main as cli
 from streamer.metrics import REGISTRY as metrics_registry
 
 from conftest import FIXTURES, WEBHOOK_TOKEN, config_text, sample_event
+from support.events import envelope
 from support.mail import ticket_link
 from support.waiting import pipeline_idle
 
 ANA = "auth0|65f0c0ffee0000000000a001"
-
-
-def envelope(event: dict) -> dict:
-    return {"log_id": event["log_id"], "data": event}
 
 
 async def eventually(predicate, timeout: float = 5.0) -> None:

@@ -13,10 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-from test_crash import free_port, start_run
 
 from browser import chromium
 from conftest import config_text
+from support.ports import free_port
+from support.processes import start_run
 
 ANA = "auth0|65f0c0ffee0000000000a001"
 ANA_EMAIL = "ana.silva@example.com"

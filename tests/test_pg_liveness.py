@@ -5,13 +5,13 @@ import asyncio
 
 import asyncpg
 import pytest
-from test_store_contract import NOW, due
 
 from streamer.store import liveness
 from streamer.store.postgres import _LIVE_NAMESPACE as LIVE_NAMESPACE
 from streamer.store.postgres import PostgresStore
 
 import pg
+from support.outbox import NOW, due
 
 GRACE = liveness.GRACE_S
 

@@ -10,10 +10,11 @@ from collections import Counter
 import aiohttp
 import asyncpg
 import pytest
-from test_crash import free_port, post, start_run
 
 import pg
 from conftest import config_text, sample_event
+from support.ports import free_port
+from support.processes import post, start_run
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +136,9 @@ async def test_a_postgresql_restart_while_smtp_answers_250_sends_each_email_once
             await asyncio.to_thread(cluster.pause)   # PostgreSQL goes away mid-send…
             release.set()                            # …and the SMTP server says 250 meanwhile
             await until(lambda: _true(len(catcher.messages) >= 2), 30, "the 250s")
-            await asyncio.sleep(1.0)  # the sent marks fail and are kept (nothing to wait *for*: an outage)
+            log_file = tmp_path / "replica" / "daemon.log"
+            await until(lambda: _true(log_file.read_text().count("outbox_outcome_unrecorded") >= 2), 30,
+                        "the sent marks to fail and be kept in memory")
             await asyncio.to_thread(cluster.resume)
             async with aiohttp.ClientSession() as session:
                 for _ in range(100):  # the daemon may answer 503 until its pool reconnects

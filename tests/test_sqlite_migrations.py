@@ -4,11 +4,12 @@ from 0003): applied once at open, each in one transaction, a newer file refused.
 import sqlite3
 
 import pytest
-from test_store_contract import NOW, due
 
 from streamer.store import sqlite as sqlite_module
 from streamer.store.migrations import Migration
 from streamer.store.sqlite import SqliteStore
+
+from support.outbox import NOW, due
 
 EXAMPLE = Migration(3, "example_list", "CREATE TABLE example_list(address TEXT PRIMARY KEY, at REAL NOT NULL);")
 

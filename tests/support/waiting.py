@@ -21,14 +21,15 @@ async def wait_until(predicate, *, timeout: float = 10.0, interval: float = 0.02
 
 
 async def pipeline_idle(store, *, timeout: float = 15.0) -> list:
-    """Every stored event processed and every email in a final state (sent, dead, cancelled):
+    """Every stored event processed and every email in a final state (sent, dead, cancelled,
+    suppressed):
     nothing more will be sent unless something new arrives. Returns all outbox rows."""
 
     async def idle():
         if (await store.stats(now=time.time()))["inbox_pending"]:
             return None
         emails = await store.list_emails(states=None)
-        return emails if all(e.state in ("sent", "dead", "cancelled") for e in emails) else None
+        return emails if all(e.state in ("sent", "dead", "cancelled", "suppressed") for e in emails) else None
 
     return await wait_until(idle, timeout=timeout, interval=0.05, what="an idle pipeline")
 
