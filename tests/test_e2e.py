@@ -16,17 +16,9 @@ from streamer.metrics import REGISTRY as metrics_registry
 from conftest import FIXTURES, WEBHOOK_TOKEN, config_text, sample_event
 from support.events import envelope
 from support.mail import ticket_link
-from support.waiting import pipeline_idle
+from support.waiting import pipeline_idle, wait_until
 
 ANA = "auth0|65f0c0ffee0000000000a001"
-
-
-async def eventually(predicate, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 async def wait_for_state(daemon, state: str, timeout: float = 10.0) -> list:
@@ -56,7 +48,7 @@ async def test_signup_sends_one_verification_email_whose_link_lands_on_the_resul
             # Auth0 appends its own status parameters to the result_url.
             assert response.headers["Location"].startswith("https://app.acme.test/verified?lang=fr-CA&")
     assert standin.users[ANA]["email_verified"] is True
-    await eventually(lambda: standin.users[ANA].get("app_metadata", {}).get("verification_email_sent"))
+    await wait_until(lambda: standin.users[ANA].get("app_metadata", {}).get("verification_email_sent"), timeout=5.0)
 
     # Auth0 redelivers the same batch: nothing new.
     status, answer = await daemon.post([envelope(sample_event("ss"))])
@@ -223,7 +215,7 @@ async def test_wrong_auth0_credentials_keep_the_event_waiting_in_the_inbox(tmp_p
     daemon = await start_daemon(text)
     await daemon.post([envelope(sample_event("ss"))])
     # The processor logs user_fetch_failed after the deferral is committed.
-    await eventually(lambda: "user_fetch_failed" in daemon.logs.getvalue(), timeout=10)
+    await wait_until(lambda: "user_fetch_failed" in daemon.logs.getvalue(), timeout=10)
     store = daemon.daemon.store
     assert (await store.stats(now=time.time()))["inbox_pending"] == 1
     assert await store.list_emails(states=None) == []

@@ -15,6 +15,7 @@ import pg
 from conftest import config_text, sample_event
 from support.ports import free_port
 from support.processes import post, start_run
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +55,6 @@ def signups(standin, prefix: str, count: int) -> list[dict]:
             for i, u in enumerate(users)]
 
 
-async def until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
 async def outbox_states(url: str) -> Counter:
     conn = await asyncpg.connect(url)
     try:
@@ -81,8 +75,9 @@ async def test_a_replica_killed_with_kill_9_has_its_emails_sent_by_a_survivor_wi
         async with aiohttp.ClientSession() as session:
             assert await post(session, doomed_port, events) == 200
         # The doomed replica has claimed a full set of emails and is in the middle of sending them.
-        await until(lambda: _sending_at_least(database, WORKERS), 60, "the replica to claim emails")
-        await until(lambda: _true(len(waiting) >= 1), 60, "a send to reach DATA")
+        await wait_until(lambda: _sending_at_least(database, WORKERS),
+                         timeout=60, interval=0.1, what="the replica to claim emails")
+        await wait_until(lambda: len(waiting) >= 1, timeout=60, interval=0.1, what="a send to reach DATA")
         survivor_port = free_port()  # already running (its start-up is not failover time)
         survivor = await start_run(replica_config(tmp_path, standin, catcher, database, "survivor", survivor_port),
                                    survivor_port)
@@ -91,10 +86,11 @@ async def test_a_replica_killed_with_kill_9_has_its_emails_sent_by_a_survivor_wi
         await doomed.wait()
         release.set()  # the SMTP server answers now; the dead replica never hears it
         recipients = {f"killed{i}@example.com" for i in range(20)}
-        await until(lambda: _true(recipients <= {m.to[0] for m in catcher.messages}), 45, "every email")
+        await wait_until(lambda: recipients <= {m.to[0] for m in catcher.messages},
+                         timeout=45, interval=0.1, what="every email")
         took = time.monotonic() - killed_at
         assert took < 30, f"the survivor sent the dead replica's emails {took:.1f}s after the kill"
-        await until(lambda: _only_sent(database, 20), 30, "every email marked sent")
+        await wait_until(lambda: _only_sent(database, 20), timeout=30, interval=0.1, what="every email marked sent")
         counts = Counter(m.to[0] for m in catcher.messages)
         # A copy only for a send that had reached SMTP when the replica died: at most one per worker.
         assert sum(n - 1 for n in counts.values()) <= WORKERS, counts
@@ -106,10 +102,6 @@ async def test_a_replica_killed_with_kill_9_has_its_emails_sent_by_a_survivor_wi
             if process is not None and process.returncode is None:
                 process.kill()
                 await process.wait()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _sending_at_least(url: str, count: int) -> bool:
@@ -132,13 +124,13 @@ async def test_a_postgresql_restart_while_smtp_answers_250_sends_each_email_once
         try:
             async with aiohttp.ClientSession() as session:
                 assert await post(session, port, events[:15]) == 200
-            await until(lambda: _true(len(waiting) >= 2), 60, "sends to reach DATA")
+            await wait_until(lambda: len(waiting) >= 2, timeout=60, interval=0.1, what="sends to reach DATA")
             await asyncio.to_thread(cluster.pause)   # PostgreSQL goes away mid-send…
             release.set()                            # …and the SMTP server says 250 meanwhile
-            await until(lambda: _true(len(catcher.messages) >= 2), 30, "the 250s")
+            await wait_until(lambda: len(catcher.messages) >= 2, timeout=30, interval=0.1, what="the 250s")
             log_file = tmp_path / "replica" / "daemon.log"
-            await until(lambda: _true(log_file.read_text().count("outbox_outcome_unrecorded") >= 2), 30,
-                        "the sent marks to fail and be kept in memory")
+            await wait_until(lambda: log_file.read_text().count("outbox_outcome_unrecorded") >= 2,
+                             timeout=30, interval=0.1, what="the sent marks to fail and be kept in memory")
             await asyncio.to_thread(cluster.resume)
             async with aiohttp.ClientSession() as session:
                 for _ in range(100):  # the daemon may answer 503 until its pool reconnects
@@ -148,8 +140,10 @@ async def test_a_postgresql_restart_while_smtp_answers_250_sends_each_email_once
                 else:
                     raise AssertionError("the daemon did not take events after the restart")
             recipients = {f"restart{i}@example.com" for i in range(30)}
-            await until(lambda: _true(recipients <= {m.to[0] for m in catcher.messages}), 60, "every email")
-            await until(lambda: _only_sent(database, 30), 30, "every email marked sent (none left `sending`)")
+            await wait_until(lambda: recipients <= {m.to[0] for m in catcher.messages},
+                             timeout=60, interval=0.1, what="every email")
+            await wait_until(lambda: _only_sent(database, 30),
+                             timeout=30, interval=0.1, what="every email marked sent (none left `sending`)")
             counts = Counter(m.to[0] for m in catcher.messages)
             assert max(counts.values()) == 1, {r: n for r, n in counts.items() if n > 1}
             log = (tmp_path / "replica" / "daemon.log").read_text()
