@@ -5,9 +5,12 @@ so the links in the emails can be clicked on a developer's machine."""
 
 from __future__ import annotations
 
+import functools
 import html
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -102,16 +105,44 @@ def _ticket_problem(tenant: Tenant, ticket_id: str, kind: str) -> web.Response |
     return None
 
 
+@dataclass
+class _Link:
+    """A usable ticket link: the ticket, its id and its user."""
+
+    tenant: Tenant
+    ticket_id: str
+    ticket: JSON
+    user: JSON
+
+
+_LinkHandler = Callable[[web.Request, _Link], Awaitable[web.Response]]
+
+
+def _ticket_link(kind: str) -> Callable[[_LinkHandler], Callable[[web.Request], Awaitable[web.Response]]]:
+    """A page behind a ticket link: the handler gets the ticket, or the visitor a page saying why
+    the link cannot be used."""
+
+    def wrap(handler: _LinkHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        @functools.wraps(handler)
+        async def serve(request: web.Request) -> web.Response:
+            tenant = tenant_of(request)
+            ticket_id = request.query.get("ticket") or ""
+            problem = _ticket_problem(tenant, ticket_id, kind)
+            if problem is not None:
+                return problem
+            ticket = tenant.tickets[ticket_id]
+            return await handler(request, _Link(tenant, ticket_id, ticket, tenant.users[ticket["user_id"]]))
+
+        return serve
+
+    return wrap
+
+
 @routes.get("/u/email-verification")
-async def use_email_ticket(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
-    ticket_id = request.query.get("ticket") or ""
-    problem = _ticket_problem(tenant, ticket_id, "email_verification")
-    if problem is not None:
-        return problem
-    ticket = tenant.tickets[ticket_id]
+@_ticket_link("email_verification")
+async def use_email_ticket(request: web.Request, link: _Link) -> web.Response:
+    tenant, ticket, user = link.tenant, link.ticket, link.user
     ticket["used"] = True
-    user = tenant.users[ticket["user_id"]]
     user["email_verified"] = True
     user["updated_at"] = now_iso()
     tenant.user_changed(user["user_id"])
@@ -126,39 +157,29 @@ async def use_email_ticket(request: web.Request) -> web.Response:
 
 
 @routes.get("/u/reset-verify")
-async def reset_form(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
-    ticket_id = request.query.get("ticket") or ""
-    problem = _ticket_problem(tenant, ticket_id, "password_change")
-    if problem is not None:
-        return problem
-    ticket = tenant.tickets[ticket_id]
-    return reset_page(ticket_id, ticket, tenant.users[ticket["user_id"]])
+@_ticket_link("password_change")
+async def reset_form(request: web.Request, link: _Link) -> web.Response:
+    return reset_page(link.ticket_id, link.ticket, link.user)
 
 
-async def _chosen_password(request: web.Request, ticket_id: str, ticket: JSON, user: JSON) -> str | web.Response:
+async def _chosen_password(request: web.Request, link: _Link) -> str | web.Response:
     """The password the form (or, legacy flow, the ticket) sets; the form again when refused."""
-    if "new_password" in ticket:
-        return str(ticket["new_password"])
+    if "new_password" in link.ticket:
+        return str(link.ticket["new_password"])
     form = await request.post()
     password, confirm = str(form.get("newPassword", "")), str(form.get("confirmNewPassword", ""))
     if len(password) < 8:
-        return reset_page(ticket_id, ticket, user, "The password must have at least 8 characters.", 400)
+        return reset_page(link.ticket_id, link.ticket, link.user, "The password must have at least 8 characters.", 400)
     if password != confirm:
-        return reset_page(ticket_id, ticket, user, "The passwords do not match.", 400)
+        return reset_page(link.ticket_id, link.ticket, link.user, "The passwords do not match.", 400)
     return password
 
 
 @routes.post("/u/reset-verify")
-async def reset_submit(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
-    ticket_id = request.query.get("ticket") or ""
-    problem = _ticket_problem(tenant, ticket_id, "password_change")
-    if problem is not None:
-        return problem
-    ticket = tenant.tickets[ticket_id]
-    user = tenant.users[ticket["user_id"]]
-    password = await _chosen_password(request, ticket_id, ticket, user)
+@_ticket_link("password_change")
+async def reset_submit(request: web.Request, link: _Link) -> web.Response:
+    tenant, ticket, user = link.tenant, link.ticket, link.user
+    password = await _chosen_password(request, link)
     if isinstance(password, web.Response):
         return password
     ticket["used"] = True
