@@ -233,8 +233,10 @@ def _fold(name: str, tokens: list[str]) -> str:
     """`Name: tok tok…` with CRLF+space inserted between tokens so lines stay within 78."""
     line = f"{name}:"
     lines = []
-    for token in tokens:
-        if len(line) + 1 + len(token) > MAX_LINE and line.strip() and not line.endswith(":"):
+    for index, token in enumerate(tokens):
+        # Never break between the name and the first token; a token that itself ends in ":" is
+        # a break point like any other (it once wasn't, giving 82-character Subject lines).
+        if index and len(line) + 1 + len(token) > MAX_LINE and line.strip():
             lines.append(line)
             line = ""
         line += " " + token

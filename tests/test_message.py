@@ -158,6 +158,14 @@ def test_clean_header_text() -> None:
     assert clean_header_text(None) == ""
 
 
+def test_a_word_ending_in_a_colon_is_a_fold_point() -> None:
+    """Found by hypothesis: words ending in ":" were never folded after, giving an 82-char line."""
+    subject = "Bcc: x@evil.testBcc: x@evil.testBcc: x@evil.testBcc: x@evil.test000000"
+    head = build(subject=subject).split(b"\r\n\r\n", 1)[0]
+    assert all(len(line) <= 78 for line in head.split(b"\r\n"))
+    assert parse(build(subject=subject))["Subject"] == subject
+
+
 def test_no_content_language_for_garbage_locale() -> None:
     assert "Content-Language" not in parse(build(locale="not a locale\r\nX: y"))
 
