@@ -9,8 +9,10 @@ deleted before `retention_days`, so dead letters stay visible in `streamer outbo
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from streamer.backoff import Backoff
@@ -26,14 +28,92 @@ class EmailState(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class Command(StrEnum):
+    """Everything that changes an email's state, by whoever does it."""
+
+    #: The dispatcher takes due emails to send them (counted as an attempt).
+    CLAIM = "claim"
+    #: A claim handed back unsent: its lease ran out, the process restarted, its replica died, or
+    #: the answer to the claim was lost with the connection.
+    REQUEUE = "requeue"
+    #: The outcomes of a send attempt (the dispatcher).
+    MARK_SENT = "mark_sent"
+    MARK_FAILED = "mark_failed"
+    MARK_DEAD = "mark_dead"
+    MARK_SUPPRESSED = "mark_suppressed"
+    #: `streamer outbox retry` (suppressed: after `streamer suppression remove`).
+    RETRY = "retry"
+    #: `streamer outbox cancel`, and the processor when a user's deletion or new state voids the rule.
+    CANCEL = "cancel"
+    #: Retention: rows older than `retention_days` are deleted.
+    PURGE = "purge"
+
+
+@dataclass(frozen=True)
+class Transition:
+    #: The states the command may touch; an email in any other state is left as it is.
+    sources: tuple[EmailState, ...]
+    #: The state it moves them to; None: the row is deleted.
+    target: EmailState | None
+
+
+_ALL = tuple(EmailState)
+
+#: The outbox state machine: the one place that says which command may move an email from which
+#: states to which. The stores build their SQL from it, the CLI its choices, the README its table
+#: (`transitions_table`). A send outcome applies whatever the row's state meanwhile (its lease may
+#: have run out and the row been requeued, even cancelled): the send happened, the row must say so.
+TRANSITIONS: Mapping[Command, Transition] = MappingProxyType({
+    Command.CLAIM: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.SENDING),
+    Command.REQUEUE: Transition((EmailState.SENDING,), EmailState.QUEUED),
+    Command.MARK_SENT: Transition(_ALL, EmailState.SENT),
+    Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED),
+    Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD),
+    Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED),
+    Command.RETRY: Transition((EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
+                              EmailState.QUEUED),
+    Command.CANCEL: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.CANCELLED),
+    Command.PURGE: Transition((EmailState.SENT, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED), None),
+})
+
+
+def sources(command: Command) -> tuple[EmailState, ...]:
+    return TRANSITIONS[command].sources
+
+
+def allows(command: Command, state: EmailState) -> bool:
+    """Whether `command` may touch an email in `state`."""
+    return state in TRANSITIONS[command].sources
+
+
+def target(command: Command) -> EmailState:
+    """The state `command` moves an email to (not for PURGE, which deletes it)."""
+    result = TRANSITIONS[command].target
+    if result is None:
+        raise ValueError(f"{command} deletes the email: it has no target state")
+    return result
+
+
+def transitions_table() -> str:
+    """The state machine as the Markdown table the README shows (a test keeps the two equal)."""
+    lines = ["| command | from | to |", "|---|---|---|"]
+    for command, transition in TRANSITIONS.items():
+        origin = "any" if transition.sources == _ALL else ", ".join(s.value for s in transition.sources)
+        to = transition.target.value if transition.target else "(deleted)"
+        lines.append(f"| {command.value} | {origin} | {to} |")
+    return "\n".join(lines)
+
+
 #: States an operator usually wants to see: not yet delivered, or given up on.
 OPEN_STATES = (EmailState.QUEUED, EmailState.SENDING, EmailState.FAILED, EmailState.DEAD)
 #: States the depth gauges count: all but `sent`, which only grows (until purged) and has a counter.
-COUNTED_STATES = (*OPEN_STATES, EmailState.CANCELLED, EmailState.SUPPRESSED)
-#: States `outbox retry` accepts (suppressed: after `streamer suppression remove`).
-RETRYABLE_STATES = (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED)
+COUNTED_STATES = tuple(state for state in EmailState if state is not EmailState.SENT)
+#: On their way: due to be claimed, or being sent (the oldest of them is the outbox's age).
+IN_FLIGHT_STATES = (*sources(Command.CLAIM), target(Command.CLAIM))
+#: States `outbox retry` accepts.
+RETRYABLE_STATES = sources(Command.RETRY)
 #: States `outbox cancel` accepts.
-CANCELLABLE_STATES = (EmailState.QUEUED, EmailState.FAILED)
+CANCELLABLE_STATES = sources(Command.CANCEL)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,8 @@ class Store(ABC):
     async def requeue_stale(self, *, now: float) -> int:
         """Emails stuck in `sending` past their lease (a crashed sender) go back to `queued`."""
 
+    # The state changes below move an email only from the states `streamer.outbox.TRANSITIONS`
+    # allows for them (retry/cancel return False when it is in another one).
     @abstractmethod
     async def mark_sent(self, email_id: int, *, now: float) -> None: ...
 
@@ -155,11 +157,11 @@ class Store(ABC):
 
     @abstractmethod
     async def retry_email(self, email_id: int, *, now: float) -> bool:
-        """failed/dead/cancelled → queued, due now, attempts reset. False if not in such a state."""
+        """RETRY (failed/dead/cancelled/suppressed) → queued, due now, attempts reset. False if not in such a state."""
 
     @abstractmethod
     async def cancel_email(self, email_id: int, *, now: float) -> bool:
-        """queued/failed → cancelled. False if not in such a state."""
+        """CANCEL (queued/failed) → cancelled. False if not in such a state."""
 
     @abstractmethod
     async def stats(self, *, now: float) -> dict[str, Any]:
@@ -198,9 +200,9 @@ class Store(ABC):
     # --- suppression list, return paths and unsubscribes (kept through the outbox's retention) ----
     # Addresses are compared in lower case (callers may pass any case).
 
+    @abstractmethod
     async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
-        """sending → suppressed: the recipient is on the suppression list; nothing was sent."""
-        raise NotImplementedError
+        """The recipient is on the suppression list; nothing was sent."""
 
     async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
                        now: float) -> bool:

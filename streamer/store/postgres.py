@@ -30,7 +30,7 @@ import asyncio
 import json
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -39,16 +39,27 @@ import asyncpg
 from streamer.events import scrub, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import (
-    CANCELLABLE_STATES,
     COUNTED_STATES,
-    RETRYABLE_STATES,
+    IN_FLIGHT_STATES,
+    TRANSITIONS,
+    Command,
     DueEmail,
     EmailState,
     OutboxEmail,
+    target,
 )
 from streamer.store import liveness, migrations
-from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword
 from streamer.store.migrations import Migration
+from streamer.store.outbox_sql import (
+    OUTBOX_COLUMNS,
+    PURGE_EMAILS,
+    Dialect,
+    SqlOutbox,
+    email_from_row,
+    requeue_sql,
+    states_sql,
+)
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
@@ -68,9 +79,8 @@ _PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, 
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
-
-_OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
-                   "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
+_DIALECT = Dialect(numbered=True, release="lease_until = NULL, claimed_by = NULL",
+                   recipient_is="lower(recipient) = lower(?)")
 
 
 class PostgresStoreError(RuntimeError):
@@ -138,13 +148,6 @@ def _row_to_suppression(row: asyncpg.Record) -> Suppression:
     return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
 
 
-def _row_to_email(row: asyncpg.Record) -> OutboxEmail:
-    values = list(row)
-    values[9] = EmailState(values[9])
-    values[17] = json.loads(values[17])
-    return OutboxEmail(*values)
-
-
 def _count(status: str) -> int:
     """asyncpg's command status ("UPDATE 3", "INSERT 0 1") → rows affected."""
     try:
@@ -192,7 +195,7 @@ WITH once AS (
   RETURNING 1)
 INSERT INTO outbox(key, tenant, rule, template, user_id, log_id, recipient, locale, state,
                    next_attempt_at, created_at, updated_at, accepted_at, context)
-SELECT {", ".join(p[:8])}, 'queued', $2::float8, $2::float8, $2::float8, {p[8]}::float8, {p[9]}::json
+SELECT {", ".join(p[:8])}, '{EmailState.QUEUED.value}', $2::float8, $2::float8, $2::float8, {p[8]}::float8, {p[9]}::json
 WHERE EXISTS (SELECT 1 FROM once)
 ON CONFLICT (key) DO NOTHING
 RETURNING id
@@ -214,25 +217,26 @@ FROM unnest($3::text[], $4::text[]) AS k(tenant, log_id)
 WHERE e.tenant = k.tenant AND e.log_id = k.log_id AND e.state = 'pending'
 """
 
+_CLAIMED = states_sql((target(Command.CLAIM),))
 _CLAIM_EMAILS = f"""
 WITH due AS (
   SELECT id FROM outbox
-  WHERE state IN ('queued', 'failed') AND next_attempt_at <= $1
+  WHERE state IN {states_sql(TRANSITIONS[Command.CLAIM].sources)} AND next_attempt_at <= $1
   ORDER BY next_attempt_at, id
   LIMIT $2
   FOR UPDATE SKIP LOCKED)
-UPDATE outbox o SET state = 'sending', lease_until = $3, attempts = o.attempts + 1, updated_at = $1,
-                    claimed_by = $4
+UPDATE outbox o SET state = '{target(Command.CLAIM).value}', lease_until = $3, attempts = o.attempts + 1,
+                    updated_at = $1, claimed_by = $4
 FROM due WHERE o.id = due.id
-RETURNING {", ".join(f"o.{c}" for c in _OUTBOX_COLUMNS.split(", "))}
+RETURNING {", ".join(f"o.{c}" for c in OUTBOX_COLUMNS.split(", "))}
 """
 
 
 # Replicas whose claims exist but whose liveness lock nobody holds (pg_locks shows granted locks
 # of every session; advisory locks are per database). $1 now, $2 this replica, $3 the namespace.
-_FREE_CLAIMERS = """
+_FREE_CLAIMERS = f"""
 SELECT DISTINCT c.replica FROM (
-  SELECT claimed_by AS replica FROM outbox WHERE state = 'sending' AND claimed_by IS NOT NULL
+  SELECT claimed_by AS replica FROM outbox WHERE state IN {_CLAIMED} AND claimed_by IS NOT NULL
   UNION ALL
   SELECT claimed_by FROM events WHERE state = 'pending' AND next_attempt_at > $1 AND claimed_by IS NOT NULL) c
 WHERE c.replica <> $2 AND NOT EXISTS (
@@ -242,10 +246,7 @@ WHERE c.replica <> $2 AND NOT EXISTS (
     AND l.classid = $3::bigint::oid AND l.objid = c.replica::bigint::oid)
 """
 
-_RECLAIM_EMAILS = """
-UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1
-WHERE state = 'sending' AND claimed_by = ANY($2::integer[])
-"""
+_RECLAIM_EMAILS = requeue_sql(_DIALECT, "claimed_by = ANY(?::integer[])")
 
 _RECLAIM_EVENTS = """
 UPDATE events SET next_attempt_at = $1, claimed_by = NULL
@@ -325,8 +326,10 @@ async def _with_connection(url: str, action: Callable[[asyncpg.Connection], Awai
     raise error
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlOutbox):
     """`postgresql://user:password@host:port/db?…` (asyncpg URL syntax). See the module docstring."""
+
+    dialect = _DIALECT
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10):
         self._dsn = url
@@ -416,6 +419,19 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1")
 
+    async def _change(self, sql: str, args: Sequence[Any]) -> int:
+        return _count(await self._execute(sql, *args))
+
+    async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    def _param(self, value: str) -> str:
+        return _text(value) or ""
+
+    def _email(self, row: Sequence[Any]) -> OutboxEmail:
+        return email_from_row(row, json.loads)
+
     # --- inbox ------------------------------------------------------------------------------
     async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
                          checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
@@ -482,20 +498,11 @@ class PostgresStore(Store):
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
         async with self._connection() as conn:
             rows = await conn.fetch(_CLAIM_EMAILS, now, limit, now + lease_s, self.replica_id)
-        return sorted((_row_to_email(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
-
-    async def requeue_stale(self, *, now: float) -> int:
-        """Expired leases only (`lease_until < now`); `now=inf` (single process after a crash) takes
-        every `sending` row: never do that with other replicas running."""
-        return _count(await self._execute(
-            "UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1 "
-            "WHERE state = 'sending' AND lease_until < $1", now))
+        return sorted((self._email(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
 
     async def release_orphaned_emails(self, *, keep: set[int], now: float) -> int:
-        return _count(await self._execute(
-            "UPDATE outbox SET state = 'queued', lease_until = NULL, claimed_by = NULL, updated_at = $1 "
-            "WHERE state = 'sending' AND claimed_by = $2 AND NOT (id = ANY($3::bigint[]))",
-            now, self.replica_id, sorted(keep)))
+        return await self._change(requeue_sql(_DIALECT, "claimed_by = ? AND NOT (id = ANY(?::bigint[]))"),
+                                  (now, self.replica_id, sorted(keep)))
 
     async def release_orphaned_events(self, *, now: float) -> int:
         return _count(await self._execute(
@@ -538,66 +545,13 @@ class PostgresStore(Store):
             raise
         return emails + events
 
-    async def mark_sent(self, email_id: int, *, now: float) -> None:
-        await self._execute(
-            "UPDATE outbox SET state = 'sent', sent_at = $1, updated_at = $1, lease_until = NULL, claimed_by = NULL, "
-            "last_error = NULL "
-            "WHERE id = $2", now, email_id)
-
-    async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None:
-        await self._execute(
-            "UPDATE outbox SET state = 'failed', last_error = $1, next_attempt_at = $2, updated_at = $3, "
-            "lease_until = NULL, claimed_by = NULL WHERE id = $4", _text(error[:1000]), next_attempt_at, now, email_id)
-
-    async def mark_dead(self, email_id: int, *, error: str, now: float) -> None:
-        await self._execute(
-            "UPDATE outbox SET state = 'dead', last_error = $1, updated_at = $2, lease_until = NULL, claimed_by = NULL "
-            "WHERE id = $3",
-            _text(error[:1000]), now, email_id)
-
-    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
-        where, args = [], []
-        if states:
-            args.append([s.value for s in states])
-            where.append(f"state = ANY(${len(args)}::text[])")
-        for column, value in (("tenant", tenant), ("rule", rule), ("user_id", user_id)):
-            if value:
-                args.append(_text(value))
-                where.append(f"{column} = ${len(args)}")
-        if recipient:
-            args.append(_text(recipient))
-            where.append(f"lower(recipient) = lower(${len(args)})")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        args.append(limit)
-        async with self._connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ${len(args)}", *args)
-        return [_row_to_email(r) for r in rows]
-
-    async def get_email(self, email_id: int) -> OutboxEmail | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = $1", email_id)
-        return _row_to_email(row) if row else None
-
-    async def retry_email(self, email_id: int, *, now: float) -> bool:
-        return bool(_count(await self._execute(
-            "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = $1, updated_at = $1 "
-            "WHERE id = $2 AND state = ANY($3::text[])", now, email_id, [s.value for s in RETRYABLE_STATES])))
-
-    async def cancel_email(self, email_id: int, *, now: float) -> bool:
-        return bool(_count(await self._execute(
-            "UPDATE outbox SET state = 'cancelled', updated_at = $1 WHERE id = $2 AND state = ANY($3::text[])",
-            now, email_id, [s.value for s in CANCELLABLE_STATES])))
-
     async def stats(self, *, now: float) -> dict[str, Any]:
         async with self._connection() as conn:
             row = await conn.fetchrow(
                 "SELECT (SELECT coalesce(json_object_agg(state, n), '{}')::text "
                 "        FROM (SELECT state, count(*) AS n FROM outbox WHERE state = ANY($1::text[]) "
                 "              GROUP BY state) s), "
-                "       (SELECT min(created_at) FROM outbox WHERE state IN ('queued', 'sending', 'failed')), "
+                f"       (SELECT min(created_at) FROM outbox WHERE state IN {states_sql(IN_FLIGHT_STATES)}), "
                 "       (SELECT count(*) FROM events WHERE state = 'pending')", [s.value for s in COUNTED_STATES])
         counts, oldest, pending = json.loads(row[0]), row[1], row[2]
         return {"outbox": {s.value: counts.get(s.value, 0) for s in COUNTED_STATES},
@@ -651,16 +605,10 @@ class PostgresStore(Store):
         async with self._connection() as conn, conn.transaction():
             events = _count(await conn.execute(
                 "DELETE FROM events WHERE state = 'done' AND processed_at < $1", before))
-            emails = _count(await conn.execute(
-                "DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead', 'suppressed') AND updated_at < $1", before))
+            emails = _count(await conn.execute(_DIALECT.sql(PURGE_EMAILS), before))
         return events + emails
 
     # --- suppression list, return paths and unsubscribes --------------------------------------
-    async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
-        await self._execute(
-            "UPDATE outbox SET state = 'suppressed', last_error = $1, updated_at = $2, lease_until = NULL WHERE id = $3",
-            _text(error[:1000]), now, email_id)
-
     @staticmethod
     async def _upsert_suppression(conn: asyncpg.Connection, tenant: str, address: str, reason: Reason,
                                   source: str, detail: str, now: float) -> bool:

@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +30,18 @@ import orjson
 
 from streamer.events import BodyError, parse_body, scrub, user_id_of
 from streamer.logs import get_logger
-from streamer.outbox import (
-    CANCELLABLE_STATES,
-    COUNTED_STATES,
-    RETRYABLE_STATES,
-    DueEmail,
-    EmailState,
-    OutboxEmail,
-)
+from streamer.outbox import COUNTED_STATES, IN_FLIGHT_STATES, Command, DueEmail, OutboxEmail, sources, target
 from streamer.store import migrations
-from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword
+from streamer.store.outbox_sql import (
+    OUTBOX_COLUMNS,
+    PURGE_EMAILS,
+    Dialect,
+    SqlOutbox,
+    email_from_row,
+    requeue_sql,
+    states_sql,
+)
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
@@ -170,26 +172,24 @@ class _Lease:
     attempts: int
 
 
-_OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
-                   "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
-
+_DIALECT = Dialect(numbered=False, release="lease_until = NULL", recipient_is="recipient = ? COLLATE NOCASE")
 
 #: Every state but `sent`, which grows with the retention and is counted as it happens
 #: (streamer_emails_sent_total): the gauges run every few seconds and must not scan it.
-_COUNTED = ", ".join(f"'{state.value}'" for state in COUNTED_STATES)
-OUTBOX_COUNTS = f"SELECT state, count(*) FROM outbox WHERE state IN ({_COUNTED}) GROUP BY state"
+OUTBOX_COUNTS = f"SELECT state, count(*) FROM outbox WHERE state IN {states_sql(COUNTED_STATES)} GROUP BY state"
 #: Ids grow with time: the open email with the lowest id is the oldest, found in the state index.
 OLDEST_OPEN = ("SELECT created_at FROM outbox WHERE id = (SELECT min(id) FROM outbox "
-               "WHERE state IN ('queued', 'sending', 'failed'))")
+               f"WHERE state IN {states_sql(IN_FLIGHT_STATES)})")
 #: Events stored but not yet through the rules: the rows after the cursor, and the retries.
 INBOX_PENDING = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
                  "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
 #: INDEXED BY: without statistics SQLite picks outbox_state, reads every queued row and sorts them
 #: all for each claim, which turns working off a large backlog (an SMTP outage) quadratic.
 CLAIM_EMAILS = (
-    f"UPDATE outbox SET state = 'sending', lease_until = ?, attempts = attempts + 1, updated_at = ? "
-    f"WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state IN ('queued', 'failed') "
-    f"AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) RETURNING {_OUTBOX_COLUMNS}")
+    f"UPDATE outbox SET state = '{target(Command.CLAIM).value}', lease_until = ?, attempts = attempts + 1, "
+    f"updated_at = ? WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state IN "
+    f"{states_sql(sources(Command.CLAIM))} AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
+    f"RETURNING {OUTBOX_COLUMNS}")
 CLAIM_RETRIES = (
     "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
     "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM retries INDEXED BY retries_due "
@@ -199,14 +199,9 @@ CLAIM_RETRIES = (
 _PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
 
 
-def _row_to_email(row: tuple) -> OutboxEmail:
-    values = list(row)
-    values[9] = EmailState(values[9])
-    values[17] = orjson.loads(values[17])
-    return OutboxEmail(*values)
+class SqliteStore(SqlOutbox):
+    dialect = _DIALECT
 
-
-class SqliteStore(Store):
     def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
@@ -280,6 +275,12 @@ class SqliteStore(Store):
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._conn is not None, "store is not open"
         return await self._run(fn, self._conn)
+
+    async def _change(self, sql: str, args: Sequence[Any]) -> int:
+        return await self._write(lambda c: c.execute(sql, args).rowcount)
+
+    async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
+        return await self._read(lambda c: c.execute(sql, args).fetchall())
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside the next group commit; resolve once it is committed."""
@@ -548,7 +549,7 @@ class SqliteStore(Store):
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
         def claim(conn: sqlite3.Connection) -> list[OutboxEmail]:
             rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
-            return sorted((_row_to_email(r) for r in rows), key=lambda e: e.next_attempt_at)
+            return sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
 
         return await self._write(claim)
 
@@ -560,73 +561,10 @@ class SqliteStore(Store):
         def release(conn: sqlite3.Connection) -> int:
             events = conn.execute("UPDATE retries SET next_attempt_at = ? WHERE next_attempt_at > ? "
                                   "AND last_error IS NULL", (now, now)).rowcount
-            emails = conn.execute("UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = ? "
-                                  "WHERE state = 'sending'", (now,)).rowcount
+            emails = conn.execute(requeue_sql(_DIALECT), (now,)).rowcount
             return events + emails
 
         return held + await self._write(release)
-
-    async def requeue_stale(self, *, now: float) -> int:
-        return await self._write(lambda c: c.execute(
-            "UPDATE outbox SET state = 'queued', lease_until = NULL, updated_at = ? "
-            "WHERE state = 'sending' AND lease_until < ?", (now, now)).rowcount)
-
-    async def _update_state(self, sql: str, args: tuple) -> None:
-        await self._write(lambda c: c.execute(sql, args))
-
-    async def mark_sent(self, email_id: int, *, now: float) -> None:
-        await self._update_state(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, updated_at = ?, lease_until = NULL, last_error = NULL "
-            "WHERE id = ?", (now, now, email_id))
-
-    async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None:
-        await self._update_state(
-            "UPDATE outbox SET state = 'failed', last_error = ?, next_attempt_at = ?, updated_at = ?, "
-            "lease_until = NULL WHERE id = ?", (error[:1000], next_attempt_at, now, email_id))
-
-    async def mark_dead(self, email_id: int, *, error: str, now: float) -> None:
-        await self._update_state(
-            "UPDATE outbox SET state = 'dead', last_error = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-            (error[:1000], now, email_id))
-
-    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
-        where, args = [], []
-        if states:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args += [s.value for s in states]
-        for column, value in (("tenant", tenant), ("rule", rule), ("user_id", user_id)):
-            if value:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if recipient:
-            where.append("recipient = ? COLLATE NOCASE")
-            args.append(recipient)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall())
-        return [_row_to_email(r) for r in rows]
-
-    async def get_email(self, email_id: int) -> OutboxEmail | None:
-        row = await self._read(lambda c: c.execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE id = ?", (email_id,)).fetchone())
-        return _row_to_email(row) if row else None
-
-    async def _transition(self, email_id: int, sql: str, args: tuple, from_states: tuple[EmailState, ...]) -> bool:
-        placeholders = ", ".join("?" * len(from_states))
-        return bool(await self._write(lambda c: c.execute(
-            f"{sql} WHERE id = ? AND state IN ({placeholders})",
-            (*args, email_id, *[s.value for s in from_states])).rowcount))
-
-    async def retry_email(self, email_id: int, *, now: float) -> bool:
-        return await self._transition(
-            email_id, "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?, updated_at = ?",
-            (now, now), RETRYABLE_STATES)
-
-    async def cancel_email(self, email_id: int, *, now: float) -> bool:
-        return await self._transition(
-            email_id, "UPDATE outbox SET state = 'cancelled', updated_at = ?", (now,), CANCELLABLE_STATES)
 
     async def stats(self, *, now: float) -> dict[str, Any]:
         def read(conn: sqlite3.Connection) -> dict[str, Any]:
@@ -684,18 +622,12 @@ class SqliteStore(Store):
             # Forget log_ids only once their events went through the rules (dedup must cover the backlog).
             oldest_open = conn.execute("SELECT min(received_at) FROM inbox WHERE id > ?", (done,)).fetchone()[0]
             conn.execute("DELETE FROM seen WHERE at < ?", (min(before, oldest_open or before),))
-            emails = conn.execute("DELETE FROM outbox WHERE state IN ('sent', 'cancelled', 'dead', 'suppressed') "
-                                  "AND updated_at < ?", (before,)).rowcount
+            emails = conn.execute(PURGE_EMAILS, (before,)).rowcount
             return events + emails
 
         return await self._write(purge)
 
     # --- suppression list, return paths and unsubscribes --------------------------------------
-    async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
-        await self._update_state(
-            "UPDATE outbox SET state = 'suppressed', last_error = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-            (error[:1000], now, email_id))
-
     async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
                        now: float) -> bool:
         address = normalize_address(address)
