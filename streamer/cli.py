@@ -13,12 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
+from streamer.outbox import Command, EmailState, sources
+from streamer.store.outbox_admin import BULK_COMMANDS, BulkOutcome
 
 EXIT_OK, EXIT_USER, EXIT_USAGE = 0, 1, 2
 #: `migrate --check`: the store needs migrations (distinct from 1, "cannot tell": bad config, store away).
 EXIT_MIGRATIONS_PENDING = 3
-#: States `outbox retry` / `outbox cancel` accept with --state (what their store calls allow).
-BULK_STATES = {"retry": ("failed", "cancelled", "dead", "suppressed"), "cancel": ("queued", "failed")}
+#: States `outbox retry` / `outbox cancel` accept with --state: the state machine's (streamer.outbox.TRANSITIONS).
+BULK_STATES = {command.value: tuple(state.value for state in sources(command)) for command in BULK_COMMANDS}
+#: What `outbox retry` / `outbox cancel` did to an email.
+_BULK_VERBS = {"retry": "queued again", "cancel": "cancelled"}
 
 
 class UserError(Exception):
@@ -191,12 +195,51 @@ def _email_dict(email: Any) -> dict[str, Any]:
     return {"id": email.id, "state": email.state.value, "rule": email.rule, "tenant": email.tenant,
             "recipient": email.recipient, "template": email.template, "locale": email.locale,
             "user_id": email.user_id, "log_id": email.log_id, "attempts": email.attempts,
-            "next_attempt": _when(email.next_attempt_at) if email.state.value in ("queued", "failed") else "-",
+            "next_attempt": _when(email.next_attempt_at) if email.state in sources(Command.CLAIM) else "-",
             "last_error": email.last_error, "created": _when(email.created_at), "sent": _when(email.sent_at)}
 
 
+def _either_or(states: tuple[str, ...]) -> str:
+    return f"{', '.join(states[:-1])} or {states[-1]}" if len(states) > 1 else states[0]
+
+
+def _print_emails(emails: list[Any], *, as_json: bool, everything: bool) -> None:
+    if as_json:
+        print(json.dumps([_email_dict(e) for e in emails], indent=2))
+        return
+    if not emails:
+        print("no emails" + ("" if everything else " queued, failed or dead (use --all to include sent)"))
+        return
+    header = ("ID", "STATE", "RULE", "TENANT", "RECIPIENT", "ATTEMPTS", "NEXT ATTEMPT", "SENT (UTC)", "LAST ERROR")
+    rows = [(str(e.id), e.state.value, e.rule, e.tenant, e.recipient, str(e.attempts),
+             _email_dict(e)["next_attempt"], _when(e.sent_at), (e.last_error or "")[:80]) for e in emails]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_outcome(outcome: BulkOutcome, args: argparse.Namespace) -> int:
+    """What `outbox retry` / `outbox cancel` did, one line an email (refusals on stderr); the exit code."""
+    verb = _BULK_VERBS[args.action]
+    if not outcome.selected:
+        print(f"no {args.state} emails" + "".join(f" {k} {v}" for k, v in (("of tenant", args.tenant),
+                                                                           ("of rule", args.rule)) if v))
+        return EXIT_OK
+    refused = {r.email_id: r for r in outcome.refused}
+    for email_id in outcome.selected:
+        if email_id not in refused:
+            print(f"{email_id}: {verb}")
+            continue
+        now_in = refused[email_id].state
+        print(f"{email_id}: not {verb}: it is {now_in.value if now_in else 'not found'} (only "
+              f"{_either_or(BULK_STATES[args.action])} emails can be)", file=sys.stderr)
+    if args.state:
+        print(f"{len(outcome.done)} of {len(outcome.selected)} {args.state} emails {verb}")
+    return EXIT_USER if outcome.refused else EXIT_OK
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from streamer.outbox import OPEN_STATES, EmailState
+    from streamer.store import outbox_admin
 
     if args.action in BULK_STATES and not args.state and (args.tenant or args.rule):
         print(f"streamer outbox {args.action}: --tenant and --rule narrow --state", file=sys.stderr)
@@ -205,67 +248,22 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         print(f"streamer outbox {args.action}: give email IDs or --state (one of them)", file=sys.stderr)
         return EXIT_USAGE
     config = _load(args)
-    now = time.time()
-
-    async def act(store: Any) -> int:
-        if args.action == "list":
-            # Looking up one user ("did they get it?") shows sent emails too, unless --state says otherwise.
-            states = None if args.all or args.user or args.to else OPEN_STATES
-            if args.state:
-                states = (EmailState(args.state),)
-            emails = await store.list_emails(states=states, tenant=args.tenant, rule=args.rule, user_id=args.user,
-                                             recipient=args.to, limit=args.limit)
-            if args.json:
-                print(json.dumps([_email_dict(e) for e in emails], indent=2))
-                return EXIT_OK
-            if not emails:
-                print("no emails" + ("" if args.all else " queued, failed or dead (use --all to include sent)"))
-                return EXIT_OK
-            header = ("ID", "STATE", "RULE", "TENANT", "RECIPIENT", "ATTEMPTS", "NEXT ATTEMPT", "SENT (UTC)",
-                      "LAST ERROR")
-            rows = [(str(e.id), e.state.value, e.rule, e.tenant, e.recipient, str(e.attempts),
-                     _email_dict(e)["next_attempt"], _when(e.sent_at), (e.last_error or "")[:80]) for e in emails]
-            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-            for row in [header, *rows]:
-                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-            return EXIT_OK
-        if args.action == "show":
-            email = await store.get_email(args.id)
-            if email is None:
-                raise UserError(f"no email with id {args.id}")
-            details = _email_dict(email)
-            details["context"] = email.context
-            print(json.dumps(details, indent=2, ensure_ascii=False, default=str))
-            return EXIT_OK
-        ids = list(args.ids)
-        if args.state:
-            selected = await store.list_emails(states=(EmailState(args.state),), tenant=args.tenant, rule=args.rule,
-                                               limit=10**9)
-            ids = [e.id for e in reversed(selected)]
-            if not ids:
-                print(f"no {args.state} emails" + "".join(f" {k} {v}" for k, v in (("of tenant", args.tenant),
-                                                                                   ("of rule", args.rule)) if v))
-                return EXIT_OK
-        failed = 0
-        for email_id in ids:
-            if args.action == "retry":
-                done = await store.retry_email(email_id, now=now)
-                verb, allowed = "queued again", "failed, dead, cancelled or suppressed"
-            else:
-                done = await store.cancel_email(email_id, now=now)
-                verb, allowed = "cancelled", "queued or failed"
-            if done:
-                print(f"{email_id}: {verb}")
-            else:
-                failed += 1
-                email = await store.get_email(email_id)
-                state = email.state.value if email else "not found"
-                print(f"{email_id}: not {verb}: it is {state} (only {allowed} emails can be)", file=sys.stderr)
-        if args.state:
-            print(f"{len(ids) - failed} of {len(ids)} {args.state} emails {verb}")
-        return EXIT_USER if failed else EXIT_OK
-
-    return asyncio.run(_with_store(config, act))
+    state = EmailState(args.state) if getattr(args, "state", None) else None
+    if args.action == "list":
+        emails = asyncio.run(_with_store(config, lambda store: outbox_admin.list_emails(
+            store, state=state, everything=args.all, tenant=args.tenant, rule=args.rule, user_id=args.user,
+            recipient=args.to, limit=args.limit)))
+        _print_emails(emails, as_json=args.json, everything=args.all)
+        return EXIT_OK
+    if args.action == "show":
+        email = asyncio.run(_with_store(config, lambda store: store.get_email(args.id)))
+        if email is None:
+            raise UserError(f"no email with id {args.id}")
+        print(json.dumps({**_email_dict(email), "context": email.context}, indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+    outcome = asyncio.run(_with_store(config, lambda store: outbox_admin.apply(
+        store, Command(args.action), ids=args.ids, state=state, tenant=args.tenant, rule=args.rule, now=time.time())))
+    return _print_outcome(outcome, args)
 
 
 def _suppression_dict(entry: Any) -> dict[str, Any]:
@@ -407,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = outbox_sub.add_parser("list", help="list queued, failed and dead emails (--all adds sent)")
     _config_arg(listing)
     listing.add_argument("--all", action="store_true", help="include sent and cancelled emails")
-    listing.add_argument("--state", choices=["queued", "sending", "sent", "failed", "dead", "cancelled", "suppressed"])
+    listing.add_argument("--state", choices=[state.value for state in EmailState])
     listing.add_argument("--rule", help="only this rule's emails")
     listing.add_argument("--user", metavar="USER_ID", help="only this Auth0 user's emails, sent ones included")
     listing.add_argument("--to", metavar="ADDRESS", help="only emails to this address (any case), sent ones included")
@@ -418,9 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(show)
     show.add_argument("id", type=int)
     for action, help_text, example in (
-            ("retry", "queue failed, dead or cancelled emails again, now",
+            ("retry", f"queue {_either_or(BULK_STATES['retry'])} emails again, now",
              "after an SMTP outage: streamer outbox retry --state dead"),
-            ("cancel", "cancel queued or failed emails",
+            ("cancel", f"cancel {_either_or(BULK_STATES['cancel'])} emails",
              "to stop a rule's queued emails: streamer outbox cancel --state queued --rule welcome")):
         command = outbox_sub.add_parser(action, help=help_text, description=(
             f"{help_text.capitalize()}: the given IDs, or every email in --state (of one --tenant or --rule if "

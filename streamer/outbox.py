@@ -55,6 +55,8 @@ class Transition:
     sources: tuple[EmailState, ...]
     #: The state it moves them to; None: the row is deleted.
     target: EmailState | None
+    #: Who does it, and when (the README's table).
+    when: str = ""
 
 
 _ALL = tuple(EmailState)
@@ -64,16 +66,20 @@ _ALL = tuple(EmailState)
 #: (`transitions_table`). A send outcome applies whatever the row's state meanwhile (its lease may
 #: have run out and the row been requeued, even cancelled): the send happened, the row must say so.
 TRANSITIONS: Mapping[Command, Transition] = MappingProxyType({
-    Command.CLAIM: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.SENDING),
-    Command.REQUEUE: Transition((EmailState.SENDING,), EmailState.QUEUED),
-    Command.MARK_SENT: Transition(_ALL, EmailState.SENT),
-    Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED),
-    Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD),
-    Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED),
+    Command.CLAIM: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.SENDING,
+                              "the dispatcher, when the email is due"),
+    Command.REQUEUE: Transition((EmailState.SENDING,), EmailState.QUEUED,
+                                "lease over, restart, dead replica: the claim is handed back"),
+    Command.MARK_SENT: Transition(_ALL, EmailState.SENT, "the SMTP server took it"),
+    Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED, "a temporary error: tried again after a backoff"),
+    Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
+    Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED, "the recipient is on the suppression list"),
     Command.RETRY: Transition((EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
-                              EmailState.QUEUED),
-    Command.CANCEL: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.CANCELLED),
-    Command.PURGE: Transition((EmailState.SENT, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED), None),
+                              EmailState.QUEUED, "`streamer outbox retry`"),
+    Command.CANCEL: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.CANCELLED,
+                               "`streamer outbox cancel`; a user deleted or no longer matching the rule"),
+    Command.PURGE: Transition((EmailState.SENT, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED), None,
+                              "after `delivery.retention_days`"),
 })
 
 
@@ -96,11 +102,11 @@ def target(command: Command) -> EmailState:
 
 def transitions_table() -> str:
     """The state machine as the Markdown table the README shows (a test keeps the two equal)."""
-    lines = ["| command | from | to |", "|---|---|---|"]
+    lines = ["| command | from | to | when |", "|---|---|---|---|"]
     for command, transition in TRANSITIONS.items():
         origin = "any" if transition.sources == _ALL else ", ".join(s.value for s in transition.sources)
         to = transition.target.value if transition.target else "(deleted)"
-        lines.append(f"| {command.value} | {origin} | {to} |")
+        lines.append(f"| {command.value} | {origin} | {to} | {transition.when} |")
     return "\n".join(lines)
 
 

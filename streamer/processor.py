@@ -39,7 +39,7 @@ from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
-from streamer.outbox import EmailState, OutboxEmail
+from streamer.outbox import Command, OutboxEmail, sources
 from streamer.rules import CompiledRule, RuleError, decide, matches, reads_recipient, tenant_view, user_view
 from streamer.store import InboxEvent, Store
 from streamer.suppression.policy import normalize_address
@@ -333,7 +333,7 @@ class Processor:
             profile = None if deleted else profiles.get(user_id)
             if not deleted and not isinstance(profile, dict):
                 continue
-            emails = await self.store.list_emails(states=(EmailState.QUEUED, EmailState.FAILED), tenant=tenant,
+            emails = await self.store.list_emails(states=sources(Command.CANCEL), tenant=tenant,
                                                   user_id=user_id)
             for email in emails:
                 if email.log_id in handled:

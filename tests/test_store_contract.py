@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 from structlog.testing import capture_logs
 
+from streamer import outbox as outbox_module
 from streamer.events import parse_body, scrub
-from streamer.outbox import EmailState
+from streamer.outbox import TRANSITIONS, Command, EmailState, Transition, allows, sources
 from streamer.store.sqlite import SqliteStore
 
 from conftest import sample_event
@@ -472,3 +473,68 @@ async def test_return_paths_and_unsubscribes_are_remembered(store):
     await store.set_unsubscribed("acme", "auth0|1", "digest", now=NOW)
     assert await store.get_unsubscribed("acme", ["auth0|1", "auth0|2"]) == {"auth0|1": {"new-device", "digest"}}
     assert await store.get_unsubscribed("globex", ["auth0|1"]) == {}
+
+
+
+# --- the state machine (streamer.outbox.TRANSITIONS): each store does what the table says, no more ---
+
+LEASE_S = 10**6
+
+
+async def _one_email_in_each_state(store) -> dict[EmailState, int]:
+    """An email in every state, reached through the store's own calls; all due by NOW + 10."""
+    await store.settle_events([], [due(f"L-{state.value}", user=state.value) for state in EmailState], now=NOW)
+    ids = {EmailState(e.user_id): e.id for e in await store.claim_emails(limit=20, now=NOW, lease_s=LEASE_S)}
+    await store.mark_sent(ids[EmailState.SENT], now=NOW + 1)
+    await store.mark_dead(ids[EmailState.DEAD], error="550", now=NOW + 1)
+    await store.mark_suppressed(ids[EmailState.SUPPRESSED], error="suppressed", now=NOW + 1)
+    for state in (EmailState.FAILED, EmailState.QUEUED, EmailState.CANCELLED):
+        await store.mark_failed(ids[state], error="451", next_attempt_at=NOW + 1, now=NOW + 1)
+    assert await store.retry_email(ids[EmailState.QUEUED], now=NOW + 2)
+    assert await store.cancel_email(ids[EmailState.CANCELLED], now=NOW + 2)
+    assert {state: (await store.get_email(i)).state for state, i in ids.items()} == {s: s for s in EmailState}
+    return ids
+
+
+async def _apply(store, command: Command, email_id: int) -> None:
+    """`command` on one email (CLAIM, REQUEUE and PURGE act on every email they may touch)."""
+    now = NOW + 10
+    if command is Command.CLAIM:
+        await store.claim_emails(limit=20, now=now, lease_s=60)
+    elif command is Command.REQUEUE:
+        await store.requeue_stale(now=NOW + 2 * LEASE_S)
+    elif command is Command.PURGE:
+        await store.purge(before=NOW + 10 * LEASE_S)
+    elif command is Command.MARK_SENT:
+        await store.mark_sent(email_id, now=now)
+    elif command is Command.MARK_FAILED:
+        await store.mark_failed(email_id, error="451", next_attempt_at=now, now=now)
+    elif command in (Command.MARK_DEAD, Command.MARK_SUPPRESSED):
+        mark = store.mark_dead if command is Command.MARK_DEAD else store.mark_suppressed
+        await mark(email_id, error="x", now=now)
+    else:
+        change = store.retry_email if command is Command.RETRY else store.cancel_email
+        before = (await store.get_email(email_id)).state
+        assert await change(email_id, now=now) is allows(command, before)
+
+
+@pytest.mark.parametrize("command", list(Command))
+async def test_each_command_moves_exactly_the_states_the_table_allows(store, command):
+    ids = await _one_email_in_each_state(store)
+    for email_id in ids.values():
+        await _apply(store, command, email_id)
+        if command in (Command.CLAIM, Command.REQUEUE, Command.PURGE):
+            break  # they act on the whole outbox at once
+    after = {state: getattr(await store.get_email(email_id), "state", None) for state, email_id in ids.items()}
+    transition = TRANSITIONS[command]
+    assert after == {state: transition.target if allows(command, state) else state for state in EmailState}
+
+
+async def test_the_stores_read_the_table_so_one_edit_changes_a_transition(store, monkeypatch):
+    """Letting `cancel` take dead emails too is one edit of TRANSITIONS: both stores follow it."""
+    ids = await _one_email_in_each_state(store)
+    assert await store.cancel_email(ids[EmailState.DEAD], now=NOW + 10) is False
+    wider = Transition((*sources(Command.CANCEL), EmailState.DEAD), EmailState.CANCELLED)
+    monkeypatch.setattr(outbox_module, "TRANSITIONS", {**TRANSITIONS, Command.CANCEL: wider})
+    assert await store.cancel_email(ids[EmailState.DEAD], now=NOW + 10) is True
+    assert (await store.get_email(ids[EmailState.DEAD])).state is EmailState.CANCELLED

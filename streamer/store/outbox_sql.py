@@ -25,6 +25,8 @@ from streamer.store.base import Store
 OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
                   "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
 _STATE, _CONTEXT = 9, 17
+#: A `?` outside quoted literals (a literal is matched whole, and kept).
+_PLACEHOLDER = re.compile(r"'[^']*'|\?")
 
 
 def states_sql(states: Sequence[EmailState]) -> str:
@@ -55,7 +57,7 @@ class Dialect:
         if not self.numbered:
             return text
         counter = itertools.count(1)
-        return re.sub(r"\?", lambda _: f"${next(counter)}", text)
+        return _PLACEHOLDER.sub(lambda m: m[0] if m[0] != "?" else f"${next(counter)}", text)
 
 
 def transition_sql(command: Command, assignments: str) -> str:
