@@ -47,6 +47,8 @@ from streamer.suppression.policy import Reason, Suppression, normalize_address
 T = TypeVar("T")
 log = get_logger(__name__)
 
+#: Schema version 2, as every database had it before schema changes became numbered files: a new
+#: database starts here, then `sqlite_migrations/` brings it up to date, as it does an old one.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox(
@@ -70,30 +72,9 @@ CREATE TABLE IF NOT EXISTS outbox(
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt_at) WHERE state IN ('queued', 'failed');
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 'sending';
-CREATE TABLE IF NOT EXISTS pending_passwords(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user_id TEXT NOT NULL, connection TEXT NOT NULL,
-  state TEXT NOT NULL, sealed BLOB, created_at REAL NOT NULL, expires_at REAL NOT NULL,
-  updated_at REAL NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS pending_passwords_user ON pending_passwords(tenant, user_id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_user ON outbox(user_id);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
 
-#: The suppression list, VERP return paths and unsubscribes (issue 13). Never purged: they must
-#: outlive the outbox's retention. Kept apart from SCHEMA so that schema migrations stay separate.
-SUPPRESSION_SCHEMA = """
-CREATE TABLE IF NOT EXISTS suppressions(
-  tenant TEXT NOT NULL, address TEXT NOT NULL, reason TEXT NOT NULL, source TEXT NOT NULL, detail TEXT NOT NULL,
-  created_at REAL NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (tenant, address)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS suppressions_recent ON suppressions(updated_at);
-CREATE TABLE IF NOT EXISTS soft_bounces(tenant TEXT NOT NULL, address TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS soft_bounces_address ON soft_bounces(tenant, address, at);
-CREATE TABLE IF NOT EXISTS return_paths(
-  token TEXT PRIMARY KEY, tenant TEXT NOT NULL, address TEXT NOT NULL, created_at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS unsubscribes(
-  tenant TEXT NOT NULL, user_id TEXT NOT NULL, rule TEXT NOT NULL, created_at REAL NOT NULL,
-  PRIMARY KEY (tenant, user_id, rule)) WITHOUT ROWID;
-"""
 _SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
 
 
@@ -232,7 +213,6 @@ class SqliteStore(SqlOutbox):
         conn.execute("PRAGMA busy_timeout=30000")
         legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
         conn.executescript(SCHEMA)
-        conn.executescript(SUPPRESSION_SCHEMA)
         if legacy:
             conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} COMMIT;")
         self._migrate(conn)
