@@ -8,14 +8,11 @@ from __future__ import annotations  # noqa: I001
 
 import asyncio
 import contextlib
-import fcntl
-import os
 import signal
 import time
 from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
@@ -41,6 +38,7 @@ from streamer.smtp import SmtpPool
 from streamer.sources.poller import Poller
 from streamer.sources.stream_watch import StreamWatch
 from streamer.store import Store, open_store
+from streamer.store.base import StoreInUse
 from streamer.suppression.inbound import InboundHandler, InboundListener
 from streamer.suppression.recorder import SuppressionRecorder
 from streamer.suppression.verp import ReturnPaths
@@ -57,33 +55,6 @@ PURGE_EVERY_S = 3600.0
 
 class StartupError(Exception):
     """The daemon cannot start (store unreachable, port taken …): one clear line, exit 1."""
-
-
-class SqliteLock:
-    """One `run` per SQLite file: two would both send (use PostgreSQL for several processes)."""
-
-    def __init__(self, store_url: str):
-        self.path = Path(store_url[len("sqlite:///"):] + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StartupError(f"cannot open the store: {self.path.parent}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StartupError(f"another `streamer run` is using {self.path.with_suffix('')}; "
-                               "one process per SQLite store (use PostgreSQL to run several)") from None
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 @dataclass
@@ -130,17 +101,14 @@ class Daemon:
         config = self.config
         rules = compile_rules(config.rules)
         templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
-        lock = SqliteLock(config.store_url) if config.store_url.startswith("sqlite:///") else None
-        if lock:
-            lock.acquire()
         self.store = store = self.store or open_store(config.store_url)
         try:
-            await store.open()
+            await store.open(exclusive=True)
+        except StoreInUse as exc:
+            raise StartupError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
-            if lock:
-                lock.release()
             raise StartupError(f"cannot open the store: {redact_text(str(exc))}") from None
-        if lock:  # single process: whatever the previous process had claimed is ours to resume now
+        if store.single_process:  # whatever the previous process had claimed is ours to resume now
             released = await store.resume_after_restart(now=time.time())
             if released:
                 log.warning("resumed_after_restart", rows=released)
@@ -249,8 +217,6 @@ class Daemon:
             for api in apis.values():
                 await api.close()
             await store.close()
-            if lock:
-                lock.release()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)

@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 from streamer import outbox as outbox_module
 from streamer.events import parse_body, scrub
 from streamer.outbox import TRANSITIONS, Command, EmailState, Transition, allows, sources
+from streamer.store.base import StoreInUse
 from streamer.store.sqlite import SqliteStore
 
 from conftest import sample_event
@@ -538,3 +539,20 @@ async def test_the_stores_read_the_table_so_one_edit_changes_a_transition(store,
     monkeypatch.setattr(outbox_module, "TRANSITIONS", {**TRANSITIONS, Command.CANCEL: wider})
     assert await store.cancel_email(ids[EmailState.DEAD], now=NOW + 10) is True
     assert (await store.get_email(ids[EmailState.DEAD])).state is EmailState.CANCELLED
+
+
+async def test_an_exclusive_sqlite_open_takes_the_one_run_lock_until_close(tmp_path):
+    """`streamer run` opens its store exclusively; `streamer outbox …` may open it alongside."""
+    path = tmp_path / "store.db"
+    running = SqliteStore(path)
+    await running.open(exclusive=True)
+    second = SqliteStore(path)
+    with pytest.raises(StoreInUse, match="another `streamer run` is using"):
+        await second.open(exclusive=True)
+    reader = SqliteStore(path)
+    await reader.open()
+    await reader.close()
+    await running.close()
+    again = SqliteStore(path)
+    await again.open(exclusive=True)   # released by close()
+    await again.close()

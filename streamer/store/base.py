@@ -55,14 +55,24 @@ class PendingPassword:
                 f"state={self.state!r}, expires_at={self.expires_at})")
 
 
+class StoreInUse(RuntimeError):
+    """Another process runs the pipeline on a store that allows only one (SQLite)."""
+
+
 class Store(ABC):
     """Durable state of one streamer deployment."""
 
     url: str
+    #: Only one process may run the pipeline on it (`open(exclusive=True)`): at start, whatever the
+    #: previous one had claimed is this one's to resume (`resume_after_restart`).
+    single_process: bool = False
 
     @abstractmethod
-    async def open(self) -> None:
-        """Connect and create or migrate the schema."""
+    async def open(self, *, exclusive: bool = False) -> None:
+        """Connect and create or migrate the schema. `exclusive`: this process runs the pipeline
+        (`streamer run`); a single-process store then takes its lock until `close()`, and raises
+        StoreInUse if another process holds it. Commands that only read or edit a few rows
+        (`streamer outbox`) open it without."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -355,7 +355,8 @@ class PostgresStore(SqlOutbox):
             detail = detail.replace(secret, "***")
         return PostgresStoreError(f"{what} ({self.url}): {type(exc).__name__}: {detail}")
 
-    async def open(self) -> None:
+    async def open(self, *, exclusive: bool = False) -> None:
+        """Replicas share the database: `exclusive` asks nothing more (see reclaim_dead, try_lead)."""
         error: PostgresStoreError | None = None
         try:
             self._pool = await asyncpg.create_pool(

@@ -17,7 +17,9 @@ could not be fetched move to `retries`, one row each, with their own next attemp
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +34,7 @@ from streamer.events import BodyError, parse_body, scrub, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import COUNTED_STATES, IN_FLIGHT_STATES, Command, DueEmail, OutboxEmail, sources, target
 from streamer.store import migrations
-from streamer.store.base import InboxEvent, IngestResult, PendingPassword
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword, StoreInUse
 from streamer.store.outbox_sql import (
     OUTBOX_COLUMNS,
     PURGE_EMAILS,
@@ -180,8 +182,27 @@ CLAIM_RETRIES = (
 _PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
 
 
+def _lock(path: Path) -> int:
+    """One `streamer run` per SQLite file: two would both send (PostgreSQL is for several processes).
+    An flock on `<file>.lock`, released when its descriptor closes (or the process dies)."""
+    lock = path.with_name(path.name + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path.parent}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreInUse(f"another `streamer run` is using {path}; one process per SQLite store "
+                         "(use PostgreSQL to run several)") from None
+    return fd
+
+
 class SqliteStore(SqlOutbox):
     dialect = _DIALECT
+    single_process = True
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
         self.path = Path(path)
@@ -200,6 +221,7 @@ class SqliteStore(SqlOutbox):
         # it need not read and parse them back (bounded; rows beyond it are read from the file).
         self._fresh: dict[int, tuple[str, list[dict[str, Any]], float]] = {}
         self._fresh_events = 0
+        self._lock_fd: int | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -238,16 +260,30 @@ class SqliteStore(SqlOutbox):
                 raise
             log.info("store_migrated", path=str(self.path), migration=str(migration))
 
-    async def open(self) -> None:
-        await self._run(self._connect)
+    async def open(self, *, exclusive: bool = False) -> None:
+        if exclusive:
+            self._lock_fd = _lock(self.path)
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     async def close(self) -> None:
-        while self._flushing or self._pending:
-            await asyncio.sleep(0.01)
-        if self._conn is not None:
-            await self._run(self._conn.close)
-            self._conn = None
-        self._executor.shutdown(wait=True)
+        try:
+            while self._flushing or self._pending:
+                await asyncio.sleep(0.01)
+            if self._conn is not None:
+                await self._run(self._conn.close)
+                self._conn = None
+            self._executor.shutdown(wait=True)
+        finally:
+            self._unlock()
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
