@@ -19,7 +19,7 @@ def open_store(url: str) -> Store:
         return SqliteStore(url[len("sqlite:///"):])
     if url.startswith(("postgresql://", "postgres://")):
         try:
-            from streamer.store.postgres import PostgresStore  # type: ignore[import-not-found]
+            from streamer.store.postgres import PostgresStore
         except ImportError:
             raise StoreUrlError("the PostgreSQL store is not available in this version yet") from None
         return PostgresStore(url)

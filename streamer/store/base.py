@@ -88,6 +88,7 @@ class Store(ABC):
 
     async def release_lead(self, name: str) -> None:
         """Give up the lead on `name`, if held."""
+        return None
 
     # --- inbox ------------------------------------------------------------------------------
     @abstractmethod

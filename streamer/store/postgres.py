@@ -31,7 +31,7 @@ import json
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -122,6 +122,10 @@ def _secrets_of(url: str) -> list[str]:
 
 
 # --- values -----------------------------------------------------------------------------------
+@overload
+def _text(value: str) -> str: ...
+@overload
+def _text(value: None) -> None: ...
 def _text(value: str | None) -> str | None:
     """PostgreSQL text cannot hold NUL (SQLite can) nor lone surrogates: replace them, don't fail the batch."""
     if value is None:
@@ -414,7 +418,8 @@ class PostgresStore(SqlOutbox):
 
     async def _execute(self, sql: str, *args: Any) -> str:
         async with self._connection() as conn:
-            return await conn.execute(sql, *args)
+            status: str = await conn.execute(sql, *args)
+        return status
 
     async def ping(self) -> None:
         async with self._connection() as conn:
@@ -428,7 +433,7 @@ class PostgresStore(SqlOutbox):
             return list(await conn.fetch(sql, *args))
 
     def _param(self, value: str) -> str:
-        return _text(value) or ""
+        return _text(value)
 
     def _email(self, row: Sequence[Any]) -> OutboxEmail:
         return email_from_row(row, json.loads)
@@ -440,18 +445,22 @@ class PostgresStore(SqlOutbox):
         # concurrent batches lock their rows in one order.
         rows = sorted(((_text(e["log_id"]), _text(e["type"]), _text(user_id_of(e)),
                         json.dumps(scrub(e), separators=(",", ":"))) for e in events), key=lambda r: r[0])
-        log_ids, types, user_ids, bodies = (list(column) for column in zip(*rows)) if rows else ([], [], [], [])
+        columns = (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [], [])
+        log_ids, types, user_ids, bodies = columns
 
         async def insert(conn: asyncpg.Connection) -> int:
-            return await conn.fetchval(_ADD_EVENTS, _text(tenant), now, log_ids, types, user_ids, bodies,
-                                       _text(checkpoint))
+            new: int = await conn.fetchval(_ADD_EVENTS, _text(tenant), now, log_ids, types, user_ids, bodies,
+                                           _text(checkpoint))
+            return new
 
         new = await self._retrying(insert)
         return IngestResult(new=new, duplicate=len(rows) - new)
 
     async def get_checkpoint(self, tenant: str) -> str | None:
         async with self._connection() as conn:
-            return await conn.fetchval("SELECT log_id FROM checkpoints WHERE tenant = $1", _text(tenant))
+            log_id: str | None = await conn.fetchval("SELECT log_id FROM checkpoints WHERE tenant = $1",
+                                                     _text(tenant))
+        return log_id
 
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
         async with self._connection() as conn:
@@ -466,7 +475,7 @@ class PostgresStore(SqlOutbox):
         # callers' order.
         order = sorted(range(len(emails)), key=lambda i: emails[i].once_key)
         tenants = [_text(t) for t, _ in keys]
-        log_ids = [_text(l) for _, l in keys]
+        log_ids = [_text(log_id) for _, log_id in keys]
 
         async def settle(conn: asyncpg.Connection) -> list[DueEmail]:
             queued: set[int] = set()
@@ -477,7 +486,7 @@ class PostgresStore(SqlOutbox):
                               _text(email.user_id), _text(email.log_id), _text(email.recipient),
                               _text(email.locale), email.accepted_at, _json(email.context))
                     if email.cooldown_s is None:
-                        args: tuple = (_text(email.once_key), now, *common)
+                        args: tuple[Any, ...] = (_text(email.once_key), now, *common)
                         email_id = await conn.fetchval(_SETTLE_ONCE, *args)
                     else:
                         args = (_text(email.once_key), now, now - email.cooldown_s, *common)
@@ -493,7 +502,7 @@ class PostgresStore(SqlOutbox):
     async def defer_events(self, keys: list[tuple[str, str]], *, until: float, error: str) -> None:
         if keys:
             await self._execute(_DEFER_EVENTS, until, _text(error[:500]), [_text(t) for t, _ in keys],
-                                [_text(l) for _, l in keys])
+                                [_text(log_id) for _, log_id in keys])
 
     # --- outbox -----------------------------------------------------------------------------
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
@@ -521,11 +530,11 @@ class PostgresStore(SqlOutbox):
             if conn is not None and not conn.is_closed() and self._alive:
                 try:
                     await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     await self._drop_lead_connection()
             try:
                 await self._lead_connection()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 await self._drop_lead_connection()
                 self._suspects = {}
                 raise self._error("cannot hold the liveness lock", exc) from None
@@ -668,7 +677,8 @@ class PostgresStore(SqlOutbox):
 
     async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
                                 limit: int = 100) -> list[Suppression]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if tenant:
             args.append(_text(tenant))
             where.append(f"tenant = ${len(args)}")
@@ -730,13 +740,13 @@ class PostgresStore(SqlOutbox):
                 try:
                     await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
                     return True
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+                except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                     await self._drop_lead_connection()  # the session (and its locks) may be gone
             try:
                 conn = await self._lead_connection()
                 got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
                                                _LEAD_NAMESPACE, _text(name), timeout=_LEAD_CHECK_TIMEOUT_S))
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await self._drop_lead_connection()
                 return False
             if got:
@@ -755,7 +765,7 @@ class PostgresStore(SqlOutbox):
             try:
                 await conn.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", _LEAD_NAMESPACE, _text(name),
                                     timeout=_LEAD_CHECK_TIMEOUT_S)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await self._drop_lead_connection()  # ending the session releases its locks
 
     async def _lead_connection(self) -> asyncpg.Connection:

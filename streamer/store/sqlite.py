@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,7 +81,7 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_d
 _SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
 
 
-def _row_to_suppression(row: tuple) -> Suppression:
+def _row_to_suppression(row: tuple[Any, ...]) -> Suppression:
     tenant, address, reason, source, detail, created_at, updated_at = row
     return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
 
@@ -176,7 +177,8 @@ CLAIM_EMAILS = (
 CLAIM_RETRIES = (
     "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
     "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM retries INDEXED BY retries_due "
-    "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) RETURNING tenant, log_id, body, received_at, attempts")
+    "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
+    "RETURNING tenant, log_id, body, received_at, attempts")
 
 
 _PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
@@ -210,7 +212,7 @@ class SqliteStore(SqlOutbox):
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flushing = False
         # The processor's claims on inbox rows. Touched on the event loop only, after commits.
         self._leases: dict[int, _Lease] = {}
@@ -300,7 +302,7 @@ class SqliteStore(SqlOutbox):
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inside the next group commit; resolve once it is committed."""
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, future))
         if not self._flushing:
             self._flushing = True
@@ -324,7 +326,7 @@ class SqliteStore(SqlOutbox):
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), (ok, value) in zip(group, outcomes):
+                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -412,7 +414,7 @@ class SqliteStore(SqlOutbox):
             expired = [row_id for row_id, lease in self._leases.items() if lease.lease_until <= now]
             after = self._claimed_upto
 
-            def claim(conn: sqlite3.Connection) -> tuple[list[tuple], list[int], dict[int, tuple], bool]:
+            def claim(conn: sqlite3.Connection) -> tuple[list[Any], list[int], dict[int, tuple[Any, ...]], bool]:
                 retried = conn.execute(CLAIM_RETRIES, (now + lease_s, now, limit)).fetchall()
                 wanted, total = list(expired), len(retried)
                 for row_id, count in conn.execute("SELECT id, events FROM inbox WHERE id > ? ORDER BY id LIMIT ?",
@@ -450,7 +452,7 @@ class SqliteStore(SqlOutbox):
                     events = [e for e in events if e["log_id"] in lease.open]
                 elif any_retries:  # read again after a restart: its deferred events wait in `retries`
                     log_ids = [e["log_id"] for e in events]
-                    deferred = await self._read(lambda c, t=tenant, ids=log_ids: _log_ids_in(c, "retries", t, ids))
+                    deferred = await self._read(partial(_log_ids_in, table="retries", tenant=tenant, log_ids=log_ids))
                     events = [e for e in events if e["log_id"] not in deferred]
                 self._leases[row_id] = _Lease(tenant, {e["log_id"] for e in events}, now + lease_s, attempts)
                 self._claimed_upto = max(self._claimed_upto, row_id)
@@ -597,7 +599,8 @@ class SqliteStore(SqlOutbox):
         def save(conn: sqlite3.Connection) -> int:
             replaced = conn.execute(
                 "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
-                "WHERE tenant = ? AND user_id = ? AND state = 'pending'", (now, pending.tenant, pending.user_id)).rowcount
+                "WHERE tenant = ? AND user_id = ? AND state = 'pending'",
+                (now, pending.tenant, pending.user_id)).rowcount
             conn.execute(f"INSERT INTO pending_passwords({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (pending.id, pending.tenant, pending.user_id, pending.connection, pending.state,
                           pending.sealed, pending.created_at, pending.expires_at, pending.updated_at))
@@ -618,7 +621,8 @@ class SqliteStore(SqlOutbox):
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
         return bool(await self._write(lambda c: c.execute(
-            "UPDATE pending_passwords SET state = 'pending', sealed = ?, updated_at = ? WHERE id = ? AND state = 'used' "
+            "UPDATE pending_passwords SET state = 'pending', sealed = ?, updated_at = ? "
+            "WHERE id = ? AND state = 'used' "
             "AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer WHERE newer.tenant = pending_passwords.tenant "
             "AND newer.user_id = pending_passwords.user_id AND newer.state = 'pending')",
             (sealed, now, pending_id)).rowcount))
@@ -693,7 +697,8 @@ class SqliteStore(SqlOutbox):
 
     async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
                                 limit: int = 100) -> list[Suppression]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if tenant:
             where.append("tenant = ?")
             args.append(tenant)
