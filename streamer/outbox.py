@@ -116,10 +116,6 @@ OPEN_STATES = (EmailState.QUEUED, EmailState.SENDING, EmailState.FAILED, EmailSt
 COUNTED_STATES = tuple(state for state in EmailState if state is not EmailState.SENT)
 #: On their way: due to be claimed, or being sent (the oldest of them is the outbox's age).
 IN_FLIGHT_STATES = (*sources(Command.CLAIM), target(Command.CLAIM))
-#: States `outbox retry` accepts.
-RETRYABLE_STATES = sources(Command.RETRY)
-#: States `outbox cancel` accepts.
-CANCELLABLE_STATES = sources(Command.CANCEL)
 
 
 @dataclass(frozen=True)

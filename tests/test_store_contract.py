@@ -125,12 +125,6 @@ async def test_stale_sending_rows_are_requeued(store):
     assert again.id == email.id and again.attempts == 2
 
 
-async def test_requeue_everything_after_a_crash(store):
-    await store.settle_events([], [due()], now=NOW)
-    await store.claim_emails(limit=1, now=NOW, lease_s=600)
-    assert await store.requeue_stale(now=float("inf")) == 1
-
-
 async def test_purge_keeps_the_once_ledger(store):
     await store.settle_events([], [due("L1")], now=NOW)
     [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)

@@ -215,41 +215,41 @@ class Store(ABC):
     async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
         """The recipient is on the suppression list; nothing was sent."""
 
+    @abstractmethod
     async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
                        now: float) -> bool:
         """Put the address on the tenant's list (or update its reason). True if it was not on it."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
                                  window_s: float, threshold: int) -> bool:
         """Count one soft bounce; once `threshold` fall within `window_s`, suppress the address, in the
         same transaction. True if this bounce put it on the list."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def unsuppress(self, tenant: str, address: str) -> bool:
         """Take the address off the list (and forget its soft bounces). False if it was not on it."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def get_suppressions(self, tenant: str, addresses: list[str]) -> dict[str, Suppression]:
         """Lower-cased address → its entry, for those of `addresses` on the tenant's list."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
                                 limit: int = 100) -> list[Suppression]:
         """Newest first."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
         """Record which (tenant, address) a VERP token stands for (idempotent)."""
-        raise NotImplementedError
 
-    async def find_return_path(self, token: str) -> tuple[str, str] | None:
-        raise NotImplementedError
+    @abstractmethod
+    async def find_return_path(self, token: str) -> tuple[str, str] | None: ...
 
+    @abstractmethod
     async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
         """The user wants no more of the rule's emails. True if this is new."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
         """user_id → the rules they unsubscribed from (only users with at least one)."""
-        raise NotImplementedError
