@@ -3,6 +3,7 @@ stores' SQL and the README are built from it or checked against it (adding a sta
 transition is one edit there). What each store does with it: tests/test_store_contract.py."""
 
 import argparse
+import re
 import textwrap
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from streamer.cli import build_parser
 from streamer.outbox import TRANSITIONS, Command, EmailState, allows, sources, transitions_table
-from streamer.store import outbox_sql
+from streamer.store import open_store, outbox_sql
 from streamer.store.sqlite import CLAIM_EMAILS, OLDEST_OPEN, OUTBOX_COUNTS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -67,3 +68,23 @@ def test_dialects_number_their_placeholders():
     pg = outbox_sql.Dialect(numbered=True, release="", recipient_is="")
     assert pg.sql("UPDATE outbox SET a = ? WHERE id = ? AND b IN ('x?')") == \
         "UPDATE outbox SET a = $1 WHERE id = $2 AND b IN ('x?')"
+
+
+async def test_the_released_postgresql_check_allows_exactly_the_table_states(postgres_url):
+    """The CHECK on outbox.state is in released migration files (never edited): a new state needs a
+    migration that widens it, and this test says so."""
+    import asyncpg
+
+    import pg
+
+    url = await pg.create_database(postgres_url)
+    store = open_store(url)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(url)
+    try:
+        check = await conn.fetchval("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                    "WHERE conname = 'outbox_state_check'")
+    finally:
+        await conn.close()
+    assert set(re.findall(r"'(\w+)'", check)) == {state.value for state in EmailState}

@@ -192,7 +192,7 @@ def _lock(path: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise OSError(exc.errno, f"{path.parent}: {exc.strerror}") from None
+        raise RuntimeError(f"{path.parent}: {exc.strerror}") from None  # the daemon: "cannot open the store: …"
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
