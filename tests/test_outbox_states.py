@@ -12,6 +12,7 @@ import pytest
 from streamer.cli import build_parser
 from streamer.outbox import TRANSITIONS, Command, EmailState, allows, sources, transitions_table
 from streamer.store import open_store, outbox_sql
+from streamer.store.sql import Dialect
 from streamer.store.sqlite import CLAIM_EMAILS, OLDEST_OPEN, OUTBOX_COUNTS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -41,7 +42,7 @@ def test_the_sql_names_exactly_the_table_states(command):
     if transition.target is None:
         sql = outbox_sql.PURGE_EMAILS
     elif command is Command.REQUEUE:
-        sql = outbox_sql.requeue_sql(outbox_sql.Dialect(numbered=False, release="", recipient_is=""))
+        sql = outbox_sql.requeue_sql(Dialect(numbered=False, release="", recipient_is=""))
     else:
         sql = outbox_sql.transition_sql(command, "updated_at = ?")
     named = {state for state in EmailState if f"'{state.value}'" in sql}
@@ -65,7 +66,7 @@ def test_the_readme_shows_the_table_as_it_is():
 
 
 def test_dialects_number_their_placeholders():
-    pg = outbox_sql.Dialect(numbered=True, release="", recipient_is="")
+    pg = Dialect(numbered=True, release="", recipient_is="")
     assert pg.sql("UPDATE outbox SET a = ? WHERE id = ? AND b IN ('x?')") == \
         "UPDATE outbox SET a = $1 WHERE id = $2 AND b IN ('x?')"
 

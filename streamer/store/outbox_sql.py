@@ -1,32 +1,23 @@
 """The outbox written once for both stores: the row mapper and the state changes that are plain SQL.
 
 Every state name in the SQL comes from `streamer.outbox.TRANSITIONS` (`states_sql`), so the
-state machine has one home. A backend supplies a tiny dialect (placeholders `?` or `$n`, which
-columns a finished claim clears, how to compare addresses) and two primitives, `_change` and
-`_select`; it keeps its own SQL only for what differs in substance: claiming, settling, ingesting
-and locking.
+state machine has one home. A backend supplies the dialect and primitives of `streamer.store.sql`.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-from abc import abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import orjson
 
 from streamer.outbox import TRANSITIONS, Command, EmailState, OutboxEmail, sources, target
-from streamer.store.base import Store
+from streamer.store.sql import Dialect, SqlStore
 
 #: The columns of an `OutboxEmail`, in its field order (`email_from_row`).
 OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
                   "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
 _STATE, _CONTEXT = 9, 17
-#: A `?` outside quoted literals (a literal is matched whole, and kept).
-_PLACEHOLDER = re.compile(r"'[^']*'|\?")
 
 
 def states_sql(states: Sequence[EmailState]) -> str:
@@ -41,23 +32,6 @@ def email_from_row(row: Sequence[Any], loads: Callable[[str], Any] = orjson.load
     values[_STATE] = EmailState(values[_STATE])
     values[_CONTEXT] = loads(values[_CONTEXT])
     return OutboxEmail(*values)
-
-
-@dataclass(frozen=True)
-class Dialect:
-    #: `$1, $2 …` (PostgreSQL) instead of `?` (SQLite).
-    numbered: bool
-    #: What a claim that ends (sent, failed, requeued …) clears.
-    release: str
-    #: The recipient equals a parameter, in any case.
-    recipient_is: str
-
-    def sql(self, text: str) -> str:
-        """`text` written with `?` placeholders, in this dialect."""
-        if not self.numbered:
-            return text
-        counter = itertools.count(1)
-        return _PLACEHOLDER.sub(lambda m: m[0] if m[0] != "?" else f"${next(counter)}", text)
 
 
 def transition_sql(command: Command, assignments: str) -> str:
@@ -77,22 +51,8 @@ def requeue_sql(dialect: Dialect, condition: str | None = None) -> str:
 PURGE_EMAILS = f"DELETE FROM outbox WHERE state IN {states_sql(TRANSITIONS[Command.PURGE].sources)} AND updated_at < ?"
 
 
-class SqlOutbox(Store):
+class SqlOutbox(SqlStore):
     """The outbox methods of `Store` over `_change` and `_select`, for stores that speak SQL."""
-
-    dialect: ClassVar[Dialect]
-
-    @abstractmethod
-    async def _change(self, sql: str, args: Sequence[Any]) -> int:
-        """Run one writing statement (`?` placeholders) in its own transaction; rows changed."""
-
-    @abstractmethod
-    async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
-        """Run one query (`?` placeholders); its rows."""
-
-    def _param(self, value: str) -> str:
-        """A text parameter as the database can store it (PostgreSQL: no NUL)."""
-        return value
 
     def _email(self, row: Sequence[Any]) -> OutboxEmail:
         return email_from_row(row)

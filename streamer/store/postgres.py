@@ -54,12 +54,13 @@ from streamer.store.migrations import Migration
 from streamer.store.outbox_sql import (
     OUTBOX_COLUMNS,
     PURGE_EMAILS,
-    Dialect,
     SqlOutbox,
     email_from_row,
     requeue_sql,
     states_sql,
 )
+from streamer.store.records_sql import PENDING_COLUMNS, SUPPRESSION_COLUMNS, SqlRecords, suppression_from_row
+from streamer.store.sql import Dialect
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
@@ -75,7 +76,6 @@ _LIVE_NAMESPACE = 0x5354524F  # "STRO", liveness: (namespace, replica id) (sessi
 #: idle + interval × count = 25 s, which frees that replica's liveness and leadership locks.
 _KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 _PENDING_NAMESPACE = 0x50574443  # "PWDC", one writer per user's pending password (transaction-scoped)
-_PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
@@ -142,14 +142,6 @@ def _text(value: str | None) -> str | None:
 def _json(value: Any) -> str:
     # ensure_ascii (the default): the text is pure ASCII, escapes included; `json` columns keep it as is.
     return json.dumps(scrub(value), separators=(",", ":"), default=str)
-
-
-_SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
-
-
-def _row_to_suppression(row: asyncpg.Record) -> Suppression:
-    tenant, address, reason, source, detail, created_at, updated_at = row
-    return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
 
 
 def _count(status: str) -> int:
@@ -330,7 +322,7 @@ async def _with_connection(url: str, action: Callable[[asyncpg.Connection], Awai
     raise error
 
 
-class PostgresStore(SqlOutbox):
+class PostgresStore(SqlOutbox, SqlRecords):
     """`postgresql://user:password@host:port/db?…` (asyncpg URL syntax). See the module docstring."""
 
     dialect = _DIALECT
@@ -577,20 +569,10 @@ class PostgresStore(SqlOutbox):
                 "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = $1 "
                 "WHERE tenant = $2 AND user_id = $3 AND state = 'pending'", now, pending.tenant, pending.user_id))
             await conn.execute(
-                f"INSERT INTO pending_passwords({_PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 pending.id, pending.tenant, pending.user_id, pending.connection, pending.state, pending.sealed,
                 pending.created_at, pending.expires_at, pending.updated_at)
         return replaced
-
-    async def get_pending_password(self, pending_id: str) -> PendingPassword | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(f"SELECT {_PENDING_COLUMNS} FROM pending_passwords WHERE id = $1", pending_id)
-        return PendingPassword(*row.values()) if row else None
-
-    async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
-        return bool(_count(await self._execute(
-            "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = $1 "
-            "WHERE id = $2 AND state = 'pending' AND expires_at > $1 AND sealed IS NOT NULL", now, pending_id)))
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
         async with self._connection() as conn, conn.transaction():
@@ -624,7 +606,7 @@ class PostgresStore(SqlOutbox):
                                   source: str, detail: str, now: float) -> bool:
         # xmax = 0 only for a row this statement inserted (an update sets it).
         return bool(await conn.fetchval(
-            f"INSERT INTO suppressions({_SUPPRESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) "
+            f"INSERT INTO suppressions({SUPPRESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) "
             "ON CONFLICT (tenant, address) DO UPDATE SET reason = excluded.reason, source = excluded.source, "
             "detail = excluded.detail, updated_at = excluded.updated_at RETURNING xmax = 0",
             _text(tenant), _text(address), reason.value, _text(source), _text(detail[:500]), now))
@@ -671,41 +653,9 @@ class PostgresStore(SqlOutbox):
         if not wanted:
             return {}
         async with self._connection() as conn:
-            rows = await conn.fetch(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
+            rows = await conn.fetch(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions "
                                     "WHERE tenant = $1 AND address = ANY($2::text[])", _text(tenant), wanted)
-        return {row[1]: _row_to_suppression(row) for row in rows}
-
-    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
-                                limit: int = 100) -> list[Suppression]:
-        where: list[str] = []
-        args: list[Any] = []
-        if tenant:
-            args.append(_text(tenant))
-            where.append(f"tenant = ${len(args)}")
-        if address:
-            args.append(_text(normalize_address(address)))
-            where.append(f"address = ${len(args)}")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        args.append(limit)
-        async with self._connection() as conn:
-            rows = await conn.fetch(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {clause} "
-                                    f"ORDER BY updated_at DESC LIMIT ${len(args)}", *args)
-        return [_row_to_suppression(r) for r in rows]
-
-    async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
-        await self._execute("INSERT INTO return_paths(token, tenant, address, created_at) VALUES ($1, $2, $3, $4) "
-                            "ON CONFLICT DO NOTHING", _text(token), _text(tenant), _text(normalize_address(address)),
-                            now)
-
-    async def find_return_path(self, token: str) -> tuple[str, str] | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow("SELECT tenant, address FROM return_paths WHERE token = $1", _text(token))
-        return (row[0], row[1]) if row else None
-
-    async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
-        return _count(await self._execute(
-            "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT DO NOTHING", _text(tenant), _text(user_id), _text(rule), now)) == 1
+        return {row[1]: suppression_from_row(row) for row in rows}
 
     async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
         wanted = sorted({_text(u) for u in user_ids})

@@ -39,12 +39,13 @@ from streamer.store.base import InboxEvent, IngestResult, PendingPassword, Store
 from streamer.store.outbox_sql import (
     OUTBOX_COLUMNS,
     PURGE_EMAILS,
-    Dialect,
     SqlOutbox,
     email_from_row,
     requeue_sql,
     states_sql,
 )
+from streamer.store.records_sql import PENDING_COLUMNS, SUPPRESSION_COLUMNS, SqlRecords, suppression_from_row
+from streamer.store.sql import Dialect
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
@@ -77,14 +78,6 @@ CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, id);
 CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 'sending';
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
-
-_SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
-
-
-def _row_to_suppression(row: tuple[Any, ...]) -> Suppression:
-    tenant, address, reason, source, detail, created_at, updated_at = row
-    return Suppression(tenant, address, Reason(reason), source, detail, created_at, updated_at)
-
 
 def _upsert_suppression(conn: sqlite3.Connection, tenant: str, address: str, reason: Reason, source: str,
                         detail: str, now: float) -> bool:
@@ -181,9 +174,6 @@ CLAIM_RETRIES = (
     "RETURNING tenant, log_id, body, received_at, attempts")
 
 
-_PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
-
-
 def _lock(path: Path) -> int:
     """One `streamer run` per SQLite file: two would both send (PostgreSQL is for several processes).
     An flock on `<file>.lock`, released when its descriptor closes (or the process dies)."""
@@ -202,7 +192,7 @@ def _lock(path: Path) -> int:
     return fd
 
 
-class SqliteStore(SqlOutbox):
+class SqliteStore(SqlOutbox, SqlRecords):
     dialect = _DIALECT
     single_process = True
 
@@ -601,23 +591,12 @@ class SqliteStore(SqlOutbox):
                 "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
                 "WHERE tenant = ? AND user_id = ? AND state = 'pending'",
                 (now, pending.tenant, pending.user_id)).rowcount
-            conn.execute(f"INSERT INTO pending_passwords({_PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.execute(f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (pending.id, pending.tenant, pending.user_id, pending.connection, pending.state,
                           pending.sealed, pending.created_at, pending.expires_at, pending.updated_at))
             return replaced
 
         return await self._write(save)
-
-    async def get_pending_password(self, pending_id: str) -> PendingPassword | None:
-        row = await self._read(lambda c: c.execute(
-            f"SELECT {_PENDING_COLUMNS} FROM pending_passwords WHERE id = ?", (pending_id,)).fetchone())
-        return PendingPassword(*row) if row else None
-
-    async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
-        return bool(await self._write(lambda c: c.execute(
-            "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = ? "
-            "WHERE id = ? AND state = 'pending' AND expires_at > ? AND sealed IS NOT NULL",
-            (now, pending_id, now)).rowcount))
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
         return bool(await self._write(lambda c: c.execute(
@@ -688,43 +667,12 @@ class SqliteStore(SqlOutbox):
         def read(conn: sqlite3.Connection) -> dict[str, Suppression]:
             found = {}
             for chunk in _chunks(wanted):
-                for row in conn.execute(f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = ? "
+                for row in conn.execute(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = ? "
                                         f"AND address IN ({', '.join('?' * len(chunk))})", (tenant, *chunk)):
-                    found[row[1]] = _row_to_suppression(row)
+                    found[row[1]] = suppression_from_row(row)
             return found
 
         return await self._read(read)
-
-    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
-                                limit: int = 100) -> list[Suppression]:
-        where: list[str] = []
-        args: list[Any] = []
-        if tenant:
-            where.append("tenant = ?")
-            args.append(tenant)
-        if address:
-            where.append("address = ?")
-            args.append(normalize_address(address))
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {clause} ORDER BY updated_at DESC LIMIT ?",
-            (*args, limit)).fetchall())
-        return [_row_to_suppression(r) for r in rows]
-
-    async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
-        await self._write(lambda c: c.execute(
-            "INSERT INTO return_paths(token, tenant, address, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", (token, tenant, normalize_address(address), now)))
-
-    async def find_return_path(self, token: str) -> tuple[str, str] | None:
-        row = await self._read(lambda c: c.execute(
-            "SELECT tenant, address FROM return_paths WHERE token = ?", (token,)).fetchone())
-        return (row[0], row[1]) if row else None
-
-    async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
-        return bool(await self._write(lambda c: c.execute(
-            "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT DO NOTHING", (tenant, user_id, rule, now)).rowcount))
 
     async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
         wanted = sorted(set(user_ids))
