@@ -417,8 +417,12 @@ class PostgresStore(SqlOutbox, SqlRecords):
         async with self._connection() as conn:
             await conn.fetchval("SELECT 1")
 
-    async def _change(self, sql: str, args: Sequence[Any]) -> int:
-        return _count(await self._execute(sql, *args))
+    async def _change_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        if len(statements) == 1:  # a statement is its own transaction: no BEGIN/COMMIT round trips
+            [(sql, args)] = statements
+            return [_count(await self._execute(sql, *args))]
+        async with self._connection() as conn, conn.transaction():
+            return [_count(await conn.execute(sql, *args)) for sql, args in statements]
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
         async with self._connection() as conn:
@@ -587,12 +591,6 @@ class PostgresStore(SqlOutbox, SqlRecords):
                 "WHERE newer.tenant = $4 AND newer.user_id = $5 AND newer.state = 'pending')",
                 sealed, now, pending_id, row["tenant"], row["user_id"])))
 
-    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("UPDATE pending_passwords SET sealed = NULL, updated_at = $1 "
-                               "WHERE expires_at <= $1 AND sealed IS NOT NULL", now)
-            return _count(await conn.execute("DELETE FROM pending_passwords WHERE expires_at < $1", before))
-
     async def purge(self, *, before: float) -> int:
         async with self._connection() as conn, conn.transaction():
             events = _count(await conn.execute(
@@ -639,14 +637,6 @@ class PostgresStore(SqlOutbox, SqlRecords):
                                                       f"{count} soft bounces; last: {detail}", now)
 
         return await self._retrying(record)
-
-    async def unsuppress(self, tenant: str, address: str) -> bool:
-        address = normalize_address(address)
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM soft_bounces WHERE tenant = $1 AND address = $2",
-                               _text(tenant), _text(address))
-            return _count(await conn.execute("DELETE FROM suppressions WHERE tenant = $1 AND address = $2",
-                                             _text(tenant), _text(address))) == 1
 
     async def get_suppressions(self, tenant: str, addresses: list[str]) -> dict[str, Suppression]:
         wanted = sorted({_text(normalize_address(a)) for a in addresses})

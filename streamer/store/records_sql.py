@@ -35,6 +35,20 @@ class SqlRecords(SqlStore):
             "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = ? "
             "WHERE id = ? AND state = 'pending' AND expires_at > ? AND sealed IS NOT NULL"), (now, pending_id, now)))
 
+    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
+        _, deleted = await self._change_all([
+            (self.dialect.sql("UPDATE pending_passwords SET sealed = NULL, updated_at = ? "
+                              "WHERE expires_at <= ? AND sealed IS NOT NULL"), (now, now)),
+            (self.dialect.sql("DELETE FROM pending_passwords WHERE expires_at < ?"), (before,))])
+        return deleted
+
+    async def unsuppress(self, tenant: str, address: str) -> bool:
+        key = (self._param(tenant), self._param(normalize_address(address)))
+        _, removed = await self._change_all([
+            (self.dialect.sql("DELETE FROM soft_bounces WHERE tenant = ? AND address = ?"), key),
+            (self.dialect.sql("DELETE FROM suppressions WHERE tenant = ? AND address = ?"), key)])
+        return removed == 1
+
     async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
                                 limit: int = 100) -> list[Suppression]:
         where: list[str] = []

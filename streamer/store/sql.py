@@ -44,8 +44,13 @@ class SqlStore(Store):
     dialect: ClassVar[Dialect]
 
     @abstractmethod
+    async def _change_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run writing statements (in this dialect) in one transaction; rows changed by each."""
+
     async def _change(self, sql: str, args: Sequence[Any]) -> int:
-        """Run one writing statement (in this dialect) in its own transaction; rows changed."""
+        """One writing statement in its own transaction; rows changed."""
+        [changed] = await self._change_all([(sql, args)])
+        return changed
 
     @abstractmethod
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:

@@ -284,8 +284,8 @@ class SqliteStore(SqlOutbox, SqlRecords):
         assert self._conn is not None, "store is not open"
         return await self._run(fn, self._conn)
 
-    async def _change(self, sql: str, args: Sequence[Any]) -> int:
-        return await self._write(lambda c: c.execute(sql, args).rowcount)
+    async def _change_all(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        return await self._write(lambda c: [c.execute(sql, args).rowcount for sql, args in statements])
 
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
         return await self._read(lambda c: c.execute(sql, args).fetchall())
@@ -606,14 +606,6 @@ class SqliteStore(SqlOutbox, SqlRecords):
             "AND newer.user_id = pending_passwords.user_id AND newer.state = 'pending')",
             (sealed, now, pending_id)).rowcount))
 
-    async def purge_pending_passwords(self, *, now: float, before: float) -> int:
-        def purge(conn: sqlite3.Connection) -> int:
-            conn.execute("UPDATE pending_passwords SET sealed = NULL, updated_at = ? "
-                         "WHERE expires_at <= ? AND sealed IS NOT NULL", (now, now))
-            return conn.execute("DELETE FROM pending_passwords WHERE expires_at < ?", (before,)).rowcount
-
-        return await self._write(purge)
-
     async def purge(self, *, before: float) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             done = conn.execute("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'inbox_done'").fetchone()[0]
@@ -648,16 +640,6 @@ class SqliteStore(SqlOutbox, SqlRecords):
                                        f"{count} soft bounces; last: {detail}", now)
 
         return await self._write(record)
-
-    async def unsuppress(self, tenant: str, address: str) -> bool:
-        address = normalize_address(address)
-
-        def remove(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM soft_bounces WHERE tenant = ? AND address = ?", (tenant, address))
-            return conn.execute("DELETE FROM suppressions WHERE tenant = ? AND address = ?",
-                                (tenant, address)).rowcount == 1
-
-        return await self._write(remove)
 
     async def get_suppressions(self, tenant: str, addresses: list[str]) -> dict[str, Suppression]:
         wanted = sorted({normalize_address(a) for a in addresses})
