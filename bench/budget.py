@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import math
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -39,11 +40,13 @@ from pathlib import Path
 
 import aiohttp
 
-import harness as h
-from harness import BENCH, Daemon
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
 
 from streamer.devkit.auth0_standin import realistic_tenant  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
+
+import harness as h  # noqa: E402
+from harness import BENCH, Daemon  # noqa: E402
 
 BATCH = 50
 SEARCH_PER = 50
@@ -218,7 +221,8 @@ def report(bursts: list[Burst], low: tuple[list[float], Counter, int] | None) ->
         if b.scenario == "signups":
             marks = [(t, c) for t, c in b.timeline if t <= 6]
             details.append("  - calls so far, by second after the first POST: " + "; ".join(
-                f"{t:.0f} s: " + ", ".join(f"{n} {name.split()[-1].rsplit('/', 1)[-1]}" for name, n in sorted(c.items()))
+                f"{t:.0f} s: " + ", ".join(f"{n} {name.split()[-1].rsplit('/', 1)[-1]}"
+                                           for name, n in sorted(c.items()))
                 for t, c in marks))
     if low is not None:
         spent, calls, too_many = low
@@ -242,7 +246,8 @@ async def main(quick: bool) -> None:
         for tenant in (list(TENANTS)[:1] if quick else TENANTS):
             for scenario in ("signups", "welcome"):
                 result = await burst(scenario, tenant, 200, workdir / f"{scenario}-{TENANTS[tenant][2]:.0f}")
-                print(f"{scenario} on {tenant}: {result.per_email:.3f} calls/email (floor {result.floor_per_email:.3f}), "
+                print(f"{scenario} on {tenant}: {result.per_email:.3f} calls/email "
+                      f"(floor {result.floor_per_email:.3f}), "
                       f"{result.seconds:.1f} s (floor {result.floor_seconds:.1f} s), 429: {result.too_many}",
                       flush=True)
                 bursts.append(result)

@@ -25,6 +25,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from streamer.config import ConfigError, parse_config  # noqa: E402
+
 from support import fuzzing  # noqa: E402
 
 

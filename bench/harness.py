@@ -1,8 +1,9 @@
-"""Plumbing for bench/run.py: core pinning, subprocesses, daemon configs, events, machine facts.
+"""Plumbing for the bench scripts: core pinning, subprocesses, daemon configs, events, machine facts.
 
 Core 0 runs whatever is under test (the daemon, or the ceiling script standing in for it); core 1
 runs everything else (this orchestrator with the Auth0 stand-in and the mail catcher, wrk,
-smtp-sink, `streamer replay`).
+smtp-sink, `streamer replay`). The daemon is read only through what a user sees: its `/metrics`
+and the `streamer` CLI, never its store.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -99,7 +101,7 @@ class CoreWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        busy, softirq, total = (now - then for now, then in zip(core_jiffies(self.core), self._jiffies))
+        busy, softirq, total = (now - then for now, then in zip(core_jiffies(self.core), self._jiffies, strict=True))
         (cpu, main), wall = self._cpu(), time.monotonic() - self._wall
         self.busy = busy / max(1, total)
         self.softirq = softirq / max(1, total)
@@ -279,23 +281,31 @@ rules:
         return await run_command(pinned(HELPER_CORE, PYTHON, "-m", "streamer", "replay", "-c",
                                         str(self.config_path), "--tenant", "acme", str(events_file)))
 
-    def query(self, sql: str) -> tuple:
-        """One row from the store, read-only (WAL lets us read while the daemon writes)."""
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute(sql).fetchone()
+    async def scrape(self) -> Scrape:
+        """The daemon's `/metrics`, parsed."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/metrics") as response:
+            if response.status != 200:
+                raise RuntimeError(f"/metrics answered {response.status}")
+            return Scrape.parse(await response.text())
 
-    def count_sent(self) -> int:
-        return self.query("SELECT count(*) FROM outbox WHERE state = 'sent'")[0]
+    async def cli_json(self, *arguments: str) -> Any:
+        """`streamer ARGUMENTS -c CONFIG` (core 1), its JSON output parsed."""
+        return json.loads(await run_command(pinned(HELPER_CORE, PYTHON, "-m", "streamer", *arguments, "-c",
+                                                   str(self.config_path))))
 
-    async def wait_sent(self, count: int, timeout: float) -> float:
-        """Poll until `count` emails are sent; return the time it happened (epoch)."""
+    async def count_sent(self) -> int:
+        return int((await self.scrape()).total("streamer_emails_sent_total"))
+
+    async def wait_sent(self, count: int, timeout: float, every: float = 0.1) -> float:
+        """Poll /metrics until `count` emails are sent; return the time it was seen (epoch). Scrapes
+        cost the daemon's core a little: `every` 0.1 s keeps that near 1%."""
         deadline = time.monotonic() + timeout
-        while (sent := self.count_sent()) < count:
+        while (sent := int((scrape := await self.scrape()).total("streamer_emails_sent_total"))) < count:
             if time.monotonic() > deadline:
-                states = self.query("SELECT group_concat(state || '=' || n) FROM "
-                                    "(SELECT state, count(*) n FROM outbox GROUP BY state)")[0]
-                raise RuntimeError(f"only {sent} of {count} emails sent within {timeout} s (outbox: {states})")
-            await asyncio.sleep(0.05)
+                outcomes = ", ".join(f"{name} {scrape.total(f'streamer_emails_{name}_total'):.0f}"
+                                     for name in ("queued", "sent", "failed", "dead"))
+                raise RuntimeError(f"only {sent} of {count} emails sent within {timeout} s ({outcomes})")
+            await asyncio.sleep(every)
         return time.time()
 
     async def post(self, session: aiohttp.ClientSession, events: list[dict]) -> float:
@@ -307,6 +317,43 @@ rules:
             if response.status != 200:
                 raise RuntimeError(f"webhook answered {response.status}")
             return time.time()
+
+
+class Scrape:
+    """One `/metrics` page (Prometheus text, parsed by prometheus_client): sample name → series."""
+
+    def __init__(self, samples: dict[str, list[tuple[dict[str, str], float]]]):
+        self.samples = samples
+
+    @classmethod
+    def parse(cls, text: str) -> Scrape:
+        samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append((sample.labels, sample.value))
+        return cls(samples)
+
+    def series(self, name: str, **labels: str) -> list[float]:
+        """Values of the series of `name` that carry `labels`."""
+        return [value for have, value in self.samples.get(name, []) if labels.items() <= have.items()]
+
+    def total(self, name: str, **labels: str) -> float:
+        """Sum over those series (0 when there is none yet: a labelled series appears at first use)."""
+        return sum(self.series(name, **labels))
+
+    def latest(self, name: str, **labels: str) -> float:
+        """The largest value, for timestamps (`..._timestamp_seconds`); an error when there is none."""
+        return max(self._present(name, labels))
+
+    def earliest(self, name: str, **labels: str) -> float:
+        """The smallest value: of a counter's `..._created` series, when the first of them was counted."""
+        return min(self._present(name, labels))
+
+    def _present(self, name: str, labels: dict[str, str]) -> list[float]:
+        values = self.series(name, **labels)
+        if not values:
+            raise RuntimeError(f"/metrics has no {name}{labels or ''}")
+        return values
 
 
 # --- users and events --------------------------------------------------------------------------

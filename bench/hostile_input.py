@@ -33,11 +33,12 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness as h  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from streamer.devkit.auth0_standin import Auth0StandIn  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
+
+import harness as h  # noqa: E402
 
 PROBE = r'''
 import http.client, json, statistics, sys, threading, time

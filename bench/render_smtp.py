@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
 import aiosmtplib
 
-import harness as h
-from raw_smtp import pooled
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
 
 from streamer.config import load_config  # noqa: E402
 from streamer.locale import fallback_chain  # noqa: E402
@@ -26,6 +26,9 @@ from streamer.message import build_message, envelope  # noqa: E402
 from streamer.render import render  # noqa: E402
 from streamer.rules import client_view, tenant_view  # noqa: E402
 from streamer.templates import Templates, greeting_name  # noqa: E402
+
+import harness as h  # noqa: E402
+from raw_smtp import pooled  # noqa: E402
 
 TENANT = "acme"
 
@@ -35,7 +38,7 @@ def contexts(count: int, tenant: dict) -> list[dict]:
     users = h.make_users("welcome", count, verified=True, logins=1)
     events = [h.make_event("sv", user, h.log_id(2, i), "2026-01-01T00:00:00.000Z") for i, user in enumerate(users)]
     return [{"event": event, "user": user, "client": client_view(event), "tenant": tenant}
-            for event, user in zip(events, users)]
+            for event, user in zip(events, users, strict=True)]
 
 
 async def send_all(config_path: Path, port: int, count: int, pool: int) -> dict:

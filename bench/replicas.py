@@ -38,10 +38,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(BENCH)]
 
-import harness as h  # noqa: E402
-import pg  # noqa: E402
 from streamer.devkit.auth0_standin import Auth0StandIn  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
+
+import harness as h  # noqa: E402
+import pg  # noqa: E402
 
 BEGIN, END = "<!-- bench/replicas.py: begin -->", "<!-- bench/replicas.py: end -->"
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
@@ -62,12 +63,13 @@ class Replica(h.Daemon):
         return int(match[1]) if match else None
 
 
-async def count_states(url: str) -> Counter:
-    conn = await asyncpg.connect(url)
+async def sent_by(replicas: list[Replica], count: int) -> bool:
+    """Whether the replicas have recorded `count` emails as sent, by their /metrics (a replica counts
+    a send once the store has its outcome)."""
     try:
-        return Counter({r[0]: r[1] for r in await conn.fetch("SELECT state, count(*) FROM outbox GROUP BY state")})
-    finally:
-        await conn.close()
+        return sum(await asyncio.gather(*(replica.count_sent() for replica in replicas))) >= count
+    except (aiohttp.ClientError, RuntimeError):   # a replica busy restarting its store answers later
+        return False
 
 
 def events_for(auth0: Auth0StandIn, tag: str, tag_number: int, count: int) -> list[dict]:
@@ -122,18 +124,11 @@ async def run_throughput(base_url: str, auth0: Auth0StandIn, sink_port: int, wor
         events = events_for(auth0, name, tag_number, count)
         started = time.monotonic()
         ingested = await post_all(daemons, events)
-        if store_url:
-            done = await wait_until(lambda: _sent(store_url, count), 600, f"{count} emails sent ({name})")
-        else:
-            done = await wait_until(lambda: _true(daemons[0].count_sent() >= count), 600, f"{count} emails sent")
+        done = await wait_until(lambda: sent_by(daemons, count), 600, f"{count} emails sent ({name})")
         return {"setup": name, "replicas": replicas or 1, "events": count,
                 "ingest_eps": count / (ingested - started), "emails_ps": count / (done - started)}
     finally:
         await asyncio.gather(*(d.stop() for d in daemons))
-
-
-async def _sent(url: str, count: int) -> bool:
-    return (await count_states(url))["sent"] >= count
 
 
 def slow_catcher(delay_s: float) -> MailCatcher:
@@ -160,6 +155,8 @@ async def failover(base_url: str, auth0: Auth0StandIn, workdir: Path, count: int
         doomed = daemons[0]
         events = events_for(auth0, "failover", tag_number, count)
         await post_all(daemons, events)
+        # Which replica holds which claim is no user's business, so no public surface shows it:
+        # this study alone reads the outbox table.
         conn = await asyncpg.connect(store_url)
         try:
             held: list = []
@@ -179,7 +176,7 @@ async def failover(base_url: str, auth0: Auth0StandIn, workdir: Path, count: int
                                            ids) == len(ids)
 
             recovered = await wait_until(claimed_ones_sent, 600, "the killed replica's emails to be sent")
-            await wait_until(lambda: _sent(store_url, count), 600, "every email")
+            await wait_until(lambda: _true(len({m.to[0] for m in catcher.messages}) >= count), 600, "every email")
         finally:
             await conn.close()
         copies = Counter(m.to[0] for m in catcher.messages)
@@ -209,7 +206,7 @@ async def outage(cluster: pg.Cluster, auth0: Auth0StandIn, workdir: Path, count:
         await asyncio.to_thread(cluster.resume)
         back = time.monotonic()
         await wait_until(lambda: _true(len({m.to[0] for m in catcher.messages}) >= count), 600, "every email")
-        drained = await wait_until(lambda: _all_sent(store_url, count), 600, "every email marked sent")
+        drained = await wait_until(lambda: sent_by(daemons, count), 600, "every email marked sent")
         copies = Counter(m.to[0] for m in catcher.messages)
         kept = sum(d.service.log_path.read_text().count('"outbox_outcome_unrecorded"') for d in daemons)
         return {"down_s": back - stopped, "duplicates": sum(n - 1 for n in copies.values()),
@@ -221,13 +218,6 @@ async def outage(cluster: pg.Cluster, auth0: Auth0StandIn, workdir: Path, count:
 
 async def _true(value: bool) -> bool:
     return value
-
-
-async def _all_sent(url: str, count: int) -> bool:
-    try:
-        return (await count_states(url)) == Counter({"sent": count})
-    except (OSError, asyncpg.PostgresError):
-        return False
 
 
 def write_section(results: dict, machine: dict[str, str], load: tuple[str, str], seconds: float) -> None:

@@ -19,20 +19,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
+import sys
 import tempfile
 import time
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 from aiosmtpd.controller import Controller
 
-import harness as h
-from harness import BENCH, Daemon
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
 
 from streamer.devkit.auth0_standin import realistic_tenant  # noqa: E402
+
+import harness as h  # noqa: E402
+from harness import BENCH, Daemon  # noqa: E402
 
 SECTION = "Memory soak (bench/soak.py)"
 BATCH_EVERY_S = 0.1
@@ -76,7 +79,7 @@ def slope_per_minute(samples: list[tuple[float, int]]) -> float:
     xs, ys = [t for t, _ in samples], [v for _, v in samples]
     mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
     var = sum((x - mean_x) ** 2 for x in xs)
-    cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys))
+    cov = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
     return (cov / var) * 60 / 1024 if var else 0.0
 
 

@@ -172,6 +172,7 @@ class Dispatcher:
         now = time.time()
         await self._record(email, "sent", lambda: self.store.mark_sent(email.id, now=now))
         metrics.EMAILS_SENT.labels(*labels).inc()
+        metrics.EMAILS_LAST_SENT.labels(email.tenant).set(now)
         metrics.DELIVERY_LATENCY.labels(*labels).observe(max(0.0, now - email.accepted_at))
         log.info("email_sent", email_id=email.id, tenant=email.tenant, rule=email.rule, user_id=email.user_id,
                  attempts=email.attempts, latency_s=round(now - email.accepted_at, 3))

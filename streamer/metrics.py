@@ -38,6 +38,15 @@ OUTBOX_DEPTH = Gauge("streamer_outbox_depth", "Emails in the outbox by state (se
 OUTBOX_OLDEST_AGE = Gauge("streamer_outbox_oldest_age_seconds", "Age of the oldest email not yet sent or dead.",
                           registry=REGISTRY)
 INBOX_PENDING = Gauge("streamer_inbox_pending", "Stored events not yet evaluated by the rules.", registry=REGISTRY)
+EVENTS_EVALUATED = Counter("streamer_events_evaluated",
+                           "Stored events the rules have evaluated (quarantined ones included): received minus "
+                           "evaluated is the backlog, exact where streamer_inbox_pending is refreshed every 5 s.",
+                           ["tenant"], registry=REGISTRY)
+EVENTS_LAST_EVALUATED = Gauge("streamer_events_last_evaluated_timestamp_seconds",
+                              "When the rules last finished evaluating a batch of stored events (Unix time).",
+                              ["tenant"], registry=REGISTRY)
+EMAILS_LAST_SENT = Gauge("streamer_emails_last_sent_timestamp_seconds",
+                         "When the SMTP server last accepted an email (Unix time).", ["tenant"], registry=REGISTRY)
 AUTH0_CALLS = Counter("streamer_auth0_calls", "Management API requests by endpoint and HTTP status.",
                       ["tenant", "endpoint", "status"], registry=REGISTRY)
 AUTH0_RATE_LIMITED = Counter("streamer_auth0_rate_limited", "Management API answers with 429.", ["tenant"],

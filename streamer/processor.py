@@ -300,6 +300,8 @@ class Processor:
         # Evaluated: a store outage must not send these events round again after their lease.
         queued = await persist(lambda: self.store.settle_events(settled, due_all, now=settled_at), stop=self._stop,
                                what="events_settle", tenant=tenant, events=len(settled))
+        metrics.EVENTS_EVALUATED.labels(tenant).inc(len(settled))
+        metrics.EVENTS_LAST_EVALUATED.labels(tenant).set(settled_at)
         for email in queued:
             metrics.EMAILS_QUEUED.labels(tenant, email.rule).inc()
             log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)
