@@ -21,7 +21,7 @@ from streamer.auth0 import ManagementApi
 from streamer.auth0.freshness import DELETED_TYPES
 from streamer.auth0.scopes import needed_scopes, report_access
 from streamer.config import Config
-from streamer.delivery import Deliverer
+from streamer.delivery import Deliverer, DeliverySettings
 from streamer.dispatcher import Dispatcher
 from streamer.inbox import Inbox
 from streamer.lifecycle import sleep_unless_stopped
@@ -32,7 +32,7 @@ from streamer.password_reset import NewPasswordVault, PasswordResetPages, ResetP
 from streamer.password_reset.confirm_pages import ConfirmPages
 from streamer.password_reset.links import ResetLinks
 from streamer.processor import Processor
-from streamer.rules import compile_rules
+from streamer.rules import CompiledRule, compile_rules
 from streamer.server import CappedTCPSite, Readiness, build_app, connection_limit
 from streamer.smtp import SmtpPool
 from streamer.sources.poller import Poller
@@ -67,7 +67,9 @@ class Daemon:
     sns_fetch: Any = None
     #: The inbound bounce listener's port once started (suppression.inbound).
     inbound_port: int | None = None
-    _tasks: list[asyncio.Task] = field(default_factory=list)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: Checks with nothing to finish (scopes, the log stream): cancelled on stop, not awaited.
+    _checks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def _gauges(self) -> None:
         assert self.store is not None
@@ -98,10 +100,32 @@ class Daemon:
             await sleep_unless_stopped(self.stop, PURGE_EVERY_S)
 
     async def run(self, *, install_signals: bool = True, on_ready: Callable[[str], None] | None = None) -> None:
-        config = self.config
-        rules = compile_rules(config.rules)
-        templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
-        self.store = store = self.store or open_store(config.store_url)
+        """Open the store, wire the parts, serve until SIGTERM/SIGINT (or `stop`), then shut down in order."""
+        rules = compile_rules(self.config.rules)
+        templates = Templates(self.config.templates_dir, default_locale=self.config.templates.default_locale)
+        store = await self._open_store()
+        parts = await self._wire(store, rules, templates)
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop.set)
+        try:
+            url = await self._listen(parts)
+            self._start_workers(parts)
+            if on_ready:
+                on_ready(url)
+            await self.stop.wait()
+            await self._drain(parts)
+        finally:
+            await self._shut_down(parts)
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("streamer_stopped")
+
+    async def _open_store(self) -> Store:
+        """The store, open for this process alone where it must be (SQLite), the last one's claims resumed."""
+        self.store = store = self.store or open_store(self.config.store_url)
         try:
             await store.open(exclusive=True)
         except StoreInUse as exc:
@@ -112,6 +136,11 @@ class Daemon:
             released = await store.resume_after_restart(now=time.time())
             if released:
                 log.warning("resumed_after_restart", rows=released)
+        return store
+
+    async def _wire(self, store: Store, rules: list[CompiledRule], templates: Templates) -> _Parts:
+        """Every part built and connected (sources → inbox → processor → outbox → dispatcher), none started."""
+        config = self.config
         apis = {name: ManagementApi(tenant, name=name) for name, tenant in config.tenants.items()}
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
@@ -121,103 +150,146 @@ class Daemon:
         processor = Processor(config.tenants, store, rules, apis, locale_for,
                               wake=processor_wake, outbox_wake=outbox_wake,
                               ingesting=lambda: inbox.accepting > 0)
-        vault = NewPasswordVault()
-        new_password = config.password_reset.new_password
-        reset_links = ResetLinks(vault, pending_store=store if new_password else None,
-                                 public_url=str(config.server.public_url) if config.server.public_url else None)
-        return_paths = (ReturnPaths(config.suppression.return_path, config.suppression.secret.get_secret_value()
-                                    .encode()) if config.suppression.return_path and config.suppression.secret
-                        else None)
-        unsubscribe_tokens = (UnsubscribeTokens(config.unsubscribe.secret.get_secret_value().encode())
-                              if config.unsubscribe.secret else None)
-        deliverer = Deliverer(config, {r.name: r for r in rules}, apis, templates, smtp, reset_link=reset_links,
-                              store=store, return_paths=return_paths, unsubscribe_tokens=unsubscribe_tokens)
+        links = _Links.of(config, store)
+        deliverer = Deliverer(DeliverySettings.of(config), {r.name: r for r in rules}, apis, templates, smtp,
+                              reset_link=links.reset, store=store, return_paths=links.return_paths,
+                              unsubscribe_tokens=links.unsubscribe)
         policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
                              config.delivery.backoff.max_s)
         dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
                                 lease_s=config.delivery.lease_s)
-        readiness = Readiness({"store": store.ping, "smtp": smtp.check})
-        reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault)
-                       if config.password_reset.enabled else None)
-        reset_routes = reset_pages.routes() if reset_pages else []
-        if reset_pages and config.password_reset.new_password:
-            reset_routes += ConfirmPages(reset_pages, store, apis).routes()
         recorder = SuppressionRecorder(store, config.suppression)
-        extra_routes = [*reset_routes,
-                        *SuppressionWebhooks(config, recorder, **({"fetch": self.sns_fetch} if self.sns_fetch
-                                                                  else {})).routes(),
-                        *(UnsubscribePages(config, store, unsubscribe_tokens).routes() if unsubscribe_tokens else [])]
+        reset_pages, routes = self._pages(store, inbox, apis, recorder, links)
         inbound = (InboundListener(config.suppression.inbound, InboundHandler(
-            store, return_paths, recorder, unsubscribe_tokens=unsubscribe_tokens,
-            unsubscribe_address=config.unsubscribe.mailto), hostname=return_paths.domain)
-            if config.suppression.inbound and return_paths else None)
-        app = build_app(config, inbox, readiness, extra_routes, stopped_tasks=self._stopped_tasks)
+            store, links.return_paths, recorder, unsubscribe_tokens=links.unsubscribe,
+            unsubscribe_address=config.unsubscribe.mailto), hostname=links.return_paths.domain)
+            if config.suppression.inbound and links.return_paths else None)
+        app = build_app(config, inbox, Readiness({"store": store.ping, "smtp": smtp.check}), routes,
+                        stopped_tasks=self._stopped_tasks)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = CappedTCPSite(runner, config.server.host, config.server.port, reuse_address=True,
                              max_connections=connection_limit(config.server.max_connections))
-        loop = asyncio.get_running_loop()
-        if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop.set)
-        checks: list[asyncio.Task] = []
+        return _Parts(store, rules, apis, smtp, inbox, processor, dispatcher, reset_pages, inbound, runner, site)
+
+    def _pages(self, store: Store, inbox: Inbox, apis: dict[str, ManagementApi], recorder: SuppressionRecorder,
+               links: _Links) -> tuple[PasswordResetPages | None, list[web.RouteDef]]:
+        """The web pages and webhooks besides /logs: the hosted reset form, bounces, unsubscribes."""
+        config = self.config
+        reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=links.vault)
+                       if config.password_reset.enabled else None)
+        routes = reset_pages.routes() if reset_pages else []
+        if reset_pages and config.password_reset.new_password:
+            routes += ConfirmPages(reset_pages, store, apis).routes()
+        routes += SuppressionWebhooks(config, recorder, **({"fetch": self.sns_fetch} if self.sns_fetch
+                                                           else {})).routes()
+        if links.unsubscribe:
+            routes += UnsubscribePages(config, store, links.unsubscribe).routes()
+        return reset_pages, routes
+
+    async def _listen(self, parts: _Parts) -> str:
+        """Open the HTTP port, and the inbound bounce listener's: a port taken is one clear line."""
+        config = self.config
         try:
+            await parts.site.start()
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {config.server.listen} (server.listen): "
+                               f"{exc.strerror or exc}") from None
+        if parts.inbound is not None:
             try:
-                await site.start()
+                self.inbound_port = await parts.inbound.start()
             except OSError as exc:
-                raise StartupError(f"cannot listen on {config.server.listen} (server.listen): "
-                                   f"{exc.strerror or exc}") from None
-            if inbound is not None:
-                try:
-                    self.inbound_port = await inbound.start()
-                except OSError as exc:
-                    raise StartupError(f"cannot listen on {config.suppression.inbound.listen} "
-                                       f"(suppression.inbound.listen): {exc.strerror or exc}") from None
-            sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
-            port = sockets[0].getsockname()[1] if sockets else config.server.port
-            self.url = f"http://{config.server.host}:{port}"
-            pollers = [Poller(name, tenant.poll, apis[name], inbox)
-                       for name, tenant in config.tenants.items() if tenant.poll.enabled]
-            watches = [StreamWatch(name, apis[name], config.server.public_url, store, config.listened_types())
-                       for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
-            self._tasks = [asyncio.create_task(processor.run(self.stop), name="processor"),
-                           asyncio.create_task(dispatcher.run(self.stop), name="dispatcher"),
-                           asyncio.create_task(dispatcher.reclaim(self.stop), name="reclaim"),
-                           asyncio.create_task(self._gauges(), name="gauges"),
-                           asyncio.create_task(self._purge(), name="purge"),
-                           *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
-            # Checks with nothing to finish: cancelled on SIGTERM, not waited for (a call to Auth0
-            # may hang until its timeout).
-            checks += [asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
-                                           name=f"auth0-access:{name}") for name, api in apis.items()]
-            checks += [asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches]
-            log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(rules),
-                     store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
-            if on_ready:
-                on_ready(self.url)
-            await self.stop.wait()
-            log.info("streamer_stopping")
-            for check in checks:
-                check.cancel()
-            await site.stop()
-            if inbound is not None:
-                await inbound.stop()
-            if reset_pages:
-                await reset_pages.drain()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        finally:
-            self.stop.set()
-            for task in [*self._tasks, *checks]:
-                task.cancel()
-            await asyncio.gather(*self._tasks, *checks, return_exceptions=True)
-            await runner.cleanup()
-            if inbound is not None:
-                await inbound.stop()
-            await smtp.close()
-            for api in apis.values():
-                await api.close()
-            await store.close()
-            if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
-            log.info("streamer_stopped")
+                raise StartupError(f"cannot listen on {parts.inbound.config.listen} "
+                                   f"(suppression.inbound.listen): {exc.strerror or exc}") from None
+        sockets = getattr(parts.site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
+        port = sockets[0].getsockname()[1] if sockets else config.server.port
+        self.url = f"http://{config.server.host}:{port}"
+        return self.url
+
+    def _start_workers(self, parts: _Parts) -> None:
+        """The loops that do the work (drained on SIGTERM) and the checks (cancelled on SIGTERM)."""
+        config, apis = self.config, parts.apis
+        pollers = [Poller(name, tenant.poll, apis[name], parts.inbox)
+                   for name, tenant in config.tenants.items() if tenant.poll.enabled]
+        watches = [StreamWatch(name, apis[name], config.server.public_url, parts.store, config.listened_types())
+                   for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
+        self._tasks = [asyncio.create_task(parts.processor.run(self.stop), name="processor"),
+                       asyncio.create_task(parts.dispatcher.run(self.stop), name="dispatcher"),
+                       asyncio.create_task(parts.dispatcher.reclaim(self.stop), name="reclaim"),
+                       asyncio.create_task(self._gauges(), name="gauges"),
+                       asyncio.create_task(self._purge(), name="purge"),
+                       *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
+        # Checks with nothing to finish: cancelled on SIGTERM, not waited for (a call to Auth0
+        # may hang until its timeout).
+        self._checks = [asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
+                                            name=f"auth0-access:{name}") for name, api in apis.items()]
+        self._checks += [asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches]
+        log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(parts.rules),
+                 store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
+
+    async def _drain(self, parts: _Parts) -> None:
+        """SIGTERM: stop taking work (HTTP first: Auth0 retries), then let the loops finish what they hold."""
+        log.info("streamer_stopping")
+        for check in self._checks:
+            check.cancel()
+        await parts.site.stop()
+        if parts.inbound is not None:
+            await parts.inbound.stop()
+        if parts.reset_pages:
+            await parts.reset_pages.drain()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _shut_down(self, parts: _Parts) -> None:
+        """Whatever happened: cancel what still runs, close every connection, release the store."""
+        self.stop.set()
+        running = [*self._tasks, *self._checks]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await parts.runner.cleanup()
+        if parts.inbound is not None:
+            await parts.inbound.stop()
+        await parts.smtp.close()
+        for api in parts.apis.values():
+            await api.close()
+        await parts.store.close()
+
+
+@dataclass(frozen=True)
+class _Links:
+    """What emails link to and the pages and the bounce listener verify: password-reset links (and
+    the typed passwords they confirm), VERP return paths, unsubscribe tokens."""
+
+    vault: NewPasswordVault
+    reset: ResetLinks
+    return_paths: ReturnPaths | None
+    unsubscribe: UnsubscribeTokens | None
+
+    @classmethod
+    def of(cls, config: Config, store: Store) -> _Links:
+        vault = NewPasswordVault()
+        suppression, public_url = config.suppression, config.server.public_url
+        return cls(vault=vault,
+                   reset=ResetLinks(vault, pending_store=store if config.password_reset.new_password else None,
+                                    public_url=str(public_url) if public_url else None),
+                   return_paths=(ReturnPaths(suppression.return_path, suppression.secret.get_secret_value().encode())
+                                 if suppression.return_path and suppression.secret else None),
+                   unsubscribe=(UnsubscribeTokens(config.unsubscribe.secret.get_secret_value().encode())
+                                if config.unsubscribe.secret else None))
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The wired daemon, handed from step to step of `Daemon.run`."""
+
+    store: Store
+    rules: list[CompiledRule]
+    apis: dict[str, ManagementApi]
+    smtp: SmtpPool
+    inbox: Inbox
+    processor: Processor
+    dispatcher: Dispatcher
+    reset_pages: PasswordResetPages | None
+    inbound: InboundListener | None
+    runner: web.AppRunner
+    site: CappedTCPSite

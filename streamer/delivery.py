@@ -8,14 +8,14 @@ dispatcher needs to know only one thing: is trying again worth it?
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jinja2
 
 from streamer.auth0.errors import Auth0Permanent, Auth0Transient, UserNotFound
-from streamer.config import Config, DkimKeyConfig
+from streamer.config import Config, DkimKeyConfig, TenantConfig
 from streamer.dkim_signing import SigningKey, choose_key, load_keys, sign
 from streamer.locale import fallback_chain
 from streamer.logs import get_logger, redact_text
@@ -85,27 +85,49 @@ class Sender(Protocol):
     async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> str: ...
 
 
+@dataclass(frozen=True)
+class DeliverySettings:
+    """What delivery reads of the config, and nothing more: a delivery cannot depend on a setting
+    it was not given (the retry policy is the dispatcher's, see streamer.outbox.RetryPolicy)."""
+
+    #: `smtp.from`: the From header, and the envelope sender unless VERP replaces it.
+    from_addr: str
+    #: Reply-To by tenant: the tenant's, else smtp.reply_to, else None (Config.reply_to decides).
+    reply_to: Mapping[str, str | None]
+    tenants: Mapping[str, TenantConfig]
+    default_locale: str
+    #: Hosts a ticket's result_url may point at (redirects.allowed_hosts).
+    allowed_hosts: list[str]
+    #: Base of the unsubscribe links (server.public_url), and the optional mailto: target.
+    public_url: str | None
+    unsubscribe_mailto: str | None
+    #: DKIM keys, loaded (and test-signed) once; `check` has already validated them.
+    dkim_keys: list[tuple[DkimKeyConfig, SigningKey]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, config: Config) -> DeliverySettings:
+        return cls(from_addr=config.smtp.from_, reply_to={name: config.reply_to(name) for name in config.tenants},
+                   tenants=config.tenants, default_locale=config.templates.default_locale,
+                   allowed_hosts=config.redirects.allowed_hosts, public_url=config.server.public_url,
+                   unsubscribe_mailto=config.unsubscribe.mailto, dkim_keys=load_keys(config))
+
+
 @dataclass
 class Deliverer:
-    config: Config
+    settings: DeliverySettings
     rules: dict[str, CompiledRule]
-    apis: dict[str, TicketApi]
+    apis: Mapping[str, TicketApi]
     templates: Templates
     smtp: Sender
     #: How the links of password-reset emails are made (the daemon passes the hosted form's, which
     #: knows the new passwords it captured in memory).
     reset_link: ResetLinkMaker = plain_reset_link
-    #: DKIM keys, loaded (and test-signed) once; `check` has already validated them.
-    dkim_keys: list[tuple[DkimKeyConfig, SigningKey]] = field(default_factory=list, init=False, repr=False)
 
     #: For the suppression list, return-path tokens and unsubscribe links (issue 13); None: not used.
     store: Store | None = None
     return_paths: ReturnPaths | None = None
     unsubscribe_tokens: UnsubscribeTokens | None = None
     _remembered: set[str] = field(default_factory=set, repr=False)
-
-    def __post_init__(self) -> None:
-        self.dkim_keys = load_keys(self.config)
 
     async def _mail_from(self, email: OutboxEmail, default: str) -> str:
         """The envelope sender: the VERP return path for this tenant and recipient, when configured."""
@@ -120,14 +142,14 @@ class Deliverer:
         return self.return_paths.address(token)
 
     def _list_unsubscribe(self, rule: CompiledRule, email: OutboxEmail) -> tuple[str, str | None] | None:
-        public_url = self.config.server.public_url
+        public_url = self.settings.public_url
         if not rule.config.unsubscribe or self.unsubscribe_tokens is None or not public_url:
             return None
         token = self.unsubscribe_tokens.make(email.tenant, email.user_id, email.rule)
-        return links(public_url, token, email.locale, self.config.unsubscribe.mailto)
+        return links(public_url, token, email.locale, self.settings.unsubscribe_mailto)
 
     def _context(self, email: OutboxEmail) -> dict[str, Any]:
-        tenant = self.config.tenants[email.tenant]
+        tenant = self.settings.tenants[email.tenant]
         return {**email.context, "tenant": tenant_view(email.tenant, tenant), "locale": email.locale}
 
     async def _link(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any]) -> ResetLink | None:
@@ -138,7 +160,7 @@ class Deliverer:
             result_url = render_result_url(rule, context)
         except RuleError as exc:
             raise PermanentFailure(str(exc)) from None
-        if result_url and not host_allowed(result_url, self.config.redirects.allowed_hosts):
+        if result_url and not host_allowed(result_url, self.settings.allowed_hosts):
             raise PermanentFailure(f"ticket.result_url host is not in redirects.allowed_hosts: {result_url[:200]}")
         api = self.apis[email.tenant]
         try:
@@ -162,7 +184,7 @@ class Deliverer:
         rule = self.rules.get(email.rule)
         if rule is None:
             raise PermanentFailure(f"rule {email.rule!r} is no longer in the config")
-        if email.tenant not in self.config.tenants:
+        if email.tenant not in self.settings.tenants:
             raise PermanentFailure(f"tenant {email.tenant!r} is no longer in the config")
         context = self._context(email)
         link = await self._link(rule, email, context)
@@ -179,7 +201,7 @@ class Deliverer:
         if link is not None and link.confirmation:
             context["password_confirmation"] = True
         user = context.get("user") or {}
-        chain = fallback_chain(email.locale, self.config.templates.default_locale)
+        chain = fallback_chain(email.locale, self.settings.default_locale)
         try:
             rendered = render(self.templates, email.template, tenant=email.tenant,
                               client_id=(context.get("client") or {}).get("id") or None,
@@ -188,16 +210,17 @@ class Deliverer:
             raise PermanentFailure(f"template {email.template}: {exc}") from None
         try:
             message = build_message(
-                from_addr=self.config.smtp.from_, to_addr=email.recipient, to_name=greeting_name(user) or None,
+                from_addr=self.settings.from_addr, to_addr=email.recipient, to_name=greeting_name(user) or None,
                 subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-                message_id_key=email.key, reply_to=self.config.reply_to(email.tenant),
+                message_id_key=email.key, reply_to=self.settings.reply_to[email.tenant],
                 feedback=(email.rule, email.tenant), list_unsubscribe=self._list_unsubscribe(rule, email))
-            mail_from, rcpt_to = envelope(self.config.smtp.from_, email.recipient)
+            mail_from, rcpt_to = envelope(self.settings.from_addr, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
         except ValueError as exc:  # Feedback-ID parts, List-Unsubscribe links
             raise PermanentFailure(f"header: {exc}") from None
-        key = choose_key(self.dkim_keys, mail_from.rpartition("@")[2], email.tenant) if self.dkim_keys else None
+        dkim_keys = self.settings.dkim_keys
+        key = choose_key(dkim_keys, mail_from.rpartition("@")[2], email.tenant) if dkim_keys else None
         if key is not None:
             message = sign(message, key)  # last: it covers the final headers
         del ticket_url, link, rendered  # the link lives in `message` only, until it is sent

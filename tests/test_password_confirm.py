@@ -411,7 +411,7 @@ async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_n
 
     from streamer.auth0 import ManagementApi
     from streamer.config import parse_config
-    from streamer.delivery import Deliverer, TransientFailure
+    from streamer.delivery import Deliverer, DeliverySettings, TransientFailure
     from streamer.outbox import EmailState, OutboxEmail
     from streamer.password_reset import NewPasswordVault
     from streamer.password_reset.links import ResetLinks
@@ -426,7 +426,7 @@ async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_n
     api = ManagementApi(config.tenants["acme"], name="acme", max_retries=0)
     smtp = SmtpPool(config.smtp)
     vault = NewPasswordVault()
-    deliverer = Deliverer(config, {r.name: r for r in compile_rules(config.rules)}, {"acme": api},
+    deliverer = Deliverer(DeliverySettings.of(config), {r.name: r for r in compile_rules(config.rules)}, {"acme": api},
                           Templates(config.templates_dir, default_locale="en"), smtp,
                           reset_link=ResetLinks(vault, pending_store=store, public_url=str(config.server.public_url)))
 

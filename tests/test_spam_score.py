@@ -20,7 +20,7 @@ import pytest
 
 from streamer.auth0 import ManagementApi
 from streamer.config import parse_config
-from streamer.delivery import Deliverer
+from streamer.delivery import Deliverer, DeliverySettings
 from streamer.message import message_id
 from streamer.outbox import EmailState, OutboxEmail
 from streamer.rules import compile_rules
@@ -101,7 +101,7 @@ async def test_every_template_and_locale_scores_zero_with_spamassassin(tmp_path,
     async with ManagementApi(config.tenants["acme"], name="acme") as api:
         smtp = SmtpPool(config.smtp)
         try:
-            deliverer = Deliverer(config, rules, {"acme": api}, templates, smtp)
+            deliverer = Deliverer(DeliverySettings.of(config), rules, {"acme": api}, templates, smtp)
             cases = [(template, locale) for template in shipped_templates() for locale in shipped_locales()]
             for index, (template, locale) in enumerate(cases, 1):
                 await deliverer.deliver(outbox_email(index, template, locale))

@@ -68,7 +68,7 @@ class OfflineDelivery:
     async def load(cls, daemon: Daemon) -> OfflineDelivery:
         """The first email as `streamer outbox show 1` gives it (the daemon stopped), with its context."""
         from streamer.config import load_config
-        from streamer.delivery import Deliverer
+        from streamer.delivery import Deliverer, DeliverySettings
         from streamer.outbox import EmailState, OutboxEmail
         from streamer.rules import compile_rules
         from streamer.templates import Templates
@@ -86,7 +86,7 @@ class OfflineDelivery:
         templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
         rules = {rule.name: rule for rule in compile_rules(config.rules)}
         offline = cls(config, email, None)
-        offline.deliverer = Deliverer(config, rules, {}, templates, offline)
+        offline.deliverer = Deliverer(DeliverySettings.of(config), rules, {}, templates, offline)
         return offline
 
     async def send(self, mail_from: str, rcpt_to: list[str], message: bytes) -> str:
