@@ -24,6 +24,7 @@ from pydantic import (
 
 from streamer import yamlload
 from streamer.client_address import Network, parse_networks
+from streamer.yamlload import Path as KeyPath
 
 DEFAULT_CONFIG_NAME = "streamer.yaml"
 CONFIG_ENV = "STREAMER_CONFIG"
@@ -89,7 +90,29 @@ class _Strict(BaseModel):
 # --- sections ------------------------------------------------------------------------------
 
 
-class ServerConfig(_Strict):
+class _Listener(_Strict):
+    """A section with `listen: host:port`, checked at load time."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port, such as 127.0.0.1:8080")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class ServerConfig(_Listener):
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
@@ -112,22 +135,6 @@ class ServerConfig(_Strict):
     @property
     def trusted_networks(self) -> list[Network]:
         return parse_networks(self.trusted_proxies)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("expected host:port, such as 127.0.0.1:8080")
-        return value
-
-    @property
-    def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"
-
-    @property
-    def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
 
 
 class SmtpConfig(_Strict):
@@ -328,15 +335,11 @@ class SoftBounceConfig(_Strict):
     window: Duration = 7 * 86400.0
 
 
-class InboundConfig(_Strict):
+class InboundConfig(_Listener):
     """The optional listener for DSNs and ARF reports (point the return path's MX, or a relay, at it)."""
     listen: str = "127.0.0.1:2525"
     protocol: Literal["smtp", "lmtp"] = "smtp"
     max_message_bytes: int = Field(10 * 1024 * 1024, gt=0)
-
-    _listen = field_validator("listen")(ServerConfig._listen.__func__)  # type: ignore[attr-defined]
-    host = ServerConfig.host
-    port = ServerConfig.port
 
 
 class SesWebhookConfig(_Strict):
@@ -494,7 +497,7 @@ def expand_env(value: str, env: dict[str, str]) -> str:
     return _VAR.sub(substitute, value)
 
 
-def _expand_tree(data: Any, env: dict[str, str], path: tuple, problems: list[tuple[tuple, str]]) -> Any:
+def _expand_tree(data: Any, env: dict[str, str], path: KeyPath, problems: list[tuple[KeyPath, str]]) -> Any:
     if isinstance(data, dict):
         return {k: _expand_tree(v, env, path + (k,), problems) for k, v in data.items()}
     if isinstance(data, list):
@@ -507,11 +510,11 @@ def _expand_tree(data: Any, env: dict[str, str], path: tuple, problems: list[tup
     return data
 
 
-def format_path(path: tuple) -> str:
+def format_path(path: KeyPath) -> str:
     return ".".join(str(part) for part in path) or "(top level)"
 
 
-def _pydantic_problems(exc: ValidationError, source: str, lines: dict) -> list[str]:
+def _pydantic_problems(exc: ValidationError, source: str, lines: dict[KeyPath, int]) -> list[str]:
     problems = []
     for error in exc.errors():
         # Drop pydantic's union-branch labels such as 'literal[...]' or 'Cooldown'.
@@ -540,7 +543,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the config must be a YAML mapping of sections (server, smtp, tenants, rules …)"])
-    env_problems: list[tuple[tuple, str]] = []
+    env_problems: list[tuple[KeyPath, str]] = []
     data = _expand_tree(data, env, (), env_problems)
     problems = [
         f"{source}:{yamlload.line_for(lines, path) or '?'}: {format_path(path)}: {message}"

@@ -5,9 +5,9 @@ tokens with a blocking call and cannot point at a stand-in), with:
 
 * our `TokenSource` as `async_token`;
 * one httpx.AsyncClient whose transport paces every /api/v2 request with the tenant's
-  `RateLimitPacer` and counts it in metrics. A transport wrapper rather than event hooks,
-  because hooks do not run when a request fails without an answer, and the pacer must learn
-  that the request is no longer in flight;
+  `TenantPacer` (from the bucket of its endpoint family) and counts it in metrics. A transport
+  wrapper rather than event hooks, because hooks do not run when a request fails without an
+  answer, and the pacer must learn that the request is no longer in flight;
 * the SDK's own retries (429 after x-ratelimit-reset, 5xx, connection errors) kept small;
 * every failure mapped to `Auth0Transient` / `Auth0Permanent` / `UserNotFound`.
 
@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 from auth0.management import AsyncAuth0
+from auth0.management.types import ChangePasswordTicketResponseContent, VerifyEmailTicketResponseContent
 
 from streamer import metrics
 from streamer.auth0.errors import (
@@ -52,7 +53,7 @@ from streamer.auth0.freshness import (
     requirements,
     search_is_good,
 )
-from streamer.auth0.pacer import RateLimitPacer
+from streamer.auth0.pacer import READ_USERS, TenantPacer, bucket_family
 from streamer.auth0.token import ENDPOINT as TOKEN_ENDPOINT
 from streamer.auth0.token import TokenSource
 from streamer.backoff import Backoff
@@ -62,6 +63,8 @@ from streamer.logs import get_logger
 
 log = get_logger(__name__)
 T = TypeVar("T")
+#: A JSON object as Auth0 sends it (a user profile, a log event, a log stream).
+JsonObject = dict[str, Any]
 
 #: Ids per users search: Auth0 caps per_page at 100, and long URLs get refused.
 SEARCH_CHUNK_IDS = 50
@@ -235,7 +238,8 @@ def env_proxy(url: str) -> str | None:
     """The proxy from HTTPS_PROXY/HTTP_PROXY/NO_PROXY for `url`; httpx ignores them once a
     transport is given, and the token fetch (a plain client) does honour them."""
     parts = urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):
+    # proxy_bypass_environment is public in urllib.request but missing from typeshed's stubs.
+    if not parts.hostname or urllib.request.proxy_bypass_environment(parts.hostname):  # type: ignore[attr-defined]
         return None
     return urllib.request.getproxies_environment().get(parts.scheme)
 
@@ -285,7 +289,7 @@ class _TtlCache:
 class _PacedTransport(httpx.AsyncBaseTransport):
     """Waits for the pacer before each /api/v2 request, tells it the answer, counts the call."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, pacer: RateLimitPacer, api_path: str,
+    def __init__(self, inner: httpx.AsyncBaseTransport, pacer: TenantPacer, api_path: str,
                  record: Callable[[str, str, str, float], None]):
         self._inner = inner
         self._pacer = pacer
@@ -297,14 +301,14 @@ class _PacedTransport(httpx.AsyncBaseTransport):
         if not path.startswith(self._api_path + "/"):
             return await self._inner.handle_async_request(request)
         api_path = path[len(self._api_path):]
-        seq, waited = await self._pacer.acquire()
+        slot, waited = await self._pacer.acquire(bucket_family(request.method, api_path))
         try:
             response = await self._inner.handle_async_request(request)
         except BaseException:
-            self._pacer.on_failure(seq)
+            self._pacer.on_failure(slot)
             self._record(request.method, api_path, "error", waited)
             raise
-        self._pacer.observe(seq, response.status_code, response.headers, self._pacer.clock())
+        self._pacer.observe(slot, response.status_code, response.headers, self._pacer.clock())
         self._record(request.method, api_path, str(response.status_code), waited)
         return response
 
@@ -320,11 +324,11 @@ class ManagementApi:
 
     def __init__(self, tenant: TenantConfig, *, name: str | None = None, max_retries: int = 2,
                  timeout_s: float = 30.0, cache_ttl_s: float = 30.0, cache_size: int = 4096,
-                 pacer: RateLimitPacer | None = None, token_source: TokenSource | None = None,
+                 pacer: TenantPacer | None = None, token_source: TokenSource | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.tenant_name = name or tenant.domain
         self.calls_made = 0
-        self.pacer = pacer or RateLimitPacer()
+        self.pacer = pacer or TenantPacer()
         self._secret = tenant.client_secret.get_secret_value()
         self._max_retries = max_retries
         self._clock = clock
@@ -337,7 +341,7 @@ class ManagementApi:
         self._sdk = AsyncAuth0(base_url=self._api_base, token="unused", async_token=self.tokens.get,
                                httpx_client=self._http, max_retries=max_retries, timeout=timeout_s)
         self._cache = _TtlCache(cache_ttl_s, cache_size)
-        self._pending: dict[str, asyncio.Future] = {}
+        self._pending: dict[str, asyncio.Future[JsonObject | None]] = {}
         #: read_profiles' reads: (epoch read by id, or None for a search result; profile or None).
         self._reads = _TtlCache(cache_ttl_s, cache_size)
         #: What recent events proved about users (bounded), and the users search's lag.
@@ -361,7 +365,7 @@ class ManagementApi:
     # --- users ------------------------------------------------------------------------------
 
     async def get_users(self, user_ids: Iterable[str], *,
-                        fresh_since: Mapping[str, str] | None = None) -> dict[str, dict | None]:
+                        fresh_since: Mapping[str, str] | None = None) -> dict[str, JsonObject | None]:
         """Profiles by id (None for users that do not exist), with as few calls as possible.
 
         One search call per ~50 ids, then `GET /users/{id}` for ids the search did not return
@@ -371,10 +375,10 @@ class ManagementApi:
         """
         ids = list(dict.fromkeys(uid for uid in user_ids if uid))
         since = dict(fresh_since or {})
-        out: dict[str, dict | None] = {uid: None for uid in ids if user_id_problem(uid)}  # no such user
+        out: dict[str, JsonObject | None] = {uid: None for uid in ids if user_id_problem(uid)}  # no such user
         ids_to_fetch = [uid for uid in ids if uid not in out]
         lead: list[str] = []
-        follow: dict[str, asyncio.Future] = {}
+        follow: dict[str, asyncio.Future[JsonObject | None]] = {}
         now = self._clock()
         for uid in ids_to_fetch:
             hit = self._cache.get(uid, now)
@@ -419,25 +423,25 @@ class ManagementApi:
             out.update(refetched)
         # Shallow copies: callers may replace top-level keys; nested values are shared and must
         # be treated as read-only (rules and templates run in immutable sandboxes).
-        return {uid: (dict(out[uid]) if out.get(uid) is not None else None) for uid in ids}
+        return {uid: (dict(profile) if (profile := out.get(uid)) is not None else None) for uid in ids}
 
     def forget_user(self, user_id: str) -> None:
         """Drop a cached profile (e.g. after a change made outside this client)."""
         self._cache.drop(user_id)
         self._reads.drop(user_id)
 
-    async def read_profiles(self, needs: Iterable[Need]) -> dict[str, dict | None | float]:
+    async def read_profiles(self, needs: Iterable[Need]) -> dict[str, JsonObject | None | float]:
         """For each user of `needs`: a profile good for all its events (streamer.auth0.freshness),
         None (no such user), or the epoch time to ask again.
 
         Bulk first: one search per 50 users, new users only once the index can have them (its
         lag is learnt from our searches). A read by id is made when only it can serve (an event
         that must be read after, a user missing for longer than any index lag), or when it costs
-        nothing anyone waits for (`RateLimitPacer.spare`): spare tokens buy latency, and while
-        the bucket is the bottleneck the reads stay at the floor.
+        nothing anyone waits for (`RateLimitPacer.spare` of the user reads' bucket): spare tokens
+        buy latency, and while the bucket is the bottleneck the reads stay at the floor.
         """
         wanted = requirements(needs)
-        out: dict[str, dict | None | float] = {}
+        out: dict[str, JsonObject | None | float] = {}
         to_search: list[Requirement] = []
         now = self._clock()
         for uid, req in wanted.items():
@@ -457,12 +461,13 @@ class ManagementApi:
             await self._read_by_id(unresolved, out)
         return out
 
-    def _with_facts(self, uid: str, profile: dict | None, read_at: float | None) -> dict | None:
+    def _with_facts(self, uid: str, profile: JsonObject | None, read_at: float | None) -> JsonObject | None:
         """Lay what events proved over a profile read before them (a search result: read as of
         its own updated_at)."""
         return self.facts.apply(uid, profile, read_at)
 
-    async def _search_for(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> list[Requirement]:
+    async def _search_for(self, reqs: list[Requirement],
+                          out: dict[str, JsonObject | None | float]) -> list[Requirement]:
         """Search what the index can serve; returns the requirements left for a read by id."""
         unresolved = [r for r in reqs if r.needs_read_after]
         rest = [r for r in reqs if not r.needs_read_after]
@@ -471,7 +476,7 @@ class ManagementApi:
         fresh = sorted((r for r in rest if r.new_user), key=lambda r: r.oldest)
         unresolved += [r for r in fresh if wall - r.oldest < wait]       # the index cannot have them yet
         searchable = [r for r in fresh if wall - r.oldest >= wait]
-        found: dict[str, dict] = {}
+        found: dict[str, JsonObject] = {}
         if settled:
             pages = await asyncio.gather(*(self._search(chunk) for chunk in chunk_ids([r.user_id for r in settled])))
             found.update((u["user_id"], u) for page in pages for u in page if u.get("user_id"))
@@ -496,7 +501,7 @@ class ManagementApi:
             out[req.user_id] = self._with_facts(req.user_id, profile, None)
         return unresolved
 
-    async def _search_new(self, chunk: list[str], reqs: Mapping[str, Requirement], found: dict[str, dict]) -> int:
+    async def _search_new(self, chunk: list[str], reqs: Mapping[str, Requirement], found: dict[str, JsonObject]) -> int:
         """Search new users; tell the index-lag estimate who was there. Returns how many were."""
         page = {u["user_id"]: u for u in await self._search(chunk) if u.get("user_id")}
         found.update(page)
@@ -505,27 +510,27 @@ class ManagementApi:
             self.index_lag.observe(uid in page, searched_at - reqs[uid].oldest)
         return len(page)
 
-    async def _read_by_id(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> None:
+    async def _read_by_id(self, reqs: list[Requirement], out: dict[str, JsonObject | None | float]) -> None:
         """Read by id what must be, and what spare tokens allow; the rest waits for the index."""
         wall = time.time()
         forced = [r for r in reqs if r.needs_read_after or wall - r.oldest >= MAX_INDEX_WAIT_S]
         optional = sorted((r for r in reqs if r not in forced), key=lambda r: r.oldest)
         if forced:
             await self._read_into(forced, out)
-        while optional and (free := self.pacer.spare(self.pacer.clock())):
+        while optional and (free := self.pacer.spare(READ_USERS, self.pacer.clock())):
             chosen, optional = optional[:free], optional[free:]
             await self._read_into(chosen, out)
         if optional:
             # Back when the index should have them, or sooner when a spare token is due.
             wall = time.time()
             again = max(self.index_lag.wait(), IndexLag.FIRST_WAIT_S)
-            spare_at = wall + max(SPARE_POLL_S, self.pacer.spare_in(self.pacer.clock()))
+            spare_at = wall + max(SPARE_POLL_S, self.pacer.spare_in(READ_USERS, self.pacer.clock()))
             for req in optional:
                 out[req.user_id] = max(wall + SPARE_POLL_S, min(req.oldest + again, spare_at,
                                                                 req.oldest + MAX_INDEX_WAIT_S,
                                                                 wall + MAX_INDEX_WAIT_S))
 
-    async def _read_into(self, reqs: list[Requirement], out: dict[str, dict | None | float]) -> None:
+    async def _read_into(self, reqs: list[Requirement], out: dict[str, JsonObject | None | float]) -> None:
         profiles = await asyncio.gather(*(self._get_user(r.user_id) for r in reqs))
         read_at = time.time()
         now = self._clock()
@@ -533,7 +538,7 @@ class ManagementApi:
             self._reads.put(req.user_id, (read_at, profile), now)
             out[req.user_id] = self._with_facts(req.user_id, profile, read_at)
 
-    async def users_by_email(self, email: str) -> list[dict]:
+    async def users_by_email(self, email: str) -> list[JsonObject]:
         users = await self._call("GET /users-by-email", lambda: self._sdk.users.list_users_by_email(email=email))
         return [normalize_user(u) for u in users or []]
 
@@ -567,8 +572,9 @@ class ManagementApi:
         check_user_id(user_id)
         options = {k: v for k, v in {"result_url": result_url, "ttl_sec": ttl_sec, "client_id": client_id}.items()
                    if v is not None}
-        answer = await self._call("POST /tickets/email-verification",
-                                  lambda: self._sdk.tickets.verify_email(user_id=user_id, **options))
+        # The SDK's clients are untyped (Any); its answer models are not.
+        answer: VerifyEmailTicketResponseContent = await self._call(
+            "POST /tickets/email-verification", lambda: self._sdk.tickets.verify_email(user_id=user_id, **options))
         return answer.ticket
 
     async def create_password_change_ticket(self, *, user_id: str, result_url: str | None = None,
@@ -583,7 +589,7 @@ class ManagementApi:
         request_options: dict[str, Any] | None = None
         if new_password is not None:
             request_options = {"additional_body_parameters": {"new_password": new_password}}
-        answer = await self._call(
+        answer: ChangePasswordTicketResponseContent = await self._call(
             "POST /tickets/password-change",
             lambda: self._sdk.tickets.change_password(user_id=user_id, request_options=request_options, **options),
             secrets=[new_password])
@@ -600,7 +606,7 @@ class ManagementApi:
         events = [e for e in events if isinstance(e, dict)]
         return str(events[0].get("log_id") or events[0].get("_id")) if events else None
 
-    async def read_logs(self, from_log_id: str | None, take: int = 100) -> tuple[list[dict], str | None]:
+    async def read_logs(self, from_log_id: str | None, take: int = 100) -> tuple[list[JsonObject], str | None]:
         """One page of tenant logs after `from_log_id`, and the `from` for the next page.
 
         With a checkpoint: `GET /logs?from=&take=` (ordered by log_id; the next `from` is the
@@ -631,20 +637,22 @@ class ManagementApi:
 
     # --- log streams ------------------------------------------------------------------------
 
-    async def list_log_streams(self) -> list[dict]:
+    async def list_log_streams(self) -> list[JsonObject]:
         streams = await self._call("GET /log-streams", lambda: self._sdk.log_streams.list())
         return [plain(s) for s in streams or []]
 
-    async def create_log_stream(self, body: dict[str, Any]) -> dict:
+    async def create_log_stream(self, body: dict[str, Any]) -> JsonObject:
         """`body` in Auth0's wire shape (camelCase sink keys), sent as is."""
         created = await self._call("POST /log-streams", lambda: self._sdk.log_streams.create(
             request=body, request_options={"additional_body_parameters": body}), secrets=_stream_secrets(body))
-        return plain(created)
+        stream: JsonObject = plain(created)
+        return stream
 
-    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> dict:
+    async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> JsonObject:
         updated = await self._call("PATCH /log-streams/{id}", lambda: self._sdk.log_streams.update(
             stream_id, request_options={"additional_body_parameters": body}), secrets=_stream_secrets(body))
-        return plain(updated)
+        stream: JsonObject = plain(updated)
+        return stream
 
     # --- internals --------------------------------------------------------------------------
 
@@ -694,7 +702,7 @@ class ManagementApi:
             return True
         return error.status == 403 and self.tokens.invalidate_after_refusal(self.tokens.generation)
 
-    async def _search(self, chunk: list[str]) -> list[dict]:
+    async def _search(self, chunk: list[str]) -> list[JsonObject]:
         """One search call, raw: the SDK's model conversion costs ~0.2 ms per user returned."""
         response = await self._raw_get("/users", {"q": user_id_query(chunk), "search_engine": "v3", "page": 0,
                                                   "per_page": 100, "include_totals": "false"})
@@ -702,7 +710,7 @@ class ManagementApi:
         users = body.get("users", []) if isinstance(body, dict) else body
         return [normalize_user(u) for u in users if isinstance(u, dict)]  # first page only: no extra call
 
-    async def _get_user(self, user_id: str) -> dict | None:
+    async def _get_user(self, user_id: str) -> JsonObject | None:
         if user_id_problem(user_id):
             return None  # no tenant holds it, and the id must not become a path
         try:
@@ -710,13 +718,13 @@ class ManagementApi:
         except UserNotFound:
             return None
 
-    async def _get_users_by_id(self, user_ids: list[str]) -> dict[str, dict | None]:
+    async def _get_users_by_id(self, user_ids: list[str]) -> dict[str, JsonObject | None]:
         profiles = await asyncio.gather(*(self._get_user(uid) for uid in user_ids))
         return dict(zip(user_ids, profiles, strict=True))
 
-    async def _fetch_users(self, user_ids: list[str], since: Mapping[str, str]) -> dict[str, dict | None]:
+    async def _fetch_users(self, user_ids: list[str], since: Mapping[str, str]) -> dict[str, JsonObject | None]:
         wanted = set(user_ids)
-        found: dict[str, dict | None] = {}
+        found: dict[str, JsonObject | None] = {}
         for page in await asyncio.gather(*(self._search(chunk) for chunk in chunk_ids(user_ids))):
             for user in page:
                 uid = user.get("user_id")

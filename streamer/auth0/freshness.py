@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -184,7 +184,7 @@ class IndexLag:
     MIN_STEP_S = 0.75              # … and at most max(0.75 s, a quarter of it) later
     MARGIN_S = 0.1
 
-    def __init__(self, clock=time.time):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._seen: deque[tuple[float, bool, float]] = deque(maxlen=256)  # (when, found, age)
 

@@ -1,7 +1,12 @@
 """Pace Management API calls from the tenant's own x-ratelimit-* headers.
 
-Auth0 limits a tenant with a token bucket (burst = `x-ratelimit-limit`, refilled at a rate it
-does not announce) and answers 429 when the bucket is empty. Waiting for 429s and retrying
+Auth0 limits a tenant with token buckets (burst = `x-ratelimit-limit`, refilled at a rate it
+does not announce) and answers 429 when a bucket is empty. Free and Enterprise tenants have one
+bucket for every endpoint; the self-service paid plans (Essentials, Professional, B2B) give user
+reads, user writes, user deletes and log reads a bucket each, besides the one "all other
+endpoints combined" (tickets, log streams). `TenantPacer` keeps one `RateLimitPacer` per bucket
+(see there for how the buckets are told apart); what follows is how one bucket is paced.
+ Waiting for 429s and retrying
 wastes calls and, on a shared tenant, starves the other clients, so we keep a local model of
 the bucket and make callers wait *before* sending. Every estimate errs on the slow side:
 
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -114,7 +120,7 @@ class _Anchor:
 
 @dataclass
 class RateLimitPacer:
-    """One per tenant (Auth0's limit is per tenant). All times are wall-clock epoch seconds."""
+    """One per bucket of a tenant (`TenantPacer`). All times are wall-clock epoch seconds."""
 
     clock: Callable[[], float] = time.time
     default_rate: float = DEFAULT_RATE
@@ -126,8 +132,8 @@ class RateLimitPacer:
     blocked_until: float = 0.0             # after a 429
     unlimited: bool = False                # answers carry no rate-limit headers at all
     share: float = 1.0                     # part of the refill rate we allow ourselves
-    _samples: deque = field(default_factory=lambda: deque(maxlen=32))
-    _anchors: deque = field(default_factory=lambda: deque(maxlen=int(WINDOW_MAX_AGE_S / ANCHOR_EVERY_S)))
+    _samples: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    _anchors: deque[_Anchor] = field(default_factory=lambda: deque(maxlen=int(WINDOW_MAX_AGE_S / ANCHOR_EVERY_S)))
     _in_flight: dict[int, _InFlight] = field(default_factory=dict)
     _seq: int = 0
     _counted: int = 0
@@ -211,6 +217,11 @@ class RateLimitPacer:
         self._seq += 1
         self._in_flight[self._seq] = _InFlight(now, self._counted)
         return self._seq
+
+    def cancel(self, seq: int) -> None:
+        """A slot taken and not used (nothing was sent): its token comes back."""
+        if self._in_flight.pop(seq, None) is not None and self.capacity is not None:
+            self.tokens += 1.0
 
     def on_failure(self, seq: int) -> None:
         """The request got no answer (timeout, connection error): it tells us nothing.
@@ -311,3 +322,188 @@ class RateLimitPacer:
                 return self.on_send(self.clock()), waited
         finally:
             self._waiting -= 1
+
+
+# --- one tenant, several buckets ---------------------------------------------------------------
+
+#: The bucket of "all other endpoints combined" (every endpoint on Free and Enterprise plans).
+GLOBAL = "global"
+#: Reads of users (search, by id, by email): what the processor's profile reads draw on.
+READ_USERS = "read_users"
+#: Endpoint families the self-service paid plans limit with buckets of their own (FACTS f: Read
+#: Users GET, Write Users POST/PATCH, DELETE users, Read Logs): method, path under /api/v2.
+_FAMILIES = tuple((method, re.compile(pattern), family) for method, pattern, family in (
+    ("GET", r"/users(/|-by-email|$)", READ_USERS),
+    ("POST", r"/users(/|$)", "write_users"),
+    ("PATCH", r"/users/", "write_users"),
+    ("DELETE", r"/users/", "delete_users"),
+    ("GET", r"/logs(/|$)", "read_logs"),
+))
+
+
+def bucket_family(method: str, api_path: str) -> str:
+    """The endpoint family whose bucket a request may draw on: `GET /users/{id}` → read_users,
+    `POST /tickets/email-verification` → global. `api_path` is the path under /api/v2."""
+    method = method.upper()
+    for wanted, pattern, family in _FAMILIES:
+        if method == wanted and pattern.match(api_path):
+            return family
+    return GLOBAL
+
+
+def separate_buckets(sizes: Mapping[str, int]) -> bool:
+    """Whether the families draw on buckets of their own, from the bucket size (x-ratelimit-limit)
+    each has reported: Auth0's plans have either one bucket for all (Free, Enterprise) or a bucket
+    per family (the self-service paid plans, where the sizes differ: 10, 40, 20, 20, 10). Two
+    families with different sizes prove the second; until then, one bucket is the safe guess."""
+    return len(set(sizes.values())) > 1
+
+
+@dataclass
+class Slot:
+    """One request's place in its bucket: what `observe` or `on_failure` is told about."""
+
+    family: str
+    sent_at: float
+    pacer: RateLimitPacer
+    seq: int
+
+
+@dataclass
+class TenantPacer:
+    """Paces one tenant's Management API calls, each from its own bucket.
+
+    Calls are grouped by endpoint family (`bucket_family`). Until the answers show otherwise,
+    every family shares one `RateLimitPacer`, as on the plans with one bucket; a family's first
+    request goes alone (a probe), so that a family with a smaller bucket of its own never bursts
+    on the model of another's. When two families report different bucket sizes, the tenant is on
+    a plan with a bucket per family (`separate_buckets`), and each family gets its own pacer,
+    learnt only from its own answers: user reads no longer wait behind tickets, nor tickets
+    behind reads. A family whose bucket size changes (a plan changed) starts the grouping over.
+    Requests in flight move to the pacer of their family's bucket when the grouping changes, so
+    the new models count them.
+    """
+
+    clock: Callable[[], float] = time.time
+    _shared: RateLimitPacer | None = None
+    _own: dict[str, RateLimitPacer] | None = None       # by family, once the buckets are separate
+    _sizes: dict[str, int] = field(default_factory=dict)  # x-ratelimit-limit each family reported
+    _probing: set[str] = field(default_factory=set)     # families whose first request is in flight
+    _in_flight: dict[int, Slot] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self._shared is None:
+            self._shared = self._new()
+
+    def _new(self) -> RateLimitPacer:
+        return RateLimitPacer(clock=self.clock)
+
+    @property
+    def separate(self) -> bool:
+        """Whether each family is paced from its own bucket (the plan has a bucket per family)."""
+        return self._own is not None
+
+    def pacer_for(self, family: str) -> RateLimitPacer:
+        if self._own is not None:
+            if family not in self._own:
+                self._own[family] = self._new()
+            return self._own[family]
+        assert self._shared is not None
+        return self._shared
+
+    def _must_probe(self, family: str) -> bool:
+        """A family never heard from, while the shared model was learnt from others' answers."""
+        return self._own is None and family not in self._sizes and self.pacer_for(family).capacity is not None
+
+    # --- pure decisions ----------------------------------------------------------------------
+
+    def delay_before_next(self, family: str, now: float) -> float:
+        """Seconds to wait before the next request of `family` may be sent (0 = go now)."""
+        if self._must_probe(family) and family in self._probing:
+            return PROBE_WAIT_S
+        return self.pacer_for(family).delay_before_next(now)
+
+    def spare(self, family: str, now: float) -> int:
+        """`RateLimitPacer.spare` of the family's bucket (one call for a family still to probe)."""
+        if self._must_probe(family):
+            return 0 if family in self._probing else min(1, self.pacer_for(family).spare(now))
+        return self.pacer_for(family).spare(now)
+
+    def spare_in(self, family: str, now: float) -> float:
+        return self.pacer_for(family).spare_in(now)
+
+    def on_send(self, family: str, now: float) -> Slot:
+        """Take a slot for a request of `family` sent now."""
+        pacer = self.pacer_for(family)
+        return self._slot(family, pacer, pacer.on_send(now), now)
+
+    def _slot(self, family: str, pacer: RateLimitPacer, seq: int, now: float) -> Slot:
+        if self._must_probe(family):
+            self._probing.add(family)
+        slot = Slot(family, now, pacer, seq)
+        self._in_flight[id(slot)] = slot
+        return slot
+
+    def on_failure(self, slot: Slot) -> None:
+        """The request got no answer (`RateLimitPacer.on_failure`)."""
+        if self._in_flight.pop(id(slot), None) is not None:
+            self._probing.discard(slot.family)
+            slot.pacer.on_failure(slot.seq)
+
+    def observe(self, slot: Slot, status: int, headers: Mapping[str, str], now: float) -> None:
+        """Learn from one answer: the family's bucket size first (it may regroup), then the model."""
+        info = parse_headers(headers)
+        if info is not None:
+            self._learn_size(slot.family, info.limit)
+        if self._in_flight.pop(id(slot), None) is not None:
+            self._probing.discard(slot.family)
+        slot.pacer.observe(slot.seq, status, headers, now)
+
+    def _learn_size(self, family: str, size: int) -> None:
+        known = self._sizes.get(family)
+        if known == size:
+            return
+        if known is not None:           # this family's bucket changed: what the others said may be stale
+            self._sizes = {family: size}
+            self._regroup(separate=False)
+            return
+        self._sizes[family] = size
+        if self._own is None and separate_buckets(self._sizes):
+            self._regroup(separate=True)
+
+    def _regroup(self, *, separate: bool) -> None:
+        """New pacers for the new grouping; the requests in flight are moved to them."""
+        self._own = {} if separate else None
+        self._shared = None if separate else self._new()
+        for slot in self._in_flight.values():
+            slot.pacer = self.pacer_for(slot.family)
+            slot.seq = slot.pacer.on_send(slot.sent_at)
+
+    # --- the only part that waits ------------------------------------------------------------
+
+    async def acquire(self, family: str) -> tuple[Slot, float]:
+        """Wait for a slot of `family`'s bucket, take it; returns (slot, seconds waited)."""
+        waited = 0.0
+        while True:
+            while self._must_probe(family) and family in self._probing:
+                await asyncio.sleep(PROBE_WAIT_S)   # this family's first request is out: wait for its answer
+                waited += PROBE_WAIT_S
+            pacer = self.pacer_for(family)
+            claimed = self._must_probe(family)
+            if claimed:
+                self._probing.add(family)
+            try:
+                seq, pacer_waited = await pacer.acquire()
+            except BaseException:
+                if claimed:
+                    self._probing.discard(family)
+                raise
+            waited += pacer_waited
+            if pacer is self.pacer_for(family) and (claimed or not self._must_probe(family)
+                                                    or family not in self._probing):
+                return self._slot(family, pacer, seq, pacer.clock()), waited
+            # While this caller waited, the tenant was regrouped, or the shared model learnt from
+            # another family's answer and this family's probe is out: nothing was sent, start over.
+            pacer.cancel(seq)
+            if claimed:
+                self._probing.discard(family)
