@@ -20,6 +20,7 @@ from streamer.auth0 import ManagementApi, TenantPacer
 from streamer.auth0.pacer import GLOBAL, PROBE_WAIT_S, READ_USERS, bucket_family, separate_buckets
 from streamer.config import TenantConfig
 from streamer.devkit.auth0_standin import Auth0StandIn, TokenBucket, load_sample_users
+from streamer.devkit.auth0_standin.limits import ENDPOINT_BUCKETS
 
 from support.users import ANA, ANA_EMAIL
 
@@ -41,6 +42,18 @@ def headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
 ])
 def test_each_request_draws_on_its_endpoint_familys_bucket(method, path, family):
     assert bucket_family(method, path) == family
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/users"), ("GET", "/users/auth0%7C1"), ("GET", "/users-by-email"), ("PATCH", "/users/auth0%7C1"),
+    ("POST", "/users"), ("DELETE", "/users/auth0%7C1"), ("GET", "/logs"), ("POST", "/tickets/password-change"),
+    ("GET", "/log-streams"), ("POST", "/log-streams"),
+])
+def test_the_families_are_the_stand_ins_endpoint_groups(method, path):
+    """The stand-in's plan presets and the pacer agree on which bucket each endpoint draws on."""
+    group = next((name for wanted, pattern, name in ENDPOINT_BUCKETS
+                  if method == wanted and pattern.match("/api/v2" + path)), GLOBAL)
+    assert bucket_family(method, path) == group
 
 
 def test_families_are_separate_buckets_once_their_sizes_differ():
