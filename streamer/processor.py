@@ -102,7 +102,7 @@ async def fetch_isolating(fetch: Callable[[list[str]], Any], user_ids: list[str]
 
 class Processor:
     def __init__(self, tenants: Mapping[str, TenantConfig], store: Store, rules: list[CompiledRule],
-                 users: dict[str, UserSource],
+                 users: Mapping[str, UserSource],
                  locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
                  ingesting: Callable[[], bool] = lambda: False, rate_while_ingesting: float = RATE_WHILE_INGESTING):
         self.tenants = tenants
