@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+import re2
 
 #: Auth0's log event type codes (FACTS.md §b) and streamer's own: a type outside these is counted
 #: as "other" in metrics, so that made-up types cannot grow the metrics without bound.
@@ -182,43 +183,41 @@ _TEXT_CREDENTIALS = (
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[removed]"),
 )
 
-#: The raw check, on the lower-cased body. A string followed by `:` is a key (escaped quotes,
-#: which could end a string early, were ruled out before); after its `:`, a value scrub() would
-#: remove (not null, "" or Auth0's "*****" mask; possessive spaces cannot back off a null).
-_REMOVABLE = rb'\s*+:\s*+(?!null\b|""|"\*+")'
-_FIRST_LETTERS = "".join(sorted({w[0] for w in (*_KEY_WORDS, "otp")})).encode()
-_LAST_LETTERS = "".join(sorted({w[-1] for w in (*_KEY_WORDS, "otp")})).encode()
-#: The lookaheads on first (last) letters skip most keys at once.
-_KEY_BEGINS_WITH_WORD = re.compile(
-    rb'"(?=[' + _FIRST_LETTERS + rb'])(?:(?:' + _WORDS.encode() + rb'|otp[_-])[^"]*|otp)"' + _REMOVABLE)
-#: Keys ending with a word, found on the reversed body, where a key reads `:"<key reversed>`.
-_KEY_ENDS_WITH_WORD_REVERSED = re.compile(
-    rb':\s*+"(?=[' + _LAST_LETTERS + rb'])(?:' + b"|".join(re.escape(w.encode()[::-1]) for w in _KEY_WORDS)
-    + rb'|pto[_-])')
-_REMOVABLE_VALUE = re.compile(_REMOVABLE.removeprefix(rb"\s*+:"))
+
+def _latin1_options() -> Any:
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    return options
+
+
+#: The raw check: one linear-time RE2 scan (no backtracking, whatever the body) for what scrub()
+#: would act on. A string followed by `:` is a key (escaped quotes, which could end a string early,
+#: are ruled out first); a key that begins or ends with a word (before `$`'s optional trailing
+#: newline, written `\\n` in JSON), then a value scrub() would remove: not null, "" or Auth0's
+#: "*****" mask. Or a free-text trigger anywhere. Latin-1 mode: every byte is a character.
+#: search(), not re2.Set: a Set answers "no match" when its DFA runs out of memory.
+_KEY_WORD_ALTERNATIVES = b"|".join(re.escape(word.encode()) for word in _KEY_WORDS)
+_REMOVABLE_VALUE = rb'\s*:\s*(?:"\**[^*"]|[^"\sn]|n(?:[^u]|u[^l]|ul[^l]|ull\w))'
 _EQUALS_WORDS = tuple(t[:-1].encode() for t in _TEXT_TRIGGERS if t.endswith("="))
+_RAW_CREDENTIAL = re2.compile(b"(?i)" + b"|".join((
+    rb'"(?:' + _KEY_WORD_ALTERNATIVES + rb'|otp[_-])[^"]*"' + _REMOVABLE_VALUE,        # begins with a word
+    rb'(?:"otp|' + _KEY_WORD_ALTERNATIVES + rb'|[_-]otp)(?:\\n)?"' + _REMOVABLE_VALUE,  # ends with one
+    rb"(?:" + b"|".join(_EQUALS_WORDS) + rb")=|bearer|eyj",                            # free text
+)), _latin1_options())
+#: Non-ASCII letters that Python's case-insensitive matching (credential_key, scrub_text) takes for
+#: ASCII ones: İ ı → i, ſ → s, K (Kelvin) → k. A body holding one is always a maybe.
+_FOLDS_TO_ASCII = tuple(letter.encode() for letter in "\u0130\u0131\u017f\u212a")
 
 
 def may_hold_credentials(raw: bytes) -> bool:
     """Cheap test on a raw JSON body: False guarantees scrub() changes none of its events, so the
     bytes may be stored as they came. A `\\u` escape could spell a word and an escaped quote
-    could hide a string's end, so both count as a maybe; other escapes make no letter or `=`.
-    Every step is a C-speed scan or one test per quote or colon."""
+    could hide a string's end, so both count as a maybe; other escapes make no letter or `=`."""
     if b"\\" in raw and (b"\\u" in raw or b'\\"' in raw):
         return True
-    low = raw.lower()
-    at = low.find(b"=")
-    while at >= 0:                               # few `=` in a log event: look just before each
-        if low.endswith(_EQUALS_WORDS, 0, at):
-            return True
-        at = low.find(b"=", at + 1)
-    if b"bearer" in low or b"eyj" in low or _KEY_BEGINS_WITH_WORD.search(low):
+    if not raw.isascii() and any(letter in raw for letter in _FOLDS_TO_ASCII):
         return True
-    last = len(low) - 1
-    for match in _KEY_ENDS_WITH_WORD_REVERSED.finditer(low[::-1]):
-        if _REMOVABLE_VALUE.match(low, last - match.start() + 1):
-            return True
-    return False
+    return _RAW_CREDENTIAL.search(raw) is not None
 
 
 def credential_key(key: str) -> bool:

@@ -119,11 +119,13 @@ def test_risk_assessment_codes_survive_scrubbing():
 
 _KEYS = st.sampled_from(["password", "ticket", "otp", "access_token", "name", "email", "details", "Ticket",
                          "AUTHORIZATION", "newPassword", "x-api-key", "last_password_reset", "token_type", "OTP_code",
-                         "description", "footprint", "pass\"word", "verification_url"])
+                         "description", "footprint", "pass\"word", "verification_url", "xpassword\n", "otp\n",
+                         "mfa_otp\n", "\u017fecret", "client_\u017fecret", "api-key", "reset_url", "otp-code"])
 _TEXT_PIECES = st.sampled_from(["https://t.auth0.com/lo/reset?ticket=", "abc123", "&access_token=", "?code=", "Bearer ",
                                 "https://t.auth0.com/lo/reset?Ticket=abc123#", "cb?access_token=at1", "Bearer abcdefghij",  # noqa: E501
                                 "eyJhbGciOiJI.eyJzdWIi.c2ln",
-                                "eyJhbGciOi", ".x.y", "ticket", "=", " ", "\"", "\\", "/", "é", "PASSWORD=", "ey", "J"])
+                                "eyJhbGciOi", ".x.y", "ticket", "=", " ", "\"", "\\", "/", "é", "PASSWORD=", "ey", "J",
+                                "?tic\u212aet=", "\u0130", "\n"])
 _TEXT = st.lists(_TEXT_PIECES, max_size=5).map("".join) | st.text(max_size=8)
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | _TEXT | st.just("*****"),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
@@ -146,6 +148,25 @@ def test_auth0s_password_mask_is_kept_and_real_credentials_are_found():
     assert may_hold_credentials(b'[{"details": {"body": {"ticket": "https://t"}}}]')
     assert may_hold_credentials(b'[{"details": {"body": {"pass\\u0077ord": "x"}}}]')  # an escape could spell one
     assert scrub({"password": "*****"}) == {"password": "*****"}
+
+
+@pytest.mark.parametrize("key", ["xpassword\n", "otp\n", "mfa_otp\n", "\u017fecret", "Pa\u017f\u017fword",
+                                 "tic\u212aet"])
+def test_keys_that_python_reads_as_credential_words_are_maybes(key):
+    """scrub() matches keys with Python's re: `$` before a trailing newline, and case-insensitive
+    Unicode (ſ is s, the Kelvin sign is k). The raw check must not let such a key through."""
+    raw = json.dumps([{"log_id": "L1", "type": "ss", key: "hunter2"}], ensure_ascii=False).encode()
+    event = parse_body(raw).events[0]
+    assert scrub(event) is not event
+    assert may_hold_credentials(raw)
+
+
+def test_a_folding_letter_in_free_text_is_a_maybe():
+    raw = json.dumps([{"log_id": "L1", "type": "ss", "description": "cb?tic\u212aet=abc123"}],
+                     ensure_ascii=False).encode()
+    event = parse_body(raw).events[0]
+    assert scrub(event)["description"] == "cb?tic\u212aet=[removed]"
+    assert may_hold_credentials(raw)
 
 
 def test_credential_keys_are_found_in_any_case_and_by_the_word_they_hold():
