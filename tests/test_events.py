@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.events import BodyError, may_hold_credentials, parse_body, scrub, unwrap, user_id_of
+from streamer.events import (
+    _TEXT_TRIGGER,
+    _TEXT_TRIGGERS,
+    BodyError,
+    _may_hold_trigger,
+    may_hold_credentials,
+    parse_body,
+    scrub,
+    unwrap,
+    user_id_of,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"  # copies of shared/auth0/samples
 
@@ -205,6 +215,24 @@ def test_a_free_text_credential_never_takes_the_raw_fast_path(texts, ascii_only)
     raw = json.dumps(events, ensure_ascii=ascii_only).encode()
     if not may_hold_credentials(raw):
         assert all(scrub(event) is event for event in parse_body(raw).events)
+
+
+_TRIGGER_PIECES = ["bearer", "BeArEr", "eyj", "EYJ", "eyJ", "bea", "rer", "ey", "j", "=", "x", "ticket", "\u212a",
+                   "\u017f", "\u0130", "\u0131", " "]
+_TRIGGER_TEXT = st.lists(st.sampled_from(_TRIGGER_PIECES), max_size=6).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TRIGGER_TEXT | st.text(max_size=12))
+def test_the_cheap_trigger_test_never_skips_text_the_regex_would_scrub(text):
+    """scrub_text's C-speed pre-test must let through every text its regex would act on."""
+    if _TEXT_TRIGGER.search(text) is not None:
+        assert _may_hold_trigger(text)
+
+
+def test_the_cheap_trigger_test_knows_every_trigger():
+    """It finds `=` triggers by their `=` and only bearer and eyj by name: a new trigger needs it updated."""
+    assert all(trigger.endswith("=") or trigger in ("bearer", "eyj") for trigger in _TEXT_TRIGGERS)
 
 
 # --- values no store can keep: quarantined one by one, never the whole batch ---------------------
