@@ -331,13 +331,15 @@ class Processor:
         handled = {e.log_id for e in events}
         users = {e.user_id: e.type in DELETED_TYPES for e in events
                  if e.user_id and (e.type in PROVEN or e.type in DELETED_TYPES)}
+        users = {user_id: deleted for user_id, deleted in users.items()
+                 if deleted or isinstance(profiles.get(user_id), dict)}
+        if not users:
+            return
+        pending = await self.store.list_users_emails(states=sources(Command.CANCEL), tenant=tenant,
+                                                     user_ids=list(users))
         for user_id, deleted in users.items():
             profile = None if deleted else profiles.get(user_id)
-            if not deleted and not isinstance(profile, dict):
-                continue
-            emails = await self.store.list_emails(states=sources(Command.CANCEL), tenant=tenant,
-                                                  user_id=user_id)
-            for email in emails:
+            for email in pending.get(user_id, ()):
                 if email.log_id in handled:
                     continue
                 if deleted:

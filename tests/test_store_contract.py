@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from structlog.testing import capture_logs
@@ -114,6 +115,21 @@ async def test_list_emails_narrows_by_state_tenant_and_rule_newest_first(store):
     assert [e.log_id for e in await store.list_emails(states=None, user_id="u2")] == ["L2"]
     assert len(await store.list_emails(states=None, recipient="ANA@Example.com")) == 3   # any case
     assert await store.list_emails(states=None, recipient="bob@example.com") == []
+
+
+async def test_the_emails_of_several_users_are_read_at_once_each_users_newest_first(store):
+    await store.settle_events([], [due(f"L{i}", user=f"u{i % 3}", once_key=f"k{i}") for i in range(9)]
+                              + [replace(due("G1", user="u1", once_key="g1"), tenant="globex")], now=NOW)
+    [newest_of_u2] = await store.list_emails(states=None, user_id="u2", limit=1)
+    assert await store.cancel_email(newest_of_u2.id, now=NOW)
+    open_states = (EmailState.QUEUED, EmailState.FAILED)
+    found = await store.list_users_emails(states=open_states, tenant="acme", user_ids=["u0", "u1", "u2", "nobody"],
+                                          limit=2)
+    assert {user: [e.log_id for e in emails] for user, emails in found.items()} == {
+        "u0": ["L6", "L3"], "u1": ["L7", "L4"], "u2": ["L5", "L2"]}
+    for user, emails in found.items():  # the same emails as one list_emails per user
+        assert emails == await store.list_emails(states=open_states, tenant="acme", user_id=user, limit=2)
+    assert await store.list_users_emails(states=open_states, tenant="acme", user_ids=[]) == {}
 
 
 async def test_stale_sending_rows_are_requeued(store):

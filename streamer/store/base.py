@@ -164,6 +164,12 @@ class Store(ABC):
         """Newest first; `recipient` ignores case (support looks up whatever the user typed)."""
 
     @abstractmethod
+    async def list_users_emails(self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str],
+                                limit: int = 100) -> dict[str, list[OutboxEmail]]:
+        """list_emails for several users of one tenant, in one read (the processor asks after
+        every batch of events): each user's newest `limit`, newest first; users with none left out."""
+
+    @abstractmethod
     async def get_email(self, email_id: int) -> OutboxEmail | None: ...
 
     @abstractmethod

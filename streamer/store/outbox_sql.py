@@ -110,6 +110,20 @@ class SqlOutbox(SqlStore):
             f"SELECT {OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?"), (*args, limit))
         return [self._email(row) for row in rows]
 
+    async def list_users_emails(self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str],
+                                limit: int = 100) -> dict[str, list[OutboxEmail]]:
+        found: dict[str, list[OutboxEmail]] = {}
+        for start in range(0, len(user_ids), 500):  # well under either database's limit of parameters
+            chunk = user_ids[start:start + 500]
+            rows = await self._select(self.dialect.sql(
+                f"SELECT {OUTBOX_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) "
+                f"AS newest FROM outbox WHERE user_id IN ({', '.join('?' * len(chunk))}) AND tenant = ? "
+                f"AND state IN ({', '.join('?' * len(states))})) AS pending WHERE newest <= ? ORDER BY id DESC"),
+                (*[self._param(user_id) for user_id in chunk], self._param(tenant), *[s.value for s in states], limit))
+            for email in map(self._email, rows):
+                found.setdefault(email.user_id, []).append(email)
+        return found
+
     async def get_email(self, email_id: int) -> OutboxEmail | None:
         rows = await self._select(self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"), (email_id,))
         return self._email(rows[0]) if rows else None
