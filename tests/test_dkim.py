@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dns_server import dns_server
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.cli import main as cli
 from streamer.config import DkimKeyConfig, parse_config
@@ -106,6 +108,45 @@ async def test_per_tenant_key_wins_and_other_from_domains_stay_unsigned(tmp_path
     assert choose_key(keys, "news.acme.test", "acme").selector == "all"      # parent domain aligns
     assert choose_key(keys, "notacme.test", "acme") is None
     assert choose_key(keys, "acme.test.evil", "acme") is None
+
+
+_REFERENCE_KEY: list = []
+
+
+def reference_key(tmp_path_factory) -> object:
+    if not _REFERENCE_KEY:
+        folder = tmp_path_factory.mktemp("dkim")
+        config = DkimKeyConfig(domain="acme.test", selector="s1", private_key_file=write_key(folder / "k.pem"))
+        _REFERENCE_KEY.append(load_key(config, folder))
+    return _REFERENCE_KEY[0]
+
+
+_WORDS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(subject=_WORDS, name=_WORDS | st.none(), text=st.text(max_size=300), reply_to=st.booleans(),
+       unsubscribe=st.booleans(), now=st.integers(1_500_000_000, 1_750_000_000))  # past: dkimpy refuses a t= ahead
+def test_the_signature_is_byte_for_byte_dkimpys_own(tmp_path_factory, subject, name, text, reply_to, unsubscribe,
+                                                    now):
+    """sign() uses OpenSSL for the RSA step only: the whole header must be what dkimpy's own
+    signer writes for the same message, key and time (PKCS#1 v1.5 signatures are deterministic)."""
+    key = reference_key(tmp_path_factory)
+    message = build_message(from_addr="Acme <no-reply@acme.test>", to_addr="ana@example.com", to_name=name,
+                            subject=subject or "Hi", html=f"<p>{text}</p>", text=text, locale="fr",
+                            message_id_key="k1", reply_to="help@acme.test" if reply_to else None,
+                            list_unsubscribe=("https://acme.test/u/t0k", "mailto:u@acme.test") if unsubscribe else None)
+    ours = sign(message, key, now=now)
+    include = [name.encode() for name in signed_header_names(ours)]
+    real_time = dkim.time.time
+    dkim.time.time = lambda: now
+    try:
+        reference = dkim.sign(message, b"s1", b"acme.test", key.pem, canonicalize=(b"relaxed", b"relaxed"),
+                              include_headers=include, linesep=b"\r\n")
+    finally:
+        dkim.time.time = real_time
+    assert ours == reference + message
+    assert dkim.verify(ours, dnsfunc=lambda name, timeout=5: key.dns_record.encode())
 
 
 def test_key_from_the_environment_with_escaped_newlines_signs(tmp_path):
