@@ -39,7 +39,7 @@ from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.locale import LocaleResolver
 from streamer.logs import get_logger
-from streamer.outbox import Command, OutboxEmail, sources
+from streamer.outbox import Command, DueEmail, OutboxEmail, sources
 from streamer.rules import CompiledRule, RuleError, decide, matches, reads_recipient, tenant_view, user_view
 from streamer.store import InboxEvent, Store
 from streamer.suppression.policy import normalize_address
@@ -98,6 +98,19 @@ async def fetch_isolating(fetch: Callable[[list[str]], Any], user_ids: list[str]
     halves = await asyncio.gather(fetch_isolating(fetch, user_ids[:middle]),
                                   fetch_isolating(fetch, user_ids[middle:]))
     return {**halves[0][0], **halves[1][0]}, {**halves[0][1], **halves[1][1]}
+
+
+def newest_profile_change(events: list[InboxEvent]) -> dict[str, str]:
+    """Per user, the date of the newest event that changes what rules read. A profile cached (or
+    indexed) before an `sv` may still say email_verified: false: such events ask for a profile at
+    least as new as themselves."""
+    fresh_since: dict[str, str] = {}
+    for event in events:
+        date = event.event.get("date")
+        if (event.type in PROFILE_CHANGING_TYPES and event.user_id and isinstance(date, str)
+                and date > fresh_since.get(event.user_id, "")):
+            fresh_since[event.user_id] = date
+    return fresh_since
 
 
 class Processor:
@@ -205,6 +218,33 @@ class Processor:
                                           error=f"tenant {tenant!r} is not in the config")
             log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
             return
+        events, rejected = self._set_aside(tenant, events)
+        if not events and not rejected:
+            return
+        profiles: dict[str, Any]
+        read = await self._read_profiles(tenant, events)
+        if read is None:   # the lookup failed: the events were deferred
+            if not rejected:
+                return
+            events, profiles = [], {}
+        else:
+            events, profiles, refused = read
+            rejected += refused
+        for event, reason in rejected:
+            # Quarantined: settled without emails (the stored event stays for inspection), so the
+            # rest of its batch goes on and it is never tried again.
+            metrics.EVENTS_REJECTED.labels(tenant, "bad_user_id").inc()
+            log.warning("event_rejected", tenant=tenant, log_id=event.log_id, type=event.type, reason=reason)
+        tenant_ctx = tenant_view(tenant, tenant_config)
+        due = await self._decide(tenant, tenant_ctx, events, profiles)
+        await self._settle(tenant, [*events, *(event for event, _ in rejected)], due)
+        await self._cancel_superseded(tenant, tenant_ctx, events, profiles)
+
+    def _set_aside(self, tenant: str, events: list[InboxEvent]
+                   ) -> tuple[list[InboxEvent], list[tuple[InboxEvent, str]]]:
+        """The events to evaluate now: an impossible user id is rejected alone, and the events of a
+        user already waiting for the users search wait behind that user's (a user's events stay in
+        order)."""
         rejected: list[tuple[InboxEvent, str]] = []
         for event in events:
             problem = user_id_problem(event.user_id) if event.user_id else None
@@ -214,23 +254,18 @@ class Processor:
             refused = {id(event) for event, _ in rejected}
             events = [event for event in events if id(event) not in refused]
         waiting = self._waiting[tenant]
-        for event in events:                                  # a user's events stay in order
+        for event in events:
             if event.user_id is not None and event.user_id in waiting:
                 self._hold(tenant, event.user_id, waiting[event.user_id][0], [event])
-        events = [e for e in events if e.user_id not in waiting]
-        if not events and not rejected:
-            return
-        user_ids = sorted({e.user_id for e in events if e.user_id and e.type not in DELETED_TYPES})
-        # A profile cached (or indexed) before an `sv` may still say email_verified: false: for
-        # events that change what rules read, ask for a profile at least as new as the event.
-        fresh_since: dict[str, str] = {}
-        for event in events:
-            date = event.event.get("date")
-            if (event.type in PROFILE_CHANGING_TYPES and event.user_id and isinstance(date, str)
-                    and date > fresh_since.get(event.user_id, "")):
-                fresh_since[event.user_id] = date
-        attempts = max((e.attempts for e in events), default=0)
+        return [e for e in events if e.user_id not in waiting], rejected
 
+    async def _read_profiles(self, tenant: str, events: list[InboxEvent]
+                             ) -> tuple[list[InboxEvent], dict[str, Any], list[tuple[InboxEvent, str]]] | None:
+        """The profiles the events' rules read, no older than the events; the events whose user
+        Auth0 refused to look up (rejected), and those whose user the index has not yet got (held
+        until then), come out. None when the lookup failed and the events were deferred."""
+        user_ids = sorted({e.user_id for e in events if e.user_id and e.type not in DELETED_TYPES})
+        fresh_since = newest_profile_change(events)
         source = self.users[tenant]
         needs = self._needs(source, events)
 
@@ -252,12 +287,9 @@ class Processor:
                                           error=str(exc))
             log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
                         error=str(exc))
-            events = []
-            if not rejected:
-                return
-            profiles, failed = {}, {}
-        rejected += [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
-                     for e in events if e.user_id in failed]
+            return None
+        rejected = [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
+                    for e in events if e.user_id in failed]
         events = [e for e in events if e.user_id not in failed]
         later: dict[str, float] = {uid: at for uid, at in cast(dict[str, Any], profiles).items()
                                    if isinstance(at, float)}
@@ -265,15 +297,13 @@ class Processor:
             if event.user_id is not None and event.user_id in later:
                 self._hold(tenant, event.user_id, later[event.user_id], [event])
         events = [e for e in events if e.user_id not in later]
-        profiles = {uid: p for uid, p in profiles.items() if uid not in later}
-        for event, reason in rejected:
-            # Quarantined: settled without emails (the stored event stays for inspection), so the
-            # rest of its batch goes on and it is never tried again.
-            metrics.EVENTS_REJECTED.labels(tenant, "bad_user_id").inc()
-            log.warning("event_rejected", tenant=tenant, log_id=event.log_id, type=event.type, reason=reason)
-        tenant_ctx = tenant_view(tenant, tenant_config)
+        return events, {uid: p for uid, p in profiles.items() if uid not in later}, rejected
+
+    async def _decide(self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent],
+                      profiles: dict[str, Any]) -> list[DueEmail]:
+        """The emails the rules make due for these events, and a line and a count for each skip."""
         recipients = await self._recipients(tenant, profiles)
-        due_all = []
+        due_all: list[DueEmail] = []
         for event in events:
             if event.type in DELETED_TYPES:
                 continue
@@ -295,10 +325,14 @@ class Processor:
                 log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
                          user_id=event.user_id, reason=skip.reason)
             due_all.extend(due)
-        settled = [(e.tenant, e.log_id) for e in events] + [(e.tenant, e.log_id) for e, _ in rejected]
+        return due_all
+
+    async def _settle(self, tenant: str, events: list[InboxEvent], due: list[DueEmail]) -> None:
+        """Mark the events evaluated and queue their emails in one transaction."""
+        settled = [(e.tenant, e.log_id) for e in events]
         settled_at = time.time()
         # Evaluated: a store outage must not send these events round again after their lease.
-        queued = await persist(lambda: self.store.settle_events(settled, due_all, now=settled_at), stop=self._stop,
+        queued = await persist(lambda: self.store.settle_events(settled, due, now=settled_at), stop=self._stop,
                                what="events_settle", tenant=tenant, events=len(settled))
         metrics.EVENTS_EVALUATED.labels(tenant).inc(len(settled))
         metrics.EVENTS_LAST_EVALUATED.labels(tenant).set(settled_at)
@@ -307,7 +341,6 @@ class Processor:
             log.info("email_queued", tenant=tenant, rule=email.rule, user_id=email.user_id, log_id=email.log_id)
         if queued:
             self.outbox_wake.set()
-        await self._cancel_superseded(tenant, tenant_ctx, events, profiles)
 
     def _needs(self, source: Any, events: list[InboxEvent]) -> list[Need]:
         """What each event asks of its user's profile; deletions and proofs are learnt first."""

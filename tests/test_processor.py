@@ -8,8 +8,9 @@ from streamer import metrics
 from streamer import processor as processor_module
 from streamer.config import parse_config
 from streamer.inbox import Inbox
-from streamer.processor import RATE_WHILE_INGESTING, Processor, pause_after
+from streamer.processor import RATE_WHILE_INGESTING, Processor, newest_profile_change, pause_after
 from streamer.rules import compile_rules
+from streamer.store.base import InboxEvent
 
 from conftest import config_text, sample_event
 
@@ -190,3 +191,16 @@ async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(
     processor.users = {"acme": _Down()}
     await processor.process_once()           # our credentials, not the event: it waits, as before
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 1
+
+
+def test_profiles_must_be_as_new_as_the_newest_event_that_changes_them() -> None:
+    def event(log_id: str, type_: str, user: str | None, date: object) -> InboxEvent:
+        return InboxEvent("acme", log_id, type_, user, {"type": type_, "date": date}, 0.0, 0)
+
+    events = [event("1", "sv", "auth0|a", "2026-12-01T10:00:00.000Z"),
+              event("2", "scp", "auth0|a", "2026-12-01T10:00:05.000Z"),
+              event("3", "sv", "auth0|a", "2026-12-01T09:59:00.000Z"),   # older: does not lower it
+              event("4", "s", "auth0|b", "2026-12-01T10:00:09.000Z"),    # a login changes nothing rules read
+              event("5", "sv", None, "2026-12-01T10:00:09.000Z"),
+              event("6", "sv", "auth0|c", 12345)]                        # no readable date
+    assert newest_profile_change(events) == {"auth0|a": "2026-12-01T10:00:05.000Z"}
