@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from streamer.config import CONFIG_ENV, Config, ConfigError, load_config, resolve_config_path
 from streamer.outbox import Command, EmailState, sources
@@ -354,19 +354,40 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------
 
+#: What `add_subparsers` returns (argparse has no public name for it).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer",
         description="Send your own Auth0 identity emails (verification, welcome, password) from Auth0 log "
                     "events, with no Auth0 Rule or Action code.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_check(sub)
+    _add_migrate(sub)
+    _add_replay(sub)
+    _add_outbox(sub)
+    _add_suppression(sub)
+    _add_resend(sub)
+    _add_dev(sub)
+    _add_preview(sub)
+    _add_register(sub)
+    return parser
 
+
+def _add_run(sub: Subcommands) -> None:
+    """`streamer run`: the daemon."""
     run = sub.add_parser("run", help="run the daemon (webhook server, pollers, rules, outbox workers)",
                          description="Run the daemon. SIGTERM/SIGINT stop taking work, finish in-flight sends, exit 0.")
     _config_arg(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.set_defaults(func=cmd_run)
 
+
+def _add_check(sub: Subcommands) -> None:
+    """`streamer check`: validate before deploying."""
     check = sub.add_parser("check", help="validate config, rules and every template (--online: also SMTP and Auth0)",
                            description="Validate the config, compile every rule and template (all locales and "
                                        "overrides) and check result_url hosts. Exit 1 on any error.")
@@ -380,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "what receivers see from outside)")
     check.set_defaults(func=cmd_check)
 
+
+def _add_migrate(sub: Subcommands) -> None:
+    """`streamer migrate`: the store schema."""
     migrate = sub.add_parser(
         "migrate", help="apply the store's schema migrations (--check: only tell whether some are pending)",
         description="Bring the PostgreSQL store's schema up to date (what `run` also does at start, under a "
@@ -390,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--check", action="store_true", help="only report; exit 3 if migrations are pending")
     migrate.set_defaults(func=cmd_migrate)
 
+
+def _add_replay(sub: Subcommands) -> None:
+    """`streamer replay`: log events from files."""
     replay = sub.add_parser("replay", help="feed log events from files through the inbox",
                             description="Store log events from files (JSON array, JSON lines, {\"logs\": …} or a "
                                         "GET /api/v2/logs page) in the inbox; already-seen log_ids are ignored. "
@@ -399,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("files", nargs="+", metavar="FILE", help="files to read; - reads stdin")
     replay.set_defaults(func=cmd_replay)
 
+
+def _add_outbox(sub: Subcommands) -> None:
+    """`streamer outbox list|show|retry|cancel`: the state choices come from the outbox table."""
     outbox = sub.add_parser("outbox", help="inspect and act on queued, failed and dead emails",
                             description="Inspect and act on the outbox.")
     outbox_sub = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -430,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--rule", help="with --state: only this rule's")
     outbox.set_defaults(func=cmd_outbox)
 
+
+def _add_suppression(sub: Subcommands) -> None:
+    """`streamer suppression list|add|remove`."""
     suppression = sub.add_parser(
         "suppression", help="the suppression list: addresses that bounced or complained, never mailed again",
         description="Addresses on a tenant's suppression list get no email (outbox state `suppressed`). Hard "
@@ -453,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--note", help="why (shown in `suppression list`)")
     suppression.set_defaults(func=cmd_suppression)
 
+
+def _add_resend(sub: Subcommands) -> None:
+    """`streamer resend`: one user's email again."""
     resend_cmd = sub.add_parser(
         "resend", help="queue a rule's email for one user again (support: a lost or expired link)",
         description="Queue the rule's email for one user once more, as the running daemon would: ticket at "
@@ -468,6 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     resend_cmd.add_argument("--force", action="store_true", help="send even if the rule's `if` is false now")
     resend_cmd.set_defaults(func=cmd_resend)
 
+
+def _add_dev(sub: Subcommands) -> None:
+    """`streamer dev`: the sandbox."""
     dev = sub.add_parser("dev", help="zero-setup sandbox: Auth0 stand-in, mail catcher, daemon, sample events",
                          description="Start an Auth0 stand-in with sample users, an SMTP mail catcher with a web "
                                      "page, and the daemon on a sample config; post sample events; print the URLs.")
@@ -482,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "confirms it (default: the email carries an Auth0 reset ticket)")
     dev.set_defaults(func=cmd_dev)
 
+
+def _add_preview(sub: Subcommands) -> None:
+    """`streamer preview`: templates with sample data."""
     preview_cmd = sub.add_parser("preview", help="render a template with sample data to .eml, .html and .txt")
     _config_arg(preview_cmd)
     preview_cmd.add_argument("--template", help="template name, e.g. verify_email")
@@ -492,12 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview_cmd.add_argument("--all", action="store_true", help="every template × locale × override, with index.html")
     preview_cmd.set_defaults(func=cmd_preview)
 
+
+def _add_register(sub: Subcommands) -> None:
+    """`streamer register`: the tenant's log stream."""
     register = sub.add_parser("register", help="create or update the tenant's Auth0 log stream to this daemon")
     _config_arg(register)
     register.add_argument("--tenant", required=True)
     register.add_argument("--url", required=True, metavar="PUBLIC_URL", help="public base URL of this daemon")
     register.set_defaults(func=cmd_register)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
