@@ -1,4 +1,4 @@
-"""The quality gates .ci/run applies before the tests (ruff, mypy, import-linter) each fail on
+"""The quality gates .ci/run applies before the tests (ruff check and format, mypy, import-linter) each fail on
 a violation planted in a copy of the tree, and say where: a gate that cannot fail guards nothing."""
 
 import os
@@ -38,6 +38,13 @@ def test_ruff_fails_on_an_unused_import(tree):
     plant(tree, "streamer/outbox.py", "\nimport os  # planted\n")
     result = gate(tree, "-m", "ruff", "check", "--no-cache", ".")
     assert result.returncode == 1 and "streamer/outbox.py" in result.stdout and "F401" in result.stdout
+
+
+def test_ruff_format_fails_on_unformatted_code(tree):
+    assert gate(tree, "-m", "ruff", "format", "--check", "--no-cache", ".").returncode == 0
+    plant(tree, "streamer/outbox.py", "\nplanted = {  'a':1 }\n")
+    result = gate(tree, "-m", "ruff", "format", "--check", "--no-cache", ".")
+    assert result.returncode == 1 and "streamer/outbox.py" in result.stdout
 
 
 def test_mypy_fails_on_a_wrong_return_type_in_a_strict_module(tree):

@@ -41,6 +41,7 @@ async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_
     assert erik == ["Ihr Passwort für Acme wurde geändert", "Neue Anmeldung in Ihrem Konto bei Acme"]  # scp, new device
     assert subjects["chloe.tremblay@example.com"] == "Nouvelle connexion à votre compte Acme"
     assert f"http://127.0.0.1:{port + 2}/" in out.getvalue()  # the mail page URL is printed
+    assert re.search(r"Posted [1-9]\d* sample log events", out.getvalue())  # and what the daemon accepted
     ana = next(m for m in messages if to(m) == "ana.silva@example.com")
     assert ana["Content-Language"] == "fr-CA"
     text = ana.get_body(("plain",)).get_content()

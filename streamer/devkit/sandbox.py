@@ -235,29 +235,10 @@ async def _run_sandbox(*, port: int, workdir: Path, open_for_s: float | None, ou
             except StartupError as exc:        # its port taken, its store locked …: one line, no traceback
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-        events = sample_events(list(standin.users.values()))
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{daemon_url}/logs/{TENANT}", data=json.dumps(events),
-                                    headers={"Authorization": f"Bearer {webhook_token}",
-                                             "Content-Type": "application/json"}) as response:
-                answer = await response.json()
-        reset_hint = ("On the password reset form, choose a new password\nfor ana.silva@example.com: the "
-                      "email's link confirms it, then the \"password changed\" notice\nfollows."
-                      if new_password else "Ask the password reset form for a link (or start with\n"
-                      "--new-password to choose the password on the form and confirm it from the email).")
-        print(f"""
-streamer dev is running. Open:
-  Caught emails        {page_url}/        (also saved as .eml in {workdir / 'mail'})
-  Password reset form  {links['Password reset form']}
-  Daemon               {daemon_url}        (/healthz /readyz /metrics, webhook POST /logs/{TENANT})
-  Auth0 stand-in       {standin_url}
-  Config and logs      {config_path}, {workdir / 'daemon.log'}
-  Templates            {templates_dir}
-
-Posted {answer.get('received', 0)} sample log events as an Auth0 log stream would: new users get a
-verification (or welcome) email, returning users a new-device notice, one a password-changed
-notice. Click a verification link and the welcome email follows. {reset_hint} Ctrl+C stops everything.
-""", file=out, flush=True)
+        answer = await _post_sample_events(daemon_url, webhook_token, list(standin.users.values()))
+        _print_welcome(out, answer=answer, page_url=page_url, links=links, daemon_url=daemon_url,
+                       standin_url=standin_url, config_path=config_path, workdir=workdir,
+                       templates_dir=templates_dir, new_password=new_password)
         if open_for_s is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(daemon_task), open_for_s)
@@ -275,3 +256,37 @@ notice. Click a verification link and the welcome email follows. {reset_hint} Ct
         logs.configure("warning")  # back to stderr before the file closes
         log_file.close()
     return 0
+
+
+async def _post_sample_events(daemon_url: str, webhook_token: str, users: list[dict[str, Any]]) -> dict[str, Any]:
+    """Post the sample events as an Auth0 log stream would; the daemon's answer."""
+    events = sample_events(users)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{daemon_url}/logs/{TENANT}", data=json.dumps(events),
+                                headers={"Authorization": f"Bearer {webhook_token}",
+                                         "Content-Type": "application/json"}) as response:
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+
+def _print_welcome(out: Any, *, answer: dict[str, Any], page_url: str, links: dict[str, str], daemon_url: str,
+                   standin_url: str, config_path: Path, workdir: Path, templates_dir: Path,
+                   new_password: bool) -> None:
+    """What to open and what to try, once everything is up."""
+    reset_hint = ("On the password reset form, choose a new password\nfor ana.silva@example.com: the "
+                  "email's link confirms it, then the \"password changed\" notice\nfollows."
+                  if new_password else "Ask the password reset form for a link (or start with\n"
+                  "--new-password to choose the password on the form and confirm it from the email).")
+    print(f"""
+streamer dev is running. Open:
+  Caught emails        {page_url}/        (also saved as .eml in {workdir / 'mail'})
+  Password reset form  {links['Password reset form']}
+  Daemon               {daemon_url}        (/healthz /readyz /metrics, webhook POST /logs/{TENANT})
+  Auth0 stand-in       {standin_url}
+  Config and logs      {config_path}, {workdir / 'daemon.log'}
+  Templates            {templates_dir}
+
+Posted {answer.get('received', 0)} sample log events as an Auth0 log stream would: new users get a
+verification (or welcome) email, returning users a new-device notice, one a password-changed
+notice. Click a verification link and the welcome email follows. {reset_hint} Ctrl+C stops everything.
+""", file=out, flush=True)
