@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from streamer import metrics
 from streamer.delivery import Deliverer, PermanentFailure, TransientFailure
@@ -22,7 +23,7 @@ from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
 from streamer.store import Store
 from streamer.store.liveness import CHECK_EVERY_S
-from streamer.suppression.policy import normalize_address
+from streamer.suppression.policy import Suppression, normalize_address
 
 log = get_logger(__name__)
 
@@ -44,9 +45,20 @@ class Dispatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._sending: set[int] = set()  # ids of the emails in flight
         self._stop = asyncio.Event()
+        #: Resolved by the send that leaves half the slots free (see `_until_half_free`).
+        self._half_free: asyncio.Future[None] | None = None
+        self._sent_metrics: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
+        stopping = asyncio.ensure_future(stop.wait())  # one waiter for the whole run, not one per wait
+        try:
+            await self._run(stop, stopping, idle_s)
+        finally:
+            stopping.cancel()
+        await self.drain()
+
+    async def _run(self, stop: asyncio.Event, stopping: asyncio.Future[Any], idle_s: float) -> None:
         next_stale_check = 0.0
         orphans = False  # a claim failed: its rows may be claimed in the store, unknown to us
         while not stop.is_set():
@@ -56,6 +68,7 @@ class Dispatcher:
                 await self._requeue_stale(now)
             free = self.concurrency - len(self._in_flight)
             emails: list[OutboxEmail] = []
+            suppressions: dict[str, dict[str, Suppression] | None] = {}
             if free > 0:
                 try:
                     if orphans:
@@ -64,29 +77,45 @@ class Dispatcher:
                         orphans = False
                         if released:
                             log.warning("outbox_orphaned_claims_released", count=released)
-                    emails = await self.store.claim_emails(limit=free, now=time.time(), lease_s=self.lease_s)
+                    emails, suppressions = await self.store.claim_emails_checked(
+                        limit=free, now=time.time(), lease_s=self.lease_s)
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
                     orphans = True  # the claim may have committed with its answer lost
-            for email in await self._hold_back_suppressed(emails):
+            for email in await self._hold_back_suppressed(emails, suppressions):
                 self._sending.add(email.id)
                 task = asyncio.create_task(self._deliver(email))
                 self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                task.add_done_callback(self._finished)
             if emails and len(emails) == free:
-                # Full: wait until half the slots are free (or stop), so that one claim
-                # transaction serves several emails instead of one.
-                while len(self._in_flight) > self.concurrency // 2 and not stop.is_set():
-                    await wait_any(stop, [*self._in_flight])
+                await self._until_half_free(stopping)
                 continue
             if not emails:
                 self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
-        await self.drain()
 
-    async def _hold_back_suppressed(self, emails: list[OutboxEmail]) -> list[OutboxEmail]:
+    async def _until_half_free(self, stopping: asyncio.Future[Any]) -> None:
+        """Full: wait until half the slots are free (or stop), so that one claim transaction serves
+        several emails instead of one. One wait per claim, not one per finished send: the send that
+        frees the slot resolves `_half_free` (in `_finished`)."""
+        if len(self._in_flight) <= self.concurrency // 2 or stopping.done():
+            return
+        self._half_free = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait((self._half_free, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._half_free = None
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        waiter = self._half_free
+        if waiter is not None and not waiter.done() and len(self._in_flight) <= self.concurrency // 2:
+            waiter.set_result(None)
+
+    async def _hold_back_suppressed(self, emails: list[OutboxEmail],
+                                    suppressions: dict[str, dict[str, Suppression] | None]) -> list[OutboxEmail]:
         """The claimed emails whose recipient is not on their tenant's suppression list; the others
-        become `suppressed` (before any ticket or render). One store read per tenant in the claim."""
+        become `suppressed` (before any ticket or render). The entries come with the claim."""
         if not emails:
             return emails
         by_tenant: dict[str, list[OutboxEmail]] = {}
@@ -94,10 +123,9 @@ class Dispatcher:
             by_tenant.setdefault(email.tenant, []).append(email)
         deliver = []
         for tenant, batch in by_tenant.items():
-            try:
-                found = await self.store.get_suppressions(tenant, [e.recipient for e in batch])
-            except Exception:  # noqa: BLE001 - unknown: not sent now; the lease brings them back
-                log.exception("suppression_lookup_failed", tenant=tenant, emails=len(batch))
+            found = suppressions.get(tenant)
+            if found is None:  # unknown: not sent now; the lease brings them back
+                log.error("suppression_lookup_failed", tenant=tenant, emails=len(batch))
                 continue
             for email in batch:
                 entry = found.get(normalize_address(email.recipient))
@@ -171,12 +199,22 @@ class Dispatcher:
             return
         now = time.time()
         await self._record(email, "sent", lambda: self.store.mark_sent(email.id, now=now))
-        metrics.EMAILS_SENT.labels(*labels).inc()
-        metrics.EMAILS_LAST_SENT.labels(email.tenant).set(now)
-        metrics.DELIVERY_LATENCY.labels(*labels).observe(max(0.0, now - email.accepted_at))
+        sent, last_sent, latency = self._sent_metrics.get(labels) or self._sent_metrics_of(labels)
+        sent.inc()
+        last_sent.set(now)
+        latency.observe(max(0.0, now - email.accepted_at))
         log.info("email_sent", email_id=email.id, tenant=email.tenant, rule=email.rule, user_id=email.user_id,
                  attempts=email.attempts, latency_s=round(now - email.accepted_at, 3))
         await self.deliverer.mark(email)
+
+    def _sent_metrics_of(self, labels: tuple[str, str]) -> tuple[Any, Any, Any]:
+        """The labelled series a sent email counts in, looked up once per (tenant, rule): the label
+        lookup costs as much as the count. Bounded: an email of a rule or tenant not in the config
+        is never sent."""
+        series = (metrics.EMAILS_SENT.labels(*labels), metrics.EMAILS_LAST_SENT.labels(labels[0]),
+                  metrics.DELIVERY_LATENCY.labels(*labels))
+        self._sent_metrics[labels] = series
+        return series
 
     async def _failed(self, email: OutboxEmail, error: str) -> None:
         error = redact_text(error)

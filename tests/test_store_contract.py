@@ -474,6 +474,27 @@ async def test_a_suppressed_email_has_its_own_state_and_can_be_retried(store):
     assert (await store.get_email(email.id)).state == EmailState.QUEUED
 
 
+async def test_a_checked_claim_brings_the_suppression_entries_of_its_recipients(store):
+    """What the dispatcher holds back comes with the claim (SQLite: in the same round trip)."""
+    from streamer.suppression.policy import Reason
+
+    await store.settle_events([], [due("L1", user="u1"), due("L2", user="u2")], now=NOW)
+    claimed = await store.claim_emails(limit=10, now=NOW, lease_s=60)
+    recipients = {e.user_id: e.recipient for e in claimed}
+    await store.mark_failed(claimed[0].id, error="451", next_attempt_at=NOW, now=NOW)
+    await store.mark_failed(claimed[1].id, error="451", next_attempt_at=NOW, now=NOW)
+    await store.suppress("acme", recipients["u2"].upper(), reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1",
+                         now=NOW)
+    await store.suppress("globex", recipients["u1"], reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1", now=NOW)
+    emails, found = await store.claim_emails_checked(limit=10, now=NOW + 1, lease_s=60)
+    assert sorted(e.user_id for e in emails) == ["u1", "u2"]
+    assert {e.state for e in emails} == {EmailState.SENDING}
+    assert list(found) == ["acme"]
+    assert list(found["acme"]) == [recipients["u2"].lower()]
+    assert found["acme"][recipients["u2"].lower()].reason is Reason.HARD_BOUNCE
+    assert await store.claim_emails_checked(limit=10, now=NOW + 2, lease_s=60) == ([], {})
+
+
 async def test_return_paths_and_unsubscribes_are_remembered(store):
     await store.remember_return_path("tok1", "acme", "Ana@Example.com", now=NOW)
     await store.remember_return_path("tok1", "acme", "ana@example.com", now=NOW + 1)   # idempotent
