@@ -124,8 +124,7 @@ class Dispatcher:
         deliver = []
         for tenant, batch in by_tenant.items():
             found = suppressions.get(tenant)
-            if found is None:  # unknown: not sent now; the lease brings them back
-                log.error("suppression_lookup_failed", tenant=tenant, emails=len(batch))
+            if found is None:  # unknown (the store logged why): not sent now; the lease brings them back
                 continue
             for email in batch:
                 entry = found.get(normalize_address(email.recipient))

@@ -10,8 +10,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from streamer.logs import get_logger
 from streamer.outbox import DueEmail, EmailState, OutboxEmail
 from streamer.suppression.policy import Reason, Suppression
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class Store(ABC):
             try:
                 found[tenant] = await self.get_suppressions(tenant, recipients)
             except Exception:  # noqa: BLE001 - unknown: the caller holds these back (the lease brings them back)
+                log.exception("suppression_lookup_failed", tenant=tenant, emails=len(recipients))
                 found[tenant] = None
         return emails, found
 
