@@ -40,7 +40,7 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # this tree's streamer, whichever pip installed
 
 from streamer.devkit.auth0_standin import realistic_tenant  # noqa: E402
 from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
@@ -69,7 +69,7 @@ class Burst:
     floor_calls: int
     floor_seconds: float
     problems: Counter
-    timeline: list[tuple[float, Counter]]      # (seconds after the first POST, calls so far by endpoint)
+    timeline: list[tuple[float, Counter]]  # (seconds after the first POST, calls so far by endpoint)
 
     @property
     def per_email(self) -> float:
@@ -121,7 +121,7 @@ async def burst(scenario: str, tenant: str, count: int, workdir: Path) -> Burst:
             now = h.iso_ms(datetime.now(UTC))
             for i, user in enumerate(users):
                 if kind == "ss":
-                    profile = auth0.add_user(user)          # a signup now: the index lags
+                    profile = auth0.add_user(user)  # a signup now: the index lags
                     events.append(h.make_event("ss", profile, h.log_id(7, i), h.signup_date(profile)))
                 else:
                     stored = auth0.users[user["user_id"]]
@@ -133,14 +133,18 @@ async def burst(scenario: str, tenant: str, count: int, workdir: Path) -> Burst:
 
             async def watch() -> None:
                 while True:
-                    timeline.append((time.time() - started, Counter(
-                        endpoint(m, p) for m, p, _ in auth0.calls[first:] if p.startswith("/api/v2"))))
+                    timeline.append(
+                        (
+                            time.time() - started,
+                            Counter(endpoint(m, p) for m, p, _ in auth0.calls[first:] if p.startswith("/api/v2")),
+                        )
+                    )
                     await asyncio.sleep(1.0)
 
             watcher = asyncio.create_task(watch())
             async with aiohttp.ClientSession() as session:
                 for start in range(0, count, BATCH):
-                    await daemon.post(session, events[start:start + BATCH])
+                    await daemon.post(session, events[start : start + BATCH])
             await catcher.wait_for(count, timeout=max(120, 3 * count / rate))
             last = max(m.received_at.timestamp() for m in catcher.messages)
             watcher.cancel()
@@ -150,10 +154,18 @@ async def burst(scenario: str, tenant: str, count: int, workdir: Path) -> Burst:
             await daemon.stop()
     searches = math.ceil(count / SEARCH_PER)
     floor_calls = count + searches if kind == "ss" else searches
-    return Burst(scenario, tenant, len(catcher.messages), Counter(
-        endpoint(m, p) for m, p, _ in calls if p.startswith("/api/v2")),
-        sum(1 for _, _, status in calls if status == 429), last - started, floor_calls,
-        floor_seconds(floor_calls, bucket, rate, latency), daemon.problems(), timeline)
+    return Burst(
+        scenario,
+        tenant,
+        len(catcher.messages),
+        Counter(endpoint(m, p) for m, p, _ in calls if p.startswith("/api/v2")),
+        sum(1 for _, _, status in calls if status == 429),
+        last - started,
+        floor_calls,
+        floor_seconds(floor_calls, bucket, rate, latency),
+        daemon.problems(),
+        timeline,
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -171,6 +183,7 @@ async def latency(count: int, rate: float, workdir: Path) -> tuple[list[float], 
         first = len(auth0.calls)
         try:
             async with aiohttp.ClientSession() as session:
+
                 async def one(i: int) -> None:
                     profile = auth0.add_user(users[i])
                     event = h.make_event("ss", profile, h.log_id(9, i), h.signup_date(profile))
@@ -187,10 +200,12 @@ async def latency(count: int, rate: float, workdir: Path) -> tuple[list[float], 
         finally:
             await daemon.stop()
         calls = auth0.calls[first:]
-    spent = [m.received_at.timestamp() - accepted[m.rcpt_tos[0]] for m in catcher.messages
-             if m.rcpt_tos[0] in accepted]
-    return spent, Counter(endpoint(m, p) for m, p, _ in calls if p.startswith("/api/v2")), \
-        sum(1 for _, _, s in calls if s == 429)
+    spent = [m.received_at.timestamp() - accepted[m.rcpt_tos[0]] for m in catcher.messages if m.rcpt_tos[0] in accepted]
+    return (
+        spent,
+        Counter(endpoint(m, p) for m, p, _ in calls if p.startswith("/api/v2")),
+        sum(1 for _, _, s in calls if s == 429),
+    )
 
 
 def verdict(ok: bool) -> str:
@@ -199,8 +214,11 @@ def verdict(ok: bool) -> str:
 
 def report(bursts: list[Burst], low: tuple[list[float], Counter, int] | None) -> tuple[list[str], list[str]]:
     """(table lines, detail lines) in Markdown."""
-    table = ["| burst | tenant | calls/email (floor) | time to last email (floor) | speed vs floor | 429 | target "
-             "| result |", "|---|---|---:|---:|---:|---:|---|---|"]
+    table = [
+        "| burst | tenant | calls/email (floor) | time to last email (floor) | speed vs floor | 429 | target "
+        "| result |",
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
     details = []
     for b in bursts:
         speed = b.floor_seconds / b.seconds if b.seconds > 0 else 0.0
@@ -211,28 +229,40 @@ def report(bursts: list[Burst], low: tuple[list[float], Counter, int] | None) ->
         else:
             target = f"≤ {max_calls} calls/email, last email ≤ {goal:.0f} s, no 429"
             ok = b.per_email <= max_calls and b.seconds <= goal and b.too_many == 0
-        table.append(f"| {b.emails} {b.scenario} | {b.tenant} | {b.per_email:.3f} ({b.floor_per_email:.3f}) | "
-                     f"{b.seconds:.1f} s ({b.floor_seconds:.1f} s) | {speed:.0%} | {b.too_many} | {target} | "
-                     f"**{verdict(ok)}** |")
+        table.append(
+            f"| {b.emails} {b.scenario} | {b.tenant} | {b.per_email:.3f} ({b.floor_per_email:.3f}) | "
+            f"{b.seconds:.1f} s ({b.floor_seconds:.1f} s) | {speed:.0%} | {b.too_many} | {target} | "
+            f"**{verdict(ok)}** |"
+        )
         breakdown = ", ".join(f"{name}: {n}" for name, n in b.calls.most_common())
         problems = ", ".join(f"{name} ×{n}" for name, n in b.problems.most_common()) or "none"
-        details.append(f"- {b.scenario} on {b.tenant}: {b.emails} emails, {sum(b.calls.values())} /api/v2 calls "
-                       f"({breakdown}); daemon warnings: {problems}")
+        details.append(
+            f"- {b.scenario} on {b.tenant}: {b.emails} emails, {sum(b.calls.values())} /api/v2 calls "
+            f"({breakdown}); daemon warnings: {problems}"
+        )
         if b.scenario == "signups":
             marks = [(t, c) for t, c in b.timeline if t <= 6]
-            details.append("  - calls so far, by second after the first POST: " + "; ".join(
-                f"{t:.0f} s: " + ", ".join(f"{n} {name.split()[-1].rsplit('/', 1)[-1]}"
-                                           for name, n in sorted(c.items()))
-                for t, c in marks))
+            details.append(
+                "  - calls so far, by second after the first POST: "
+                + "; ".join(
+                    f"{t:.0f} s: "
+                    + ", ".join(f"{n} {name.split()[-1].rsplit('/', 1)[-1]}" for name, n in sorted(c.items()))
+                    for t, c in marks
+                )
+            )
     if low is not None:
         spent, calls, too_many = low
         p50, p99 = percentile(spent, 50), percentile(spent, 99)
-        table.append(f"| {len(spent)} signups at 50/s, one per request | no limit, 20 ms per call, lag 3 s | "
-                     f"{sum(calls.values()) / max(1, len(spent)):.2f} | p50 {p50 * 1000:.0f} ms, "
-                     f"p99 {p99 * 1000:.0f} ms | | {too_many} | p99 ≤ 1 s | **{verdict(p99 <= 1.0)}** |")
+        table.append(
+            f"| {len(spent)} signups at 50/s, one per request | no limit, 20 ms per call, lag 3 s | "
+            f"{sum(calls.values()) / max(1, len(spent)):.2f} | p50 {p50 * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms | | {too_many} | p99 ≤ 1 s | **{verdict(p99 <= 1.0)}** |"
+        )
         breakdown = ", ".join(f"{name}: {n}" for name, n in calls.most_common())
-        details.append(f"- low load: {len(spent)} emails, max {max(spent) * 1000:.0f} ms; calls: {breakdown} (spare "
-                       "budget buys latency: a new user is read by id instead of waiting for the index)")
+        details.append(
+            f"- low load: {len(spent)} emails, max {max(spent) * 1000:.0f} ms; calls: {breakdown} (spare "
+            "budget buys latency: a new user is read by id instead of waiting for the index)"
+        )
     return table, details
 
 
@@ -243,13 +273,15 @@ async def main(quick: bool) -> None:
     started = time.monotonic()
     bursts: list[Burst] = []
     try:
-        for tenant in (list(TENANTS)[:1] if quick else TENANTS):
+        for tenant in list(TENANTS)[:1] if quick else TENANTS:
             for scenario in ("signups", "welcome"):
                 result = await burst(scenario, tenant, 200, workdir / f"{scenario}-{TENANTS[tenant][2]:.0f}")
-                print(f"{scenario} on {tenant}: {result.per_email:.3f} calls/email "
-                      f"(floor {result.floor_per_email:.3f}), "
-                      f"{result.seconds:.1f} s (floor {result.floor_seconds:.1f} s), 429: {result.too_many}",
-                      flush=True)
+                print(
+                    f"{scenario} on {tenant}: {result.per_email:.3f} calls/email "
+                    f"(floor {result.floor_per_email:.3f}), "
+                    f"{result.seconds:.1f} s (floor {result.floor_seconds:.1f} s), 429: {result.too_many}",
+                    flush=True,
+                )
                 bursts.append(result)
         low = await latency(250 if quick else 1000, 50.0, workdir / "latency")
         print(f"low load: p99 {percentile(low[0], 99) * 1000:.0f} ms", flush=True)
@@ -258,11 +290,18 @@ async def main(quick: bool) -> None:
     table, details = report(bursts, low)
     elapsed = time.monotonic() - started
     load_after = Path("/proc/loadavg").read_text().split()[:3]
-    text = [f"`python bench/budget.py{' --quick' if quick else ''}`, {elapsed:.0f} s, "
-            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {h.git_commit()}; load average "
-            f"{' '.join(load_before)} at start, {' '.join(load_after)} at end (a shared 2-core machine: the times "
-            "move with other work; the call counts do not).", "", *table, "", *details, "",
-            *[line.strip() for line in __doc__.split("\n\n", 2)[2].splitlines()]]
+    text = [
+        f"`python bench/budget.py{' --quick' if quick else ''}`, {elapsed:.0f} s, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {h.git_commit()}; load average "
+        f"{' '.join(load_before)} at start, {' '.join(load_after)} at end (a shared 2-core machine: the times "
+        "move with other work; the call counts do not).",
+        "",
+        *table,
+        "",
+        *details,
+        "",
+        *[line.strip() for line in __doc__.split("\n\n", 2)[2].splitlines()],
+    ]
     print("\n".join(table))
     h.write_section(BENCH / "RESULTS.md", SECTION, "\n".join(text))
     print(f"wrote the section to {BENCH / 'RESULTS.md'}")

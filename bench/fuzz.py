@@ -30,22 +30,27 @@ from support import fuzzing  # noqa: E402
 
 
 def run(examples: int) -> int:
-    fuzz = settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                    suppress_health_check=list(HealthCheck))
+    fuzz = settings(
+        max_examples=examples, deadline=None, database=None, derandomize=False, suppress_health_check=list(HealthCheck)
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fuzz-") as workdir, fuzzing.FuzzTarget(Path(workdir)) as target:
         auth = fuzzing._auth(fuzzing.GOOD_AUTH)  # noqa: SLF001
         classes = {
             "webhook: JSON bodies": fuzzing.webhook_json().map(
-                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)),
+                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)
+            ),
             "webhook: depth, numbers": fuzzing.webhook_deep().map(
-                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)),
+                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)
+            ),
             "webhook: mutated bodies": fuzzing.webhook_mutated().map(
-                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)),
+                lambda body: fuzzing.http_request(b"POST", b"/logs/acme", auth, body)
+            ),
             "webhook: headers": fuzzing.webhook_headers(),
             "reset form: GET": fuzzing.reset_get(),
             "reset form: POST": fuzzing.reset_post_strategy(target.csrf_pair()),
         }
+
         def fuzz_class(kind: str, strategy) -> None:
             @fuzz
             @given(strategy)
@@ -57,8 +62,12 @@ def run(examples: int) -> int:
         for kind, strategy in classes.items():
             class_started = time.monotonic()
             fuzz_class(kind, strategy)
-            print(f"{kind}: {sum(n for (k, _), n in target.counts.items() if k == kind)} requests "
-                  f"in {time.monotonic() - class_started:.0f} s", file=sys.stderr, flush=True)
+            print(
+                f"{kind}: {sum(n for (k, _), n in target.counts.items() if k == kind)} requests "
+                f"in {time.monotonic() - class_started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
         config_outcomes: Counter[str] = Counter()
 
@@ -88,10 +97,14 @@ def run(examples: int) -> int:
         print(f"| {kind} | {sum(row)} | " + " | ".join(str(n) for n in row) + " |")
     total = [sum(target.counts[(kind, outcome)] for kind in kinds) for outcome in outcomes]
     print(f"| **all HTTP** | {sum(total)} | " + " | ".join(str(n) for n in total) + " |")
-    print(f"\nconfig loader: {sum(config_outcomes.values())} texts: "
-          + ", ".join(f"{n} {what}" for what, n in sorted(config_outcomes.items())))
-    print(f"afterwards: /healthz {'200' if healthy else 'NOT OK'}; a normal signup's verification email "
-          f"{'arrived' if mailed else 'DID NOT ARRIVE'}; tracebacks in the daemon's log: {len(tracebacks)}")
+    print(
+        f"\nconfig loader: {sum(config_outcomes.values())} texts: "
+        + ", ".join(f"{n} {what}" for what, n in sorted(config_outcomes.items()))
+    )
+    print(
+        f"afterwards: /healthz {'200' if healthy else 'NOT OK'}; a normal signup's verification email "
+        f"{'arrived' if mailed else 'DID NOT ARRIVE'}; tracebacks in the daemon's log: {len(tracebacks)}"
+    )
     for line in tracebacks:
         print(f"\ntraceback logged: {line[:1500]}")
     for (kind, outcome), request in target.examples.items():

@@ -106,7 +106,7 @@ class CoreWatch:
         self.busy = busy / max(1, total)
         self.softirq = softirq / max(1, total)
         self.ours = (cpu - self._cpu_start[0]) / wall
-        self.main_thread = (main - self._cpu_start[1]) / wall   # the event loop's share of the core
+        self.main_thread = (main - self._cpu_start[1]) / wall  # the event loop's share of the core
         self.foreign = max(0.0, self.busy - self.softirq - self.ours)
 
 
@@ -125,7 +125,8 @@ class Service:
     async def start(self, ready_url: str | None = None, ready_port: int | None = None, timeout: float = 20) -> None:
         log = open(self.log_path, "ab")
         self.process = await asyncio.create_subprocess_exec(
-            *self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO, env=ENV)
+            *self.command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=REPO, env=ENV
+        )
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -164,8 +165,9 @@ async def _ready(url: str | None, port: int | None) -> bool:
 
 async def run_command(command: list[str], timeout: float = 120) -> str:
     """Run to completion; return stdout; raise with stderr on failure."""
-    process = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                   cwd=REPO, env=ENV)
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=ENV
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout)
     if process.returncode != 0:
         raise RuntimeError(f"{command[:4]}… exited {process.returncode}: {err.decode()[-2000:]}")
@@ -174,8 +176,11 @@ async def run_command(command: list[str], timeout: float = 120) -> str:
 
 def smtp_sink(port: int, workdir: Path) -> Service:
     """postfix's smtp-sink on the helper core: accepts and discards every message."""
-    return Service("smtp-sink", pinned(HELPER_CORE, "/usr/sbin/smtp-sink", "-u", "nobody",
-                                       f"127.0.0.1:{port}", "1024"), workdir / "smtp-sink.log")
+    return Service(
+        "smtp-sink",
+        pinned(HELPER_CORE, "/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "1024"),
+        workdir / "smtp-sink.log",
+    )
 
 
 # --- the daemon --------------------------------------------------------------------------------
@@ -209,8 +214,9 @@ def rules(*, mark: bool = False) -> str:
 class Daemon:
     """`python -m streamer run` pinned to the server core, with its own store and config."""
 
-    def __init__(self, workdir: Path, *, auth0: Any, smtp_port: int, rule_text: str, pool_size: int = 8,
-                 extra_config: str = ""):
+    def __init__(
+        self, workdir: Path, *, auth0: Any, smtp_port: int, rule_text: str, pool_size: int = 8, extra_config: str = ""
+    ):
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.port = free_port()
@@ -222,7 +228,7 @@ store: "sqlite:///{self.db_path}"
 smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none, from: "Acme <no-reply@acme.test>",
        pool_size: {pool_size}, timeout_s: 30}}
 delivery: {{max_attempts: 4, backoff: {{initial_s: 1, max_s: 5}}, workers: {pool_size}}}
-templates: {{dir: "{REPO / 'templates'}", default_locale: en}}
+templates: {{dir: "{REPO / "templates"}", default_locale: en}}
 redirects: {{allowed_hosts: ["app.acme.test"]}}
 tenants:
   acme:
@@ -236,8 +242,11 @@ tenants:
 {extra_config}
 rules:
 {rule_text}""")
-        self.service = Service("streamer run", pinned(SERVER_CORE, PYTHON, "-m", "streamer", "run", "-c",
-                                                      str(self.config_path)), workdir / "daemon.log")
+        self.service = Service(
+            "streamer run",
+            pinned(SERVER_CORE, PYTHON, "-m", "streamer", "run", "-c", str(self.config_path)),
+            workdir / "daemon.log",
+        )
 
     @property
     def url(self) -> str:
@@ -278,8 +287,20 @@ rules:
             os.kill(self.pid, signal.SIGCONT)
 
     async def replay(self, events_file: Path) -> str:
-        return await run_command(pinned(HELPER_CORE, PYTHON, "-m", "streamer", "replay", "-c",
-                                        str(self.config_path), "--tenant", "acme", str(events_file)))
+        return await run_command(
+            pinned(
+                HELPER_CORE,
+                PYTHON,
+                "-m",
+                "streamer",
+                "replay",
+                "-c",
+                str(self.config_path),
+                "--tenant",
+                "acme",
+                str(events_file),
+            )
+        )
 
     async def scrape(self) -> Scrape:
         """The daemon's `/metrics`, parsed."""
@@ -290,8 +311,9 @@ rules:
 
     async def cli_json(self, *arguments: str) -> Any:
         """`streamer ARGUMENTS -c CONFIG` (core 1), its JSON output parsed."""
-        return json.loads(await run_command(pinned(HELPER_CORE, PYTHON, "-m", "streamer", *arguments, "-c",
-                                                   str(self.config_path))))
+        return json.loads(
+            await run_command(pinned(HELPER_CORE, PYTHON, "-m", "streamer", *arguments, "-c", str(self.config_path)))
+        )
 
     async def count_sent(self) -> int:
         return int((await self.scrape()).total("streamer_emails_sent_total"))
@@ -302,8 +324,10 @@ rules:
         deadline = time.monotonic() + timeout
         while (sent := int((scrape := await self.scrape()).total("streamer_emails_sent_total"))) < count:
             if time.monotonic() > deadline:
-                outcomes = ", ".join(f"{name} {scrape.total(f'streamer_emails_{name}_total'):.0f}"
-                                     for name in ("queued", "sent", "failed", "dead"))
+                outcomes = ", ".join(
+                    f"{name} {scrape.total(f'streamer_emails_{name}_total'):.0f}"
+                    for name in ("queued", "sent", "failed", "dead")
+                )
                 raise RuntimeError(f"only {sent} of {count} emails sent within {timeout} s ({outcomes})")
             await asyncio.sleep(every)
         return time.time()
@@ -311,8 +335,11 @@ rules:
     async def post(self, session: aiohttp.ClientSession, events: list[dict]) -> float:
         """POST one JSONARRAY batch; return the time the 200 arrived."""
         body = json.dumps([{"log_id": e["log_id"], "data": e} for e in events])
-        async with session.post(f"{self.url}/logs/acme", data=body, headers={
-                "Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}) as response:
+        async with session.post(
+            f"{self.url}/logs/acme",
+            data=body,
+            headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"},
+        ) as response:
             await response.read()
             if response.status != 200:
                 raise RuntimeError(f"webhook answered {response.status}")
@@ -364,9 +391,16 @@ def iso_ms(moment: datetime) -> str:
 
 
 def make_users(tag: str, count: int, *, verified: bool, logins: int) -> list[dict]:
-    return [{"user_id": f"auth0|bench{tag}{i:06d}", "email": f"{tag}.{i}@example.com",
-             "email_verified": verified, "logins_count": logins, "user_metadata": {"locale": "en"}}
-            for i in range(count)]
+    return [
+        {
+            "user_id": f"auth0|bench{tag}{i:06d}",
+            "email": f"{tag}.{i}@example.com",
+            "email_verified": verified,
+            "logins_count": logins,
+            "user_metadata": {"locale": "en"},
+        }
+        for i in range(count)
+    ]
 
 
 def log_id(tag: int, number: int) -> str:
@@ -377,8 +411,7 @@ def log_id(tag: int, number: int) -> str:
 def make_event(kind: str, user: dict, event_log_id: str, date: str) -> dict:
     """A realistic Auth0 log event (the test fixtures' `ss`/`sv`) for `user`."""
     event = copy.deepcopy(json.loads((FIXTURES / f"{kind}.json").read_text()))
-    event.update(log_id=event_log_id, _id=event_log_id, date=date, user_id=user["user_id"],
-                 user_name=user["email"])
+    event.update(log_id=event_log_id, _id=event_log_id, date=date, user_id=user["user_id"], user_name=user["email"])
     body = event.get("details", {}).get("body")
     if isinstance(body, dict) and "email" in body:
         body["email"] = user["email"]
@@ -398,10 +431,13 @@ def signup_date(profile: dict, delay_ms: int = 14) -> str:
 
 def machine_info() -> dict[str, str]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-                 platform.processor() or "?")
-    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal")))
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor() or "?",
+    )
+    mem_kb = int(
+        next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    )
     versions = {name: _version(name) for name in ("aiohttp", "aiosmtplib", "aiosmtpd", "Jinja2", "httpx")}
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -419,12 +455,18 @@ def machine_info() -> dict[str, str]:
 
 def newest_product_file() -> str:
     """The tree is shared and edited live: say how recent the measured code was (no git command)."""
-    files = [p for folder in ("streamer", "templates") for p in (REPO / folder).rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts]
+    files = [
+        p
+        for folder in ("streamer", "templates")
+        for p in (REPO / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
     newest = max(files, key=lambda p: p.stat().st_mtime)
     moment = datetime.fromtimestamp(newest.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"newest file under streamer/ and templates/: {newest.relative_to(REPO)} modified {moment} " \
-           "(uncommitted changes, if any, are included)"
+    return (
+        f"newest file under streamer/ and templates/: {newest.relative_to(REPO)} modified {moment} "
+        "(uncommitted changes, if any, are included)"
+    )
 
 
 def _version(name: str) -> str:
@@ -490,7 +532,7 @@ def write_section(path: Path, title: str, body: str) -> None:
     if span is None:
         text = text.rstrip("\n") + "\n\n" + block
     else:
-        text = text[:span[0]] + block + text[span[1]:]
+        text = text[: span[0]] + block + text[span[1] :]
     path.write_text(text.rstrip("\n") + "\n")
 
 
@@ -499,5 +541,5 @@ def other_sections(path: Path) -> str:
     if not path.exists():
         return ""
     text = path.read_text()
-    kept = [text[span[0]:span[1]].rstrip("\n") for title in OWN_SECTIONS if (span := _section_span(text, title))]
+    kept = [text[span[0] : span[1]].rstrip("\n") for title in OWN_SECTIONS if (span := _section_span(text, title))]
     return "\n\n".join(kept)

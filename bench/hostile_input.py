@@ -40,7 +40,7 @@ from streamer.devkit.mailcatcher import MailCatcher  # noqa: E402
 
 import harness as h  # noqa: E402
 
-PROBE = r'''
+PROBE = r"""
 import http.client, json, statistics, sys, threading, time
 port, lat, lock, current = int(sys.argv[1]), [], threading.Lock(), [None]
 def loop():
@@ -61,7 +61,7 @@ for _ in sys.stdin:
             got.append(time.perf_counter() - current[0])
     print(json.dumps({"n": len(got), "max_ms": max(got) * 1000 if got else None,
                       "p50_ms": statistics.median(got) * 1000 if got else None}), flush=True)
-'''
+"""
 
 
 class TreeDaemon:
@@ -82,7 +82,12 @@ class TreeDaemon:
         with open(self.log, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *h.pinned(h.SERVER_CORE, h.PYTHON, "-m", "streamer", "run", "-c", str(self.config)),
-                stdout=log, stderr=log, stdin=asyncio.subprocess.DEVNULL, cwd=self.tree, env=env)
+                stdout=log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+                cwd=self.tree,
+                env=env,
+            )
         for _ in range(600):
             if await h._ready(f"{self.url}/healthz", None):  # noqa: SLF001
                 return
@@ -124,8 +129,10 @@ async def open_many(port: int, first: bytes, count: int) -> list[tuple[asyncio.T
     """`count` connections that sent `first`, each watched from the start for the daemon's close."""
     opened = []
     for start in range(0, count, 200):
-        batch = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port)
-                                       for _ in range(min(200, count - start))), return_exceptions=True)
+        batch = await asyncio.gather(
+            *(asyncio.open_connection("127.0.0.1", port) for _ in range(min(200, count - start))),
+            return_exceptions=True,
+        )
         for item in batch:
             if isinstance(item, BaseException):
                 continue
@@ -138,10 +145,13 @@ async def open_many(port: int, first: bytes, count: int) -> list[tuple[asyncio.T
 
 async def slow_clients(daemon: TreeDaemon, n: int, wait_s: float) -> list[str]:
     auth = b"Authorization: Bearer " + h.WEBHOOK_TOKEN.encode()
-    kinds = {"half-sent headers": b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthoriz",
-             "idle (nothing sent)": b"",
-             "half-sent body": b"POST /logs/acme HTTP/1.1\r\nHost: x\r\n" + auth +
-                               b"\r\nContent-Length: 100000\r\n\r\n[{\"log_id\""}
+    kinds = {
+        "half-sent headers": b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthoriz",
+        "idle (nothing sent)": b"",
+        "half-sent body": b"POST /logs/acme HTTP/1.1\r\nHost: x\r\n"
+        + auth
+        + b'\r\nContent-Length: 100000\r\n\r\n[{"log_id"',
+    }
     opened_at = time.monotonic()
     held = {kind: await open_many(daemon.port, first, n) for kind, first in kinds.items()}
     all_open = time.monotonic()
@@ -157,28 +167,41 @@ async def slow_clients(daemon: TreeDaemon, n: int, wait_s: float) -> list[str]:
                 seconds, status = await timed(session, "GET", f"{daemon.url}/healthz")
                 health.append(seconds)
                 event["log_id"] = f"slow-bench-{time.time_ns()}-{number}"
-                seconds, status2 = await timed(session, "POST", f"{daemon.url}/logs/acme", data=json.dumps([event]),
-                                               headers={"Authorization": f"Bearer {h.WEBHOOK_TOKEN}"})
+                seconds, status2 = await timed(
+                    session,
+                    "POST",
+                    f"{daemon.url}/logs/acme",
+                    data=json.dumps([event]),
+                    headers={"Authorization": f"Bearer {h.WEBHOOK_TOKEN}"},
+                )
                 posts.append(seconds)
                 failures += (status != 200) + (status2 != 200)
             except (aiohttp.ClientError, OSError):
                 failures += 1
             await asyncio.sleep(0.02)
     lines.append(f"meanwhile /healthz: {quantiles(health) if health else 'no answer'} ({len(health)} requests)")
-    lines.append(f"meanwhile webhook POST: {quantiles(posts) if posts else 'no answer'} ({len(posts)} requests, "
-                 f"{failures} failed)")
+    lines.append(
+        f"meanwhile webhook POST: {quantiles(posts) if posts else 'no answer'} ({len(posts)} requests, "
+        f"{failures} failed)"
+    )
     for kind, connections in held.items():
         tasks = [task for task, _ in connections]
         await asyncio.wait(tasks, timeout=max(0.1, all_open + wait_s - time.monotonic()))
         done = [task.result() for task in tasks if task.done() and not task.exception()]
         times = [closed_at - opened_at for closed_at, _ in done]
-        answers = {answer.split(b"\r\n", 1)[0].decode(errors="replace") or "closed without an answer"
-                   for _, answer in done}
+        answers = {
+            answer.split(b"\r\n", 1)[0].decode(errors="replace") or "closed without an answer" for _, answer in done
+        }
         still = len(tasks) - len(done)
-        lines.append(f"{kind}: {len(times)} closed by the daemon "
-                     + (f"{min(times):.1f}–{max(times):.1f} s after the first was opened "
-                        f"({', '.join(sorted(answers))})" if times else "")
-                     + (f"; {still} still open {wait_s:.0f} s after the last was opened" if still else ""))
+        lines.append(
+            f"{kind}: {len(times)} closed by the daemon "
+            + (
+                f"{min(times):.1f}–{max(times):.1f} s after the first was opened ({', '.join(sorted(answers))})"
+                if times
+                else ""
+            )
+            + (f"; {still} still open {wait_s:.0f} s after the last was opened" if still else "")
+        )
         for task, writer in connections:
             task.cancel()
             writer.close()
@@ -189,11 +212,18 @@ def bodies() -> dict[str, tuple[bytes, int]]:
     event = json.loads((h.FIXTURES / "ss.json").read_text())
     made: dict[str, tuple[bytes, int]] = {}
     for name, line_of in (
-            ("realistic ss events", lambda i: json.dumps({"log_id": f"r{i:010d}", "data": {
-                **event, "log_id": f"r{i:010d}", "user_id": "auth0|nobody"}})),
-            ("tiny events of distinct made-up types", lambda i: json.dumps({"log_id": f"t{i:010d}", "type": f"x{i}"})),
-            ("tiny s events of distinct users", lambda i: json.dumps({"log_id": f"u{i:010d}", "type": "s",
-                                                                      "user_id": f"auth0|u{i}"}))):
+        (
+            "realistic ss events",
+            lambda i: json.dumps(
+                {"log_id": f"r{i:010d}", "data": {**event, "log_id": f"r{i:010d}", "user_id": "auth0|nobody"}}
+            ),
+        ),
+        ("tiny events of distinct made-up types", lambda i: json.dumps({"log_id": f"t{i:010d}", "type": f"x{i}"})),
+        (
+            "tiny s events of distinct users",
+            lambda i: json.dumps({"log_id": f"u{i:010d}", "type": "s", "user_id": f"auth0|u{i}"}),
+        ),
+    ):
         lines, size = [], 0
         while size < 5_000_000:
             lines.append(line_of(len(lines)))
@@ -216,14 +246,21 @@ async def big_bodies(daemon: TreeDaemon, settle_s: float) -> list[str]:
             for name, (body, count) in bodies().items():
                 await asyncio.sleep(0.5)
                 await window()
-                seconds, status = await timed(session, "POST", f"{daemon.url}/logs/acme", data=body,
-                                              headers={"Authorization": f"Bearer {h.WEBHOOK_TOKEN}"})
+                seconds, status = await timed(
+                    session,
+                    "POST",
+                    f"{daemon.url}/logs/acme",
+                    data=body,
+                    headers={"Authorization": f"Bearer {h.WEBHOOK_TOKEN}"},
+                )
                 await asyncio.sleep(settle_s)
                 stats = await window()
                 longest = f"{stats['max_ms']:.0f} ms" if stats["max_ms"] is not None else "no answer"
-                lines.append(f"{name} ({count:,} events, {len(body) / 1e6:.1f} MB): HTTP {status} in {seconds:.2f} s; "
-                             f"longest /healthz wait over the next {seconds + settle_s:.0f} s: {longest} "
-                             f"({stats['n']} answered)")
+                lines.append(
+                    f"{name} ({count:,} events, {len(body) / 1e6:.1f} MB): HTTP {status} in {seconds:.2f} s; "
+                    f"longest /healthz wait over the next {seconds + settle_s:.0f} s: {longest} "
+                    f"({stats['n']} answered)"
+                )
     finally:
         probe.kill()
         await probe.wait()
@@ -232,8 +269,10 @@ async def big_bodies(daemon: TreeDaemon, settle_s: float) -> list[str]:
 
 async def main(trees: list[Path], n: int, wait_s: float, settle_s: float) -> None:
     h.pin_self_to_helper_core()
-    print(f"# hostile input — {h.machine_info()['date']}, {h.machine_info()['CPU']}, nproc {os.cpu_count()}, "
-          f"load {os.getloadavg()[0]:.2f}")
+    print(
+        f"# hostile input — {h.machine_info()['date']}, {h.machine_info()['CPU']}, nproc {os.cpu_count()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
     for tree in trees:
         workdir = Path(tempfile.mkdtemp(prefix="hostile-"))
         async with Auth0StandIn() as auth0, MailCatcher() as catcher:
@@ -258,8 +297,12 @@ async def main(trees: list[Path], n: int, wait_s: float, settle_s: float) -> Non
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slow", type=int, default=1000, help="slow connections of each kind (default 1000)")
-    parser.add_argument("--wait", type=float, default=45,
-                        help="seconds after the last one is opened to wait for the daemon to close them")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=45,
+        help="seconds after the last one is opened to wait for the daemon to close them",
+    )
     parser.add_argument("--settle", type=float, default=6, help="seconds to watch /healthz after each big POST")
     parser.add_argument("--tree", type=Path, action="append", help="checkout whose daemon to measure (repeatable)")
     arguments = parser.parse_args()

@@ -17,9 +17,23 @@ async def start_profiler(pid: int, output: Path) -> asyncio.subprocess.Process:
     if py_spy is None:
         raise RuntimeError("py-spy is missing: pip install py-spy")
     process = await asyncio.create_subprocess_exec(
-        *h.pinned(HELPER_CORE, py_spy, "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
-                  "--format", "raw", "--output", str(output)),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        *h.pinned(
+            HELPER_CORE,
+            py_spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+        ),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     await asyncio.sleep(0.3)
     return process
 
@@ -43,8 +57,12 @@ def summarize_profile(path: Path, stages: tuple[tuple[str, str], ...], top: int 
                 stage_samples[label] += samples
     if not total:
         return ["(no samples)"]
-    lines = [f"{total} samples (100 Hz) of non-idle threads; a sample counts for every stage on its stack.", "",
-             "| share of samples | stage |", "|---:|---|"]
+    lines = [
+        f"{total} samples (100 Hz) of non-idle threads; a sample counts for every stage on its stack.",
+        "",
+        "| share of samples | stage |",
+        "|---:|---|",
+    ]
     lines += [f"| {stage_samples[label] / total:.0%} | {_indented(label)} |" for label, _ in stages]
     lines += ["", "Top self time (leaf functions):", ""]
     lines += [f"- {samples / total:.1%} `{name}`" for name, samples in own.most_common(top)]

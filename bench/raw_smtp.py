@@ -23,8 +23,9 @@ SENDER = "no-reply@acme.test"
 async def pooled(port: int, count: int, pool: int, send_one: Callable[[aiosmtplib.SMTP, int], Awaitable]) -> dict:
     """`pool` persistent connections, each sending the next of `count` emails with `send_one(client,
     index)` until none is left; the rate and the CPU per email of that part alone."""
-    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench")
-               for _ in range(pool)]
+    clients = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench") for _ in range(pool)
+    ]
     await asyncio.gather(*(client.connect() for client in clients))
     remaining = count
 

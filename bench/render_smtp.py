@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # this tree's streamer, whichever pip installed
 
 from streamer.config import load_config  # noqa: E402
 from streamer.locale import fallback_chain  # noqa: E402
@@ -37,8 +37,10 @@ def contexts(count: int, tenant: dict) -> list[dict]:
     """The same welcome emails the streamer delivery round sends (verified users, `sv` events)."""
     users = h.make_users("welcome", count, verified=True, logins=1)
     events = [h.make_event("sv", user, h.log_id(2, i), "2026-01-01T00:00:00.000Z") for i, user in enumerate(users)]
-    return [{"event": event, "user": user, "client": client_view(event), "tenant": tenant}
-            for event, user in zip(events, users, strict=True)]
+    return [
+        {"event": event, "user": user, "client": client_view(event), "tenant": tenant}
+        for event, user in zip(events, users, strict=True)
+    ]
 
 
 async def send_all(config_path: Path, port: int, count: int, pool: int) -> dict:
@@ -51,9 +53,16 @@ async def send_all(config_path: Path, port: int, count: int, pool: int) -> dict:
         context = todo[index]
         user = context["user"]
         rendered = render(templates, "welcome", tenant=TENANT, client_id=None, locale_chain=chain, context=context)
-        message = build_message(from_addr=config.smtp.from_, to_addr=user["email"], to_name=greeting_name(user) or None,
-                                subject=rendered.subject, html=rendered.html, text=rendered.text,
-                                locale=rendered.locale, message_id_key=context["event"]["log_id"])
+        message = build_message(
+            from_addr=config.smtp.from_,
+            to_addr=user["email"],
+            to_name=greeting_name(user) or None,
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            locale=rendered.locale,
+            message_id_key=context["event"]["log_id"],
+        )
         mail_from, rcpt_to = envelope(config.smtp.from_, user["email"])
         await client.sendmail(mail_from, rcpt_to, message)
 

@@ -55,8 +55,9 @@ class Replica(h.Daemon):
         super().__init__(workdir, **kwargs)
         text = self.config_path.read_text().replace(f'store: "sqlite:///{self.db_path}"', f'store: "{store_url}"')
         self.config_path.write_text(text)
-        self.service = h.Service("streamer run", [h.PYTHON, "-m", "streamer", "run", "-c", str(self.config_path)],
-                                 workdir / "daemon.log")
+        self.service = h.Service(
+            "streamer run", [h.PYTHON, "-m", "streamer", "run", "-c", str(self.config_path)], workdir / "daemon.log"
+        )
 
     def replica_id(self) -> int | None:
         match = re.search(r'"replica_id": (\d+)', self.service.log_path.read_text())
@@ -68,7 +69,7 @@ async def sent_by(replicas: list[Replica], count: int) -> bool:
     a send once the store has its outcome)."""
     try:
         return sum(await asyncio.gather(*(replica.count_sent() for replica in replicas))) >= count
-    except (aiohttp.ClientError, RuntimeError):   # a replica busy restarting its store answers later
+    except (aiohttp.ClientError, RuntimeError):  # a replica busy restarting its store answers later
         return False
 
 
@@ -79,7 +80,7 @@ def events_for(auth0: Auth0StandIn, tag: str, tag_number: int, count: int) -> li
 
 async def post_all(replicas: list[Replica], events: list[dict], *, batch: int = 10, in_flight: int = 8) -> float:
     """POST every event (round-robin over the replicas); return when the last 200 arrived."""
-    batches = [events[i:i + batch] for i in range(0, len(events), batch)]
+    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
     queue: asyncio.Queue = asyncio.Queue()
     for index, chunk in enumerate(batches):
         queue.put_nowait((replicas[index % len(replicas)], chunk))
@@ -110,8 +111,9 @@ async def wait_until(condition, timeout: float, what: str) -> float:
     return time.monotonic()
 
 
-async def run_throughput(base_url: str, auth0: Auth0StandIn, sink_port: int, workdir: Path, count: int,
-                         replicas: int | None, tag_number: int) -> dict:
+async def run_throughput(
+    base_url: str, auth0: Auth0StandIn, sink_port: int, workdir: Path, count: int, replicas: int | None, tag_number: int
+) -> dict:
     name = "sqlite" if replicas is None else f"pg{replicas}"
     store_url = await pg.create_database(base_url) if replicas is not None else None
     daemons = []
@@ -125,8 +127,13 @@ async def run_throughput(base_url: str, auth0: Auth0StandIn, sink_port: int, wor
         started = time.monotonic()
         ingested = await post_all(daemons, events)
         done = await wait_until(lambda: sent_by(daemons, count), 600, f"{count} emails sent ({name})")
-        return {"setup": name, "replicas": replicas or 1, "events": count,
-                "ingest_eps": count / (ingested - started), "emails_ps": count / (done - started)}
+        return {
+            "setup": name,
+            "replicas": replicas or 1,
+            "events": count,
+            "ingest_eps": count / (ingested - started),
+            "emails_ps": count / (done - started),
+        }
     finally:
         await asyncio.gather(*(d.stop() for d in daemons))
 
@@ -148,8 +155,10 @@ async def failover(base_url: str, auth0: Auth0StandIn, workdir: Path, count: int
     store_url = await pg.create_database(base_url)
     catcher = slow_catcher(0.2)
     await catcher.start()
-    daemons = [Replica(workdir / f"failover-{i}", store_url, auth0=auth0, smtp_port=catcher.port,
-                       rule_text=h.rules()) for i in range(3)]
+    daemons = [
+        Replica(workdir / f"failover-{i}", store_url, auth0=auth0, smtp_port=catcher.port, rule_text=h.rules())
+        for i in range(3)
+    ]
     await asyncio.gather(*(d.start() for d in daemons))
     try:
         doomed = daemons[0]
@@ -162,8 +171,9 @@ async def failover(base_url: str, auth0: Auth0StandIn, workdir: Path, count: int
             held: list = []
 
             async def doomed_holds_claims() -> bool:
-                held[:] = await conn.fetch("SELECT id FROM outbox WHERE state = 'sending' AND claimed_by = $1",
-                                           doomed.replica_id())
+                held[:] = await conn.fetch(
+                    "SELECT id FROM outbox WHERE state = 'sending' AND claimed_by = $1", doomed.replica_id()
+                )
                 return len(held) >= 4
 
             await wait_until(doomed_holds_claims, 120, "replica 1 to hold claims")
@@ -172,29 +182,38 @@ async def failover(base_url: str, auth0: Auth0StandIn, workdir: Path, count: int
             ids = [r[0] for r in held]
 
             async def claimed_ones_sent() -> bool:
-                return await conn.fetchval("SELECT count(*) FROM outbox WHERE id = ANY($1) AND state = 'sent'",
-                                           ids) == len(ids)
+                return await conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE id = ANY($1) AND state = 'sent'", ids
+                ) == len(ids)
 
             recovered = await wait_until(claimed_ones_sent, 600, "the killed replica's emails to be sent")
             await wait_until(lambda: _true(len({m.to[0] for m in catcher.messages}) >= count), 600, "every email")
         finally:
             await conn.close()
         copies = Counter(m.to[0] for m in catcher.messages)
-        return {"claimed_by_killed": len(ids), "failover_s": recovered - killed_at,
-                "duplicates": sum(n - 1 for n in copies.values()), "workers": 8, "emails": len(copies)}
+        return {
+            "claimed_by_killed": len(ids),
+            "failover_s": recovered - killed_at,
+            "duplicates": sum(n - 1 for n in copies.values()),
+            "workers": 8,
+            "emails": len(copies),
+        }
     finally:
         await doomed.service.process.wait()
         await asyncio.gather(*(d.stop() for d in daemons[1:]))
         await catcher.stop()
 
 
-async def outage(cluster: pg.Cluster, auth0: Auth0StandIn, workdir: Path, count: int, tag_number: int,
-                 down_s: float = 5.0) -> dict:
+async def outage(
+    cluster: pg.Cluster, auth0: Auth0StandIn, workdir: Path, count: int, tag_number: int, down_s: float = 5.0
+) -> dict:
     store_url = await pg.create_database(cluster.url)
     catcher = slow_catcher(0.05)
     await catcher.start()
-    daemons = [Replica(workdir / f"outage-{i}", store_url, auth0=auth0, smtp_port=catcher.port,
-                       rule_text=h.rules()) for i in range(2)]
+    daemons = [
+        Replica(workdir / f"outage-{i}", store_url, auth0=auth0, smtp_port=catcher.port, rule_text=h.rules())
+        for i in range(2)
+    ]
     await asyncio.gather(*(d.start() for d in daemons))
     try:
         events = events_for(auth0, "outage", tag_number, count)
@@ -209,8 +228,13 @@ async def outage(cluster: pg.Cluster, auth0: Auth0StandIn, workdir: Path, count:
         drained = await wait_until(lambda: sent_by(daemons, count), 600, "every email marked sent")
         copies = Counter(m.to[0] for m in catcher.messages)
         kept = sum(d.service.log_path.read_text().count('"outbox_outcome_unrecorded"') for d in daemons)
-        return {"down_s": back - stopped, "duplicates": sum(n - 1 for n in copies.values()),
-                "unsent": count - len(copies), "outcomes_kept_in_memory": kept, "drained_after_s": drained - back}
+        return {
+            "down_s": back - stopped,
+            "duplicates": sum(n - 1 for n in copies.values()),
+            "unsent": count - len(copies),
+            "outcomes_kept_in_memory": kept,
+            "drained_after_s": drained - back,
+        }
     finally:
         await asyncio.gather(*(d.stop() for d in daemons))
         await catcher.stop()
@@ -222,35 +246,45 @@ async def _true(value: bool) -> bool:
 
 def write_section(results: dict, machine: dict[str, str], load: tuple[str, str], seconds: float) -> None:
     rows = results["throughput"]
-    lines = [BEGIN, "## Replicas: PostgreSQL against SQLite, failover, store outage", "",
-             f"`python bench/replicas.py --events {rows[0]['events']}` — {seconds:.0f} s, on {machine['date']}, "
-             f"commit {machine['git commit']}. **The machine is shared and busy** (load average "
-             f"{load[0]} at start, {load[1]} at end, {machine['nproc']} cores for everything: the replicas, "
-             "PostgreSQL, the load generator and other engineers' work). The load generator, the Auth0 "
-             "stand-in (one ticket call per email) and the SMTP catchers share one Python process. More "
-             "replicas on one such host add contention, not capacity: replicas buy availability; their "
-             "throughput on separate hosts is bounded by PostgreSQL's commits and the SMTP server.", "",
-             "| setup | ingest (events/s) | emails/s (first post → last sent) |", "|---|---:|---:|"]
+    lines = [
+        BEGIN,
+        "## Replicas: PostgreSQL against SQLite, failover, store outage",
+        "",
+        f"`python bench/replicas.py --events {rows[0]['events']}` — {seconds:.0f} s, on {machine['date']}, "
+        f"commit {machine['git commit']}. **The machine is shared and busy** (load average "
+        f"{load[0]} at start, {load[1]} at end, {machine['nproc']} cores for everything: the replicas, "
+        "PostgreSQL, the load generator and other engineers' work). The load generator, the Auth0 "
+        "stand-in (one ticket call per email) and the SMTP catchers share one Python process. More "
+        "replicas on one such host add contention, not capacity: replicas buy availability; their "
+        "throughput on separate hosts is bounded by PostgreSQL's commits and the SMTP server.",
+        "",
+        "| setup | ingest (events/s) | emails/s (first post → last sent) |",
+        "|---|---:|---:|",
+    ]
     for row in rows:
         label = "SQLite, 1 replica" if row["setup"] == "sqlite" else f"PostgreSQL, {row['replicas']} replica(s)"
         lines.append(f"| {label} | {row['ingest_eps']:,.0f} | {row['emails_ps']:,.0f} |")
     f, o = results["failover"], results["outage"]
-    lines += ["",
-              f"- **failover after kill -9** (3 replicas, SMTP 0.2 s per message): the killed replica held "
-              f"{f['claimed_by_killed']} claimed emails; the survivors had sent them all "
-              f"**{f['failover_s']:.1f} s** after the kill (before: the 300 s lease, now `delivery.lease_s`, "
-              f"the last resort); copies sent twice: {f['duplicates']} (bound: the killed replica's sends "
-              f"already at the SMTP server, ≤ workers = {f['workers']}).",
-              f"- **store outage** (2 replicas, PostgreSQL stopped with `pg_ctl stop -m fast` mid-burst for "
-              f"{o['down_s']:.1f} s): copies sent twice: **{o['duplicates']}**, emails unsent: {o['unsent']}; "
-              f"outcomes kept in memory and written after: {o['outcomes_kept_in_memory']}; every email marked "
-              f"sent {o['drained_after_s']:.1f} s after PostgreSQL was back.",
-              "", "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items() if k not in ("date",)), END]
+    lines += [
+        "",
+        f"- **failover after kill -9** (3 replicas, SMTP 0.2 s per message): the killed replica held "
+        f"{f['claimed_by_killed']} claimed emails; the survivors had sent them all "
+        f"**{f['failover_s']:.1f} s** after the kill (before: the 300 s lease, now `delivery.lease_s`, "
+        f"the last resort); copies sent twice: {f['duplicates']} (bound: the killed replica's sends "
+        f"already at the SMTP server, ≤ workers = {f['workers']}).",
+        f"- **store outage** (2 replicas, PostgreSQL stopped with `pg_ctl stop -m fast` mid-burst for "
+        f"{o['down_s']:.1f} s): copies sent twice: **{o['duplicates']}**, emails unsent: {o['unsent']}; "
+        f"outcomes kept in memory and written after: {o['outcomes_kept_in_memory']}; every email marked "
+        f"sent {o['drained_after_s']:.1f} s after PostgreSQL was back.",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items() if k not in ("date",)),
+        END,
+    ]
     path = BENCH / "RESULTS.md"
     text = path.read_text()
     section = "\n".join(lines)
     if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
@@ -264,8 +298,11 @@ async def main(count: int) -> None:
     auth0 = Auth0StandIn()
     await auth0.start()
     cluster = pg.Cluster(pg.find_bindir())
-    sink = h.Service("smtp-sink", ["/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{(port := h.free_port())}",
-                                   "1024"], workdir / "smtp-sink.log")
+    sink = h.Service(
+        "smtp-sink",
+        ["/usr/sbin/smtp-sink", "-u", "nobody", f"127.0.0.1:{(port := h.free_port())}", "1024"],
+        workdir / "smtp-sink.log",
+    )
     results: dict = {"throughput": []}
     try:
         await asyncio.to_thread(cluster.start, settings=DURABLE)

@@ -46,29 +46,34 @@ HEADER = ("measurement", "streamer", "ceiling / floor (same run)", "ratio", "tar
 def table_text(rows: list[Row]) -> str:
     cells = [HEADER, *[(r.name, r.figure, r.ceiling, r.ratio, r.target, r.verdict) for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
 
 def table_markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|---|---:|---:|---:|---|---|"]
-    lines += ["| " + " | ".join((r.name, r.figure, r.ceiling, r.ratio, r.target, f"**{r.verdict}**")) + " |"
-              for r in rows]
+    lines += [
+        "| " + " | ".join((r.name, r.figure, r.ceiling, r.ratio, r.target, f"**{r.verdict}**")) + " |" for r in rows
+    ]
     return "\n".join(lines)
 
 
-def write_results(path: Path, report: Report, machine: dict[str, str], mode: str, seconds: float,
-                  method: str) -> None:
+def write_results(path: Path, report: Report, machine: dict[str, str], mode: str, seconds: float, method: str) -> None:
     parts = [
-        "# streamer benchmark results", "",
+        "# streamer benchmark results",
+        "",
         f"`python bench/run.py{' --quick' if mode == 'quick' else ''}` — {mode} run, {seconds:.0f} s. "
-        "Generated file: rerun to refresh; compare only figures from the same run.", "",
-        table_markdown(report.rows), "",
-        "## Machine", "",
-        *[f"- **{key}**: {value}" for key, value in machine.items()], "",
-        "## Details", "",
+        "Generated file: rerun to refresh; compare only figures from the same run.",
+        "",
+        table_markdown(report.rows),
+        "",
+        "## Machine",
+        "",
+        *[f"- **{key}**: {value}" for key, value in machine.items()],
+        "",
+        "## Details",
+        "",
     ]
     for section, notes in report.notes.items():
         parts += [f"### {section}", ""]
@@ -79,6 +84,6 @@ def write_results(path: Path, report: Report, machine: dict[str, str], mode: str
     old = path.read_text() if path.exists() else ""
     begin, end = "<!-- bench/replicas.py: begin -->", "<!-- bench/replicas.py: end -->"
     if begin in old and end in old:
-        parts += [old[old.index(begin):old.index(end) + len(end)], ""]
+        parts += [old[old.index(begin) : old.index(end) + len(end)], ""]
     kept = h.other_sections(path)  # bench/budget.py's and bench/soak.py's sections stay
     path.write_text("\n".join(parts) + (f"\n{kept}\n" if kept else ""))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH.parent)]   # this tree's streamer, whichever one pip has installed
+sys.path[:0] = [str(BENCH.parent)]  # this tree's streamer, whichever one pip has installed
 
 import harness as h  # noqa: E402
 from measurements import api_calls, delivery, dkim, ingest, latency  # noqa: E402
@@ -39,8 +39,11 @@ from settings import FULL, QUICK, Run, Settings  # noqa: E402
 ORDER = (("ingest", ingest), ("delivery", delivery), ("api", api_calls), ("dkim", dkim), ("latency", latency))
 NEEDS = {"latency": ("delivery", "latency")}
 #: RESULTS.md's Method: the shared set-up above, then each measurement's, by its number.
-METHOD = (__doc__.split("\n\n", 2)[2].split("\n\n")[0] + "\n\n"
-          + "\n".join(module.METHOD for module in (ingest, delivery, api_calls, latency, dkim)))
+METHOD = (
+    __doc__.split("\n\n", 2)[2].split("\n\n")[0]
+    + "\n\n"
+    + "\n".join(module.METHOD for module in (ingest, delivery, api_calls, latency, dkim))
+)
 
 
 async def main(settings: Settings, mode: str, only: str | None = None) -> None:
@@ -68,8 +71,9 @@ async def main(settings: Settings, mode: str, only: str | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
         return
     machine = h.machine_info()
-    machine["load average (1/5/15 min)"] = (f"{' '.join(load_before)} at start, "
-                                            f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at end")
+    machine["load average (1/5/15 min)"] = (
+        f"{' '.join(load_before)} at start, {' '.join(Path('/proc/loadavg').read_text().split()[:3])} at end"
+    )
     write_results(BENCH / "RESULTS.md", report, machine, mode, elapsed, METHOD)
     print(f"wrote {BENCH / 'RESULTS.md'}")
     shutil.rmtree(workdir, ignore_errors=True)
@@ -78,7 +82,10 @@ async def main(settings: Settings, mode: str, only: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter runs, no profile (≤ 90 s)")
-    parser.add_argument("--only", choices=[name for name, _ in ORDER],
-                        help="run one measurement and print it; bench/RESULTS.md is left as it is")
+    parser.add_argument(
+        "--only",
+        choices=[name for name, _ in ORDER],
+        help="run one measurement and print it; bench/RESULTS.md is left as it is",
+    )
     arguments = parser.parse_args()
     asyncio.run(main(QUICK if arguments.quick else FULL, "quick" if arguments.quick else "full", arguments.only))

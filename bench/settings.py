@@ -8,7 +8,7 @@ from pathlib import Path
 
 from report import Report
 
-POOL_SIZE = 8                    # SMTP connections and dispatcher workers, in streamer and in the ceiling
+POOL_SIZE = 8  # SMTP connections and dispatcher workers, in streamer and in the ceiling
 OLD_DATE = "2026-01-01T00:00:00.000Z"  # before the users' last update: cached profiles stay usable
 #: A round in which other processes took more of core 0 is set aside when a cleaner round exists.
 DISTURBED = 0.15
@@ -28,10 +28,30 @@ class Settings:
     profile: bool
 
 
-FULL = Settings(ingest_warmup_s=2, ingest_s=5, ingest_rounds=3, drain_s=3,
-                delivery_emails=3000, delivery_rounds=3, signups=500, latency_s=20, floor_s=5, profile=True)
-QUICK = Settings(ingest_warmup_s=1, ingest_s=3, ingest_rounds=1, drain_s=1.5,
-                 delivery_emails=1000, delivery_rounds=1, signups=200, latency_s=8, floor_s=2, profile=False)
+FULL = Settings(
+    ingest_warmup_s=2,
+    ingest_s=5,
+    ingest_rounds=3,
+    drain_s=3,
+    delivery_emails=3000,
+    delivery_rounds=3,
+    signups=500,
+    latency_s=20,
+    floor_s=5,
+    profile=True,
+)
+QUICK = Settings(
+    ingest_warmup_s=1,
+    ingest_s=3,
+    ingest_rounds=1,
+    drain_s=1.5,
+    delivery_emails=1000,
+    delivery_rounds=1,
+    signups=200,
+    latency_s=8,
+    floor_s=2,
+    profile=False,
+)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,12 @@ def build_message() -> bytes:
     msg["Subject"] = "Vérifiez votre adresse e-mail"
     link = "https://acme.eu.auth0.com/u/email-verification?ticket=" + "x" * 64 + "#"
     msg.set_content(f"Bonjour Alice,\n\nConfirmez votre adresse : {link}\n\n" + "Merci.\n" * 20)
-    msg.add_alternative(f'<html><body><p>Bonjour Alice,</p><p><a href="{link}">Confirmer</a></p>'
-                        + "<p>Merci de votre confiance.</p>" * 40 + "</body></html>", subtype="html")
+    msg.add_alternative(
+        f'<html><body><p>Bonjour Alice,</p><p><a href="{link}">Confirmer</a></p>'
+        + "<p>Merci de votre confiance.</p>" * 40
+        + "</body></html>",
+        subtype="html",
+    )
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
@@ -60,21 +64,30 @@ async def run_workers(count: int, send_one) -> float:
 
 
 async def bench_pool(port: int, count: int, message: bytes) -> float:
-    config = SmtpConfig.model_validate({"host": "127.0.0.1", "port": port, "security": "none",
-                                        "from": SENDER, "pool_size": CONCURRENCY, "timeout_s": 30})
+    config = SmtpConfig.model_validate(
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "from": SENDER,
+            "pool_size": CONCURRENCY,
+            "timeout_s": 30,
+        }
+    )
     async with SmtpPool(config) as pool:
         return await run_workers(count, lambda i: pool.send(SENDER, ["alice@example.test"], message))
 
 
 async def bench_raw(port: int, count: int, message: bytes) -> float:
     """The ceiling: CONCURRENCY persistent aiosmtplib connections, sendmail in a loop."""
-    clients = [aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench")
-               for _ in range(CONCURRENCY)]
+    clients = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="bench")
+        for _ in range(CONCURRENCY)
+    ]
     for client in clients:
         await client.connect()
     try:
-        return await run_workers(
-            count, lambda i: clients[i].sendmail(SENDER, ["alice@example.test"], message))
+        return await run_workers(count, lambda i: clients[i].sendmail(SENDER, ["alice@example.test"], message))
     finally:
         for client in clients:
             await client.quit()
@@ -82,9 +95,18 @@ async def bench_raw(port: int, count: int, message: bytes) -> float:
 
 async def bench_per_message(port: int, count: int, message: bytes) -> float:
     """What the pool avoids: a new connection (connect, EHLO, QUIT) for every message."""
-    return await run_workers(count, lambda i: aiosmtplib.send(
-        message, sender=SENDER, recipients=["alice@example.test"], hostname="127.0.0.1", port=port,
-        start_tls=False, local_hostname="bench"))
+    return await run_workers(
+        count,
+        lambda i: aiosmtplib.send(
+            message,
+            sender=SENDER,
+            recipients=["alice@example.test"],
+            hostname="127.0.0.1",
+            port=port,
+            start_tls=False,
+            local_hostname="bench",
+        ),
+    )
 
 
 def start_catcher(core: int | None) -> tuple[subprocess.Popen, int]:
@@ -92,8 +114,9 @@ def start_catcher(core: int | None) -> tuple[subprocess.Popen, int]:
     if core is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(core), *command]
     root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(root)})
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, cwd=root, env={**os.environ, "PYTHONPATH": str(root)}
+    )
     line = proc.stdout.readline()
     if not line.startswith("READY "):
         proc.kill()
@@ -127,8 +150,10 @@ async def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"message {len(message)} bytes; catcher on core {server_core}, client on {cores[1:] or cores}; "
-          f"{args.rounds} rounds, median (min–max) messages/s")
+    print(
+        f"message {len(message)} bytes; catcher on core {server_core}, client on {cores[1:] or cores}; "
+        f"{args.rounds} rounds, median (min–max) messages/s"
+    )
     for name, rates in results.items():
         print(f"  {name:50s} {statistics.median(rates):7.0f}  ({min(rates):.0f}–{max(rates):.0f})")
 

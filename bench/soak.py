@@ -30,7 +30,7 @@ from pathlib import Path
 import aiohttp
 from aiosmtpd.controller import Controller
 
-sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]   # this tree's streamer, whichever pip installed
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent)]  # this tree's streamer, whichever pip installed
 
 from streamer.devkit.auth0_standin import realistic_tenant  # noqa: E402
 
@@ -103,6 +103,7 @@ async def soak(minutes: float, warmup_min: float, rate: float, workdir: Path) ->
             end = start + minutes * 60
             try:
                 async with aiohttp.ClientSession() as session:
+
                     async def sample() -> None:
                         while time.monotonic() < end:
                             samples.append((time.monotonic() - start, rss_kib(daemon.pid)))
@@ -114,8 +115,9 @@ async def soak(minutes: float, warmup_min: float, rate: float, workdir: Path) ->
                         now_iso = h.iso_ms(datetime.now(UTC))
                         events = []
                         for _ in range(2):
-                            profile = auth0.add_user({"email": f"soak.{number}@example.com",
-                                                      "user_metadata": {"locale": "en"}})
+                            profile = auth0.add_user(
+                                {"email": f"soak.{number}@example.com", "user_metadata": {"locale": "en"}}
+                            )
                             events.append(h.make_event("ss", profile, h.log_id(11, number), h.signup_date(profile)))
                             signed_up.append((time.monotonic(), profile))
                             number += 1
@@ -150,9 +152,19 @@ async def soak(minutes: float, warmup_min: float, rate: float, workdir: Path) ->
     after = [(t, v) for t, v in samples if t >= warmup_min * 60]
     values = [v for _, v in after]
     median = statistics.median(values)
-    return {"seconds": seconds, "posted": posted, "sent": sink.count, "samples": samples, "after": after,
-            "median": median, "low": min(values) / median - 1, "high": max(values) / median - 1,
-            "slope": slope_per_minute(after), "problems": problems, "rate": posted / seconds}
+    return {
+        "seconds": seconds,
+        "posted": posted,
+        "sent": sink.count,
+        "samples": samples,
+        "after": after,
+        "median": median,
+        "low": min(values) / median - 1,
+        "high": max(values) / median - 1,
+        "slope": slope_per_minute(after),
+        "problems": problems,
+        "rate": posted / seconds,
+    }
 
 
 async def main(minutes: float, warmup: float, rate: float) -> None:
@@ -170,16 +182,20 @@ async def main(minutes: float, warmup: float, rate: float) -> None:
     text = [
         f"`python bench/soak.py --minutes {minutes:g} --warmup {warmup:g} --rate {rate:g}`, "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {h.git_commit()}; load average {' '.join(load_before)} at "
-        f"start, {' '.join(load_after)} at end (shared 2-core machine).", "",
-        "| measurement | result | target | verdict |", "|---|---:|---|---|",
+        f"start, {' '.join(load_after)} at end (shared 2-core machine).",
+        "",
+        "| measurement | result | target | verdict |",
+        "|---|---:|---|---|",
         f"| RSS after {warmup:g} min warm-up, min / max vs median ({r['median'] / 1024:.1f} MiB) | "
         f"{r['low']:+.1%} / {r['high']:+.1%} | within ±10% | **{'PASS' if ok else 'MISS'}** |",
-        f"| RSS slope after warm-up | {r['slope']:+.3f} MiB/min | report | — |", "",
+        f"| RSS slope after warm-up | {r['slope']:+.3f} MiB/min | report | — |",
+        "",
         f"- {r['posted']:,} events posted in {r['seconds']:.0f} s ({r['rate']:.0f}/s), {r['sent']:,} emails sent; "
         f"{len(r['samples'])} RSS samples; daemon warnings: {problems}",
         f"- RSS by minute (MiB): {', '.join(by_minute)}",
         "- bounded caches and tables (what keeps each from growing):",
-        *[f"  - {item}" for item in BOUNDED], "",
+        *[f"  - {item}" for item in BOUNDED],
+        "",
         *[line.strip() for line in __doc__.split("\n\n", 2)[2].splitlines()],
     ]
     print("\n".join(text[2:6]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-_MAX_DOUBLINGS = 60   # 2^60 · any sensible initial_s is far past any max_s; keeps the float finite
+_MAX_DOUBLINGS = 60  # 2^60 · any sensible initial_s is far past any max_s; keeps the float finite
 
 
 @dataclass(frozen=True)

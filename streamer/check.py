@@ -40,13 +40,20 @@ def unsubscribe_problems(config: Config) -> list[str]:
         if not rule.unsubscribe:
             continue
         where = f"{config.source}: rules.{index} ({rule.name}).unsubscribe"
-        why = ("it creates a ticket" if rule.ticket is not None
-               else f"its template {rule.template} is transactional" if rule.template in TRANSACTIONAL_TEMPLATES
-               else f"it answers {', '.join(sorted(TRANSACTIONAL_EVENTS & set(rule.on)))}"
-               if TRANSACTIONAL_EVENTS & set(rule.on) else None)
+        why = (
+            "it creates a ticket"
+            if rule.ticket is not None
+            else f"its template {rule.template} is transactional"
+            if rule.template in TRANSACTIONAL_TEMPLATES
+            else f"it answers {', '.join(sorted(TRANSACTIONAL_EVENTS & set(rule.on)))}"
+            if TRANSACTIONAL_EVENTS & set(rule.on)
+            else None
+        )
         if why:
-            problems.append(f"{where}: not allowed here ({why}): verification, password reset and "
-                            "password-changed emails are transactional and carry no unsubscribe link")
+            problems.append(
+                f"{where}: not allowed here ({why}): verification, password reset and "
+                "password-changed emails are transactional and carry no unsubscribe link"
+            )
         if config.unsubscribe.secret is None:
             problems.append(f"{where}: needs unsubscribe.secret (it signs the links)")
         if not config.server.public_url:
@@ -85,49 +92,65 @@ def check_config(config: Config) -> CheckReport:
     problems = templates.check(
         required=sorted(used),
         tenant_vars={name: tenant.vars for name, tenant in config.tenants.items()},
-        ticket_templates=with_ticket | (set(templates.template_names()) - used))
+        ticket_templates=with_ticket | (set(templates.template_names()) - used),
+    )
     for problem in problems:
         line = str(problem.with_root(config.templates_dir)).replace(f": {problem.level}: ", ": ", 1)
         (report.errors if problem.level == "error" else report.warnings).append(line)
     names = set(templates.template_names())
     for index, rule in enumerate(config.rules):
         if rule.template not in names:
-            report.errors.append(f"{config.source}: rules.{index} ({rule.name}).template: no template "
-                                 f"{rule.template!r} in {config.templates_dir}")
+            report.errors.append(
+                f"{config.source}: rules.{index} ({rule.name}).template: no template "
+                f"{rule.template!r} in {config.templates_dir}"
+            )
     sample = sample_context("verify_email", config.templates.default_locale)
     url_problems = check_result_urls(config, rules, sample["user"], sample["event"])
-    report.errors += [_at_rule_line(config, p) for p in url_problems
-                      if "ticket.result_url failed" not in p]   # evaluate_rules reports those, per event type
+    report.errors += [
+        _at_rule_line(config, p) for p in url_problems if "ticket.result_url failed" not in p
+    ]  # evaluate_rules reports those, per event type
     report.errors += evaluate_rules(config, rules)
     if config.password_reset.enabled and "password_reset_requested" not in config.listened_types():
-        report.warnings.append(f"{config.source}: password_reset.enabled: no rule listens to "
-                               "password_reset_requested, so the hosted form would send nothing "
-                               "(see the password-reset rule in config/streamer.example.yaml)")
+        report.warnings.append(
+            f"{config.source}: password_reset.enabled: no rule listens to "
+            "password_reset_requested, so the hosted form would send nothing "
+            "(see the password-reset rule in config/streamer.example.yaml)"
+        )
     if config.password_reset.enabled and config.password_reset.new_password and not config.server.public_url:
-        report.errors.append(f"{config.source}: password_reset.new_password: set server.public_url: the "
-                             "confirmation link in the email points to it (without it the email carries an "
-                             "Auth0 reset ticket and the typed password is dropped)")
+        report.errors.append(
+            f"{config.source}: password_reset.new_password: set server.public_url: the "
+            "confirmation link in the email points to it (without it the email carries an "
+            "Auth0 reset ticket and the typed password is dropped)"
+        )
     for name, tenant in config.tenants.items():
         wanted = tenant.vars.get("brand_color")
         color_problem = None if wanted is None else brand_color_problem(wanted)
         if color_problem:
             level = report.warnings if parse_hex_color(wanted) else report.errors
-            level.append(f"{config.source}: tenants.{name}.vars.brand_color: {color_problem} (buttons use "
-                         f"{DEFAULT_BUTTON_COLOR} until then)")
+            level.append(
+                f"{config.source}: tenants.{name}.vars.brand_color: {color_problem} (buttons use "
+                f"{DEFAULT_BUTTON_COLOR} until then)"
+            )
     dkim_errors, dkim_warnings = check_keys(config)
     report.errors += dkim_errors
     report.warnings += dkim_warnings
     report.errors += unsubscribe_problems(config)
     if any(rule.unsubscribe for rule in config.rules) and not (config.server.public_url or "").startswith("https://"):
-        report.warnings.append(f"{config.source}: server.public_url: mailbox providers only offer one-click "
-                               "unsubscribe (RFC 8058) for an https:// link")
+        report.warnings.append(
+            f"{config.source}: server.public_url: mailbox providers only offer one-click "
+            "unsubscribe (RFC 8058) for an https:// link"
+        )
     if config.unsubscribe.mailto and config.suppression.inbound is None:
-        report.warnings.append(f"{config.source}: unsubscribe.mailto: without suppression.inbound nothing reads the "
-                               "mail sent to it; route it to the inbound listener or leave mailto out")
+        report.warnings.append(
+            f"{config.source}: unsubscribe.mailto: without suppression.inbound nothing reads the "
+            "mail sent to it; route it to the inbound listener or leave mailto out"
+        )
     for name, tenant in config.tenants.items():
         if tenant.webhook_token is None and not tenant.poll.enabled:
-            report.warnings.append(f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "
-                                   "or poll.enabled: true, or it only receives `streamer replay` input")
+            report.warnings.append(
+                f"{config.source}: tenants.{name}: no source: set webhook_token (log stream) "
+                "or poll.enabled: true, or it only receives `streamer replay` input"
+            )
     return report
 
 
@@ -148,37 +171,58 @@ def evaluate_rules(config: Config, rules: list[CompiledRule]) -> list[str]:
         for code in rule.config.on:
             for name, tenant in config.tenants.items():
                 context = _sample(config, rule, code, name, tenant)
-                for key, evaluate in (("if", lambda c, r=rule: matches(r, c)),
-                                      ("once.key", lambda c, r=rule: r.once_key and r.once_key.render(c)),
-                                      ("ticket.result_url", lambda c, r=rule: render_result_url(r, c))):
+                for key, evaluate in (
+                    ("if", lambda c, r=rule: matches(r, c)),
+                    ("once.key", lambda c, r=rule: r.once_key and r.once_key.render(c)),
+                    ("ticket.result_url", lambda c, r=rule: render_result_url(r, c)),
+                ):
                     try:
                         evaluate(context)
                     except Exception as exc:  # noqa: BLE001 - RuleError, jinja2 errors, anything: reported
-                        message = (str(exc).removeprefix(f"rule {rule.name}: ") if isinstance(exc, RuleError)
-                                   else f"{type(exc).__name__}: {exc}")
+                        message = (
+                            str(exc).removeprefix(f"rule {rule.name}: ")
+                            if isinstance(exc, RuleError)
+                            else f"{type(exc).__name__}: {exc}"
+                        )
                         failures.setdefault((index, key, message), []).append(f"{code}/{name}")
     problems = []
     for (index, key, message), where in failures.items():
         rule = rules[index]
         path: tuple[str | int, ...] = ("rules", index, *(key.split(".")))
         on = ", ".join(sorted({w.split("/")[0] for w in where}))
-        problems.append(f"{config.where(*path)}: rules.{index} ({rule.name}).{key}: fails on the sample "
-                        f"context for event type {on}: {message}")
+        problems.append(
+            f"{config.where(*path)}: rules.{index} ({rule.name}).{key}: fails on the sample "
+            f"context for event type {on}: {message}"
+        )
     return problems
 
 
 #: The sample_context template whose event has this type.
-SAMPLE_FOR_TYPE = {"ss": "verify_email", "sv": "welcome", "s": "new_device", "scp": "password_changed",
-                   "password_reset_requested": "password_change"}
+SAMPLE_FOR_TYPE = {
+    "ss": "verify_email",
+    "sv": "welcome",
+    "s": "new_device",
+    "scp": "password_changed",
+    "password_reset_requested": "password_change",
+}
 
 
 def _sample(config: Config, rule: CompiledRule, code: str, tenant_name: str, tenant: Any) -> dict[str, Any]:
     """What decide() gives a rule for a `code` event of the sample user, in tenant `tenant_name`."""
-    sample = sample_context(rule.config.template, config.templates.default_locale, tenant_name=tenant_name,
-                            tenant_vars=tenant.vars)
+    sample = sample_context(
+        rule.config.template, config.templates.default_locale, tenant_name=tenant_name, tenant_vars=tenant.vars
+    )
     # The richest sample of that very type (a login `s` carries location_info and riskAssessment).
     of_type = SAMPLE_FOR_TYPE.get(code)
-    event = (sample_context(of_type, config.templates.default_locale, tenant_name=tenant_name)["event"]
-             if of_type else {**sample["event"], "type": code})
-    return {"event": event, "user": user_view(sample["user"]), "client": sample["client"],
-            "tenant": tenant_view(tenant_name, tenant), "locale": sample["locale"]}
+    event = (
+        sample_context(of_type, config.templates.default_locale, tenant_name=tenant_name)["event"]
+        if of_type
+        else {**sample["event"], "type": code}
+    )
+    return {
+        "event": event,
+        "user": user_view(sample["user"]),
+        "client": sample["client"],
+        "tenant": tenant_view(tenant_name, tenant),
+        "locale": sample["locale"],
+    }

@@ -35,7 +35,7 @@ def _address(text: str) -> Address | None:
     text = text.strip().strip('"').strip()
     if text.startswith("["):
         text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:                      # IPv4 with a port
+    elif text.count(":") == 1:  # IPv4 with a port
         text = text.partition(":")[0]
     try:
         address = ipaddress.ip_address(text)
@@ -82,8 +82,11 @@ def client_address(peer: str | None, headers: Mapping[str, str] | object, networ
         return [value] if value else []
 
     forwarded_for = values("X-Forwarded-For")
-    hops = [hop for value in forwarded_for for hop in value.split(",")] if forwarded_for else \
-        _forwarded_for(values("Forwarded"))
+    hops = (
+        [hop for value in forwarded_for for hop in value.split(",")]
+        if forwarded_for
+        else _forwarded_for(values("Forwarded"))
+    )
     hops = [hop for hop in hops if hop.strip()]
     client = peer_address
     for hop in reversed(hops):

@@ -24,11 +24,12 @@ def parse_hex_color(value: object) -> str | None:
 
 def relative_luminance(color: str) -> float:
     """WCAG 2 relative luminance of a `#rrggbb` colour."""
+
     def channel(hex_pair: str) -> float:
         c = int(hex_pair, 16) / 255
         return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
-    r, g, b = (channel(color[i:i + 2]) for i in (1, 3, 5))
+    r, g, b = (channel(color[i : i + 2]) for i in (1, 3, 5))
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
 
 
@@ -45,8 +46,10 @@ def brand_color_problem(value: object) -> str | None:
         return f"{value!r} is not a hex colour such as #1a56db"
     ratio = contrast_ratio("#ffffff", color)
     if ratio < MIN_CONTRAST:
-        return (f"{color} gives white button text a contrast of {ratio:.1f}:1, below {MIN_CONTRAST}:1; "
-                "choose a darker colour")
+        return (
+            f"{color} gives white button text a contrast of {ratio:.1f}:1, below {MIN_CONTRAST}:1; "
+            "choose a darker colour"
+        )
     return None
 
 

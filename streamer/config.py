@@ -178,7 +178,9 @@ class DkimKeyConfig(_Strict):
     the environment); `streamer check` loads it and signs a test message with it."""
 
     domain: str = Field(max_length=253, pattern=r"^([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
-    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")  # noqa: E501
+    selector: str = Field(
+        pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )  # noqa: E501
     private_key_file: Path | None = None
     private_key: SecretStr | None = None
     tenants: list[str] = []
@@ -196,8 +198,10 @@ class DkimKeyConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DkimKeyConfig:
         if (self.private_key_file is None) == (self.private_key is None):
-            raise ValueError("give exactly one of private_key_file (a PEM file) or private_key (PEM text, "
-                             "e.g. \"${DKIM_PRIVATE_KEY}\")")
+            raise ValueError(
+                "give exactly one of private_key_file (a PEM file) or private_key (PEM text, "
+                'e.g. "${DKIM_PRIVATE_KEY}")'
+            )
         return self
 
 
@@ -337,6 +341,7 @@ class SoftBounceConfig(_Strict):
 
 class InboundConfig(_Listener):
     """The optional listener for DSNs and ARF reports (point the return path's MX, or a relay, at it)."""
+
     listen: str = "127.0.0.1:2525"
     protocol: Literal["smtp", "lmtp"] = "smtp"
     max_message_bytes: int = Field(10 * 1024 * 1024, gt=0)
@@ -468,7 +473,7 @@ class Config(_Strict):
         """The store URL with a relative SQLite path made absolute against the config dir."""
         prefix = "sqlite:///"
         if self.store.startswith(prefix) and not self.store.startswith(prefix + "/"):
-            return prefix + str((self.base_dir / self.store[len(prefix):]).resolve())
+            return prefix + str((self.base_dir / self.store[len(prefix) :]).resolve())
         return self.store
 
     def listened_types(self) -> set[str]:
@@ -531,8 +536,9 @@ def _pydantic_problems(exc: ValidationError, source: str, lines: dict[KeyPath, i
     return sorted(set(problems), key=problems.index)
 
 
-def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None = None,
-                 env: dict[str, str] | None = None) -> Config:
+def parse_config(
+    text: str, *, source: str = "<config>", base_dir: Path | None = None, env: dict[str, str] | None = None
+) -> Config:
     """Parse and validate config text; raise ConfigError listing every problem found."""
     env = dict(os.environ) if env is None else env
     try:

@@ -147,42 +147,90 @@ class Daemon:
         # Deletions are kept even when no rule listens: they cancel the user's queued emails.
         inbox = Inbox(store, config.listened_types() | DELETED_TYPES, wake=processor_wake)
         locale_for = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
-        processor = Processor(config.tenants, store, rules, apis, locale_for,
-                              wake=processor_wake, outbox_wake=outbox_wake,
-                              ingesting=lambda: inbox.accepting > 0)
+        processor = Processor(
+            config.tenants,
+            store,
+            rules,
+            apis,
+            locale_for,
+            wake=processor_wake,
+            outbox_wake=outbox_wake,
+            ingesting=lambda: inbox.accepting > 0,
+        )
         links = _Links.of(config, store)
-        deliverer = Deliverer(DeliverySettings.of(config), {r.name: r for r in rules}, apis, templates, smtp,
-                              reset_link=links.reset, store=store, return_paths=links.return_paths,
-                              unsubscribe_tokens=links.unsubscribe)
-        policy = RetryPolicy(config.delivery.max_attempts, config.delivery.backoff.initial_s,
-                             config.delivery.backoff.max_s)
-        dispatcher = Dispatcher(store, deliverer, policy, concurrency=config.delivery.workers, wake=outbox_wake,
-                                lease_s=config.delivery.lease_s)
+        deliverer = Deliverer(
+            DeliverySettings.of(config),
+            {r.name: r for r in rules},
+            apis,
+            templates,
+            smtp,
+            reset_link=links.reset,
+            store=store,
+            return_paths=links.return_paths,
+            unsubscribe_tokens=links.unsubscribe,
+        )
+        policy = RetryPolicy(
+            config.delivery.max_attempts, config.delivery.backoff.initial_s, config.delivery.backoff.max_s
+        )
+        dispatcher = Dispatcher(
+            store,
+            deliverer,
+            policy,
+            concurrency=config.delivery.workers,
+            wake=outbox_wake,
+            lease_s=config.delivery.lease_s,
+        )
         recorder = SuppressionRecorder(store, config.suppression)
         reset_pages, routes = self._pages(store, inbox, apis, recorder, links)
-        inbound = (InboundListener(config.suppression.inbound, InboundHandler(
-            store, links.return_paths, recorder, unsubscribe_tokens=links.unsubscribe,
-            unsubscribe_address=config.unsubscribe.mailto), hostname=links.return_paths.domain)
-            if config.suppression.inbound and links.return_paths else None)
-        app = build_app(config, inbox, Readiness({"store": store.ping, "smtp": smtp.check}), routes,
-                        stopped_tasks=self._stopped_tasks)
+        inbound = (
+            InboundListener(
+                config.suppression.inbound,
+                InboundHandler(
+                    store,
+                    links.return_paths,
+                    recorder,
+                    unsubscribe_tokens=links.unsubscribe,
+                    unsubscribe_address=config.unsubscribe.mailto,
+                ),
+                hostname=links.return_paths.domain,
+            )
+            if config.suppression.inbound and links.return_paths
+            else None
+        )
+        app = build_app(
+            config,
+            inbox,
+            Readiness({"store": store.ping, "smtp": smtp.check}),
+            routes,
+            stopped_tasks=self._stopped_tasks,
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = CappedTCPSite(runner, config.server.host, config.server.port, reuse_address=True,
-                             max_connections=connection_limit(config.server.max_connections))
+        site = CappedTCPSite(
+            runner,
+            config.server.host,
+            config.server.port,
+            reuse_address=True,
+            max_connections=connection_limit(config.server.max_connections),
+        )
         return _Parts(store, rules, apis, smtp, inbox, processor, dispatcher, reset_pages, inbound, runner, site)
 
-    def _pages(self, store: Store, inbox: Inbox, apis: dict[str, ManagementApi], recorder: SuppressionRecorder,
-               links: _Links) -> tuple[PasswordResetPages | None, list[web.RouteDef]]:
+    def _pages(
+        self, store: Store, inbox: Inbox, apis: dict[str, ManagementApi], recorder: SuppressionRecorder, links: _Links
+    ) -> tuple[PasswordResetPages | None, list[web.RouteDef]]:
         """The web pages and webhooks besides /logs: the hosted reset form, bounces, unsubscribes."""
         config = self.config
-        reset_pages = (PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=links.vault)
-                       if config.password_reset.enabled else None)
+        reset_pages = (
+            PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=links.vault)
+            if config.password_reset.enabled
+            else None
+        )
         routes = reset_pages.routes() if reset_pages else []
         if reset_pages and config.password_reset.new_password:
             routes += ConfirmPages(reset_pages, store, apis).routes()
-        routes += SuppressionWebhooks(config, recorder, **({"fetch": self.sns_fetch} if self.sns_fetch
-                                                           else {})).routes()
+        routes += SuppressionWebhooks(
+            config, recorder, **({"fetch": self.sns_fetch} if self.sns_fetch else {})
+        ).routes()
         if links.unsubscribe:
             routes += UnsubscribePages(config, store, links.unsubscribe).routes()
         return reset_pages, routes
@@ -193,14 +241,17 @@ class Daemon:
         try:
             await parts.site.start()
         except OSError as exc:
-            raise StartupError(f"cannot listen on {config.server.listen} (server.listen): "
-                               f"{exc.strerror or exc}") from None
+            raise StartupError(
+                f"cannot listen on {config.server.listen} (server.listen): {exc.strerror or exc}"
+            ) from None
         if parts.inbound is not None:
             try:
                 self.inbound_port = await parts.inbound.start()
             except OSError as exc:
-                raise StartupError(f"cannot listen on {parts.inbound.config.listen} "
-                                   f"(suppression.inbound.listen): {exc.strerror or exc}") from None
+                raise StartupError(
+                    f"cannot listen on {parts.inbound.config.listen} "
+                    f"(suppression.inbound.listen): {exc.strerror or exc}"
+                ) from None
         sockets = getattr(parts.site._server, "sockets", None) or []  # noqa: SLF001 - real port when 0
         port = sockets[0].getsockname()[1] if sockets else config.server.port
         self.url = f"http://{config.server.host}:{port}"
@@ -209,23 +260,41 @@ class Daemon:
     def _start_workers(self, parts: _Parts) -> None:
         """The loops that do the work (drained on SIGTERM) and the checks (cancelled on SIGTERM)."""
         config, apis = self.config, parts.apis
-        pollers = [Poller(name, tenant.poll, apis[name], parts.inbox)
-                   for name, tenant in config.tenants.items() if tenant.poll.enabled]
-        watches = [StreamWatch(name, apis[name], config.server.public_url, parts.store, config.listened_types())
-                   for name, tenant in config.tenants.items() if tenant.webhook_token is not None]
-        self._tasks = [asyncio.create_task(parts.processor.run(self.stop), name="processor"),
-                       asyncio.create_task(parts.dispatcher.run(self.stop), name="dispatcher"),
-                       asyncio.create_task(parts.dispatcher.reclaim(self.stop), name="reclaim"),
-                       asyncio.create_task(self._gauges(), name="gauges"),
-                       asyncio.create_task(self._purge(), name="purge"),
-                       *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers)]
+        pollers = [
+            Poller(name, tenant.poll, apis[name], parts.inbox)
+            for name, tenant in config.tenants.items()
+            if tenant.poll.enabled
+        ]
+        watches = [
+            StreamWatch(name, apis[name], config.server.public_url, parts.store, config.listened_types())
+            for name, tenant in config.tenants.items()
+            if tenant.webhook_token is not None
+        ]
+        self._tasks = [
+            asyncio.create_task(parts.processor.run(self.stop), name="processor"),
+            asyncio.create_task(parts.dispatcher.run(self.stop), name="dispatcher"),
+            asyncio.create_task(parts.dispatcher.reclaim(self.stop), name="reclaim"),
+            asyncio.create_task(self._gauges(), name="gauges"),
+            asyncio.create_task(self._purge(), name="purge"),
+            *(asyncio.create_task(p.run(self.stop), name=f"poll:{p.tenant}") for p in pollers),
+        ]
         # Checks with nothing to finish: cancelled on SIGTERM, not waited for (a call to Auth0
         # may hang until its timeout).
-        self._checks = [asyncio.create_task(report_access(name, api.tokens, needed_scopes(config, name)),
-                                            name=f"auth0-access:{name}") for name, api in apis.items()]
+        self._checks = [
+            asyncio.create_task(
+                report_access(name, api.tokens, needed_scopes(config, name)), name=f"auth0-access:{name}"
+            )
+            for name, api in apis.items()
+        ]
         self._checks += [asyncio.create_task(w.run(self.stop), name=f"stream-watch:{w.tenant}") for w in watches]
-        log.info("streamer_started", listen=self.url, tenants=sorted(config.tenants), rules=len(parts.rules),
-                 store=config.store_url.split("@")[-1], pollers=[p.tenant for p in pollers])
+        log.info(
+            "streamer_started",
+            listen=self.url,
+            tenants=sorted(config.tenants),
+            rules=len(parts.rules),
+            store=config.store_url.split("@")[-1],
+            pollers=[p.tenant for p in pollers],
+        )
 
     async def _drain(self, parts: _Parts) -> None:
         """SIGTERM: stop taking work (HTTP first: Auth0 retries), then let the loops finish what they hold."""
@@ -269,13 +338,24 @@ class _Links:
     def of(cls, config: Config, store: Store) -> _Links:
         vault = NewPasswordVault()
         suppression, public_url = config.suppression, config.server.public_url
-        return cls(vault=vault,
-                   reset=ResetLinks(vault, pending_store=store if config.password_reset.new_password else None,
-                                    public_url=str(public_url) if public_url else None),
-                   return_paths=(ReturnPaths(suppression.return_path, suppression.secret.get_secret_value().encode())
-                                 if suppression.return_path and suppression.secret else None),
-                   unsubscribe=(UnsubscribeTokens(config.unsubscribe.secret.get_secret_value().encode())
-                                if config.unsubscribe.secret else None))
+        return cls(
+            vault=vault,
+            reset=ResetLinks(
+                vault,
+                pending_store=store if config.password_reset.new_password else None,
+                public_url=str(public_url) if public_url else None,
+            ),
+            return_paths=(
+                ReturnPaths(suppression.return_path, suppression.secret.get_secret_value().encode())
+                if suppression.return_path and suppression.secret
+                else None
+            ),
+            unsubscribe=(
+                UnsubscribeTokens(config.unsubscribe.secret.get_secret_value().encode())
+                if config.unsubscribe.secret
+                else None
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,18 @@ _REMEMBERED_LIMIT = 100_000
 
 
 class TicketApi(Protocol):
-    async def create_email_verification_ticket(self, *, user_id: str, result_url: str | None = None,
-                                               ttl_sec: int | None = None, client_id: str | None = None) -> str: ...
+    async def create_email_verification_ticket(
+        self, *, user_id: str, result_url: str | None = None, ttl_sec: int | None = None, client_id: str | None = None
+    ) -> str: ...
 
-    async def create_password_change_ticket(self, *, user_id: str, result_url: str | None = None,
-                                            ttl_sec: int | None = None, new_password: str | None = None) -> str: ...
+    async def create_password_change_ticket(
+        self,
+        *,
+        user_id: str,
+        result_url: str | None = None,
+        ttl_sec: int | None = None,
+        new_password: str | None = None,
+    ) -> str: ...
 
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None: ...
 
@@ -71,14 +78,17 @@ class ResetLinkMaker(Protocol):
     """Makes the link of a password-reset email. The hosted reset form plugs in its own (it holds
     the new password the user typed, see streamer.password_reset); without it, a plain ticket."""
 
-    def __call__(self, api: Any, email: OutboxEmail, *, result_url: str | None,
-                 ttl_sec: int | None) -> Awaitable[ResetLink]: ...
+    def __call__(
+        self, api: Any, email: OutboxEmail, *, result_url: str | None, ttl_sec: int | None
+    ) -> Awaitable[ResetLink]: ...
 
 
-async def plain_reset_link(api: TicketApi, email: OutboxEmail, *, result_url: str | None,
-                           ttl_sec: int | None) -> ResetLink:
-    return ResetLink(await api.create_password_change_ticket(user_id=email.user_id, result_url=result_url,
-                                                             ttl_sec=ttl_sec))
+async def plain_reset_link(
+    api: TicketApi, email: OutboxEmail, *, result_url: str | None, ttl_sec: int | None
+) -> ResetLink:
+    return ResetLink(
+        await api.create_password_change_ticket(user_id=email.user_id, result_url=result_url, ttl_sec=ttl_sec)
+    )
 
 
 class Sender(Protocol):
@@ -106,10 +116,16 @@ class DeliverySettings:
 
     @classmethod
     def of(cls, config: Config) -> DeliverySettings:
-        return cls(from_addr=config.smtp.from_, reply_to={name: config.reply_to(name) for name in config.tenants},
-                   tenants=config.tenants, default_locale=config.templates.default_locale,
-                   allowed_hosts=config.redirects.allowed_hosts, public_url=config.server.public_url,
-                   unsubscribe_mailto=config.unsubscribe.mailto, dkim_keys=load_keys(config))
+        return cls(
+            from_addr=config.smtp.from_,
+            reply_to={name: config.reply_to(name) for name in config.tenants},
+            tenants=config.tenants,
+            default_locale=config.templates.default_locale,
+            allowed_hosts=config.redirects.allowed_hosts,
+            public_url=config.server.public_url,
+            unsubscribe_mailto=config.unsubscribe.mailto,
+            dkim_keys=load_keys(config),
+        )
 
 
 @dataclass
@@ -166,8 +182,11 @@ class Deliverer:
         try:
             if ticket.kind == "email_verification":
                 client_id = None if result_url else (context.get("client") or {}).get("id") or None
-                return ResetLink(await api.create_email_verification_ticket(
-                    user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id))
+                return ResetLink(
+                    await api.create_email_verification_ticket(
+                        user_id=email.user_id, result_url=result_url, ttl_sec=ticket.ttl_sec, client_id=client_id
+                    )
+                )
             return await self.reset_link(api, email, result_url=result_url, ttl_sec=ticket.ttl_sec)
         except UserNotFound:
             raise PermanentFailure("user no longer exists in Auth0 (ticket endpoint answered 404)") from None
@@ -176,8 +195,10 @@ class Deliverer:
         except Auth0Permanent as exc:
             if exc.status in (401, 403):
                 # Our credentials or scopes, not this email: keep it until the operator fixes them.
-                raise TransientFailure(f"Auth0 refused streamer's credentials or scopes (fix the tenant's "
-                                       f"client_id/client_secret or the M2M application's scopes): {exc}") from None
+                raise TransientFailure(
+                    f"Auth0 refused streamer's credentials or scopes (fix the tenant's "
+                    f"client_id/client_secret or the M2M application's scopes): {exc}"
+                ) from None
             raise PermanentFailure(f"Auth0 ticket: {exc}") from None
 
     async def deliver(self, email: OutboxEmail) -> None:
@@ -195,25 +216,39 @@ class Deliverer:
                 link.on_retry()
             raise
 
-    async def _send(self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any],
-                    link: ResetLink | None) -> None:
+    async def _send(
+        self, rule: CompiledRule, email: OutboxEmail, context: dict[str, Any], link: ResetLink | None
+    ) -> None:
         ticket_url = link.url if link else None
         if link is not None and link.confirmation:
             context["password_confirmation"] = True
         user = context.get("user") or {}
         chain = fallback_chain(email.locale, self.settings.default_locale)
         try:
-            rendered = render(self.templates, email.template, tenant=email.tenant,
-                              client_id=(context.get("client") or {}).get("id") or None,
-                              locale_chain=chain, context={**context, "ticket_url": ticket_url})
+            rendered = render(
+                self.templates,
+                email.template,
+                tenant=email.tenant,
+                client_id=(context.get("client") or {}).get("id") or None,
+                locale_chain=chain,
+                context={**context, "ticket_url": ticket_url},
+            )
         except (TemplateError, jinja2.TemplateError) as exc:
             raise PermanentFailure(f"template {email.template}: {exc}") from None
         try:
             message = build_message(
-                from_addr=self.settings.from_addr, to_addr=email.recipient, to_name=greeting_name(user) or None,
-                subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-                message_id_key=email.key, reply_to=self.settings.reply_to[email.tenant],
-                feedback=(email.rule, email.tenant), list_unsubscribe=self._list_unsubscribe(rule, email))
+                from_addr=self.settings.from_addr,
+                to_addr=email.recipient,
+                to_name=greeting_name(user) or None,
+                subject=rendered.subject,
+                html=rendered.html,
+                text=rendered.text,
+                locale=rendered.locale,
+                message_id_key=email.key,
+                reply_to=self.settings.reply_to[email.tenant],
+                feedback=(email.rule, email.tenant),
+                list_unsubscribe=self._list_unsubscribe(rule, email),
+            )
             mail_from, rcpt_to = envelope(self.settings.from_addr, email.recipient)
         except InvalidAddress as exc:
             raise PermanentFailure(f"invalid address: {exc}") from None
@@ -240,5 +275,6 @@ class Deliverer:
         try:
             await self.apis[email.tenant].update_app_metadata(email.user_id, dict(rule.config.mark.app_metadata))
         except Exception as exc:  # noqa: BLE001 - best effort, the email was sent
-            log.warning("mark_failed", tenant=email.tenant, rule=email.rule, user_id=email.user_id,
-                        error=redact_text(str(exc)))
+            log.warning(
+                "mark_failed", tenant=email.tenant, rule=email.rule, user_id=email.user_id, error=redact_text(str(exc))
+            )

@@ -34,8 +34,16 @@ STALE_CHECK_S = 30.0
 
 
 class Dispatcher:
-    def __init__(self, store: Store, deliverer: Deliverer, policy: RetryPolicy, *, concurrency: int,
-                 wake: asyncio.Event, lease_s: float = LEASE_S):
+    def __init__(
+        self,
+        store: Store,
+        deliverer: Deliverer,
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        wake: asyncio.Event,
+        lease_s: float = LEASE_S,
+    ):
         self.store = store
         self.lease_s = lease_s
         self.deliverer = deliverer
@@ -72,13 +80,13 @@ class Dispatcher:
             if free > 0:
                 try:
                     if orphans:
-                        released = await self.store.release_orphaned_emails(keep=set(self._sending),
-                                                                            now=time.time())
+                        released = await self.store.release_orphaned_emails(keep=set(self._sending), now=time.time())
                         orphans = False
                         if released:
                             log.warning("outbox_orphaned_claims_released", count=released)
                     emails, suppressions = await self.store.claim_emails_checked(
-                        limit=free, now=time.time(), lease_s=self.lease_s)
+                        limit=free, now=time.time(), lease_s=self.lease_s
+                    )
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
                     orphans = True  # the claim may have committed with its answer lost
@@ -112,8 +120,9 @@ class Dispatcher:
         if waiter is not None and not waiter.done() and len(self._in_flight) <= self.concurrency // 2:
             waiter.set_result(None)
 
-    async def _hold_back_suppressed(self, emails: list[OutboxEmail],
-                                    suppressions: dict[str, dict[str, Suppression] | None]) -> list[OutboxEmail]:
+    async def _hold_back_suppressed(
+        self, emails: list[OutboxEmail], suppressions: dict[str, dict[str, Suppression] | None]
+    ) -> list[OutboxEmail]:
         """The claimed emails whose recipient is not on their tenant's suppression list; the others
         become `suppressed` (before any ticket or render). The entries come with the claim."""
         if not emails:
@@ -202,16 +211,26 @@ class Dispatcher:
         sent.inc()
         last_sent.set(now)
         latency.observe(max(0.0, now - email.accepted_at))
-        log.info("email_sent", email_id=email.id, tenant=email.tenant, rule=email.rule, user_id=email.user_id,
-                 attempts=email.attempts, latency_s=round(now - email.accepted_at, 3))
+        log.info(
+            "email_sent",
+            email_id=email.id,
+            tenant=email.tenant,
+            rule=email.rule,
+            user_id=email.user_id,
+            attempts=email.attempts,
+            latency_s=round(now - email.accepted_at, 3),
+        )
         await self.deliverer.mark(email)
 
     def _sent_metrics_of(self, labels: tuple[str, str]) -> tuple[Any, Any, Any]:
         """The labelled series a sent email counts in, looked up once per (tenant, rule): the label
         lookup costs as much as the count. Bounded: an email of a rule or tenant not in the config
         is never sent."""
-        series = (metrics.EMAILS_SENT.labels(*labels), metrics.EMAILS_LAST_SENT.labels(labels[0]),
-                  metrics.DELIVERY_LATENCY.labels(*labels))
+        series = (
+            metrics.EMAILS_SENT.labels(*labels),
+            metrics.EMAILS_LAST_SENT.labels(labels[0]),
+            metrics.DELIVERY_LATENCY.labels(*labels),
+        )
         self._sent_metrics[labels] = series
         return series
 
@@ -222,24 +241,34 @@ class Dispatcher:
             await self._dead(email, f"gave up after {email.attempts} attempts: {error}")
             return
         now = time.time()
-        await self._record(email, "failed", lambda: self.store.mark_failed(
-            email.id, error=error, next_attempt_at=now + delay, now=now))
+        await self._record(
+            email, "failed", lambda: self.store.mark_failed(email.id, error=error, next_attempt_at=now + delay, now=now)
+        )
         metrics.EMAILS_FAILED.labels(email.tenant, email.rule).inc()
-        log.warning("email_failed", email_id=email.id, tenant=email.tenant, rule=email.rule,
-                    attempts=email.attempts, retry_in_s=round(delay, 1), error=error)
+        log.warning(
+            "email_failed",
+            email_id=email.id,
+            tenant=email.tenant,
+            rule=email.rule,
+            attempts=email.attempts,
+            retry_in_s=round(delay, 1),
+            error=error,
+        )
 
     async def _dead(self, email: OutboxEmail, error: str) -> None:
         error = redact_text(error)
         now = time.time()
         await self._record(email, "dead", lambda: self.store.mark_dead(email.id, error=error, now=now))
         metrics.EMAILS_DEAD.labels(email.tenant, email.rule).inc()
-        log.error("email_dead", email_id=email.id, tenant=email.tenant, rule=email.rule,
-                  attempts=email.attempts, error=error)
+        log.error(
+            "email_dead", email_id=email.id, tenant=email.tenant, rule=email.rule, attempts=email.attempts, error=error
+        )
 
     async def _record(self, email: OutboxEmail, outcome: str, write: Callable[[], Awaitable[None]]) -> None:
         """Write an outcome, retrying while the store is away (the slot stays taken meanwhile, so
         nothing new is claimed)."""
         await persist(write, stop=self._stop, what="outbox_outcome", email_id=email.id, outcome=outcome)
+
     async def _suppressed(self, email: OutboxEmail, reason: str) -> None:
         await self.store.mark_suppressed(email.id, error=reason, now=time.time())
         metrics.EMAILS_SUPPRESSED.labels(email.tenant, email.rule).inc()

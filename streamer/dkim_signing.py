@@ -30,9 +30,21 @@ from streamer.config import Config, DkimKeyConfig
 
 #: Headers signed when present, in this order. From is signed twice ("oversigned"), so a second
 #: From added on the way breaks the signature instead of being displayed.
-SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "reply-to", "feedback-id",
-                  "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type",
-                  "content-language", "auto-submitted")
+SIGNED_HEADERS = (
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "reply-to",
+    "feedback-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+    "mime-version",
+    "content-type",
+    "content-language",
+    "auto-submitted",
+)
 MIN_BITS, RECOMMENDED_BITS = 1024, 2048
 _HEADER_NAME = re.compile(rb"^([A-Za-z0-9-]+):", re.MULTILINE)
 
@@ -85,24 +97,35 @@ def load_key(key: DkimKeyConfig, base_dir: Path, label: str = "dkim") -> Signing
         hint = " (encrypted keys are not supported)" if b"ENCRYPTED" in text else ""
         raise DkimKeyError(f"{label}: not a PEM private key{hint}: {exc}") from None
     if not isinstance(private, rsa.RSAPrivateKey):
-        raise DkimKeyError(f"{label}: only RSA keys are supported (receivers that check ed25519 still "
-                           "need an RSA signature)")
+        raise DkimKeyError(
+            f"{label}: only RSA keys are supported (receivers that check ed25519 still need an RSA signature)"
+        )
     if private.key_size < MIN_BITS:
-        raise DkimKeyError(f"{label}: a {private.key_size}-bit key is rejected by receivers; "
-                           f"use {RECOMMENDED_BITS} bits")
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    loaded = SigningKey(domain=key.domain, selector=key.selector, pem=pem, bits=private.key_size,
-                        public_b64=base64.b64encode(public).decode("ascii"), private=private)
+        raise DkimKeyError(
+            f"{label}: a {private.key_size}-bit key is rejected by receivers; use {RECOMMENDED_BITS} bits"
+        )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    loaded = SigningKey(
+        domain=key.domain,
+        selector=key.selector,
+        pem=pem,
+        bits=private.key_size,
+        public_b64=base64.b64encode(public).decode("ascii"),
+        private=private,
+    )
     _self_test(loaded, label)
     return loaded
 
 
 def _self_test(key: SigningKey, label: str) -> None:
-    probe = (f"From: check@{key.domain}\r\nTo: check@{key.domain}\r\nSubject: DKIM self-test\r\n\r\n"
-             "streamer check\r\n").encode("ascii")
+    probe = (
+        f"From: check@{key.domain}\r\nTo: check@{key.domain}\r\nSubject: DKIM self-test\r\n\r\nstreamer check\r\n"
+    ).encode("ascii")
     try:
         signed = sign(probe, key)
         good = dkim.verify(signed, dnsfunc=lambda name, timeout=5: key.dns_record.encode("ascii"))
@@ -132,8 +155,10 @@ def check_keys(config: Config) -> tuple[list[str], list[str]]:
         if loaded.bits < RECOMMENDED_BITS:
             warnings.append(f"{label}: {loaded.bits}-bit key; {RECOMMENDED_BITS} bits is the norm")
         if not aligned(key.domain, from_domain):
-            warnings.append(f"{label}: smtp.from is @{from_domain}, which this key does not cover (d= must be "
-                            "the From domain or a parent of it), so it never signs")
+            warnings.append(
+                f"{label}: smtp.from is @{from_domain}, which this key does not cover (d= must be "
+                "the From domain or a parent of it), so it never signs"
+            )
     return errors, warnings
 
 
@@ -143,12 +168,14 @@ def aligned(key_domain: str, from_domain: str) -> bool:
     return from_domain == key_domain or from_domain.endswith("." + key_domain)
 
 
-def choose_key(keys: list[tuple[DkimKeyConfig, SigningKey]], from_domain: str,
-               tenant: str) -> SigningKey | None:
+def choose_key(keys: list[tuple[DkimKeyConfig, SigningKey]], from_domain: str, tenant: str) -> SigningKey | None:
     """The key for one email: among keys covering the From domain and this tenant, one that
     names the tenant wins over one for every tenant, then the most specific domain."""
-    fitting = [(bool(cfg.tenants), len(cfg.domain), loaded) for cfg, loaded in keys
-               if aligned(cfg.domain, from_domain) and (not cfg.tenants or tenant in cfg.tenants)]
+    fitting = [
+        (bool(cfg.tenants), len(cfg.domain), loaded)
+        for cfg, loaded in keys
+        if aligned(cfg.domain, from_domain) and (not cfg.tenants or tenant in cfg.tenants)
+    ]
     if not fitting:
         return None
     return max(fitting, key=lambda item: item[:2])[2]
@@ -172,15 +199,24 @@ def _signature(message: bytes, key: SigningKey, include: list[bytes], now: float
     own functions, but with OpenSSL's RSA (dkimpy offers no way to plug a signer in)."""
     headers, body = dkim.rfc822_parse(message)
     domain = key.domain.encode("ascii")
-    fields = [(b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"), (b"d", domain),
-              (b"i", b"@" + domain), (b"q", b"dns/txt"), (b"s", key.selector.encode("ascii")),
-              (b"t", str(int(now)).encode("ascii")), (b"h", b" : ".join(include)),
-              (b"bh", base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())),
-              (b"b", b"0" * 60)]  # as dkimpy: b= folds onto its own line, so filling it in moves nothing
+    fields = [
+        (b"v", b"1"),
+        (b"a", b"rsa-sha256"),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain),
+        (b"i", b"@" + domain),
+        (b"q", b"dns/txt"),
+        (b"s", key.selector.encode("ascii")),
+        (b"t", str(int(now)).encode("ascii")),
+        (b"h", b" : ".join(include)),
+        (b"bh", base64.b64encode(hashlib.sha256(_RELAXED.canonicalize_body(body)).digest())),
+        (b"b", b"0" * 60),
+    ]  # as dkimpy: b= folds onto its own line, so filling it in moves nothing
     value = dkim.RE_BTAG.sub(b"\\1", dkim.fold(b"; ".join(b"=".join(f) for f in fields), namelen=len(_NAME)))
     digest = hashlib.sha256()
-    dkim.hash_headers(digest, _RELAXED, _RELAXED.canonicalize_headers(headers), tuple(include),
-                      (_NAME, b" " + value), dict(fields))
+    dkim.hash_headers(
+        digest, _RELAXED, _RELAXED.canonicalize_headers(headers), tuple(include), (_NAME, b" " + value), dict(fields)
+    )
     signature = key.private.sign(digest.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
     fields[-1] = (b"b", base64.b64encode(signature))
     value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", namelen=len(_NAME), linesep=b"\r\n")

@@ -46,8 +46,12 @@ async def persist(write: Callable[[], Awaitable[T]], *, stop: asyncio.Event, wha
                 if not waiting:
                     waiting = True
                     metrics.OUTCOMES_UNRECORDED.inc()
-                    log.warning(f"{what}_unrecorded", **fields, error=redact_text(str(exc)),
-                                note="kept in memory, retrying until the store is back")
+                    log.warning(
+                        f"{what}_unrecorded",
+                        **fields,
+                        error=redact_text(str(exc)),
+                        note="kept in memory, retrying until the store is back",
+                    )
             await asyncio.sleep(delay)
             delay = min(delay * 2, cap)
     finally:

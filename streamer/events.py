@@ -22,15 +22,72 @@ import re2
 
 #: Auth0's log event type codes (FACTS.md §b) and streamer's own: a type outside these is counted
 #: as "other" in metrics, so that made-up types cannot grow the metrics without bound.
-KNOWN_EVENT_TYPES = frozenset({
-    "ss", "fs", "s", "f", "fp", "fu", "w", "scoa", "fcoa", "sens", "fens", "ssa", "fsa", "slo", "flo",
-    "sv", "fv", "svr", "fvr", "scpr", "fcpr", "scp", "fcp", "sce", "fce", "scu", "fcu", "scpn", "fcpn",
-    "sdu", "fdu", "du", "sapi", "fapi", "mgmt_api_read", "limit_wc", "limit_mu", "limit_sul",
-    "pwd_leak", "signup_pwd_leak", "reset_pwd_leak", "api_limit", "api_limit_warning", "sepft", "fepft",
-    "seacft", "feacft", "sertft", "fertft", "seccft", "feccft", "gd_enrollment_complete", "gd_start_enroll",
-    "gd_unenroll", "gd_send_sms", "gd_auth_succeed", "gd_auth_failed", "gd_send_email", "gd_recovery_succeed",
-    "cs", "cls", "password_reset_requested",
-})
+KNOWN_EVENT_TYPES = frozenset(
+    {
+        "ss",
+        "fs",
+        "s",
+        "f",
+        "fp",
+        "fu",
+        "w",
+        "scoa",
+        "fcoa",
+        "sens",
+        "fens",
+        "ssa",
+        "fsa",
+        "slo",
+        "flo",
+        "sv",
+        "fv",
+        "svr",
+        "fvr",
+        "scpr",
+        "fcpr",
+        "scp",
+        "fcp",
+        "sce",
+        "fce",
+        "scu",
+        "fcu",
+        "scpn",
+        "fcpn",
+        "sdu",
+        "fdu",
+        "du",
+        "sapi",
+        "fapi",
+        "mgmt_api_read",
+        "limit_wc",
+        "limit_mu",
+        "limit_sul",
+        "pwd_leak",
+        "signup_pwd_leak",
+        "reset_pwd_leak",
+        "api_limit",
+        "api_limit_warning",
+        "sepft",
+        "fepft",
+        "seacft",
+        "feacft",
+        "sertft",
+        "fertft",
+        "seccft",
+        "feccft",
+        "gd_enrollment_complete",
+        "gd_start_enroll",
+        "gd_unenroll",
+        "gd_send_sms",
+        "gd_auth_succeed",
+        "gd_auth_failed",
+        "gd_send_email",
+        "gd_recovery_succeed",
+        "cs",
+        "cls",
+        "password_reset_requested",
+    }
+)
 
 
 class BodyError(ValueError):
@@ -41,6 +98,7 @@ class BodyError(ValueError):
 class Quarantined:
     """A log event no store can keep as it is (a lone UTF-16 surrogate, a number out of range, too
     deep): set aside on its own so that the rest of its batch goes on."""
+
     log_id: str
     reason: str
 
@@ -76,7 +134,7 @@ def _parse_int(literal: str) -> int | float | _Unstorable:
     thousands of digits, which Python refuses over 4,300 and which costs quadratic time)."""
     if len(literal) <= 20:
         value = int(literal)
-        if -2**63 <= value < 2**64:
+        if -(2**63) <= value < 2**64:
             return value
     return _parse_float(literal)
 
@@ -135,7 +193,7 @@ def _explain(event: Any) -> str:
                 return f"{_printable(path) or 'value'}: a lone UTF-16 surrogate (not valid Unicode)"
         elif isinstance(value, (_Unstorable, int)) and not isinstance(value, bool):
             literal = value.literal if isinstance(value, _Unstorable) else str(value)
-            if isinstance(value, _Unstorable) or not -2**63 <= value < 2**64:
+            if isinstance(value, _Unstorable) or not -(2**63) <= value < 2**64:
                 shown = literal if len(literal) <= 24 else f"{literal[:12]}… ({len(literal)} characters)"
                 return f"{_printable(path) or 'value'}: number out of range ({shown})"
         elif isinstance(value, (dict, list)) and depth >= MAX_EVENT_DEPTH:
@@ -163,9 +221,24 @@ def _has_surrogate(text: str) -> bool:
 #: (`Ticket`, `authorization`, `newPassword`, `client_secret`, `x-api-key`, `ticket_url` …), or
 #: is `otp` as a word (`otp`, `otp_code`, `mfa_otp`). Begins or ends, not contains: the raw
 #: check below can then test each key once, at its quotes, instead of at every character.
-_KEY_WORDS = ("password", "passwd", "secret", "ticket", "token", "authorization", "authorisation", "cookie",
-              "credential", "apikey", "api_key", "api-key", "verificationurl", "verification_url", "reseturl",
-              "reset_url")
+_KEY_WORDS = (
+    "password",
+    "passwd",
+    "secret",
+    "ticket",
+    "token",
+    "authorization",
+    "authorisation",
+    "cookie",
+    "credential",
+    "apikey",
+    "api_key",
+    "api-key",
+    "verificationurl",
+    "verification_url",
+    "reseturl",
+    "reset_url",
+)
 _WORDS = "|".join(_KEY_WORDS)
 _CREDENTIAL_KEY = re.compile(f"^(?:{_WORDS})|(?:{_WORDS})$|^otp(?:$|[_-])|[_-]otp$", re.I)
 #: Keys the words match that carry no credential, and that rules may read.
@@ -177,8 +250,12 @@ _NOT_CREDENTIALS = frozenset({"token_type", "password_set_date"})
 _TEXT_TRIGGERS = ("ticket=", "token=", "code=", "password=", "passwd=", "secret=", "key=", "bearer", "eyj")
 _TEXT_TRIGGER = re.compile("|".join(re.escape(t) for t in _TEXT_TRIGGERS), re.I)
 _TEXT_CREDENTIALS = (
-    (re.compile(r"([?&#;](?:ticket|[a-z0-9_]*token|code|password|passwd|[a-z0-9_]*secret|api_?key)=)[^&#\s\"'<>]+",
-                re.I), r"\1[removed]"),
+    (
+        re.compile(
+            r"([?&#;](?:ticket|[a-z0-9_]*token|code|password|passwd|[a-z0-9_]*secret|api_?key)=)[^&#\s\"'<>]+", re.I
+        ),
+        r"\1[removed]",
+    ),
     (re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 [removed]"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[removed]"),
 )
@@ -199,11 +276,17 @@ def _latin1_options() -> Any:
 _KEY_WORD_ALTERNATIVES = b"|".join(re.escape(word.encode()) for word in _KEY_WORDS)
 _REMOVABLE_VALUE = rb'\s*:\s*(?:"\**[^*"]|[^"\sn]|n(?:[^u]|u[^l]|ul[^l]|ull\w))'
 _EQUALS_WORDS = tuple(t[:-1].encode() for t in _TEXT_TRIGGERS if t.endswith("="))
-_RAW_CREDENTIAL = re2.compile(b"(?i)" + b"|".join((
-    rb'"(?:' + _KEY_WORD_ALTERNATIVES + rb'|otp[_-])[^"]*"' + _REMOVABLE_VALUE,        # begins with a word
-    rb'(?:"otp|' + _KEY_WORD_ALTERNATIVES + rb'|[_-]otp)(?:\\n)?"' + _REMOVABLE_VALUE,  # ends with one
-    rb"(?:" + b"|".join(_EQUALS_WORDS) + rb")=|bearer|eyj",                            # free text
-)), _latin1_options())
+_RAW_CREDENTIAL = re2.compile(
+    b"(?i)"
+    + b"|".join(
+        (
+            rb'"(?:' + _KEY_WORD_ALTERNATIVES + rb'|otp[_-])[^"]*"' + _REMOVABLE_VALUE,  # begins with a word
+            rb'(?:"otp|' + _KEY_WORD_ALTERNATIVES + rb'|[_-]otp)(?:\\n)?"' + _REMOVABLE_VALUE,  # ends with one
+            rb"(?:" + b"|".join(_EQUALS_WORDS) + rb")=|bearer|eyj",  # free text
+        )
+    ),
+    _latin1_options(),
+)
 #: Non-ASCII letters that Python's case-insensitive matching (credential_key, scrub_text) takes for
 #: ASCII ones: İ ı → i, ſ → s, K (Kelvin) → k. A body holding one is always a maybe.
 _FOLDS_TO_ASCII = tuple(letter.encode() for letter in "\u0130\u0131\u017f\u212a")
@@ -367,8 +450,7 @@ def scrub(value: Any) -> Any:
                 changed[key] = cleaned
         return value if changed is None else changed
     if isinstance(value, list):
-        items = [scrub(v) if isinstance(v, (dict, list)) else scrub_text(v) if isinstance(v, str) else v
-                 for v in value]
+        items = [scrub(v) if isinstance(v, (dict, list)) else scrub_text(v) if isinstance(v, str) else v for v in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if isinstance(value, str):
         return scrub_text(value)

@@ -35,9 +35,13 @@ class Inbox:
         metrics.AUTO_EMAIL_WARNINGS.labels(tenant).inc()
         if tenant not in self._warned_tenants:
             self._warned_tenants.add(tenant)
-            log.warning("auth0_sends_its_own_verification_emails", tenant=tenant, log_id=event.get("log_id"),
-                        hint="Auth0 logged 'svr': switch off the Verification Email template (Dashboard > "
-                             "Branding > Email Templates) or users will get two emails")
+            log.warning(
+                "auth0_sends_its_own_verification_emails",
+                tenant=tenant,
+                log_id=event.get("log_id"),
+                hint="Auth0 logged 'svr': switch off the Verification Email template (Dashboard > "
+                "Branding > Email Templates) or users will get two emails",
+            )
 
     def quarantine(self, tenant: str, quarantined: list[Quarantined], *, source: str) -> None:
         """Record events set aside because no store can keep them (events.problem_of): counted,
@@ -46,12 +50,25 @@ class Inbox:
             return
         metrics.EVENTS_REJECTED.labels(tenant, "quarantined").inc(len(quarantined))
         for item in quarantined:
-            log.warning("event_quarantined", tenant=tenant, source=source, log_id=item.log_id, reason=item.reason,
-                        hint="the rest of the batch was stored; this event cannot be (GET /api/v2/logs/{log_id} "
-                             "reads it from Auth0)")
+            log.warning(
+                "event_quarantined",
+                tenant=tenant,
+                source=source,
+                log_id=item.log_id,
+                reason=item.reason,
+                hint="the rest of the batch was stored; this event cannot be (GET /api/v2/logs/{log_id} "
+                "reads it from Auth0)",
+            )
 
-    async def accept(self, tenant: str, events: list[dict[str, Any]], *, source: str,
-                     checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+    async def accept(
+        self,
+        tenant: str,
+        events: list[dict[str, Any]],
+        *,
+        source: str,
+        checkpoint: str | None = None,
+        raw: bytes | None = None,
+    ) -> IngestResult:
         """Store the events rules care about; return after the commit. `raw` is the body the
         events were parsed from, with no entry skipped: stored as it is when all are kept and
         nothing in it needs scrubbing (see Store.add_events)."""

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from babel import localedata
 
-_MAX_TAG = 35                      # RFC 5646 recommends supporting at least 35 characters
+_MAX_TAG = 35  # RFC 5646 recommends supporting at least 35 characters
 _MAX_ACCEPT_HEADER = 4096
 _MAX_ACCEPT_ENTRIES = 32
 _SUBTAG = re.compile(r"^[A-Za-z0-9]{1,8}$")
@@ -37,7 +37,7 @@ def normalize_locale(value: Any) -> str | None:
 
 @lru_cache(maxsize=1024)
 def _normalize(value: str) -> str | None:
-    text = value.strip().split(".", 1)[0].split("@", 1)[0]   # POSIX forms: fr_FR.UTF-8@euro
+    text = value.strip().split(".", 1)[0].split("@", 1)[0]  # POSIX forms: fr_FR.UTF-8@euro
     if not text or len(text) > _MAX_TAG:
         return None
     parts = re.split(r"[-_]", text)
@@ -113,16 +113,16 @@ class _Resolved(Protocol):
 class TemplateSet(Protocol):
     """What locale resolution needs of the templates: which variant a fallback chain lands on."""
 
-    def resolve(self, name: str, tenant: str | None, client_id: str | None,
-                locale_chain: list[str]) -> _Resolved: ...
+    def resolve(self, name: str, tenant: str | None, client_id: str | None, locale_chain: list[str]) -> _Resolved: ...
 
 
 #: (tenant, client_id, template, user profile) → the locale the email will render in.
 LocaleResolver = Callable[[str, "str | None", str, Mapping[str, Any]], str]
 
 
-def make_locale_resolver(templates: TemplateSet, default_locale: str,
-                         tenant_defaults: Mapping[str, str | None]) -> LocaleResolver:
+def make_locale_resolver(
+    templates: TemplateSet, default_locale: str, tenant_defaults: Mapping[str, str | None]
+) -> LocaleResolver:
     """The locale each email renders in: the user's wanted locale, down its fallback chain to
     the first variant the templates have. Lookups are memoised (the template set is fixed
     while running)."""

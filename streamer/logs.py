@@ -19,8 +19,8 @@ REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(r"(secret|password|token|authorization|ticket|credential|api_key|cookie)", re.I)
 _SAFE_KEYS = {"ticket_kind", "token_type", "webhook_token_set"}
 _SECRET_TEXT = [
-    re.compile(r"https?://[^\s\"'<>]*[?&]ticket=[^\s\"'<>]*", re.I),   # Auth0 ticket links
-    re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.I),           # bearer tokens
+    re.compile(r"https?://[^\s\"'<>]*[?&]ticket=[^\s\"'<>]*", re.I),  # Auth0 ticket links
+    re.compile(r"\b(Bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.I),  # bearer tokens
     re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # JWTs
 ]
 
@@ -53,9 +53,14 @@ def redact(value: Any, key: str | None = None) -> Any:
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if k in ("event", "level", "timestamp", "logger") and not isinstance(v, str)
-                else redact(v, k if k not in ("event", "level", "timestamp", "logger") else None))
-            for k, v in event_dict.items()}
+    return {
+        k: (
+            v
+            if k in ("event", "level", "timestamp", "logger") and not isinstance(v, str)
+            else redact(v, k if k not in ("event", "level", "timestamp", "logger") else None)
+        )
+        for k, v in event_dict.items()
+    }
 
 
 def configure(level: str = "info", stream: Any = None) -> None:

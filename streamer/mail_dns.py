@@ -82,8 +82,9 @@ def judge_dkim(key: SigningKey, records: list[str]) -> Finding:
     where = f"DKIM {key.dns_name}"
     published = [r for r in records if _tags(r).get("p") is not None or r.lower().startswith("v=dkim1")]
     if not published:
-        return Finding("error", f"{where}: no TXT record; receivers cannot verify streamer's signatures. "
-                                f"Publish: {key.dns_record}")
+        return Finding(
+            "error", f"{where}: no TXT record; receivers cannot verify streamer's signatures. Publish: {key.dns_record}"
+        )
     tags = _tags(published[0])
     if len(published) > 1:
         return Finding("error", f"{where}: {len(published)} DKIM records; receivers need exactly one")
@@ -100,28 +101,34 @@ def judge_spf(domain: str, records: list[str]) -> Finding:
     where = f"SPF {domain}"
     spf = [r for r in records if r.lower() == "v=spf1" or r.lower().startswith("v=spf1 ")]
     if not spf:
-        return Finding("warning", f"{where}: no SPF record: add one that lists your SMTP relay, e.g. "
-                                  "\"v=spf1 include:<your relay's SPF domain> -all\"")
+        return Finding(
+            "warning",
+            f"{where}: no SPF record: add one that lists your SMTP relay, e.g. "
+            '"v=spf1 include:<your relay\'s SPF domain> -all"',
+        )
     if len(spf) > 1:
         return Finding("error", f"{where}: {len(spf)} SPF records; receivers treat that as a permanent error")
     terms = spf[0].split()
     if terms[-1].lower() in ("+all", "all"):
-        return Finding("warning", f"{where}: \"{spf[0]}\" ends with +all: anyone may send as {domain}")
-    return Finding("ok", f"{where}: \"{spf[0]}\" (check that it covers your SMTP relay)")
+        return Finding("warning", f'{where}: "{spf[0]}" ends with +all: anyone may send as {domain}')
+    return Finding("ok", f'{where}: "{spf[0]}" (check that it covers your SMTP relay)')
 
 
 def judge_dmarc(domain: str, looked_up: str, records: list[str]) -> Finding:
     where = f"DMARC {domain}"
     dmarc = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
     if not dmarc:
-        return Finding("warning", f"{where}: no DMARC record at _dmarc.{domain} or its parent domains: Gmail and "
-                                  f"Yahoo require one from bulk senders; start with \"v=DMARC1; p=none; "
-                                  f"rua=mailto:dmarc@{domain}\"")
+        return Finding(
+            "warning",
+            f"{where}: no DMARC record at _dmarc.{domain} or its parent domains: Gmail and "
+            f'Yahoo require one from bulk senders; start with "v=DMARC1; p=none; '
+            f'rua=mailto:dmarc@{domain}"',
+        )
     if len(dmarc) > 1:
         return Finding("error", f"{where}: {len(dmarc)} DMARC records at {looked_up}; receivers ignore them all")
     policy = _tags(dmarc[0]).get("p", "").lower()
     if policy not in ("none", "quarantine", "reject"):
-        return Finding("error", f"{where}: {looked_up} has no valid p= tag: \"{dmarc[0]}\"")
+        return Finding("error", f'{where}: {looked_up} has no valid p= tag: "{dmarc[0]}"')
     note = " (monitoring only)" if policy == "none" else ""
     return Finding("ok", f"{where}: p={policy}{note}, from {looked_up}")
 
@@ -160,8 +167,13 @@ async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None
             continue
         await lookup(loaded.dns_name, lambda records, loaded=loaded: judge_dkim(loaded, records))
     if not config.dkim:
-        findings.append(Finding("warning", f"DKIM {from_domain}: streamer does not sign (no dkim keys): make sure "
-                                           "your SMTP relay signs with d=" + from_domain + " (see README)"))
+        findings.append(
+            Finding(
+                "warning",
+                f"DKIM {from_domain}: streamer does not sign (no dkim keys): make sure "
+                "your SMTP relay signs with d=" + from_domain + " (see README)",
+            )
+        )
     await lookup(from_domain, lambda records: judge_spf(from_domain, records))
     try:
         looked_up, records = await _dmarc_records(resolver, from_domain)

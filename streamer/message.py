@@ -39,7 +39,7 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\
 _SPACES = re.compile(r" {2,}")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")       # atext and spaces: no quoting needed
+_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+$")  # atext and spaces: no quoting needed
 _Q_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/")
 _ASCII_BYTES = bytes(range(128))
 
@@ -67,8 +67,9 @@ def _ascii_domain(domain: str, role: str, raw: str) -> str:
         try:
             domain = _idna.encode(domain, uts46=True).decode("ascii") if _idna else domain.encode("idna").decode()
         except (UnicodeError, ValueError) as exc:
-            raise InvalidAddress(f"{role} address {raw!r}: domain is not a valid internationalised name "
-                                 f"({exc})") from None
+            raise InvalidAddress(
+                f"{role} address {raw!r}: domain is not a valid internationalised name ({exc})"
+            ) from None
     domain = domain.lower()
     labels = domain.split(".")
     if len(domain) > 253 or not all(_LABEL.match(label) for label in labels):
@@ -80,8 +81,9 @@ def _addr_spec(username: str, domain: str, role: str, raw: str) -> str:
     if not username:
         raise InvalidAddress(f"{role} address {raw!r} has nothing before the @")
     if not username.isascii():
-        raise InvalidAddress(f"{role} address {raw!r}: non-ASCII characters before the @ need SMTPUTF8, "
-                             "which is not supported")
+        raise InvalidAddress(
+            f"{role} address {raw!r}: non-ASCII characters before the @ need SMTPUTF8, which is not supported"
+        )
     if len(username) > 64 or not _LOCAL_PART.match(username):
         raise InvalidAddress(f"{role} address {raw!r}: the part before the @ is not valid")
     spec = f"{username}@{_ascii_domain(domain, role, raw)}"  # a dot-atom @ LDH labels: RFC 5322 as is
@@ -133,8 +135,10 @@ def bare_address(value: object, role: str = "recipient") -> str:
     if _UNSAFE.search(raw):
         raise InvalidAddress(f"{role} address {raw!r} contains a line break or control character")
     if any(char in raw for char in '<>"(),;: \t'):
-        raise InvalidAddress(f"{role} address {raw!r} is not a bare address such as ana@example.com "
-                             "(display names, quotes, angle brackets, comments and lists are refused)")
+        raise InvalidAddress(
+            f"{role} address {raw!r} is not a bare address such as ana@example.com "
+            "(display names, quotes, angle brackets, comments and lists are refused)"
+        )
     if raw.count("@") != 1:
         raise InvalidAddress(f"{role} address {raw!r} must contain exactly one @")
     username, _, domain = raw.partition("@")
@@ -206,7 +210,7 @@ def encoded_words(text: str, first_room: int = 75) -> list[str]:
 
     words: list[str] = []
     current, size = "", 0
-    room = max(min(first_room, 75), 20) - 12     # 12 = len("=?utf-8?q?") + len("?=")
+    room = max(min(first_room, 75), 20) - 12  # 12 = len("=?utf-8?q?") + len("?=")
     for piece in re.findall(r"[^ ]+ ?| ", text):
         piece_cost = cost(piece)
         if fits(size + piece_cost, room):
@@ -218,7 +222,7 @@ def encoded_words(text: str, first_room: int = 75) -> list[str]:
         if fits(piece_cost, room):
             current, size = piece, piece_cost
             continue
-        for char in piece:                        # a single word longer than one encoded-word
+        for char in piece:  # a single word longer than one encoded-word
             char_cost = cost(char)
             if not fits(size + char_cost, room) and current:
                 words.append(current)
@@ -272,13 +276,14 @@ def _body_part(content: str, subtype: str) -> bytes:
     data = content.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace")
     non_ascii = len(data.translate(None, _ASCII_BYTES))
     if non_ascii * 3 > len(data):
-        encoding = "base64"                      # canonical form of text: CRLF line breaks (RFC 2045)
+        encoding = "base64"  # canonical form of text: CRLF line breaks (RFC 2045)
         payload = base64.encodebytes(data.replace(b"\n", b"\r\n"))
     else:
         encoding = "quoted-printable"
         payload = binascii.b2a_qp(data, istext=True)
-    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-            f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii") + payload.replace(b"\n", b"\r\n")
+    return (f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {encoding}\r\n\r\n').encode(
+        "ascii"
+    ) + payload.replace(b"\n", b"\r\n")
 
 
 _URI_UNSAFE = re.compile(r"[\x00-\x20<>,\"\\\x7f-\uffff]")
@@ -300,10 +305,21 @@ def list_unsubscribe_headers(https_url: str, mailto_url: str | None = None) -> l
     return [_fold("List-Unsubscribe", tokens), "List-Unsubscribe-Post: List-Unsubscribe=One-Click"]
 
 
-def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject: str, html: str, text: str,
-                  locale: str | None, message_id_key: str, date: datetime | None = None,
-                  reply_to: str | None = None, feedback: tuple[str, str] | None = None,
-                  list_unsubscribe: tuple[str, str | None] | None = None) -> bytes:
+def build_message(
+    *,
+    from_addr: str,
+    to_addr: str,
+    to_name: str | None,
+    subject: str,
+    html: str,
+    text: str,
+    locale: str | None,
+    message_id_key: str,
+    date: datetime | None = None,
+    reply_to: str | None = None,
+    feedback: tuple[str, str] | None = None,
+    list_unsubscribe: tuple[str, str | None] | None = None,
+) -> bytes:
     """A complete RFC 5322 message (CRLF line ends) ready for SMTP DATA.
 
     `reply_to` is one mailbox, validated like the sender; `feedback` is (rule, tenant) for the
@@ -342,9 +358,15 @@ def build_message(*, from_addr: str, to_addr: str, to_name: str | None, subject:
         headers.append(f"Content-Language: {language}")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    return b"".join((
-        "\r\n".join(headers).encode("ascii"), b"\r\n\r\n",
-        delimiter, _body_part(text, "plain"),
-        b"\r\n", delimiter, _body_part(html, "html"),
-        f"\r\n--{boundary}--\r\n".encode("ascii"),
-    ))
+    return b"".join(
+        (
+            "\r\n".join(headers).encode("ascii"),
+            b"\r\n\r\n",
+            delimiter,
+            _body_part(text, "plain"),
+            b"\r\n",
+            delimiter,
+            _body_part(html, "html"),
+            f"\r\n--{boundary}--\r\n".encode("ascii"),
+        )
+    )

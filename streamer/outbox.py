@@ -65,22 +65,35 @@ _ALL = tuple(EmailState)
 #: states to which. The stores build their SQL from it, the CLI its choices, the README its table
 #: (`transitions_table`). A send outcome applies whatever the row's state meanwhile (its lease may
 #: have run out and the row been requeued, even cancelled): the send happened, the row must say so.
-TRANSITIONS: Mapping[Command, Transition] = MappingProxyType({
-    Command.CLAIM: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.SENDING,
-                              "the dispatcher, when the email is due"),
-    Command.REQUEUE: Transition((EmailState.SENDING,), EmailState.QUEUED,
-                                "lease over, restart, dead replica: the claim is handed back"),
-    Command.MARK_SENT: Transition(_ALL, EmailState.SENT, "the SMTP server took it"),
-    Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED, "a temporary error: tried again after a backoff"),
-    Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
-    Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED, "the recipient is on the suppression list"),
-    Command.RETRY: Transition((EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
-                              EmailState.QUEUED, "`streamer outbox retry`"),
-    Command.CANCEL: Transition((EmailState.QUEUED, EmailState.FAILED), EmailState.CANCELLED,
-                               "`streamer outbox cancel`; a user deleted or no longer matching the rule"),
-    Command.PURGE: Transition((EmailState.SENT, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED), None,
-                              "after `delivery.retention_days`"),
-})
+TRANSITIONS: Mapping[Command, Transition] = MappingProxyType(
+    {
+        Command.CLAIM: Transition(
+            (EmailState.QUEUED, EmailState.FAILED), EmailState.SENDING, "the dispatcher, when the email is due"
+        ),
+        Command.REQUEUE: Transition(
+            (EmailState.SENDING,), EmailState.QUEUED, "lease over, restart, dead replica: the claim is handed back"
+        ),
+        Command.MARK_SENT: Transition(_ALL, EmailState.SENT, "the SMTP server took it"),
+        Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED, "a temporary error: tried again after a backoff"),
+        Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
+        Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED, "the recipient is on the suppression list"),
+        Command.RETRY: Transition(
+            (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
+            EmailState.QUEUED,
+            "`streamer outbox retry`",
+        ),
+        Command.CANCEL: Transition(
+            (EmailState.QUEUED, EmailState.FAILED),
+            EmailState.CANCELLED,
+            "`streamer outbox cancel`; a user deleted or no longer matching the rule",
+        ),
+        Command.PURGE: Transition(
+            (EmailState.SENT, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
+            None,
+            "after `delivery.retention_days`",
+        ),
+    }
+)
 
 
 def sources(command: Command) -> tuple[EmailState, ...]:

@@ -67,10 +67,15 @@ async def _tenant(config: Config, name: str) -> list[Finding]:
             missing = []
         else:
             missing = access.missing
-            findings = [Finding("error" if need.required else "warning", f"{where}: missing scope {need}")
-                        for need in missing]
-            findings.append(Finding("ok", f"{where}: credentials accepted, {len(needs) - len(missing)} of "
-                                          f"{len(needs)} needed scopes granted"))
+            findings = [
+                Finding("error" if need.required else "warning", f"{where}: missing scope {need}") for need in missing
+            ]
+            findings.append(
+                Finding(
+                    "ok",
+                    f"{where}: credentials accepted, {len(needs) - len(missing)} of {len(needs)} needed scopes granted",
+                )
+            )
         if tenant.webhook_token is not None and not any("read:log_streams" in need.any_of for need in missing):
             findings.extend(await _stream(api, config, name))
         return findings
@@ -83,23 +88,39 @@ async def _stream(api: ManagementApi, config: Config, name: str) -> list[Finding
     except Auth0Error as exc:
         return [Finding("warning", f"log stream of {name}: cannot list the streams: {exc}")]
     if stream is None:
-        return [Finding("warning", f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
-                                   f"or is named {stream_name(name)}: `streamer register` creates it "
-                                   "(unless you poll)")]
+        return [
+            Finding(
+                "warning",
+                f"log stream of {name}: none posts to {endpoint or 'server.public_url (unset)'} "
+                f"or is named {stream_name(name)}: `streamer register` creates it "
+                "(unless you poll)",
+            )
+        ]
     sink = stream.get("sink") if isinstance(stream.get("sink"), dict) else {}
     label = f"log stream {stream.get('id')} of {name} → {sink.get('httpEndpoint')}"
     findings = []
     left_out = missing_categories(stream, config.listened_types())
     if left_out:
-        findings.append(Finding("warning", f"{label}: its filters leave out {', '.join(left_out)}, which rules "
-                                           "listen to: run `streamer register` again"))
+        findings.append(
+            Finding(
+                "warning",
+                f"{label}: its filters leave out {', '.join(left_out)}, which rules "
+                "listen to: run `streamer register` again",
+            )
+        )
     status = stream.get("status")
     if status == "active":
         findings.append(Finding("ok", f"{label}: active"))
     elif status == "suspended":
-        findings.append(Finding("warning", f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
-                                           "re-activates it (or Monitoring > Streams in the dashboard)"))
+        findings.append(
+            Finding(
+                "warning",
+                f"{label}: suspended by Auth0 after failed deliveries; `streamer run` "
+                "re-activates it (or Monitoring > Streams in the dashboard)",
+            )
+        )
     else:
-        findings.append(Finding("warning", f"{label}: {status}: events wait in Auth0 until it is resumed "
-                                           "(Monitoring > Streams)"))
+        findings.append(
+            Finding("warning", f"{label}: {status}: events wait in Auth0 until it is resumed (Monitoring > Streams)")
+        )
     return findings

@@ -31,7 +31,7 @@ from streamer.templates import ResolvedTemplate, TemplateError, Templates, greet
 __all__ = ["PreviewError", "PreviewResult", "preview", "preview_all", "preview_one", "file_stem"]
 
 _SCOPE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-Scope = tuple[str | None, str | None]          # (tenant, client_id); (None, None) is the default
+Scope = tuple[str | None, str | None]  # (tenant, client_id); (None, None) is the default
 
 
 class PreviewError(Exception):
@@ -50,13 +50,13 @@ class PreviewResult:
     name: str
     tenant: str | None
     client_id: str | None
-    wanted: str                 # the locale asked for (after normalisation and defaults)
-    locale: str                 # the locale actually rendered, after fallback
-    directory: str              # template directory used, relative to the templates dir
+    wanted: str  # the locale asked for (after normalisation and defaults)
+    locale: str  # the locale actually rendered, after fallback
+    directory: str  # template directory used, relative to the templates dir
     subject: str
-    files: dict[str, Path] = field(default_factory=dict)   # "html" / "txt" / "eml" → path
-    sources: tuple[str, ...] = ()   # the template files used (subject, body.html[, body.txt]), relative
-    mixed: bool = False             # subject and body in different languages (a variant is missing)
+    files: dict[str, Path] = field(default_factory=dict)  # "html" / "txt" / "eml" → path
+    sources: tuple[str, ...] = ()  # the template files used (subject, body.html[, body.txt]), relative
+    mixed: bool = False  # subject and body in different languages (a variant is missing)
 
 
 def _file_locale(path: str, default: str) -> str:
@@ -108,33 +108,57 @@ def _ticket_flag(config: Config, name: str) -> bool | None:
 def _context(config: Config, name: str, tenant: str | None, client_id: str | None, locale: str) -> dict[str, Any]:
     """Sample data as a real event would give it; a configured tenant brings its domain and vars."""
     configured = config.tenants.get(tenant) if tenant else None
-    context = sample_context(name, locale, tenant_name=tenant or "acme", client_id=client_id,
-                             tenant_vars=configured.vars if configured else None,
-                             ticket=_ticket_flag(config, name))
+    context = sample_context(
+        name,
+        locale,
+        tenant_name=tenant or "acme",
+        client_id=client_id,
+        tenant_vars=configured.vars if configured else None,
+        ticket=_ticket_flag(config, name),
+    )
     if configured is not None:
         sample_domain = context["tenant"]["domain"]
         context["tenant"] = tenant_view(tenant, configured)
         context["event"]["hostname"] = configured.domain
-        if "ticket_url" in context:        # a fake ticket, on the tenant's own domain
+        if "ticket_url" in context:  # a fake ticket, on the tenant's own domain
             context["ticket_url"] = context["ticket_url"].replace(
-                f"https://{sample_domain}/", f"https://{configured.domain}/", 1)
+                f"https://{sample_domain}/", f"https://{configured.domain}/", 1
+            )
     if "ticket_url" in context and _confirms_password(config, name):
         # What users get with password_reset.new_password: a link to the daemon's confirmation page.
         context["password_confirmation"] = True
-        context["ticket_url"] = confirm_url(config.server.public_url or "https://streamer.example", tenant or "acme",
-                                            "SAMPLE-ONLY", locale)
+        context["ticket_url"] = confirm_url(
+            config.server.public_url or "https://streamer.example", tenant or "acme", "SAMPLE-ONLY", locale
+        )
     return context
 
 
 def _confirms_password(config: Config, name: str) -> bool:
     settings = config.password_reset
-    return settings.enabled and settings.new_password and any(
-        rule.template == name and rule.ticket is not None and rule.ticket.kind == "password_change"
-        and "password_reset_requested" in rule.on for rule in config.rules)
+    return (
+        settings.enabled
+        and settings.new_password
+        and any(
+            rule.template == name
+            and rule.ticket is not None
+            and rule.ticket.kind == "password_change"
+            and "password_reset_requested" in rule.on
+            for rule in config.rules
+        )
+    )
 
 
-def _render_files(config: Config, templates: Templates, name: str, tenant: str | None, client_id: str | None,
-                  wanted: str, out: Path, *, stem_locale: str | None = None) -> PreviewResult:
+def _render_files(
+    config: Config,
+    templates: Templates,
+    name: str,
+    tenant: str | None,
+    client_id: str | None,
+    wanted: str,
+    out: Path,
+    *,
+    stem_locale: str | None = None,
+) -> PreviewResult:
     """Render one email and write its three files (see `_stem_locale` for their name, unless
     `stem_locale` is given). Raises TemplateError / InvalidAddress."""
     default = templates.default_locale
@@ -144,10 +168,16 @@ def _render_files(config: Config, templates: Templates, name: str, tenant: str |
     rendered = render(templates, name, tenant=tenant, client_id=client_id, locale_chain=chain, context=context)
     user = context["user"]
     message = build_message(
-        from_addr=config.smtp.from_, to_addr=user["email"], to_name=greeting_name(user) or None,
-        subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
+        from_addr=config.smtp.from_,
+        to_addr=user["email"],
+        to_name=greeting_name(user) or None,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        locale=rendered.locale,
         message_id_key=f"preview:{name}:{tenant or ''}:{client_id or ''}:{rendered.locale}",
-        reply_to=config.reply_to(tenant) if tenant else config.smtp.reply_to)
+        reply_to=config.reply_to(tenant) if tenant else config.smtp.reply_to,
+    )
     stem = file_stem(name, tenant, client_id, stem_locale or _stem_locale(resolved, wanted, default))
     out.mkdir(parents=True, exist_ok=True)
     files = {"html": out / f"{stem}.html", "txt": out / f"{stem}.txt", "eml": out / f"{stem}.eml"}
@@ -155,14 +185,24 @@ def _render_files(config: Config, templates: Templates, name: str, tenant: str |
     files["txt"].write_text(rendered.text, encoding="utf-8")
     files["eml"].write_bytes(message)
     sources = tuple(p for p in (resolved.subject_path, resolved.html_path, resolved.text_path) if p)
-    return PreviewResult(name, tenant, client_id, wanted, rendered.locale, resolved.dir, rendered.subject, files,
-                         sources, _is_mixed(resolved, default))
+    return PreviewResult(
+        name,
+        tenant,
+        client_id,
+        wanted,
+        rendered.locale,
+        resolved.dir,
+        rendered.subject,
+        files,
+        sources,
+        _is_mixed(resolved, default),
+    )
 
 
 def _describe_error(exc: Exception, templates: Templates) -> str:
     """A render error with the template's absolute `file:line` when known."""
     if isinstance(exc, RenderError) and exc.where:
-        message = str(exc)[len(exc.where) + 2:]
+        message = str(exc)[len(exc.where) + 2 :]
         return f"{templates.root / exc.where}: {message}"
     if isinstance(exc, InvalidAddress):
         return f"smtp.from: {exc}"
@@ -192,9 +232,16 @@ def _check_template(templates: Templates, name: str) -> None:
         raise PreviewError(f"no template {name!r} in {templates.root}; templates: {', '.join(names)}")
 
 
-def preview_one(config: Config, name: str, *, tenant: str | None = None, client_id: str | None = None,
-                locale: str | None = None, out: str | Path = "preview",
-                templates: Templates | None = None) -> PreviewResult:
+def preview_one(
+    config: Config,
+    name: str,
+    *,
+    tenant: str | None = None,
+    client_id: str | None = None,
+    locale: str | None = None,
+    out: str | Path = "preview",
+    templates: Templates | None = None,
+) -> PreviewResult:
     """Render template `name` for one scope and locale into `out`; PreviewError on any problem."""
     templates = templates or _templates(config)
     _check_template(templates, name)
@@ -203,18 +250,22 @@ def preview_one(config: Config, name: str, *, tenant: str | None = None, client_
     if tenant is not None and tenant not in config.tenants:
         raise PreviewError(f"unknown tenant {tenant!r}; the config has: {', '.join(sorted(config.tenants))}")
     tenant_default = config.tenants[tenant].default_locale if tenant else None
-    wanted = (normalize_locale(locale) or normalize_locale(tenant_default) or templates.default_locale)
+    wanted = normalize_locale(locale) or normalize_locale(tenant_default) or templates.default_locale
     try:
         return _render_files(config, templates, name, tenant, client_id, wanted, Path(out))
     except (TemplateError, InvalidAddress) as exc:
-        raise PreviewError(f"cannot render {name} ({scope_label(tenant, client_id)}, {wanted}): "
-                        f"{_describe_error(exc, templates)}") from None
+        raise PreviewError(
+            f"cannot render {name} ({scope_label(tenant, client_id)}, {wanted}): {_describe_error(exc, templates)}"
+        ) from None
 
 
 def _locale_note(asked: str | None, result: PreviewResult, tenant_default: str | None) -> str:
     if asked is None:
-        source = "the tenant's default_locale" if tenant_default and normalize_locale(tenant_default) else \
-            "templates.default_locale"
+        source = (
+            "the tenant's default_locale"
+            if tenant_default and normalize_locale(tenant_default)
+            else "templates.default_locale"
+        )
         note = f"no --locale: {source}"
     elif normalize_locale(asked) is None:
         note = f"asked for {asked!r}, not a known language tag: the default is used"
@@ -230,8 +281,8 @@ def _locale_note(asked: str | None, result: PreviewResult, tenant_default: str |
 
 @dataclass
 class _Cell:
-    locale: str                   # the column: the locale a user asks for
-    used: str | None = None       # the locale rendered
+    locale: str  # the column: the locale a user asks for
+    used: str | None = None  # the locale rendered
     stem: str | None = None
     subject: str = ""
     error: str | None = None
@@ -261,8 +312,9 @@ def _scopes(config: Config, templates: Templates, names: list[str]) -> list[tupl
     return sorted(per_scope.items(), key=order)
 
 
-def preview_all(config: Config, out: str | Path = "preview", *, only: str | None = None,
-                templates: Templates | None = None) -> tuple[Path, int, list[str]]:
+def preview_all(
+    config: Config, out: str | Path = "preview", *, only: str | None = None, templates: Templates | None = None
+) -> tuple[Path, int, list[str]]:
     """Render everything into `out` with an index.html; return (index, emails written, errors)."""
     templates = templates or _templates(config)
     out = Path(out)
@@ -270,8 +322,9 @@ def preview_all(config: Config, out: str | Path = "preview", *, only: str | None
     if only is not None:
         _check_template(templates, only)
         names = [only]
-    columns = sorted(set().union(*(templates.locales(n) for n in names)),
-                     key=lambda tag: (tag != templates.default_locale, tag))
+    columns = sorted(
+        set().union(*(templates.locales(n) for n in names)), key=lambda tag: (tag != templates.default_locale, tag)
+    )
     sections: list[tuple[Scope, list[_Row]]] = []
     errors: list[str] = []
     written = 0
@@ -279,7 +332,7 @@ def preview_all(config: Config, out: str | Path = "preview", *, only: str | None
         rows = []
         for name in scope_names:
             row = _Row(name)
-            done: dict[tuple, _Cell] = {}      # files used → the cell that rendered them: fallbacks link to it
+            done: dict[tuple, _Cell] = {}  # files used → the cell that rendered them: fallbacks link to it
             stems: set[str] = set()
             for column in columns:
                 cell = _Cell(column)
@@ -292,14 +345,19 @@ def preview_all(config: Config, out: str | Path = "preview", *, only: str | None
                     key = (resolved.subject_path, resolved.html_path, resolved.text_path)
                     if key in done:
                         same = done[key]
-                        cell.stem, cell.subject, cell.mixed, cell.sources = (same.stem, same.subject, same.mixed,
-                                                                             same.sources)
+                        cell.stem, cell.subject, cell.mixed, cell.sources = (
+                            same.stem,
+                            same.subject,
+                            same.mixed,
+                            same.sources,
+                        )
                         continue
                     stem_locale = _stem_locale(resolved, column, templates.default_locale)
-                    if file_stem(name, tenant, client, stem_locale) in stems:   # never overwrite a sibling
+                    if file_stem(name, tenant, client, stem_locale) in stems:  # never overwrite a sibling
                         stem_locale = f"{column}-as-{stem_locale}"
-                    result = _render_files(config, templates, name, tenant, client, column, out,
-                                           stem_locale=stem_locale)
+                    result = _render_files(
+                        config, templates, name, tenant, client, column, out, stem_locale=stem_locale
+                    )
                     written += 1
                     cell.stem = file_stem(name, tenant, client, stem_locale)
                     cell.subject, cell.mixed, cell.sources = result.subject, result.mixed, result.sources
@@ -371,13 +429,21 @@ def _href(filename: str) -> str:
     return _e(quote(filename))
 
 
-def _index_html(config: Config, templates: Templates, columns: list[str],
-                sections: list[tuple[Scope, list[_Row]]], written: int, errors: list[str]) -> str:
+def _index_html(
+    config: Config,
+    templates: Templates,
+    columns: list[str],
+    sections: list[tuple[Scope, list[_Row]]],
+    written: int,
+    errors: list[str],
+) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        "<title>streamer preview</title>\n<style>", _INDEX_CSS, "</style>\n</head>\n<body>\n<header>\n",
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        "<title>streamer preview</title>\n<style>",
+        _INDEX_CSS,
+        "</style>\n</head>\n<body>\n<header>\n",
         "<h1>streamer preview</h1>\n",
         f"<p>{written} email(s) rendered with sample data from <code>{_e(templates.root)}</code> "
         f"(config <code>{_e(config.source)}</code>), {_e(now)}. Default locale: "
@@ -386,7 +452,7 @@ def _index_html(config: Config, templates: Templates, columns: list[str],
         f"languages; <code>streamer check</code> lists the missing files).</p>\n</header>\n<main>\n",
     ]
     if errors:
-        parts.append(f"<div class=\"errors\"><strong>{len(errors)} error(s)</strong><ul>")
+        parts.append(f'<div class="errors"><strong>{len(errors)} error(s)</strong><ul>')
         parts += [f"<li><code>{_e(error)}</code></li>" for error in errors]
         parts.append("</ul></div>\n")
     for (tenant, client), rows in sections:
@@ -397,8 +463,10 @@ def _index_html(config: Config, templates: Templates, columns: list[str],
         else:
             data = "sample tenant vars"
         section_id = "scope-" + re.sub(r"[^A-Za-z0-9_.-]", "-", f"{tenant or ''}--{client or ''}")
-        parts.append(f"<section id=\"{_e(section_id)}\">\n<h2>{_e(_upper_first(scope_label(tenant, client)))}</h2>\n"
-                     f"<p>{data}</p>\n<div class=\"scroll\"><table>\n<thead><tr><th>template</th>")
+        parts.append(
+            f'<section id="{_e(section_id)}">\n<h2>{_e(_upper_first(scope_label(tenant, client)))}</h2>\n'
+            f'<p>{data}</p>\n<div class="scroll"><table>\n<thead><tr><th>template</th>'
+        )
         parts += [f"<th>{_e(column)}</th>" for column in columns]
         parts.append("</tr></thead>\n<tbody>\n")
         for row in rows:
@@ -414,64 +482,83 @@ def _index_html(config: Config, templates: Templates, columns: list[str],
 
 def _cell_html(cell: _Cell) -> str:
     if cell.error or not cell.stem:
-        return f"<td class=\"error\" title=\"{_e(cell.error)}\">error: {_e(cell.error or 'not rendered')}</td>"
+        return f'<td class="error" title="{_e(cell.error)}">error: {_e(cell.error or "not rendered")}</td>'
     fallback = cell.used != cell.locale or cell.mixed
-    links = (f"<a href=\"{_href(cell.stem + '.html')}\">HTML</a>"
-             f"<a href=\"{_href(cell.stem + '.txt')}\">text</a>"
-             f"<a href=\"{_href(cell.stem + '.eml')}\">.eml</a>")
+    links = (
+        f'<a href="{_href(cell.stem + ".html")}">HTML</a>'
+        f'<a href="{_href(cell.stem + ".txt")}">text</a>'
+        f'<a href="{_href(cell.stem + ".eml")}">.eml</a>'
+    )
     badge = ""
     if cell.mixed:
         files = ", ".join(path.rpartition("/")[2] for path in cell.sources)
-        badge = f" <span class=\"badge\" title=\"subject and body in different languages: {_e(files)}\">mixed</span>"
+        badge = f' <span class="badge" title="subject and body in different languages: {_e(files)}">mixed</span>'
     elif fallback:
-        badge = (f" <span class=\"badge\" title=\"no {_e(cell.locale)} variant: users who want {_e(cell.locale)} "
-                 f"get {_e(cell.used)}\">→ {_e(cell.used)}</span>")
-    css = " class=\"fallback\"" if fallback else ""
-    return (f"<td{css}><div class=\"subject\" title=\"{_e(cell.subject)}\">{_e(cell.subject)}</div>"
-            f"{links}{badge}</td>")
+        badge = (
+            f' <span class="badge" title="no {_e(cell.locale)} variant: users who want {_e(cell.locale)} '
+            f'get {_e(cell.used)}">→ {_e(cell.used)}</span>'
+        )
+    css = ' class="fallback"' if fallback else ""
+    return f'<td{css}><div class="subject" title="{_e(cell.subject)}">{_e(cell.subject)}</div>{links}{badge}</td>'
 
 
 # --- the command ----------------------------------------------------------------------------------
 
 
-def preview(config: Config, *, template: str | None, tenant: str | None = None, client_id: str | None = None,
-            locale: str | None = None, out: str | Path | None = None, every: bool = False) -> list[str]:
+def preview(
+    config: Config,
+    *,
+    template: str | None,
+    tenant: str | None = None,
+    client_id: str | None = None,
+    locale: str | None = None,
+    out: str | Path | None = None,
+    every: bool = False,
+) -> list[str]:
     """`streamer preview`: one email, or with `every` (`--all`) every variant and an index.html.
     Returns the lines that tell what was written; PreviewError on any problem."""
     out = Path(out or "preview")
     if every:
-        extra = [flag for flag, value in (("--tenant", tenant), ("--client", client_id),
-                                          ("--locale", locale)) if value]
+        extra = [flag for flag, value in (("--tenant", tenant), ("--client", client_id), ("--locale", locale)) if value]
         if extra:
-            raise PreviewError(f"--all renders every tenant, client and locale; drop {', '.join(extra)} "
-                               "(--template NAME limits it to one template)")
+            raise PreviewError(
+                f"--all renders every tenant, client and locale; drop {', '.join(extra)} "
+                "(--template NAME limits it to one template)"
+            )
         try:
             index, written, errors = preview_all(config, out, only=template)
         except OSError as exc:
             raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
         lines = [f"wrote {written} email(s) ({written * 3} files) to {out}/", f"open {index}"]
         if errors:
-            raise PreviewError(f"{len(errors)} variant(s) could not be rendered (see {index}):\n  "
-                               + "\n  ".join(errors), written=lines)
+            raise PreviewError(
+                f"{len(errors)} variant(s) could not be rendered (see {index}):\n  " + "\n  ".join(errors),
+                written=lines,
+            )
         return lines
     if not template:
         raise PreviewError("pass --template NAME (or --all for every template)")
     templates = _templates(config)
     try:
-        result = preview_one(config, template, tenant=tenant, client_id=client_id, locale=locale,
-                             out=out, templates=templates)
+        result = preview_one(
+            config, template, tenant=tenant, client_id=client_id, locale=locale, out=out, templates=templates
+        )
     except OSError as exc:
         raise PreviewError(f"cannot write the preview to {out}: {exc.strerror or exc}") from None
     tenant_default = config.tenants[tenant].default_locale if tenant else None
     override = "" if result.directory == result.name else " (override)"
-    lines = [f"template: {result.name} from {templates.root / result.directory}/{override}: "
-             + ", ".join(path.rpartition("/")[2] for path in result.sources),
-             f"scope:    {scope_label(result.tenant, result.client_id)}"
-             + ("" if result.tenant else "; sample tenant vars (pass --tenant T for T's overrides and vars)"),
-             f"locale:   {_locale_note(locale, result, tenant_default)}",
-             f"subject:  {result.subject}"]
+    lines = [
+        f"template: {result.name} from {templates.root / result.directory}/{override}: "
+        + ", ".join(path.rpartition("/")[2] for path in result.sources),
+        f"scope:    {scope_label(result.tenant, result.client_id)}"
+        + ("" if result.tenant else "; sample tenant vars (pass --tenant T for T's overrides and vars)"),
+        f"locale:   {_locale_note(locale, result, tenant_default)}",
+        f"subject:  {result.subject}",
+    ]
     if result.mixed:
-        lines.append("warning:  the subject and the body are in different languages (a locale variant is missing; "
-                     "`streamer check` lists them)")
+        lines.append(
+            "warning:  the subject and the body are in different languages (a locale variant is missing; "
+            "`streamer check` lists them)"
+        )
     lines.extend(f"wrote     {result.files[kind]}" for kind in ("html", "txt", "eml"))
     return lines

@@ -57,8 +57,9 @@ RATE_WHILE_INGESTING = 10_000
 
 
 class UserSource(Protocol):
-    async def get_users(self, user_ids: list[str], *,
-                        fresh_since: dict[str, str] | None = None) -> dict[str, dict[str, Any] | None]: ...
+    async def get_users(
+        self, user_ids: list[str], *, fresh_since: dict[str, str] | None = None
+    ) -> dict[str, dict[str, Any] | None]: ...
 
 
 def pause_after(events: int, spent_s: float, ingesting: bool, rate: float = RATE_WHILE_INGESTING) -> float:
@@ -80,8 +81,9 @@ def blames_the_ids(error: Auth0Error) -> bool:
     return isinstance(error, Auth0Permanent) and error.status not in (401, 403)
 
 
-async def fetch_isolating(fetch: Callable[[list[str]], Any], user_ids: list[str]
-                          ) -> tuple[dict[str, dict[str, Any] | None], dict[str, Auth0Error]]:
+async def fetch_isolating(
+    fetch: Callable[[list[str]], Any], user_ids: list[str]
+) -> tuple[dict[str, dict[str, Any] | None], dict[str, Auth0Error]]:
     """(profiles, {id: error}): the ids whose own lookup Auth0 refuses, found by halving the list.
 
     One poison id among n costs about 2·log2(n) extra calls, not n; an error that no split can
@@ -95,8 +97,7 @@ async def fetch_isolating(fetch: Callable[[list[str]], Any], user_ids: list[str]
         if len(user_ids) == 1:
             return {}, {user_ids[0]: exc}
     middle = len(user_ids) // 2
-    halves = await asyncio.gather(fetch_isolating(fetch, user_ids[:middle]),
-                                  fetch_isolating(fetch, user_ids[middle:]))
+    halves = await asyncio.gather(fetch_isolating(fetch, user_ids[:middle]), fetch_isolating(fetch, user_ids[middle:]))
     return {**halves[0][0], **halves[1][0]}, {**halves[0][1], **halves[1][1]}
 
 
@@ -107,17 +108,30 @@ def newest_profile_change(events: list[InboxEvent]) -> dict[str, str]:
     fresh_since: dict[str, str] = {}
     for event in events:
         date = event.event.get("date")
-        if (event.type in PROFILE_CHANGING_TYPES and event.user_id and isinstance(date, str)
-                and date > fresh_since.get(event.user_id, "")):
+        if (
+            event.type in PROFILE_CHANGING_TYPES
+            and event.user_id
+            and isinstance(date, str)
+            and date > fresh_since.get(event.user_id, "")
+        ):
             fresh_since[event.user_id] = date
     return fresh_since
 
 
 class Processor:
-    def __init__(self, tenants: Mapping[str, TenantConfig], store: Store, rules: list[CompiledRule],
-                 users: Mapping[str, UserSource],
-                 locale_for: LocaleResolver, *, wake: asyncio.Event, outbox_wake: asyncio.Event,
-                 ingesting: Callable[[], bool] = lambda: False, rate_while_ingesting: float = RATE_WHILE_INGESTING):
+    def __init__(
+        self,
+        tenants: Mapping[str, TenantConfig],
+        store: Store,
+        rules: list[CompiledRule],
+        users: Mapping[str, UserSource],
+        locale_for: LocaleResolver,
+        *,
+        wake: asyncio.Event,
+        outbox_wake: asyncio.Event,
+        ingesting: Callable[[], bool] = lambda: False,
+        rate_while_ingesting: float = RATE_WHILE_INGESTING,
+    ):
         self.tenants = tenants
         self.store = store
         self.rules = rules
@@ -171,8 +185,9 @@ class Processor:
                 timeout = idle_s if retry_in is None else min(idle_s, max(0.01, retry_in))
                 await wait_any(stop, [self.wake.wait()], timeout=timeout)
             else:
-                await sleep_unless_stopped(stop, pause_after(handled, time.monotonic() - started, self.ingesting(),
-                                                              self.rate_while_ingesting))
+                await sleep_unless_stopped(
+                    stop, pause_after(handled, time.monotonic() - started, self.ingesting(), self.rate_while_ingesting)
+                )
 
     async def process_once(self) -> int:
         due = self._take_due(time.time())
@@ -199,23 +214,31 @@ class Processor:
         addresses = {user_id: p.get("email") for user_id, p in profiles.items() if p}
         if not addresses or not (wanted or has_unsubscribe):
             return {}
-        suppressions = (await self.store.get_suppressions(
-            tenant, [a for a in addresses.values() if isinstance(a, str) and a]) if wanted else {})
+        suppressions = (
+            await self.store.get_suppressions(tenant, [a for a in addresses.values() if isinstance(a, str) and a])
+            if wanted
+            else {}
+        )
         unsubscribed = await self.store.get_unsubscribed(tenant, list(addresses)) if has_unsubscribe else {}
-        return {user_id: recipient_facts(address, suppressions, unsubscribed.get(user_id, set()))
-                for user_id, address in addresses.items()}
+        return {
+            user_id: recipient_facts(address, suppressions, unsubscribed.get(user_id, set()))
+            for user_id, address in addresses.items()
+        }
 
     async def _process_tenant(self, tenant: str, events: list[InboxEvent]) -> None:
         # A store may hand over a whole stored batch at once (SQLite: a webhook body of 100k
         # events): evaluated in one go it would hold the event loop for seconds.
         for start in range(0, len(events), BATCH):
-            await self._process_chunk(tenant, events[start:start + BATCH])
+            await self._process_chunk(tenant, events[start : start + BATCH])
 
     async def _process_chunk(self, tenant: str, events: list[InboxEvent]) -> None:
         tenant_config = self.tenants.get(tenant)
         if tenant_config is None:  # tenant removed from the config: keep its events, say so
-            await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + 3600,
-                                          error=f"tenant {tenant!r} is not in the config")
+            await self.store.defer_events(
+                [(e.tenant, e.log_id) for e in events],
+                until=time.time() + 3600,
+                error=f"tenant {tenant!r} is not in the config",
+            )
             log.warning("events_for_unknown_tenant", tenant=tenant, count=len(events))
             return
         events, rejected = self._set_aside(tenant, events)
@@ -223,7 +246,7 @@ class Processor:
             return
         profiles: dict[str, Any]
         read = await self._read_profiles(tenant, events)
-        if read is None:   # the lookup failed: the events were deferred
+        if read is None:  # the lookup failed: the events were deferred
             if not rejected:
                 return
             events, profiles = [], {}
@@ -240,8 +263,9 @@ class Processor:
         await self._settle(tenant, [*events, *(event for event, _ in rejected)], due)
         await self._cancel_superseded(tenant, tenant_ctx, events, profiles)
 
-    def _set_aside(self, tenant: str, events: list[InboxEvent]
-                   ) -> tuple[list[InboxEvent], list[tuple[InboxEvent, str]]]:
+    def _set_aside(
+        self, tenant: str, events: list[InboxEvent]
+    ) -> tuple[list[InboxEvent], list[tuple[InboxEvent, str]]]:
         """The events to evaluate now: an impossible user id is rejected alone, and the events of a
         user already waiting for the users search wait behind that user's (a user's events stay in
         order)."""
@@ -259,8 +283,9 @@ class Processor:
                 self._hold(tenant, event.user_id, waiting[event.user_id][0], [event])
         return [e for e in events if e.user_id not in waiting], rejected
 
-    async def _read_profiles(self, tenant: str, events: list[InboxEvent]
-                             ) -> tuple[list[InboxEvent], dict[str, Any], list[tuple[InboxEvent, str]]] | None:
+    async def _read_profiles(
+        self, tenant: str, events: list[InboxEvent]
+    ) -> tuple[list[InboxEvent], dict[str, Any], list[tuple[InboxEvent, str]]] | None:
         """The profiles the events' rules read, no older than the events; the events whose user
         Auth0 refused to look up (rejected), and those whose user the index has not yet got (held
         until then), come out. None when the lookup failed and the events were deferred."""
@@ -270,37 +295,44 @@ class Processor:
         needs = self._needs(source, events)
 
         async def fetch(ids: list[str]) -> dict[str, Any]:
-            if hasattr(source, "read_profiles"):   # profiles, None, or the epoch time to ask again
+            if hasattr(source, "read_profiles"):  # profiles, None, or the epoch time to ask again
                 wanted = set(ids)
                 read: dict[str, Any] = await source.read_profiles([n for n in needs if n.user_id in wanted])
                 return read
-            return await source.get_users(ids, fresh_since={u: fresh_since[u] for u in ids
-                                                            if u in fresh_since})
+            return await source.get_users(ids, fresh_since={u: fresh_since[u] for u in ids if u in fresh_since})
 
         try:
             profiles, failed = await fetch_isolating(fetch, user_ids) if user_ids else ({}, {})
         except Auth0Error as exc:
             attempts = max(e.attempts for e in events)
-            delay = (USER_FETCH_BACKOFF.delay(max(1, attempts)) if isinstance(exc, Auth0Transient)
-                     else USER_FETCH_REFUSED_S)
-            await self.store.defer_events([(e.tenant, e.log_id) for e in events], until=time.time() + delay,
-                                          error=str(exc))
-            log.warning("user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1),
-                        error=str(exc))
+            delay = (
+                USER_FETCH_BACKOFF.delay(max(1, attempts)) if isinstance(exc, Auth0Transient) else USER_FETCH_REFUSED_S
+            )
+            await self.store.defer_events(
+                [(e.tenant, e.log_id) for e in events], until=time.time() + delay, error=str(exc)
+            )
+            log.warning(
+                "user_fetch_failed", tenant=tenant, events=len(events), retry_in_s=round(delay, 1), error=str(exc)
+            )
             return None
-        rejected = [(e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
-                    for e in events if e.user_id in failed]
+        rejected = [
+            (e, f"Auth0 refused the lookup of this event's user: {failed[e.user_id]}")
+            for e in events
+            if e.user_id in failed
+        ]
         events = [e for e in events if e.user_id not in failed]
-        later: dict[str, float] = {uid: at for uid, at in cast(dict[str, Any], profiles).items()
-                                   if isinstance(at, float)}
+        later: dict[str, float] = {
+            uid: at for uid, at in cast(dict[str, Any], profiles).items() if isinstance(at, float)
+        }
         for event in events:
             if event.user_id is not None and event.user_id in later:
                 self._hold(tenant, event.user_id, later[event.user_id], [event])
         events = [e for e in events if e.user_id not in later]
         return events, {uid: p for uid, p in profiles.items() if uid not in later}, rejected
 
-    async def _decide(self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent],
-                      profiles: dict[str, Any]) -> list[DueEmail]:
+    async def _decide(
+        self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent], profiles: dict[str, Any]
+    ) -> list[DueEmail]:
         """The emails the rules make due for these events, and a line and a count for each skip."""
         recipients = await self._recipients(tenant, profiles)
         due_all: list[DueEmail] = []
@@ -313,17 +345,31 @@ class Processor:
             profile = profiles.get(event.user_id)
             client_id = event.event.get("client_id") or None
 
-            def locale_for(rule: CompiledRule, _profile: dict[str, Any] | None = profile,
-                           _client: str | None = client_id) -> str:
+            def locale_for(
+                rule: CompiledRule, _profile: dict[str, Any] | None = profile, _client: str | None = client_id
+            ) -> str:
                 return self.locale_for(tenant, _client, rule.config.template, _profile or {})
 
-            due, skipped = decide(self.rules, event.event, tenant=tenant, tenant_ctx=tenant_ctx, user=profile,
-                                  locale_for=locale_for, accepted_at=event.received_at,
-                                  recipient=recipients.get(event.user_id))
+            due, skipped = decide(
+                self.rules,
+                event.event,
+                tenant=tenant,
+                tenant_ctx=tenant_ctx,
+                user=profile,
+                locale_for=locale_for,
+                accepted_at=event.received_at,
+                recipient=recipients.get(event.user_id),
+            )
             for skip in skipped:
                 metrics.EMAILS_DROPPED.labels(tenant, skip.rule, skip.kind.value).inc()
-                log.info("email_not_due", tenant=tenant, rule=skip.rule, log_id=event.log_id,
-                         user_id=event.user_id, reason=skip.reason)
+                log.info(
+                    "email_not_due",
+                    tenant=tenant,
+                    rule=skip.rule,
+                    log_id=event.log_id,
+                    user_id=event.user_id,
+                    reason=skip.reason,
+                )
             due_all.extend(due)
         return due_all
 
@@ -332,8 +378,13 @@ class Processor:
         settled = [(e.tenant, e.log_id) for e in events]
         settled_at = time.time()
         # Evaluated: a store outage must not send these events round again after their lease.
-        queued = await persist(lambda: self.store.settle_events(settled, due, now=settled_at), stop=self._stop,
-                               what="events_settle", tenant=tenant, events=len(settled))
+        queued = await persist(
+            lambda: self.store.settle_events(settled, due, now=settled_at),
+            stop=self._stop,
+            what="events_settle",
+            tenant=tenant,
+            events=len(settled),
+        )
         metrics.EVENTS_EVALUATED.labels(tenant).inc(len(settled))
         metrics.EVENTS_LAST_EVALUATED.labels(tenant).set(settled_at)
         for email in queued:
@@ -357,19 +408,25 @@ class Processor:
                 needs.append(Need(event.user_id, event.type, date))
         return needs
 
-    async def _cancel_superseded(self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent],
-                                 profiles: dict[str, Any]) -> None:
+    async def _cancel_superseded(
+        self, tenant: str, tenant_ctx: dict[str, Any], events: list[InboxEvent], profiles: dict[str, Any]
+    ) -> None:
         """After an event that proves a change or a deletion, cancel that user's queued emails that
         its rule would no longer send (the user verified meanwhile; the user is gone)."""
         handled = {e.log_id for e in events}
-        users = {e.user_id: e.type in DELETED_TYPES for e in events
-                 if e.user_id and (e.type in PROVEN or e.type in DELETED_TYPES)}
-        users = {user_id: deleted for user_id, deleted in users.items()
-                 if deleted or isinstance(profiles.get(user_id), dict)}
+        users = {
+            e.user_id: e.type in DELETED_TYPES
+            for e in events
+            if e.user_id and (e.type in PROVEN or e.type in DELETED_TYPES)
+        }
+        users = {
+            user_id: deleted for user_id, deleted in users.items() if deleted or isinstance(profiles.get(user_id), dict)
+        }
         if not users:
             return
-        pending = await self.store.list_users_emails(states=sources(Command.CANCEL), tenant=tenant,
-                                                     user_ids=list(users))
+        pending = await self.store.list_users_emails(
+            states=sources(Command.CANCEL), tenant=tenant, user_ids=list(users)
+        )
         for user_id, deleted in users.items():
             profile = None if deleted else profiles.get(user_id)
             for email in pending.get(user_id, ()):
@@ -381,15 +438,26 @@ class Processor:
                     reason = self._no_longer_due(email, profile, tenant_ctx) if isinstance(profile, dict) else None
                 if reason and await self.store.cancel_email(email.id, now=time.time()):
                     metrics.EMAILS_DROPPED.labels(tenant, email.rule, "superseded").inc()
-                    log.info("email_superseded", tenant=tenant, rule=email.rule, email_id=email.id,
-                             user_id=user_id, reason=reason)
+                    log.info(
+                        "email_superseded",
+                        tenant=tenant,
+                        rule=email.rule,
+                        email_id=email.id,
+                        user_id=user_id,
+                        reason=reason,
+                    )
 
     def _no_longer_due(self, email: OutboxEmail, profile: dict[str, Any], tenant_ctx: dict[str, Any]) -> str | None:
         rule = self._rules.get(email.rule)
         if rule is None or rule.condition is None:
             return None
-        context = {"event": email.context.get("event") or {}, "user": user_view(profile),
-                   "client": email.context.get("client") or {}, "tenant": tenant_ctx, "locale": email.locale}
+        context = {
+            "event": email.context.get("event") or {},
+            "user": user_view(profile),
+            "client": email.context.get("client") or {},
+            "tenant": tenant_ctx,
+            "locale": email.locale,
+        }
         try:
             return None if matches(rule, context) else "its rule's `if` no longer holds for the user"
         except RuleError:
@@ -399,5 +467,8 @@ class Processor:
 def recipient_facts(address: str | None, suppressions: dict[str, Any], unsubscribed: set[str]) -> dict[str, Any]:
     """What rules see as `recipient` for one user (pure)."""
     entry = suppressions.get(normalize_address(address)) if isinstance(address, str) else None
-    return {"suppressed": entry is not None, "reason": entry.reason.value if entry else None,
-            "unsubscribed": sorted(unsubscribed)}
+    return {
+        "suppressed": entry is not None,
+        "reason": entry.reason.value if entry else None,
+        "unsubscribed": sorted(unsubscribed),
+    }

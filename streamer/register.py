@@ -21,8 +21,9 @@ class RegisterRefused(Exception):
 def stream_body(config: Config, tenant: str, public_url: str) -> dict[str, Any]:
     token = config.tenants[tenant].webhook_token
     if token is None:
-        raise RegisterRefused(f"tenants.{tenant}.webhook_token is not set: Auth0 must send a token the daemon "
-                              "can check")
+        raise RegisterRefused(
+            f"tenants.{tenant}.webhook_token is not set: Auth0 must send a token the daemon can check"
+        )
     return _stream_body(tenant, public_url, token.get_secret_value(), config.listened_types())
 
 

@@ -23,7 +23,7 @@ from streamer.templates import TemplateError, TemplateNotFoundError, Templates
 
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden|mso-hide\s*:\s*all")  # on .lower()
-_WS = " \t\n\r\f"                                  # what HTML collapses; not U+00A0 and friends
+_WS = " \t\n\r\f"  # what HTML collapses; not U+00A0 and friends
 _SPACES = re.compile(f"[{_WS}]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -61,11 +61,11 @@ class _TextWriter:
         self.out: list[str] = []
         self.need = 0
         self.space = False
-        self.gap = 2                      # newlines around a block: 1 inside a list item (tight lists)
+        self.gap = 2  # newlines around a block: 1 inside a list item (tight lists)
         self.prefix = ""
         self.marker: str | None = None
-        self.pre = 0                      # inside <pre>: whitespace kept as written
-        self.rows: list[int] = []         # cells seen so far in each open <tr>
+        self.pre = 0  # inside <pre>: whitespace kept as written
+        self.rows: list[int] = []  # cells seen so far in each open <tr>
         self.lists: list[list[int]] = []  # [ordered, next number] of each open <ul>/<ol>
 
     def _put(self, word: str) -> None:
@@ -99,7 +99,7 @@ class _TextWriter:
             self.space = True
 
     def block(self) -> None:
-        if self.need < self.gap and self.marker is None:   # a list item's first block stays on its line
+        if self.need < self.gap and self.marker is None:  # a list item's first block stays on its line
             self.need = self.gap
 
     def line(self) -> None:
@@ -118,12 +118,17 @@ class _TextWriter:
             if event == "start":
                 tag = el.tag
                 style = el.get("style")
-                if tag.__class__ is not str or tag in _DROP or el.get("data-text") == "skip" \
-                        or el.get("hidden") is not None or (style and _hidden(style)):
+                if (
+                    tag.__class__ is not str
+                    or tag in _DROP
+                    or el.get("data-text") == "skip"
+                    or el.get("hidden") is not None
+                    or (style and _hidden(style))
+                ):
                     walker.skip_subtree()
                     ends.append(None)
                     continue
-                start = _START.get(tag)                  # None: inline (span, strong, img, …)
+                start = _START.get(tag)  # None: inline (span, strong, img, …)
                 ends.append(None if start is None else start(self, el))
                 content = el.text
             else:
@@ -134,14 +139,14 @@ class _TextWriter:
             if content:
                 if self.pre or content.strip(_WS):
                     text(content)
-                else:                                    # most text nodes: the newlines between tags
+                else:  # most text nodes: the newlines between tags
                     self.space = True
 
-    def _block(self, el: Any) -> Any:                   # p, div, h1…h6, table, …
+    def _block(self, el: Any) -> Any:  # p, div, h1…h6, table, …
         self.block()
         return self.block
 
-    def _line(self, el: Any) -> Any:                    # dt, dd, caption
+    def _line(self, el: Any) -> Any:  # dt, dd, caption
         self.line()
         return self.line
 
@@ -163,9 +168,10 @@ class _TextWriter:
         def end() -> None:
             label = "".join(self.out[mark:]).strip()
             if not label:
-                self._put(target)                        # a link with no text (an image): the url
-            elif target not in label:                    # not when the label shows the url already
+                self._put(target)  # a link with no text (an image): the url
+            elif target not in label:  # not when the label shows the url already
                 self.out.append(f" ({target})")
+
         return end
 
     def _tr(self, el: Any) -> Any:
@@ -181,10 +187,10 @@ class _TextWriter:
         rows = self.rows
         if rows:
             if rows[-1]:
-                self.space = True                        # cells of one row: separated by a space
+                self.space = True  # cells of one row: separated by a space
             rows[-1] += 1
 
-    def _list(self, el: Any) -> Any:                    # ul, ol (a sub-list: no blank lines, see _li)
+    def _list(self, el: Any) -> Any:  # ul, ol (a sub-list: no blank lines, see _li)
         self.block()
         ordered = el.tag == "ol"
         try:
@@ -214,6 +220,7 @@ class _TextWriter:
         def end() -> None:
             self.prefix, self.gap, self.marker = outer, gap, None
             self.line()
+
         return end
 
     def _blockquote(self, el: Any) -> Any:
@@ -224,6 +231,7 @@ class _TextWriter:
         def end() -> None:
             self.prefix = outer
             self.block()
+
         return end
 
     def _pre(self, el: Any) -> Any:
@@ -238,23 +246,70 @@ class _TextWriter:
 
 def _hidden(style: str) -> bool:
     """An inline style that hides the element (css_inline puts one on almost every element)."""
-    style = style.lower()                               # cheap filter first: the regex is the slow part
+    style = style.lower()  # cheap filter first: the regex is the slow part
     return ("none" in style or "hidden" in style or "mso-hide" in style) and bool(_HIDDEN_STYLE.search(style))
 
 
 #: Elements whose content is never text: the head, code, styles, embedded objects.
-_DROP = frozenset({"head", "title", "meta", "link", "base", "script", "style", "template", "noscript",
-                   "iframe", "object", "embed", "svg", "math", "noembed", "noframes"})
-_BLOCKS = ("p", "div", "table", "h1", "h2", "h3", "h4", "h5", "h6", "dl", "address", "article", "aside",
-           "center", "details", "fieldset", "figure", "figcaption", "footer", "form", "header", "main",
-           "nav", "section", "summary")
+_DROP = frozenset(
+    {
+        "head",
+        "title",
+        "meta",
+        "link",
+        "base",
+        "script",
+        "style",
+        "template",
+        "noscript",
+        "iframe",
+        "object",
+        "embed",
+        "svg",
+        "math",
+        "noembed",
+        "noframes",
+    }
+)
+_BLOCKS = (
+    "p",
+    "div",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "dl",
+    "address",
+    "article",
+    "aside",
+    "center",
+    "details",
+    "fieldset",
+    "figure",
+    "figcaption",
+    "footer",
+    "form",
+    "header",
+    "main",
+    "nav",
+    "section",
+    "summary",
+)
 _START: dict[str, Any] = {
     **dict.fromkeys(_BLOCKS, _TextWriter._block),
     **dict.fromkeys(("dt", "dd", "caption"), _TextWriter._line),
     **dict.fromkeys(("ul", "ol", "menu"), _TextWriter._list),
     **dict.fromkeys(("td", "th"), _TextWriter._td),
-    "tr": _TextWriter._tr, "li": _TextWriter._li, "a": _TextWriter._a, "br": _TextWriter._br,
-    "hr": _TextWriter._hr, "blockquote": _TextWriter._blockquote, "pre": _TextWriter._pre,
+    "tr": _TextWriter._tr,
+    "li": _TextWriter._li,
+    "a": _TextWriter._a,
+    "br": _TextWriter._br,
+    "hr": _TextWriter._hr,
+    "blockquote": _TextWriter._blockquote,
+    "pre": _TextWriter._pre,
 }
 _PARSER = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True)
 
@@ -270,9 +325,9 @@ def html_to_text(html: str) -> str:
     is a newline; list items start with "- " (or "1. "); the cells of a table row are joined
     by a space, one row per line. Nothing is wrapped; lines are right-stripped.
     """
-    body = html.find("<body")                 # the <head> holds nothing for the text part
+    body = html.find("<body")  # the <head> holds nothing for the text part
     root = etree.fromstring((html[body:] if body > 0 else html).encode("utf-8", "replace"), _PARSER)
-    if root is None:                                        # empty, or only comments
+    if root is None:  # empty, or only comments
         return "\n"
     writer = _TextWriter()
     writer.run(root)
@@ -289,8 +344,9 @@ def _with_profile_defaults(context: Mapping[str, Any]) -> dict[str, Any]:
     """Auth0 omits empty user_metadata/app_metadata; templates may rely on them (SPEC)."""
     result = dict(context)
     user = result.get("user")
-    if isinstance(user, Mapping) and not (isinstance(user.get("user_metadata"), Mapping)
-                                          and isinstance(user.get("app_metadata"), Mapping)):
+    if isinstance(user, Mapping) and not (
+        isinstance(user.get("user_metadata"), Mapping) and isinstance(user.get("app_metadata"), Mapping)
+    ):
         user = dict(user)
         for key in ("user_metadata", "app_metadata"):
             if not isinstance(user.get(key), Mapping):
@@ -310,12 +366,19 @@ def _charset_first(html: str) -> str:
     if not charset or not head or charset.start() == head.end():
         return html
     tag = charset.group(0)
-    without = html[:charset.start()] + html[charset.end():]
-    return without[:head.end()] + tag + without[head.end():]
+    without = html[: charset.start()] + html[charset.end() :]
+    return without[: head.end()] + tag + without[head.end() :]
 
 
-def render(templates: Templates, name: str, *, tenant: str | None, client_id: str | None,
-           locale_chain: list[str] | tuple[str, ...], context: Mapping[str, Any]) -> RenderedEmail:
+def render(
+    templates: Templates,
+    name: str,
+    *,
+    tenant: str | None,
+    client_id: str | None,
+    locale_chain: list[str] | tuple[str, ...],
+    context: Mapping[str, Any],
+) -> RenderedEmail:
     """Render template `name` for one tenant/application/locale chain.
 
     `context` holds event, user, client, tenant and, for ticket emails, ticket_url; `locale` is

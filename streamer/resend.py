@@ -32,35 +32,53 @@ class ResendRefused(Exception):
 def resend_event(rule: CompiledRule, user_id: str, client_id: str | None, now: float) -> dict[str, Any]:
     """A stand-in log event of the rule's first type, marked as made by `streamer resend`."""
     event: dict[str, Any] = {
-        "log_id": f"resend-{uuid.uuid4().hex}", "type": rule.config.on[0], "user_id": user_id,
+        "log_id": f"resend-{uuid.uuid4().hex}",
+        "type": rule.config.on[0],
+        "user_id": user_id,
         "date": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "description": "queued again by streamer resend"}
+        "description": "queued again by streamer resend",
+    }
     if client_id:
         event["client_id"] = client_id
     return event
 
 
-def due_again(config: Config, rule: CompiledRule, tenant: str, profile: dict[str, Any] | None, event: dict[str, Any],
-              templates: Templates, *, force: bool, now: float) -> DueEmail:
+def due_again(
+    config: Config,
+    rule: CompiledRule,
+    tenant: str,
+    profile: dict[str, Any] | None,
+    event: dict[str, Any],
+    templates: Templates,
+    *,
+    force: bool,
+    now: float,
+) -> DueEmail:
     """The email to queue (pure apart from template lookups); raises ResendRefused."""
     locale_of = make_locale_resolver(templates, config.templates.default_locale, config.tenant_default_locales())
     client_id = event.get("client_id")
     chosen = dataclasses.replace(rule, condition=None) if force else rule
-    due, skipped = decide([chosen], event, tenant=tenant, tenant_ctx=tenant_view(tenant, config.tenants[tenant]),
-                          user=profile, locale_for=lambda r: locale_of(tenant, client_id, r.config.template,
-                                                                       profile or {}),
-                          accepted_at=now)
+    due, skipped = decide(
+        [chosen],
+        event,
+        tenant=tenant,
+        tenant_ctx=tenant_view(tenant, config.tenants[tenant]),
+        user=profile,
+        locale_for=lambda r: locale_of(tenant, client_id, r.config.template, profile or {}),
+        accepted_at=now,
+    )
     if skipped:
         raise ResendRefused(f"not queued: {skipped[0].reason}")
     if not due:
-        raise ResendRefused(f"not queued: the rule's if ({rule.config.if_}) is false for this user now; "
-                            "add --force to send it anyway")
+        raise ResendRefused(
+            f"not queued: the rule's if ({rule.config.if_}) is false for this user now; add --force to send it anyway"
+        )
     email = due[0]
     try:
         bare_address(email.recipient)
     except InvalidAddress as exc:
         raise ResendRefused(f"not queued: the user's email address cannot be used: {exc}") from None
-    once = f"{tenant}/{rule.name}/resend/{event['log_id']}"   # never blocks, never blocks others
+    once = f"{tenant}/{rule.name}/resend/{event['log_id']}"  # never blocks, never blocks others
     return dataclasses.replace(email, once_key=once, cooldown_s=None, key=once)
 
 
@@ -82,8 +100,18 @@ async def find_user_id(api: Any, address: str) -> str:
     return str(users[0].get("user_id"))
 
 
-async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_name: str, user_id: str | None = None,
-                 address: str | None = None, client_id: str | None = None, force: bool = False) -> int:
+async def resend(
+    config: Config,
+    store: Store,
+    api: Any,
+    *,
+    tenant: str,
+    rule_name: str,
+    user_id: str | None = None,
+    address: str | None = None,
+    client_id: str | None = None,
+    force: bool = False,
+) -> int:
     """Queue the email for `user_id` (or the user with `address`); returns its outbox id."""
     rules = {rule.name: rule for rule in compile_rules(config.rules)}
     rule = rules.get(rule_name)
@@ -95,8 +123,9 @@ async def resend(config: Config, store: Store, api: Any, *, tenant: str, rule_na
     profile = (await api.get_users([user_id])).get(user_id)
     now = time.time()
     templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
-    email = due_again(config, rule, tenant, profile, resend_event(rule, user_id, client_id, now), templates,
-                      force=force, now=now)
+    email = due_again(
+        config, rule, tenant, profile, resend_event(rule, user_id, client_id, now), templates, force=force, now=now
+    )
     if not await store.settle_events([], [email], now=now):
         raise ResendRefused("not queued: the store refused it (try again)")
     recent = await store.list_emails(states=None, user_id=email.user_id, rule=rule.name, limit=50)

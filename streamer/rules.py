@@ -88,8 +88,9 @@ def _compiled(where: str, build: Callable[[], Any], *, names_in: str, what: str)
     except jinja2.TemplateSyntaxError as exc:
         raise RuleError(f"{where}: invalid {what}: {exc.message}") from None
     if unknown:
-        raise RuleError(f"{where}: unknown name(s) {', '.join(sorted(unknown))}; "
-                        f"use {', '.join(sorted(CONTEXT_NAMES))}")
+        raise RuleError(
+            f"{where}: unknown name(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(CONTEXT_NAMES))}"
+        )
     return compiled
 
 
@@ -98,16 +99,17 @@ def compile_rule(rule: RuleConfig, index: int = 0) -> CompiledRule:
     condition = result_url = once_key = None
     if rule.if_ is not None:
         source = rule.if_
-        condition = _compiled(f"{where}.if", lambda: Condition(source), names_in="{{ (" + source + ") }}",
-                              what="expression")
+        condition = _compiled(
+            f"{where}.if", lambda: Condition(source), names_in="{{ (" + source + ") }}", what="expression"
+        )
     if rule.ticket is not None and rule.ticket.result_url:
         url = rule.ticket.result_url
-        result_url = _compiled(f"{where}.ticket.result_url", lambda: _strings.from_string(url),
-                               names_in=url, what="template")
+        result_url = _compiled(
+            f"{where}.ticket.result_url", lambda: _strings.from_string(url), names_in=url, what="template"
+        )
     if isinstance(rule.once, OnceKey):
         key = rule.once.key
-        once_key = _compiled(f"{where}.once.key", lambda: _expressions.from_string(key),
-                             names_in=key, what="template")
+        once_key = _compiled(f"{where}.once.key", lambda: _expressions.from_string(key), names_in=key, what="template")
     return CompiledRule(rule, condition, result_url, once_key)
 
 
@@ -183,8 +185,9 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
 
 
-def once_keys(rule: RuleConfig, tenant: str, user_id: str, log_id: str,
-              rendered_key: str | None = None) -> tuple[str, float | None, str]:
+def once_keys(
+    rule: RuleConfig, tenant: str, user_id: str, log_id: str, rendered_key: str | None = None
+) -> tuple[str, float | None, str]:
     """(once ledger key, cooldown seconds or None, outbox idempotency key)."""
     if isinstance(rule.once, OnceKey):
         once = f"{tenant}/{rule.name}/user/{user_id}/key/{_digest(rendered_key or '')}"
@@ -230,9 +233,17 @@ class Skipped:
 UNSUBSCRIBED = "user unsubscribed from this rule's emails"
 
 
-def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, tenant_ctx: dict[str, Any],
-           user: dict[str, Any] | None, locale_for: Callable[[CompiledRule], str],
-           accepted_at: float, recipient: dict[str, Any] | None = None) -> tuple[list[DueEmail], list[Skipped]]:
+def decide(
+    rules: list[CompiledRule],
+    event: dict[str, Any],
+    *,
+    tenant: str,
+    tenant_ctx: dict[str, Any],
+    user: dict[str, Any] | None,
+    locale_for: Callable[[CompiledRule], str],
+    accepted_at: float,
+    recipient: dict[str, Any] | None = None,
+) -> tuple[list[DueEmail], list[Skipped]]:
     """The emails `event` makes due. `user` is the Auth0 profile (None: not found).
     `locale_for(rule)` gives the locale that rule's template will render in. `recipient` is what
     the store knows about the user's address and preferences (see NO_RECIPIENT_FACTS); a rule with
@@ -247,8 +258,7 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
         return due, [Skipped(rule.name, "user not found in Auth0", SkipReason.USER_NOT_FOUND) for rule in listening]
     profile = user_view(user)
     facts = recipient if recipient is not None else NO_RECIPIENT_FACTS
-    shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx,
-              "recipient": facts}
+    shared = {"event": event, "user": profile, "client": client_view(event), "tenant": tenant_ctx, "recipient": facts}
     for rule in listening:
         if rule.config.unsubscribe and rule.name in facts.get("unsubscribed", ()):
             skipped.append(Skipped(rule.name, UNSUBSCRIBED, SkipReason.UNSUBSCRIBED))
@@ -273,22 +283,39 @@ def decide(rules: list[CompiledRule], event: dict[str, Any], *, tenant: str, ten
         try:
             rendered_key = rule.once_key.render(context).strip() if rule.once_key is not None else None
         except Exception as exc:  # noqa: BLE001 - like a failing `if`: this rule only, never the batch
-            skipped.append(Skipped(rule.name, f"rule {rule.name}: once.key failed: {type(exc).__name__}: {exc}",
-                                   SkipReason.RULE_ERROR))
+            skipped.append(
+                Skipped(
+                    rule.name, f"rule {rule.name}: once.key failed: {type(exc).__name__}: {exc}", SkipReason.RULE_ERROR
+                )
+            )
             continue
         once, cooldown, key = once_keys(rule.config, tenant, user_id, event["log_id"], rendered_key)
-        due.append(DueEmail(
-            tenant=tenant, rule=rule.name, template=rule.config.template, once_key=once, cooldown_s=cooldown,
-            key=key, user_id=user_id, log_id=event["log_id"], recipient=recipient, locale=locale,
-            accepted_at=accepted_at,
-            context={"event": event, "user": profile, "client": shared["client"], "recipient": facts}))
+        due.append(
+            DueEmail(
+                tenant=tenant,
+                rule=rule.name,
+                template=rule.config.template,
+                once_key=once,
+                cooldown_s=cooldown,
+                key=key,
+                user_id=user_id,
+                log_id=event["log_id"],
+                recipient=recipient,
+                locale=locale,
+                accepted_at=accepted_at,
+                context={"event": event, "user": profile, "client": shared["client"], "recipient": facts},
+            )
+        )
     return due, skipped
 
 
 def reads_recipient(rule: RuleConfig) -> bool:
     """Whether the rule's `if`, `once.key` or `ticket.result_url` may read `recipient` (conservative)."""
-    sources = [rule.if_, rule.once.key if isinstance(rule.once, OnceKey) else None,
-               rule.ticket.result_url if rule.ticket else None]
+    sources = [
+        rule.if_,
+        rule.once.key if isinstance(rule.once, OnceKey) else None,
+        rule.ticket.result_url if rule.ticket else None,
+    ]
     return any("recipient" in source for source in sources if source)
 
 
@@ -296,17 +323,23 @@ def rules_for_types(rules: list[CompiledRule]) -> set[str]:
     return {code for rule in rules for code in rule.config.on}
 
 
-def check_result_urls(config: Config, rules: list[CompiledRule],
-                      sample_user: dict[str, Any], sample_event: dict[str, Any]) -> list[str]:
+def check_result_urls(
+    config: Config, rules: list[CompiledRule], sample_user: dict[str, Any], sample_event: dict[str, Any]
+) -> list[str]:
     """Render every ticket.result_url for every tenant with sample data; report hosts not allowed."""
     problems = []
     for index, rule in enumerate(rules):
         if rule.result_url is None:
             continue
         for name, tenant in config.tenants.items():
-            context = {"event": sample_event, "user": user_view(sample_user), "client": client_view(sample_event),
-                       "tenant": tenant_view(name, tenant), "locale": config.templates.default_locale,
-                       "recipient": NO_RECIPIENT_FACTS}
+            context = {
+                "event": sample_event,
+                "user": user_view(sample_user),
+                "client": client_view(sample_event),
+                "tenant": tenant_view(name, tenant),
+                "locale": config.templates.default_locale,
+                "recipient": NO_RECIPIENT_FACTS,
+            }
             try:
                 url = render_result_url(rule, context) or ""
             except RuleError as exc:
@@ -314,6 +347,8 @@ def check_result_urls(config: Config, rules: list[CompiledRule],
                 continue
             if not host_allowed(url, config.redirects.allowed_hosts):
                 host = urlsplit(url).hostname or url
-                problems.append(f"rules.{index} ({rule.name}).ticket.result_url: tenant {name}: host {host!r} "
-                                f"is not in redirects.allowed_hosts")
+                problems.append(
+                    f"rules.{index} ({rule.name}).ticket.result_url: tenant {name}: host {host!r} "
+                    f"is not in redirects.allowed_hosts"
+                )
     return problems

@@ -25,33 +25,67 @@ _PEOPLE = {
     "it": ("Giulia", "Ricci", "giulia.ricci"),
 }
 _DEFAULT_CLIENT_ID = "Xy7pQ2acmeTESTclient000000000001"
-_UA_DESKTOP = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
-               "(KHTML, like Gecko) Version/17.4 Safari/605.1.15")
-_UA_MOBILE = ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/128.0.0.0 Mobile Safari/537.36")
+_UA_DESKTOP = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.4 Safari/605.1.15"
+)
+_UA_MOBILE = (
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/128.0.0.0 Mobile Safari/537.36"
+)
 
 #: Event per template: type, description, date, extra fields.
 _EVENTS: dict[str, dict[str, Any]] = {
-    "verify_email": {"type": "ss", "description": "", "date": "2026-03-01T14:01:07.398Z",
-                     "details": {"body": {"email_verified": False}}},
-    "welcome": {"type": "sv", "description": "", "date": "2026-03-01T14:03:12.045Z",
-                "details": {"title": "Email Verification"}},
-    "password_change": {"type": "password_reset_requested", "description": "Password reset requested",
-                        "date": "2026-03-09T17:45:03.512Z"},
-    "password_changed": {"type": "scp", "description": "Password changed successfully",
-                         "date": "2026-03-10T08:24:40.118Z",
-                         "details": {"title": "Change Password"}},
-    "new_device": {"type": "s", "description": "Successful login", "date": "2026-03-04T21:17:42.031Z",
-                   "user_agent": _UA_MOBILE, "ip": "198.51.100.77", "isMobile": True,
-                   "location_info": {"country_code": "CA", "country_name": "Canada", "city_name": "Montréal",
-                                     "time_zone": "America/Toronto"},
-                   "details": {"riskAssessment": {"assessments": {"NewDevice": {"code": "no_match",
-                                                                                "confidence": "low"}}}}},
+    "verify_email": {
+        "type": "ss",
+        "description": "",
+        "date": "2026-03-01T14:01:07.398Z",
+        "details": {"body": {"email_verified": False}},
+    },
+    "welcome": {
+        "type": "sv",
+        "description": "",
+        "date": "2026-03-01T14:03:12.045Z",
+        "details": {"title": "Email Verification"},
+    },
+    "password_change": {
+        "type": "password_reset_requested",
+        "description": "Password reset requested",
+        "date": "2026-03-09T17:45:03.512Z",
+    },
+    "password_changed": {
+        "type": "scp",
+        "description": "Password changed successfully",
+        "date": "2026-03-10T08:24:40.118Z",
+        "details": {"title": "Change Password"},
+    },
+    "new_device": {
+        "type": "s",
+        "description": "Successful login",
+        "date": "2026-03-04T21:17:42.031Z",
+        "user_agent": _UA_MOBILE,
+        "ip": "198.51.100.77",
+        "isMobile": True,
+        "location_info": {
+            "country_code": "CA",
+            "country_name": "Canada",
+            "city_name": "Montréal",
+            "time_zone": "America/Toronto",
+        },
+        "details": {"riskAssessment": {"assessments": {"NewDevice": {"code": "no_match", "confidence": "low"}}}},
+    },
 }
 
 
-def sample_context(template_name: str, locale: str, tenant_name: str = "acme", client_id: str | None = None,
-                   *, tenant_vars: Mapping[str, Any] | None = None, ticket: bool | None = None) -> dict[str, Any]:
+def sample_context(
+    template_name: str,
+    locale: str,
+    tenant_name: str = "acme",
+    client_id: str | None = None,
+    *,
+    tenant_vars: Mapping[str, Any] | None = None,
+    ticket: bool | None = None,
+) -> dict[str, Any]:
     """Context for rendering `template_name` as a user whose profile asks for `locale`.
 
     `tenant_vars` replaces the sample vars (pass the configured ones); `ticket` forces or
@@ -93,8 +127,14 @@ def sample_context(template_name: str, locale: str, tenant_name: str = "acme", c
         "updated_at": "2026-03-10T08:24:40.118Z",
         "last_login": "2026-03-04T21:17:42.031Z",
         "logins_count": 4,
-        "identities": [{"connection": "Username-Password-Authentication", "provider": "auth0",
-                        "user_id": user_id.split("|", 1)[1], "isSocial": False}],
+        "identities": [
+            {
+                "connection": "Username-Password-Authentication",
+                "provider": "auth0",
+                "user_id": user_id.split("|", 1)[1],
+                "isSocial": False,
+            }
+        ],
         "user_metadata": {"locale": locale},
         "app_metadata": {"plan": "free"},
     }
@@ -109,12 +149,17 @@ def sample_context(template_name: str, locale: str, tenant_name: str = "acme", c
         "event": event,
         "user": user,
         "client": {"id": client_id, "name": "Acme Web"},
-        "tenant": {"name": tenant_name, "domain": domain,
-                   "vars": dict(tenant_vars) if tenant_vars is not None else sample_vars},
+        "tenant": {
+            "name": tenant_name,
+            "domain": domain,
+            "vars": dict(tenant_vars) if tenant_vars is not None else sample_vars,
+        },
         "locale": locale,
     }
     kind = TICKET_TEMPLATES.get(template_name)
     if ticket or (ticket is None and kind):
-        context["ticket_url"] = (f"https://{domain}/u/{kind or 'email-verification'}"
-                                 f"?ticket=SAMPLEticket{template_name.replace('_', '')}0001#")
+        context["ticket_url"] = (
+            f"https://{domain}/u/{kind or 'email-verification'}"
+            f"?ticket=SAMPLEticket{template_name.replace('_', '')}0001#"
+        )
     return context

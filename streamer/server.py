@@ -42,8 +42,12 @@ class _ClientErrorsInOneLine(logging.Filter):
         if isinstance(error, RequestPayloadError):  # a body left unread (after a 401) that is broken too
             error = error.__cause__ if isinstance(error.__cause__, HttpProcessingError) else None
         if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
-            log.info("http_bad_request", status=error.code, error=str(error.message).strip().splitlines()[0][:200],
-                     detail=record.getMessage()[:200])
+            log.info(
+                "http_bad_request",
+                status=error.code,
+                error=str(error.message).strip().splitlines()[0][:200],
+                detail=record.getMessage()[:200],
+            )
             return False
         return True
 
@@ -121,16 +125,18 @@ class _Refused(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         metrics.HTTP_CONNECTIONS_REFUSED.inc()
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                        b"Connection: close\r\n\r\n")
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
         transport.close()
 
 
 class CappedTCPSite(web.TCPSite):
     """aiohttp's TCPSite with at most `max_connections` open connections (aiohttp has no such bound)."""
 
-    def __init__(self, runner: web.BaseRunner, host: str | None, port: int | None, *, max_connections: int,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, runner: web.BaseRunner, host: str | None, port: int | None, *, max_connections: int, **kwargs: Any
+    ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self.max_connections = max_connections
 
@@ -144,8 +150,14 @@ class CappedTCPSite(web.TCPSite):
             return _Refused() if len(server.connections) >= cap else server()
 
         self._server = await asyncio.get_running_loop().create_server(
-            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port)
+            protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
 
@@ -187,19 +199,29 @@ def forwarded_client(config: Config) -> Middleware:
     return middleware
 
 
-def build_app(config: Config, inbox: Inbox, readiness: Readiness,
-              extra_routes: Sequence[web.RouteDef] = (),
-              stopped_tasks: Callable[[], list[str]] = list) -> web.Application:
+def build_app(
+    config: Config,
+    inbox: Inbox,
+    readiness: Readiness,
+    extra_routes: Sequence[web.RouteDef] = (),
+    stopped_tasks: Callable[[], list[str]] = list,
+) -> web.Application:
     """`stopped_tasks` names the daemon's background tasks (processor, dispatcher, pollers) that
     ended while they should run: then /healthz says the daemon is broken (503)."""
     # The webhook enforces max_body_bytes itself (413); this is aiohttp's own outer bound.
     # keepalive_timeout: aiohttp closes a connection that has no complete request after it, idle
     # or sending its headers slowly, so it is the header timeout (and the keep-alive idle time).
     middlewares = [forwarded_client(config)] if config.server.trusted_proxies else []
-    app = web.Application(client_max_size=config.server.max_body_bytes + 1, middlewares=[*middlewares, body_guard],
-                          handler_args={"keepalive_timeout": config.server.header_timeout_s, "logger": HTTP_LOG,
-                                        # an unread body after a 401/413 is drained this long at most
-                                        "lingering_time": min(10.0, config.server.body_timeout_s)})
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes + 1,
+        middlewares=[*middlewares, body_guard],
+        handler_args={
+            "keepalive_timeout": config.server.header_timeout_s,
+            "logger": HTTP_LOG,
+            # an unread body after a 401/413 is drained this long at most
+            "lingering_time": min(10.0, config.server.body_timeout_s),
+        },
+    )
     app[BODY_TIMEOUT_S] = config.server.body_timeout_s
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -211,12 +233,12 @@ def build_app(config: Config, inbox: Inbox, readiness: Readiness,
     async def readyz(_request: web.Request) -> web.Response:
         results = await readiness.results()
         ok = all(value == "ok" for value in results.values())
-        return web.json_response({"status": "ready" if ok else "not ready", "checks": results},
-                                 status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ready" if ok else "not ready", "checks": results}, status=200 if ok else 503
+        )
 
     async def metrics_page(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.REGISTRY),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     receive_logs = make_handler(config.tenants, inbox, max_body_bytes=config.server.max_body_bytes)
     app.router.add_post("/logs/{tenant}", receive_logs)

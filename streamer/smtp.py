@@ -84,8 +84,13 @@ class SmtpPermanent(SmtpError):
 
 # --- classification -------------------------------------------------------------------------
 
-_SETUP_ERRORS = (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPHeloError, aiosmtplib.SMTPAuthenticationError,
-                 ssl.SSLError, ssl.CertificateError)
+_SETUP_ERRORS = (
+    aiosmtplib.SMTPConnectError,
+    aiosmtplib.SMTPHeloError,
+    aiosmtplib.SMTPAuthenticationError,
+    ssl.SSLError,
+    ssl.CertificateError,
+)
 
 
 def _stage_of(exc: BaseException) -> Stage | None:
@@ -174,8 +179,10 @@ def _secret_forms(username: str | None, password: str | None) -> list[str]:
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 #: dot-atom @ LDH labels (RFC 5322 §3.4.1 without quotes or literals).
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-                            r"@(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\Z")
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\Z"
+)
 
 
 @lru_cache(maxsize=4096)
@@ -391,14 +398,14 @@ class SmtpPool:
         conn = await self._open()
         return await self._transaction(conn, False, sender, recipients, message)
 
-    def _mail_options(self, conn: aiosmtplib.SMTP, sender: str, recipients: list[str],
-                      message: bytes) -> tuple[list[str], str]:
+    def _mail_options(
+        self, conn: aiosmtplib.SMTP, sender: str, recipients: list[str], message: bytes
+    ) -> tuple[list[str], str]:
         options: list[str] = []
         encoding = "ascii"
         if not (sender.isascii() and all(r.isascii() for r in recipients)):
             if not conn.supports_extension("smtputf8"):
-                raise aiosmtplib.SMTPNotSupported(
-                    "the server does not offer SMTPUTF8, needed for a non-ASCII address")
+                raise aiosmtplib.SMTPNotSupported("the server does not offer SMTPUTF8, needed for a non-ASCII address")
             options.append("SMTPUTF8")
             encoding = "utf-8"
         if not message.isascii() and conn.supports_extension("8bitmime"):
@@ -408,8 +415,9 @@ class SmtpPool:
             options.append(f"SIZE={len(message) + bare_newlines}")
         return options, encoding
 
-    async def _transaction(self, conn: aiosmtplib.SMTP, reused: bool, sender: str,
-                           recipients: list[str], message: bytes) -> str:
+    async def _transaction(
+        self, conn: aiosmtplib.SMTP, reused: bool, sender: str, recipients: list[str], message: bytes
+    ) -> str:
         """MAIL, RCPT…, DATA on one connection; leaves it pooled, reset, or closed."""
         try:
             options, encoding = self._mail_options(conn, sender, recipients, message)

@@ -83,15 +83,16 @@ async def catcher():
     await server.stop()
 
 
-def config_text(tmp_path: Path, standin, catcher, *, extra_rules: str = "", delivery: str = "",
-                poll: str = "{enabled: false}") -> str:
+def config_text(
+    tmp_path: Path, standin, catcher, *, extra_rules: str = "", delivery: str = "", poll: str = "{enabled: false}"
+) -> str:
     return f"""\
 server: {{listen: "127.0.0.1:0"}}
 store: "sqlite:///{tmp_path}/streamer.db"
 smtp: {{host: 127.0.0.1, port: {catcher.port}, security: none, from: "Acme <no-reply@acme.test>", pool_size: 2,
        timeout_s: 5}}
 delivery: {{max_attempts: 4, backoff: {{initial_s: 0.05, max_s: 0.2}}{delivery}}}
-templates: {{dir: "{REPO / 'templates'}", default_locale: en}}
+templates: {{dir: "{REPO / "templates"}", default_locale: en}}
 redirects: {{allowed_hosts: ["app.acme.test"]}}
 tenants:
   acme:
@@ -159,8 +160,9 @@ async def start_daemon(tmp_path):
         daemon = Daemon(load_config(path, env={}))
         ready = asyncio.Event()
         task = asyncio.create_task(daemon.run(install_signals=False, on_ready=lambda url: ready.set()))
-        done, _ = await asyncio.wait({task, asyncio.ensure_future(ready.wait())}, timeout=10,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {task, asyncio.ensure_future(ready.wait())}, timeout=10, return_when=asyncio.FIRST_COMPLETED
+        )
         if task in done:
             task.result()  # raise the start-up error
         running = RunningDaemon(daemon, task, path, buffer)

@@ -23,7 +23,7 @@ class _Records(BaseResolver):
         elif request.q.qtype == QTYPE.TXT:
             for value in values:
                 data = value.encode("utf-8")
-                chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+                chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
                 reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(chunks), ttl=60))
         return reply
 
@@ -31,8 +31,12 @@ class _Records(BaseResolver):
 @contextlib.contextmanager
 def dns_server(records: dict[str, list[str]]) -> Iterator[int]:
     """Serve `records` (name → TXT strings; the dict may change while running); yields the port."""
-    server = DNSServer(_Records(records), address="127.0.0.1", port=0,
-                       logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False))
+    server = DNSServer(
+        _Records(records),
+        address="127.0.0.1",
+        port=0,
+        logger=DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", prefix=False),
+    )
     server.start_thread()
     try:
         yield server.server.server_address[1]

@@ -57,7 +57,8 @@ def find_bindir() -> Path:
     raise PgSetupError(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: looked in "
         f"{', '.join(map(str, candidates)) or '(no candidates)'}. Install them (Debian: "
-        "`apt-get install -y postgresql`) or set STREAMER_PG_BINDIR to their directory.")
+        "`apt-get install -y postgresql`) or set STREAMER_PG_BINDIR to their directory."
+    )
 
 
 def _free_port() -> int:
@@ -88,8 +89,11 @@ class Cluster:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
+                check=True,
+                capture_output=True,
+            )
 
     @property
     def url(self) -> str:
@@ -102,8 +106,9 @@ class Cluster:
         except subprocess.TimeoutExpired as exc:
             raise PgSetupError(f"{' '.join(args)} timed out after {timeout}s{self.log_tail()}") from exc
         if result.returncode != 0:
-            raise PgSetupError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-                               f"{self.log_tail()}")
+            raise PgSetupError(
+                f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}{self.log_tail()}"
+            )
         return result
 
     def log_tail(self, lines: int = 40) -> str:
@@ -114,17 +119,46 @@ class Cluster:
         return "\n--- server log (tail) ---\n" + "\n".join(text) if text else ""
 
     def start(self, *, settings: dict[str, str] | None = None, attempts: int = 3) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8",
-                  "--no-locale", "--no-sync", timeout=120)
-        settings = {"listen_addresses": "127.0.0.1", "fsync": "off", "synchronous_commit": "off",
-                    "full_page_writes": "off", "max_connections": "200", **(settings or {})}
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            timeout=120,
+        )
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            **(settings or {}),
+        }
         options = " ".join(f"-c {key}={value}" for key, value in settings.items())
         self._options = options
         for attempt in range(attempts):  # the free port may be taken between probe and bind
             self.port = _free_port()
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
-                          "-o", f"-p {self.port} -k {self.root} {options}", "start", timeout=60)
+                self._run(
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-w",
+                    "-t",
+                    "30",
+                    "-o",
+                    f"-p {self.port} -k {self.root} {options}",
+                    "start",
+                    timeout=60,
+                )
             except PgSetupError:
                 if attempt + 1 < attempts and "already in use" in self.log_tail():
                     continue
@@ -135,8 +169,20 @@ class Cluster:
         if createdb.is_file():  # also proves TCP on 127.0.0.1 works, not just the socket
             self._run(str(createdb), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE, as_owner=False)
         else:
-            self._run(str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "-d",
-                      "postgres", "-c", f"CREATE DATABASE {DATABASE}", as_owner=False)
+            self._run(
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+                "-c",
+                f"CREATE DATABASE {DATABASE}",
+                as_owner=False,
+            )
 
     def pause(self) -> None:
         """Shut the server down (`-m fast`: clients are disconnected, as in a PostgreSQL restart);
@@ -144,15 +190,37 @@ class Cluster:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", timeout=60)
 
     def resume(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
-                  "-o", f"-p {self.port} -k {self.root} {self._options}", "start", timeout=60)
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "30",
+            "-o",
+            f"-p {self.port} -k {self.root} {self._options}",
+            "start",
+            timeout=60,
+        )
 
     def stop(self) -> None:
         if self.running:
             self.running = False
             with contextlib.suppress(PgSetupError):
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "-t", "30",
-                          "stop", timeout=60)
+                self._run(
+                    str(self.bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                    timeout=60,
+                )
         shutil.rmtree(self.root, ignore_errors=True)
 
 

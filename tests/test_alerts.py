@@ -12,6 +12,8 @@ from support.promql import PROMETHEUS_LABELS, exposed, metric_names, walk
 
 ALERTS = REPO / "config" / "prometheus-alerts.yml"
 SOURCES = "\n".join(p.read_text() for p in (REPO / "streamer").rglob("*.py"))
+
+
 def rules() -> list[dict]:
     return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
 
@@ -21,7 +23,7 @@ def test_each_alert_is_valid_and_names_what_streamer_exposes(rule):
     assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
     assert rule["labels"]["severity"] in ("warning", "critical")
     assert rule["annotations"]["summary"] and rule["annotations"]["description"]
-    tree = promql_parser.parse(rule["expr"])            # raises on invalid PromQL
+    tree = promql_parser.parse(rule["expr"])  # raises on invalid PromQL
     selectors, groupings = [], []
     walk(tree, selectors, groupings)
     known = exposed()
@@ -35,7 +37,7 @@ def test_each_alert_is_valid_and_names_what_streamer_exposes(rule):
                 continue
             assert matcher.name in known[selector.name], f"{rule['alert']}: {selector.name} has no label {matcher.name}"
             if matcher.name in ("reason", "status", "state"):
-                for value in re.split(r"[|]", matcher.value):   # a value streamer really writes
+                for value in re.split(r"[|]", matcher.value):  # a value streamer really writes
                     assert f'"{value}"' in SOURCES or value.isdigit(), f"{rule['alert']}: {matcher.name}={value}"
     for node, labels in groupings:
         inside = metric_names(node.expr)
@@ -49,7 +51,7 @@ def test_each_alert_is_valid_and_names_what_streamer_exposes(rule):
 
 def test_the_checks_catch_a_renamed_metric_and_a_wrong_label():
     assert "streamer_emails_dead_total" in exposed()
-    assert "streamer_emails_dead" not in exposed()                  # counters are exposed with _total
+    assert "streamer_emails_dead" not in exposed()  # counters are exposed with _total
     selectors: list = []
     walk(promql_parser.parse('sum by (tenant) (increase(streamer_emails_dead{reasn="x"}[5m]))'), selectors, [])
     (selector,) = selectors

@@ -36,8 +36,9 @@ SECRET = "standin-secret-Zq81mX"
 
 
 def tenant_for(standin: Auth0StandIn, secret: str = SECRET) -> TenantConfig:
-    return TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
-                        client_secret=secret)
+    return TenantConfig(
+        domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id, client_secret=secret
+    )
 
 
 def api_calls(standin: Auth0StandIn, method: str | None = None, prefix: str = "/api/v2") -> list[tuple]:
@@ -70,10 +71,10 @@ async def test_one_token_for_many_calls_then_refetch_after_expiry(standin):
         await asyncio.gather(*(api.create_email_verification_ticket(user_id=ANA) for _ in range(10)))
         await api.get_users([ANA, BRUNO])
         assert len(api_calls(standin, prefix="/oauth/token")) == 1 and tokens.fetch_count == 1
-        clock.now += 86400 - 61          # still > 60 s before expiry
+        clock.now += 86400 - 61  # still > 60 s before expiry
         await api.create_email_verification_ticket(user_id=ANA)
         assert tokens.fetch_count == 1
-        clock.now += 2                   # inside the 60 s leeway
+        clock.now += 2  # inside the 60 s leeway
         await api.create_email_verification_ticket(user_id=ANA)
         assert tokens.fetch_count == 2 and len(api_calls(standin, prefix="/oauth/token")) == 2
     finally:
@@ -116,8 +117,9 @@ async def test_bad_credentials_are_permanent_without_secret(standin):
 
 
 async def test_wrong_audience_domain_is_permanent(standin):
-    tenant = TenantConfig(domain="other.eu.auth0.com", api_url=standin.base_url, client_id=standin.client_id,
-                          client_secret=SECRET)
+    tenant = TenantConfig(
+        domain="other.eu.auth0.com", api_url=standin.base_url, client_id=standin.client_id, client_secret=SECRET
+    )
     async with ManagementApi(tenant) as api:
         with pytest.raises(Auth0Permanent) as caught:
             await api.get_users([ANA])
@@ -167,8 +169,13 @@ async def test_get_users_falls_back_to_get_by_id_and_404_is_none(standin, api):
     assert users[ANA]["email"] == "ana.silva@example.com"
     assert users[fresh]["email"] == "fresh@example.com"
     assert users["auth0|nobody"] is None
-    assert sorted(api_calls(standin)) == sorted([("GET", "/api/v2/users", 200), ("GET", f"/api/v2/users/{fresh}", 200),
-                                                 ("GET", "/api/v2/users/auth0|nobody", 404)])
+    assert sorted(api_calls(standin)) == sorted(
+        [
+            ("GET", "/api/v2/users", 200),
+            ("GET", f"/api/v2/users/{fresh}", 200),
+            ("GET", "/api/v2/users/auth0|nobody", 404),
+        ]
+    )
     await api.get_users(["auth0|nobody"])
     assert len(api_calls(standin)) == 3  # the miss is cached too
 
@@ -266,21 +273,31 @@ async def test_persistent_5xx_is_transient_and_leaks_nothing(standin):
 
 
 async def test_connection_refused_is_transient():
-    tenant = TenantConfig(domain="acme-test.us.auth0.com", api_url="http://127.0.0.1:9", client_id="c",
-                          client_secret=SECRET)
+    tenant = TenantConfig(
+        domain="acme-test.us.auth0.com", api_url="http://127.0.0.1:9", client_id="c", client_secret=SECRET
+    )
     async with ManagementApi(tenant, max_retries=0) as api:
         with pytest.raises(Auth0Transient):
             await api.get_users([ANA])
 
 
 def test_error_messages_are_scrubbed():
-    body = {"statusCode": 400, "error": "Bad Request", "errorCode": "invalid_body",
-            "message": "bad https://acme.us.auth0.com/u/reset-verify?ticket=abcdef# and Bearer eyJhbGciOi.eyJzdWIi.s"}
+    body = {
+        "statusCode": 400,
+        "error": "Bad Request",
+        "errorCode": "invalid_body",
+        "message": "bad https://acme.us.auth0.com/u/reset-verify?ticket=abcdef# and Bearer eyJhbGciOi.eyJzdWIi.s",
+    }
     error = from_status(400, body, {}, endpoint="POST /tickets/password-change", secrets=["s3cr3t-value"])
     assert isinstance(error, Auth0Permanent) and "invalid_body" in str(error)
     assert "ticket=abcdef" not in str(error) and "eyJhbGciOi" not in str(error)
-    limited = from_status(429, {"statusCode": 429, "errorCode": "too_many_requests", "message": "Global limit"},
-                          {"x-ratelimit-reset": "1010"}, endpoint="GET /users", now=1000.0)
+    limited = from_status(
+        429,
+        {"statusCode": 429, "errorCode": "too_many_requests", "message": "Global limit"},
+        {"x-ratelimit-reset": "1010"},
+        endpoint="GET /users",
+        now=1000.0,
+    )
     assert isinstance(limited, Auth0Transient) and limited.retry_after == 10.0
     assert isinstance(from_status(404, {}, {}, endpoint="GET /users/{id}"), UserNotFound)
     assert isinstance(map_exception(TimeoutError(), endpoint="x"), Auth0Transient)  # OSError subclass
@@ -288,8 +305,12 @@ def test_error_messages_are_scrubbed():
 
 async def test_metrics_count_calls(standin, api):
     def value(endpoint: str, status: str) -> float:
-        return metrics.REGISTRY.get_sample_value(
-            "streamer_auth0_calls_total", {"tenant": "t-client", "endpoint": endpoint, "status": status}) or 0.0
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "streamer_auth0_calls_total", {"tenant": "t-client", "endpoint": endpoint, "status": status}
+            )
+            or 0.0
+        )
 
     before = value("GET /users/{id}", "404")
     await api.get_users(["auth0|nobody-metrics"])
@@ -339,17 +360,25 @@ async def test_read_logs_errors_map(standin, api):
 
 
 async def test_log_streams(standin, api):
-    body = {"name": "streamer", "type": "http",
-            "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme", "httpContentType": "application/json",
-                     "httpContentFormat": "JSONARRAY", "httpAuthorization": "Bearer hook-secret-1"},
-            "filters": [{"type": "category", "name": "user.success"}]}
+    body = {
+        "name": "streamer",
+        "type": "http",
+        "sink": {
+            "httpEndpoint": "https://mail.acme.test/logs/acme",
+            "httpContentType": "application/json",
+            "httpContentFormat": "JSONARRAY",
+            "httpAuthorization": "Bearer hook-secret-1",
+        },
+        "filters": [{"type": "category", "name": "user.success"}],
+    }
     created = await api.create_log_stream(body)
     assert created["id"].startswith("lst_") and created["status"] == "active"
     assert created["sink"]["httpEndpoint"] == "https://mail.acme.test/logs/acme"
     assert standin.log_streams[created["id"]]["sink"] == body["sink"]  # wire shape kept
     assert [s["id"] for s in await api.list_log_streams()] == [created["id"]]
-    updated = await api.update_log_stream(created["id"], {"status": "active",
-                                                          "sink": {"httpEndpoint": "https://x.test/"}})
+    updated = await api.update_log_stream(
+        created["id"], {"status": "active", "sink": {"httpEndpoint": "https://x.test/"}}
+    )
     assert updated["sink"]["httpEndpoint"] == "https://x.test/"
     with pytest.raises(UserNotFound):
         await api.update_log_stream("lst_0000000000000000", {"status": "active"})
@@ -363,8 +392,9 @@ def test_pacer_probe_then_bucket():
     assert pacer.delay_before_next(1000.0) == 0
     seq = pacer.on_send(1000.0)
     assert pacer.delay_before_next(1000.0) == PROBE_WAIT_S  # nothing known: one request at a time
-    pacer.observe(seq, 200, {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "4",
-                             "x-ratelimit-reset": "1001"}, 1000.01)
+    pacer.observe(
+        seq, 200, {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "4", "x-ratelimit-reset": "1001"}, 1000.01
+    )
     sends = 0
     while pacer.delay_before_next(1000.02) == 0:
         pacer.on_send(1000.02)
@@ -375,18 +405,26 @@ def test_pacer_probe_then_bucket():
 def test_pacer_waits_for_reset_after_429_and_handles_missing_headers():
     pacer = RateLimitPacer()
     seq = pacer.on_send(1000.0)
-    pacer.observe(seq, 429, {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1003"},
-                  1000.5)
+    pacer.observe(
+        seq, 429, {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1003"}, 1000.5
+    )
     assert pacer.delay_before_next(1000.5) == pytest.approx(2.5)
     unlimited = RateLimitPacer()
     unlimited.observe(unlimited.on_send(0.0), 200, {}, 0.1)
     assert all(unlimited.delay_before_next(0.1) == 0 for _ in range(3))
 
 
-@pytest.mark.parametrize("burst,rate,latency,skew", [
-    (5, 5.0, 0.01, 0.0), (2, 2.0, 0.15, 0.0), (10, 2.5, 0.3, 0.0), (50, 16.0, 0.08, 0.0),
-    (10, 2.5, 0.1, 2.0), (40, 8.33, 0.2, -1.5),   # our clock 2 s ahead of Auth0's / 1.5 s behind
-])
+@pytest.mark.parametrize(
+    "burst,rate,latency,skew",
+    [
+        (5, 5.0, 0.01, 0.0),
+        (2, 2.0, 0.15, 0.0),
+        (10, 2.5, 0.3, 0.0),
+        (50, 16.0, 0.08, 0.0),
+        (10, 2.5, 0.1, 2.0),
+        (40, 8.33, 0.2, -1.5),  # our clock 2 s ahead of Auth0's / 1.5 s behind
+    ],
+)
 def test_pacer_simulation_keeps_429s_rare(burst, rate, latency, skew):
     """8 callers, 400 calls, Auth0's token bucket, jittery latency (answers overtake each other)."""
     rng = random.Random(7)

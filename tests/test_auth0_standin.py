@@ -38,14 +38,19 @@ def sample(name: str):
     return json.loads((SAMPLES / name).read_text())
 
 
-
 @pytest.fixture
 async def http(standin):
     """An httpx client with a valid Management API token, not following redirects."""
     async with httpx.AsyncClient(base_url=standin.base_url, follow_redirects=False, timeout=10) as client:
-        answer = await client.post("/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": standin.client_id,
-            "client_secret": standin.client_secret, "audience": standin.audience})
+        answer = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": standin.client_id,
+                "client_secret": standin.client_secret,
+                "audience": standin.audience,
+            },
+        )
         client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
         yield client
 
@@ -60,12 +65,24 @@ def error_shape(body: dict, status: int) -> None:
 
 async def test_token_form_and_json(standin):
     async with httpx.AsyncClient(base_url=standin.base_url) as client:
-        form = await client.post("/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
-            "audience": "https://acme-test.us.auth0.com/api/v2/"})
-        as_json = await client.post("/oauth/token", json={
-            "grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
-            "audience": "https://acme-test.us.auth0.com/api/v2/"})
+        form = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": "standin-client",
+                "client_secret": "standin-secret",
+                "audience": "https://acme-test.us.auth0.com/api/v2/",
+            },
+        )
+        as_json = await client.post(
+            "/oauth/token",
+            json={
+                "grant_type": "client_credentials",
+                "client_id": "standin-client",
+                "client_secret": "standin-secret",
+                "audience": "https://acme-test.us.auth0.com/api/v2/",
+            },
+        )
     for answer in (form, as_json):
         assert answer.status_code == 200
         body = answer.json()
@@ -75,8 +92,12 @@ async def test_token_form_and_json(standin):
 
 
 async def test_token_refusals(standin):
-    base = {"grant_type": "client_credentials", "client_id": "standin-client", "client_secret": "standin-secret",
-            "audience": "https://acme-test.us.auth0.com/api/v2/"}
+    base = {
+        "grant_type": "client_credentials",
+        "client_id": "standin-client",
+        "client_secret": "standin-secret",
+        "audience": "https://acme-test.us.auth0.com/api/v2/",
+    }
     async with httpx.AsyncClient(base_url=standin.base_url) as client:
         bad_secret = await client.post("/oauth/token", data={**base, "client_secret": "nope"})
         bad_audience = await client.post("/oauth/token", data={**base, "audience": base["audience"].rstrip("/")})
@@ -104,8 +125,9 @@ async def test_short_token_ttl_expires():
     async with Auth0StandIn(token_ttl_s=1) as server:
         token = server.issue_token(ttl_s=0)
         async with httpx.AsyncClient(base_url=server.base_url) as client:
-            answer = await client.get("/api/v2/logs", params={"from": "0"},
-                                      headers={"Authorization": f"Bearer {token}"})
+            answer = await client.get(
+                "/api/v2/logs", params={"from": "0"}, headers={"Authorization": f"Bearer {token}"}
+            )
         assert answer.status_code == 401 and answer.json()["message"] == "Expired token"
 
 
@@ -125,19 +147,28 @@ async def test_get_user_and_404_body(http):
 
 
 async def test_get_user_fields(http):
-    only = (await http.get(f"/api/v2/users/{CHLOE}",
-                           params={"fields": "email,user_id", "include_fields": "true"})).json()
+    only = (
+        await http.get(f"/api/v2/users/{CHLOE}", params={"fields": "email,user_id", "include_fields": "true"})
+    ).json()
     assert set(only) == {"email", "user_id"}
-    without = (await http.get(f"/api/v2/users/{CHLOE}",
-                              params={"fields": "identities", "include_fields": "false"})).json()
+    without = (
+        await http.get(f"/api/v2/users/{CHLOE}", params={"fields": "identities", "include_fields": "false"})
+    ).json()
     assert "identities" not in without and "email" in without
 
 
 async def test_search_forms_and_totals(standin, http):
     one = await http.get("/api/v2/users", params={"q": f'user_id:"{ANA}"', "search_engine": "v3"})
     assert [u["user_id"] for u in one.json()] == [ANA]
-    many = await http.get("/api/v2/users", params={"q": f'user_id:("{ANA}" OR "{BRUNO}" OR "auth0|x")',
-                                                   "search_engine": "v3", "per_page": 100, "include_totals": "true"})
+    many = await http.get(
+        "/api/v2/users",
+        params={
+            "q": f'user_id:("{ANA}" OR "{BRUNO}" OR "auth0|x")',
+            "search_engine": "v3",
+            "per_page": 100,
+            "include_totals": "true",
+        },
+    )
     body = many.json()
     assert set(body) == {"start", "limit", "length", "total", "users"}
     assert {u["user_id"] for u in body["users"]} == {ANA, BRUNO} and body["total"] == 2 and body["limit"] == 100
@@ -185,8 +216,10 @@ async def test_users_by_email(http):
 
 
 async def test_patch_merges_metadata_first_level(standin, http):
-    answer = await http.patch(f"/api/v2/users/{CHLOE}", json={
-        "app_metadata": {"streamer": {"welcome_sent_at": "x"}, "plan": None, "new": 1}, "name": "Chloé T."})
+    answer = await http.patch(
+        f"/api/v2/users/{CHLOE}",
+        json={"app_metadata": {"streamer": {"welcome_sent_at": "x"}, "plan": None, "new": 1}, "name": "Chloé T."},
+    )
     assert answer.status_code == 200
     assert answer.json()["app_metadata"] == {"streamer": {"welcome_sent_at": "x"}, "new": 1}  # nested replaced
     assert answer.json()["user_metadata"] == {"locale": "fr-CA", "marketing_opt_in": False}
@@ -200,16 +233,20 @@ async def test_patch_merges_metadata_first_level(standin, http):
 # --- tickets ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("password", "message"), [
-    ("short1A!", None),                                          # 8 characters, 4 kinds: accepted
-    ("Ab1!", "PasswordStrengthError: Password is too weak"),     # too short
-    ("alllowercaseletters", "PasswordStrengthError: Password is too weak"),   # one kind of character
-    ("Password123!", "PasswordDictionaryError: Password is too common"),
-    ("x-Ana.Silva-9", "PasswordNoUserInfoError: Password contains user information"),
-])
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short1A!", None),  # 8 characters, 4 kinds: accepted
+        ("Ab1!", "PasswordStrengthError: Password is too weak"),  # too short
+        ("alllowercaseletters", "PasswordStrengthError: Password is too weak"),  # one kind of character
+        ("Password123!", "PasswordDictionaryError: Password is too common"),
+        ("x-Ana.Silva-9", "PasswordNoUserInfoError: Password contains user information"),
+    ],
+)
 async def test_patch_password_applies_the_connection_password_policy(standin, http, password, message):
-    answer = await http.patch(f"/api/v2/users/{ANA}", json={"password": password,
-                                                             "connection": "Username-Password-Authentication"})
+    answer = await http.patch(
+        f"/api/v2/users/{ANA}", json={"password": password, "connection": "Username-Password-Authentication"}
+    )
     if message is None:
         assert answer.status_code == 200 and "password" not in answer.json()
         assert standin.password_matches(ANA, password)
@@ -234,8 +271,9 @@ async def test_patch_password_refuses_one_of_the_last_five(standin, http):
 
 
 async def test_email_verification_ticket(standin, http):
-    answer = await http.post("/api/v2/tickets/email-verification", json=sample(
-        "mgmt/POST_tickets_email-verification_request.json"))
+    answer = await http.post(
+        "/api/v2/tickets/email-verification", json=sample("mgmt/POST_tickets_email-verification_request.json")
+    )
     assert answer.status_code == 201
     url = answer.json()["ticket"]
     assert url.startswith(f"{standin.base_url}/u/email-verification?ticket=") and url.endswith("#")
@@ -249,8 +287,10 @@ async def test_email_verification_ticket(standin, http):
 async def test_ticket_refusals(http):
     missing = await http.post("/api/v2/tickets/email-verification", json={"ttl_sec": 10})
     assert missing.status_code == 400 and missing.json() == sample("mgmt/error_bodies.json")["400"]
-    both = await http.post("/api/v2/tickets/email-verification",
-                           json={"user_id": ANA, "result_url": "https://app.acme.test/", "client_id": "abc"})
+    both = await http.post(
+        "/api/v2/tickets/email-verification",
+        json={"user_id": ANA, "result_url": "https://app.acme.test/", "client_id": "abc"},
+    )
     assert both.status_code == 400 and both.json()["errorCode"] == "invalid_body"
     unknown = await http.post("/api/v2/tickets/email-verification", json={"user_id": "auth0|nobody"})
     assert unknown.status_code == 404 and unknown.json()["errorCode"] == "inexistent_user"
@@ -266,22 +306,29 @@ async def test_ticket_refusals(http):
 
 async def test_password_ticket_by_email_and_connection_id(standin, http):
     database = connection_id("Username-Password-Authentication")
-    found = await http.post("/api/v2/tickets/password-change",
-                            json={"email": "ana.silva@example.com", "connection_id": database})
+    found = await http.post(
+        "/api/v2/tickets/password-change", json={"email": "ana.silva@example.com", "connection_id": database}
+    )
     assert found.status_code == 201
     [ticket] = standin.tickets.values()
     assert ticket["user_id"] == ANA and ticket["kind"] == "password_change"
-    elsewhere = await http.post("/api/v2/tickets/password-change",
-                                json={"email": "ana.silva@example.com", "connection_id": connection_id("google")})
+    elsewhere = await http.post(
+        "/api/v2/tickets/password-change",
+        json={"email": "ana.silva@example.com", "connection_id": connection_id("google")},
+    )
     assert elsewhere.status_code == 404 and elsewhere.json()["errorCode"] == "inexistent_user"
-    both = await http.post("/api/v2/tickets/password-change",
-                           json={"user_id": ANA, "email": "ana.silva@example.com", "connection_id": database})
+    both = await http.post(
+        "/api/v2/tickets/password-change",
+        json={"user_id": ANA, "email": "ana.silva@example.com", "connection_id": database},
+    )
     assert both.status_code == 400 and "user_id cannot be used together" in both.json()["message"]
 
 
 async def test_verification_ticket_consumed_once_appends_sv_and_redirects(standin, http):
-    answer = await http.post("/api/v2/tickets/email-verification",
-                             json={"user_id": ANA, "result_url": "https://app.acme.test/verified?lang=fr"})
+    answer = await http.post(
+        "/api/v2/tickets/email-verification",
+        json={"user_id": ANA, "result_url": "https://app.acme.test/verified?lang=fr"},
+    )
     url = answer.json()["ticket"]
     used = await http.get(url.rstrip("#"), headers={"Authorization": ""})
     assert used.status_code == 302
@@ -312,8 +359,15 @@ async def test_verification_ticket_without_result_url_and_expired(standin, http)
 
 
 async def test_password_change_ticket_flow(standin, http):
-    answer = await http.post("/api/v2/tickets/password-change", json={
-        "user_id": ANA, "result_url": "https://app.acme.test/login", "ttl_sec": 3600, "mark_email_as_verified": True})
+    answer = await http.post(
+        "/api/v2/tickets/password-change",
+        json={
+            "user_id": ANA,
+            "result_url": "https://app.acme.test/login",
+            "ttl_sec": 3600,
+            "mark_email_as_verified": True,
+        },
+    )
     assert answer.status_code == 201
     url = answer.json()["ticket"]
     assert url.startswith(f"{standin.base_url}/u/reset-verify?ticket=") and url.endswith("#")
@@ -336,8 +390,11 @@ async def test_legacy_password_flow_accepts_new_password():
     async with Auth0StandIn(users=load_sample_users(), legacy_password_flow=True) as server:
         token = server.issue_token()
         async with httpx.AsyncClient(base_url=server.base_url, headers={"Authorization": f"Bearer {token}"}) as http:
-            url = (await http.post("/api/v2/tickets/password-change",
-                                   json={"user_id": ANA, "new_password": "chosen-before-1"})).json()["ticket"]
+            url = (
+                await http.post(
+                    "/api/v2/tickets/password-change", json={"user_id": ANA, "new_password": "chosen-before-1"}
+                )
+            ).json()["ticket"]
             page = await http.get(url)
             assert "Confirm new password" in page.text and "chosen-before-1" not in page.text
             assert (await http.post(url.rstrip("#").removeprefix(server.base_url))).status_code == 200
@@ -350,6 +407,7 @@ async def test_legacy_password_flow_accepts_new_password():
 
 def test_log_id_layout():
     from datetime import UTC, datetime
+
     log_id = make_log_id(datetime(2026, 3, 1, 14, 1, 8, 449000, tzinfo=UTC), 7)
     assert len(log_id) == 56 and log_id.startswith("90020260301140108449") and log_id.endswith("7")
 
@@ -363,7 +421,7 @@ async def test_add_log_fills_ids_increasing(standin):
     known = sample("events/ss.json")
     replayed = standin.add_log(known)  # a known event keeps its id and date
     assert replayed["log_id"] == known["log_id"] and replayed["date"] == "2026-03-01T14:01:07.412Z"
-    again = standin.add_log(known)     # ids stay unique
+    again = standin.add_log(known)  # ids stay unique
     later = standin.add_log({"type": "s"})
     assert again["log_id"] != known["log_id"] and later["log_id"] > max(ids + [again["log_id"]])
 
@@ -424,8 +482,11 @@ async def test_token_bucket_answers_429_with_headers(standin, http):
 def test_token_bucket_model():
     bucket = TokenBucket(5, 5.0, updated=1000.0)
     assert all(bucket.take(1000.0) for _ in range(5)) and not bucket.take(1000.0)
-    assert bucket.headers(1000.0) == {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0",
-                                      "x-ratelimit-reset": "1001"}
+    assert bucket.headers(1000.0) == {
+        "x-ratelimit-limit": "5",
+        "x-ratelimit-remaining": "0",
+        "x-ratelimit-reset": "1001",
+    }
     assert bucket.take(1000.2) and not bucket.take(1000.2)
 
 
@@ -475,11 +536,20 @@ async def test_active_http_stream_receives_events(standin, http):
         return web.Response(status=200)
 
     async with receiving("/logs/acme", receive) as base_url:
-        await http.post("/api/v2/log-streams", json={
-            "name": "streamer", "type": "http", "filters": [{"type": "category", "name": "user.success"}],
-            "sink": {"httpEndpoint": f"{base_url}/logs/acme", "httpContentFormat": "JSONARRAY",
-                     "httpAuthorization": "Bearer s3"}})
-        standin.add_log({"type": "s", "user_id": ANA})   # auth.login.success: filtered out
+        await http.post(
+            "/api/v2/log-streams",
+            json={
+                "name": "streamer",
+                "type": "http",
+                "filters": [{"type": "category", "name": "user.success"}],
+                "sink": {
+                    "httpEndpoint": f"{base_url}/logs/acme",
+                    "httpContentFormat": "JSONARRAY",
+                    "httpAuthorization": "Bearer s3",
+                },
+            },
+        )
+        standin.add_log({"type": "s", "user_id": ANA})  # auth.login.success: filtered out
         event = standin.add_log({"type": "sv", "user_id": ANA})
         await asyncio.wait_for(arrived.wait(), 5)
     authorization, body = received[0]
@@ -502,7 +572,7 @@ async def test_a_user_success_stream_gets_svr_and_scpr_as_register_expects(stand
     async with receiving("/logs/acme", receive) as base_url:
         body = stream_body("acme", base_url, "s3", {"sv", "scpr"})
         await http.post("/api/v2/log-streams", json={**body, "type": "http"})
-        standin.add_log({"type": "s", "user_id": ANA})       # auth.login.success: filtered out
+        standin.add_log({"type": "s", "user_id": ANA})  # auth.login.success: filtered out
         for kind in ("svr", "scpr", "sv"):
             standin.add_log({"type": kind, "user_id": ANA})
         await asyncio.wait_for(all_arrived.wait(), 10)
@@ -538,16 +608,22 @@ async def test_a_stream_failing_batch_after_batch_is_suspended_and_delivers_what
         return web.Response(status=answers["status"])
 
     async with receiving("/logs/acme", receive) as base_url:
-        stream = (await http.post("/api/v2/log-streams", json={
-            "name": "streamer-acme", "type": "http", "sink": {"httpEndpoint": f"{base_url}/logs/acme"}})).json()
+        stream = (
+            await http.post(
+                "/api/v2/log-streams",
+                json={"name": "streamer-acme", "type": "http", "sink": {"httpEndpoint": f"{base_url}/logs/acme"}},
+            )
+        ).json()
         standin.stream_suspend_after = 2
         first = standin.add_log({"type": "ss", "user_id": ANA})
-        await wait_until(lambda: standin.log_streams[stream["id"]]["status"] == "suspended",   # 3 attempts a
-                         what="the stream suspended")                                         # batch, twice
+        await wait_until(
+            lambda: standin.log_streams[stream["id"]]["status"] == "suspended",  # 3 attempts a
+            what="the stream suspended",
+        )  # batch, twice
         assert (await http.get(f"/api/v2/log-streams/{stream['id']}")).json()["status"] == "suspended"
         failed = [d for d in standin.stream_deliveries if d[0] == stream["id"]]
         assert len(failed) == 6 and {status for _, status, _ in failed} == {503}
-        later = standin.add_log({"type": "sv", "user_id": ANA})   # while suspended: kept, not sent
+        later = standin.add_log({"type": "sv", "user_id": ANA})  # while suspended: kept, not sent
         assert [e["log_id"] for e in standin.stream_held[stream["id"]]] == [first["log_id"], later["log_id"]]
         assert len(standin.stream_deliveries) == 6 and received == []
 
@@ -561,13 +637,25 @@ async def test_a_stream_failing_batch_after_batch_is_suspended_and_delivers_what
 
 async def test_a_stream_to_another_host_is_kept_never_posted(standin, http):
     """A stand-in sends nothing off this machine: the batch is recorded as not delivered (-1)."""
-    stream = (await http.post("/api/v2/log-streams", json={
-        "type": "http", "sink": {"httpEndpoint": "https://streamer.example.com/logs/acme"}})).json()
+    stream = (
+        await http.post(
+            "/api/v2/log-streams",
+            json={"type": "http", "sink": {"httpEndpoint": "https://streamer.example.com/logs/acme"}},
+        )
+    ).json()
     standin.add_log({"type": "sv", "user_id": ANA})
     await wait_until(lambda: standin.stream_deliveries, what="a delivery attempt")
     assert standin.stream_deliveries == [(stream["id"], -1, 1)]
-    assert [is_loopback_url(u) for u in ("http://127.0.0.2:1/", "http://[::1]:8/", "http://LOCALHOST/",
-                                         "http://10.0.0.1/", "https://auth0.com/")] == [True] * 3 + [False] * 2
+    assert [
+        is_loopback_url(u)
+        for u in (
+            "http://127.0.0.2:1/",
+            "http://[::1]:8/",
+            "http://LOCALHOST/",
+            "http://10.0.0.1/",
+            "https://auth0.com/",
+        )
+    ] == [True] * 3 + [False] * 2
 
 
 def test_a_stream_takes_the_categories_of_the_shared_table():
@@ -577,8 +665,8 @@ def test_a_stream_takes_the_categories_of_the_shared_table():
         for name in {*CATEGORY_OF_TYPE.values(), "other"}:
             stream = {"type": "http", "filters": [{"type": "category", "name": name}]}
             assert takes(stream, {"type": kind}) == (name == category), (kind, name)
-    assert takes({"type": "http"}, {"type": "svr"})                              # no filters: everything
-    assert not takes({"type": "eventbridge"}, {"type": "svr"})                   # only http streams post
+    assert takes({"type": "http"}, {"type": "svr"})  # no filters: everything
+    assert not takes({"type": "eventbridge"}, {"type": "svr"})  # only http streams post
 
 
 def test_a_batch_in_each_content_format_with_the_sinks_headers():
@@ -588,10 +676,16 @@ def test_a_batch_in_each_content_format_with_the_sinks_headers():
     assert json.loads(batch_body({"httpContentFormat": "JSONOBJECT"}, events)) == {"logs": records}
     lines = batch_body({"httpContentFormat": "JSONLINES"}, events).split("\n")
     assert [json.loads(line) for line in lines] == records
-    sink = {"httpContentType": "application/x-ndjson", "httpAuthorization": "Bearer s3",
-            "httpCustomHeaders": [{"header": "X-Tenant", "value": "acme"}, {"value": "no name"}]}
-    assert batch_headers(sink) == {"Content-Type": "application/x-ndjson", "Authorization": "Bearer s3",
-                                   "X-Tenant": "acme"}
+    sink = {
+        "httpContentType": "application/x-ndjson",
+        "httpAuthorization": "Bearer s3",
+        "httpCustomHeaders": [{"header": "X-Tenant", "value": "acme"}, {"value": "no name"}],
+    }
+    assert batch_headers(sink) == {
+        "Content-Type": "application/x-ndjson",
+        "Authorization": "Bearer s3",
+        "X-Tenant": "acme",
+    }
     assert batch_headers({}) == {"Content-Type": "application/json"}
 
 
@@ -602,20 +696,31 @@ async def test_a_token_carries_the_grant_of_its_issue_time(standin):
     wide = standin.issue_token()
     async with httpx.AsyncClient(base_url=standin.base_url) as client:
         body = {"user_id": ANA}
-        refused = await client.post("/api/v2/tickets/email-verification", json=body,
-                                    headers={"Authorization": f"Bearer {narrow}"})
+        refused = await client.post(
+            "/api/v2/tickets/email-verification", json=body, headers={"Authorization": f"Bearer {narrow}"}
+        )
         assert refused.status_code == 403
-        assert refused.json() == {"statusCode": 403, "error": "Forbidden", "errorCode": "insufficient_scope",
-                                  "message": "Insufficient scope, expected any of: create:user_tickets"}
-        allowed = await client.post("/api/v2/tickets/email-verification", json=body,
-                                    headers={"Authorization": f"Bearer {wide}"})
+        assert refused.json() == {
+            "statusCode": 403,
+            "error": "Forbidden",
+            "errorCode": "insufficient_scope",
+            "message": "Insufficient scope, expected any of: create:user_tickets",
+        }
+        allowed = await client.post(
+            "/api/v2/tickets/email-verification", json=body, headers={"Authorization": f"Bearer {wide}"}
+        )
         assert allowed.status_code == 201
         user = await client.get(f"/api/v2/users/{ANA}", headers={"Authorization": f"Bearer {narrow}"})
         assert user.status_code == 200
-        token = await client.post("/oauth/token", data={"grant_type": "client_credentials",
-                                                        "client_id": standin.client_id,
-                                                        "client_secret": standin.client_secret,
-                                                        "audience": standin.audience})
+        token = await client.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": standin.client_id,
+                "client_secret": standin.client_secret,
+                "audience": standin.audience,
+            },
+        )
     assert token.json()["scope"] == "read:users create:user_tickets"
 
 
@@ -631,16 +736,16 @@ async def _verified_in_search(http, user_id: str) -> bool:
 
 
 async def test_search_lags_writes_by_search_lag_s_while_get_by_id_and_by_email_are_current(standin, http):
-    lag = 1.0   # the checks of the lagging answers take far less, even on a busy machine
+    lag = 1.0  # the checks of the lagging answers take far less, even on a busy machine
     standin.set_search_lag(lag)
     written = time.monotonic()
     fresh = standin.add_user({"email": "lagging@example.com"})
-    assert await _search(http, fresh["user_id"]) == []                       # a new user: absent
+    assert await _search(http, fresh["user_id"]) == []  # a new user: absent
     assert (await http.get(f"/api/v2/users/{fresh['user_id']}")).status_code == 200
     by_email = (await http.get("/api/v2/users-by-email", params={"email": "lagging@example.com"})).json()
     assert [u["user_id"] for u in by_email] == [fresh["user_id"]]
     await http.patch(f"/api/v2/users/{ANA}", json={"email_verified": True})
-    assert (await _search(http, ANA))[0]["email_verified"] is False          # a changed user: as they were
+    assert (await _search(http, ANA))[0]["email_verified"] is False  # a changed user: as they were
     assert (await http.get(f"/api/v2/users/{ANA}")).json()["email_verified"] is True
     await wait_until(lambda: _search(http, fresh["user_id"]), what="the new user in the search")
     assert time.monotonic() - written >= lag
@@ -652,7 +757,7 @@ async def test_deleting_a_user_logs_sdu_and_the_search_finds_them_for_the_lag(st
     answer = await http.delete(f"/api/v2/users/{ANA}")
     assert answer.status_code == 204
     assert (await http.get(f"/api/v2/users/{ANA}")).json()["errorCode"] == "inexistent_user"
-    assert [u["user_id"] for u in await _search(http, ANA)] == [ANA]         # the index has not caught up
+    assert [u["user_id"] for u in await _search(http, ANA)] == [ANA]  # the index has not caught up
     [sdu] = [e for e in standin.logs if e["type"] == "sdu"]
     assert sdu["user_id"] == ANA and sdu["log_id"]
     standin.index_all()
@@ -674,7 +779,7 @@ async def test_plan_presets_have_separate_buckets_where_auth0_has_them(standin, 
     assert read.headers["x-ratelimit-limit"] == "40" and ticket.headers["x-ratelimit-limit"] == "10"
     tickets = [await http.post("/api/v2/tickets/email-verification", json={"user_id": ANA}) for _ in range(10)]
     assert tickets[-1].status_code == 429 and tickets[-1].json()["errorCode"] == "too_many_requests"
-    assert (await http.get(f"/api/v2/users/{ANA}")).status_code == 200       # reads have their own bucket
+    assert (await http.get(f"/api/v2/users/{ANA}")).status_code == 200  # reads have their own bucket
     standin.set_plan("free")
     answers = [await http.get(f"/api/v2/users/{ANA}") for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]

@@ -14,7 +14,7 @@ from streamer.sources.poller import Poller
 def test_doubles_from_initial_up_to_max():
     backoff = Backoff(initial_s=2.0, max_s=30.0)
     assert [backoff.delay(n) for n in range(1, 7)] == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    assert backoff.delay(0) == 2.0 and backoff.delay(10**6) == 30.0   # no overflow, never below initial
+    assert backoff.delay(0) == 2.0 and backoff.delay(10**6) == 30.0  # no overflow, never below initial
 
 
 def test_jitter_stays_within_half_and_whole_of_the_wait():

@@ -49,8 +49,9 @@ async def test_streamer_dev_new_password_form_to_email_to_confirmation_to_notice
     """`streamer dev --new-password`: the password typed on the form is set from the email's link."""
     port = free_port_block()
     out = io.StringIO()
-    sandbox = asyncio.create_task(run_sandbox(port=port, workdir=tmp_path / "dev", open_for_s=90, out=out,
-                                              new_password=True))
+    sandbox = asyncio.create_task(
+        run_sandbox(port=port, workdir=tmp_path / "dev", open_for_s=90, out=out, new_password=True)
+    )
     daemon, mail_page = (f"http://127.0.0.1:{port + i}" for i in (0, 2))
     try:
         async with chromium() as browser:
@@ -72,14 +73,15 @@ async def test_streamer_dev_new_password_form_to_email_to_confirmation_to_notice
             href = await link.get_attribute("href")
             assert href.startswith(f"{daemon}/password-reset/acme/confirm?")
             changed = page.locator("#mails tr", has_text=re.compile(r"mot de passe .* a été modifié")).filter(
-                has_text="ana.silva@example.com")
+                has_text="ana.silva@example.com"
+            )
             await page.goto(mail_page + "/")
-            notices_before = await changed.count()     # the sample events may have sent Ana one already
+            notices_before = await changed.count()  # the sample events may have sent Ana one already
             await page.goto(href)
             await page.get_by_role("button", name="Définir mon nouveau mot de passe").click()
             await page.get_by_role("heading", name="Votre mot de passe a été modifié").wait_for()
 
-            await page.goto(mail_page + "/")           # Auth0's `scp`, polled back: the notice
+            await page.goto(mail_page + "/")  # Auth0's `scp`, polled back: the notice
             await changed.nth(notices_before).wait_for(timeout=20000)
     finally:
         sandbox.cancel()

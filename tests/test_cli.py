@@ -27,8 +27,18 @@ def config_file(tmp_path, standin, catcher) -> Path:
 
 
 def test_help_for_every_command():
-    for command in ([], ["run"], ["check"], ["replay"], ["outbox"], ["outbox", "list"], ["resend"], ["dev"],
-                    ["preview"], ["register"]):
+    for command in (
+        [],
+        ["run"],
+        ["check"],
+        ["replay"],
+        ["outbox"],
+        ["outbox", "list"],
+        ["resend"],
+        ["dev"],
+        ["preview"],
+        ["register"],
+    ):
         result = run_cli(*command, "--help")
         assert result.returncode == 0 and "usage: streamer" in result.stdout
 
@@ -43,15 +53,23 @@ def test_example_config_passes_check(tmp_path):
     (tmp_path / "streamer.yaml").write_text((REPO / "config/streamer.example.yaml").read_text())
     (tmp_path / "templates").symlink_to(REPO / "templates")
     env = {"ACME_CLIENT_ID": "x", "ACME_CLIENT_SECRET": "y", "ACME_WEBHOOK_TOKEN": "z", "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "streamer", "check", "-c", str(tmp_path / "streamer.yaml")],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer", "check", "-c", str(tmp_path / "streamer.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("ok:")
 
 
 def test_check_reports_problems_with_file_line_and_exits_1(tmp_path, config_file):
-    config_file.write_text(config_file.read_text().replace("max_attempts: 4", "max_attempts: lots")
-                           .replace('["app.acme.test"]', '["elsewhere.test"]'))
+    config_file.write_text(
+        config_file.read_text()
+        .replace("max_attempts: 4", "max_attempts: lots")
+        .replace('["app.acme.test"]', '["elsewhere.test"]')
+    )
     result = run_cli("check", "-c", str(config_file))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = next(n for n, text in enumerate(config_file.read_text().splitlines(), 1) if "max_attempts: lots" in text)
@@ -87,15 +105,29 @@ def test_replay_stores_each_event_once(tmp_path, config_file, capsys):
     assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(body)]) == 0
     first = capsys.readouterr().out
     assert "3 stored" in first and "1 ignored" in first  # ss, s, sv stored; svr has no rule
-    assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(body),
-                 str(FIXTURES / "mgmt" / "GET_logs_checkpoint_page.json")]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "-c",
+                str(config_file),
+                "--tenant",
+                "acme",
+                str(body),
+                str(FIXTURES / "mgmt" / "GET_logs_checkpoint_page.json"),
+            ]
+        )
+        == 0
+    )
     assert "0 stored, 6 already in the inbox" in capsys.readouterr().out
 
 
 def test_replay_quarantines_an_event_no_store_can_keep_and_stores_the_rest(tmp_path, config_file, capsys):
     events = tmp_path / "events.jsonl"
-    events.write_text('{"log_id": "poison", "type": "ss", "user_id": "auth0|x", "user_agent": "\\ud800"}\n'
-                      '{"log_id": "fine", "type": "ss", "user_id": "auth0|y"}\n')
+    events.write_text(
+        '{"log_id": "poison", "type": "ss", "user_id": "auth0|x", "user_agent": "\\ud800"}\n'
+        '{"log_id": "fine", "type": "ss", "user_id": "auth0|y"}\n'
+    )
     assert main(["replay", "-c", str(config_file), "--tenant", "acme", str(events)]) == 0
     out, err = capsys.readouterr()
     assert "1 stored" in out
@@ -117,10 +149,23 @@ async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
 
     store = SqliteStore(tmp_path / "streamer.db")
     await store.open()
-    emails = [DueEmail(tenant="acme", rule="verify-email", template="verify_email", once_key=f"k{i}",
-                       cooldown_s=None, key=f"k{i}", user_id=f"auth0|{i}", log_id=f"L{i}",
-                       recipient=f"user{i}@example.com", locale="en", accepted_at=0, context={"user": {}})
-              for i in range(3)]
+    emails = [
+        DueEmail(
+            tenant="acme",
+            rule="verify-email",
+            template="verify_email",
+            once_key=f"k{i}",
+            cooldown_s=None,
+            key=f"k{i}",
+            user_id=f"auth0|{i}",
+            log_id=f"L{i}",
+            recipient=f"user{i}@example.com",
+            locale="en",
+            accepted_at=0,
+            context={"user": {}},
+        )
+        for i in range(3)
+    ]
     await store.settle_events([], emails, now=1000)
     claimed = await store.claim_emails(limit=3, now=1000, lease_s=60)
     await store.mark_dead(claimed[0].id, error="550 5.1.1 unknown user", now=1001)
@@ -155,7 +200,7 @@ async def test_outbox_list_show_retry_cancel(tmp_path, config_file, capsys):
     assert [e["id"] for e in json.loads(capsys.readouterr().out)] == [failed]
     assert await cli("outbox", "list", "--to", "user1@example.com", "-c", str(config_file)) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert "SENT (UTC)" in header and "1970-01-01 00:16:41" in row            # when it left (mark_sent at 1001)
+    assert "SENT (UTC)" in header and "1970-01-01 00:16:41" in row  # when it left (mark_sent at 1001)
 
 
 def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):
@@ -163,8 +208,9 @@ def test_run_refuses_to_start_with_one_clear_line(tmp_path, config_file):
     import socket
 
     text = config_file.read_text()
-    config_file.write_text(text.replace(f'store: "sqlite:///{tmp_path}/streamer.db"',
-                                        'store: "postgresql://u:hunter2@127.0.0.1:1/db"'))
+    config_file.write_text(
+        text.replace(f'store: "sqlite:///{tmp_path}/streamer.db"', 'store: "postgresql://u:hunter2@127.0.0.1:1/db"')
+    )
     result = run_cli("run", "-c", str(config_file))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot open the store" in result.stderr and "hunter2" not in result.stderr
@@ -202,25 +248,36 @@ def test_check_warns_when_the_reset_form_has_no_rule(tmp_path, config_file):
 
 
 async def test_check_online_tries_smtp_credentials_scopes_and_the_log_stream(config_file, standin, capsys):
-    config_file.write_text(config_file.read_text().replace(
-        'server: {listen: "127.0.0.1:0"}', 'server: {listen: "127.0.0.1:0", public_url: "https://mail.acme.test"}'))
-    standin.log_streams["lst_1"] = {"id": "lst_1", "name": "streamer-acme", "type": "http", "status": "suspended",
-                                    "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"},
-                                    "filters": [{"type": "category", "name": "auth.signup.success"},
-                                                {"type": "category", "name": "user.success"}]}
+    config_file.write_text(
+        config_file.read_text().replace(
+            'server: {listen: "127.0.0.1:0"}', 'server: {listen: "127.0.0.1:0", public_url: "https://mail.acme.test"}'
+        )
+    )
+    standin.log_streams["lst_1"] = {
+        "id": "lst_1",
+        "name": "streamer-acme",
+        "type": "http",
+        "status": "suspended",
+        "sink": {"httpEndpoint": "https://mail.acme.test/logs/acme"},
+        "filters": [{"type": "category", "name": "auth.signup.success"}, {"type": "category", "name": "user.success"}],
+    }
     records = {"acme.test": ["v=spf1 include:relay.test -all"]}
     with dns_server(records) as dns_port:
-        assert await asyncio.to_thread(main, ["check", "--online", "-c", str(config_file),
-                                              "--dns-server", f"127.0.0.1:{dns_port}"]) == 0
+        assert (
+            await asyncio.to_thread(
+                main, ["check", "--online", "-c", str(config_file), "--dns-server", f"127.0.0.1:{dns_port}"]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "warning: DKIM acme.test: streamer does not sign (no dkim keys)" in out
     assert 'ok: SPF acme.test: "v=spf1 include:relay.test -all"' in out
     assert "warning: DMARC acme.test: no DMARC record at _dmarc.acme.test" in out
     assert "ok: SMTP 127.0.0.1:" in out and "the server answers" in out
     assert "ok: Auth0 acme (acme-test.us.auth0.com): credentials accepted, 5 of 5 needed scopes granted" in out
-    assert ("warning: log stream lst_1 of acme → https://mail.acme.test/logs/acme: suspended by Auth0" in out)
-    assert "its filters leave out auth.login.success, which rules listen to" in out     # the `s` of both rules
-    assert standin.log_streams["lst_1"]["status"] == "suspended"          # looked at, not changed
+    assert "warning: log stream lst_1 of acme → https://mail.acme.test/logs/acme: suspended by Auth0" in out
+    assert "its filters leave out auth.login.success, which rules listen to" in out  # the `s` of both rules
+    assert standin.log_streams["lst_1"]["status"] == "suspended"  # looked at, not changed
     assert not [call for call in standin.calls if call[0] != "GET" and call[1] != "/oauth/token"]
 
 
@@ -236,12 +293,18 @@ async def test_check_online_fails_on_a_dead_smtp_server_and_a_missing_scope(tmp_
     path.write_text(config_text(tmp_path, standin, Closed()))
     standin.granted_scopes = "read:users update:users"
     with dns_server({}) as dns_port:
-        assert await asyncio.to_thread(main, ["check", "--online", "-c", str(path),
-                                              "--dns-server", f"127.0.0.1:{dns_port}"]) == 1
+        assert (
+            await asyncio.to_thread(
+                main, ["check", "--online", "-c", str(path), "--dns-server", f"127.0.0.1:{dns_port}"]
+            )
+            == 1
+        )
     captured = capsys.readouterr()
     assert f"error: SMTP 127.0.0.1:{closed_port} (none)" in captured.out
-    assert ("error: Auth0 acme (acme-test.us.auth0.com): missing scope create:user_tickets (verification and "
-            "password-change links)") in captured.out
+    assert (
+        "error: Auth0 acme (acme-test.us.auth0.com): missing scope create:user_tickets (verification and "
+        "password-change links)"
+    ) in captured.out
     assert "warning: Auth0 acme (acme-test.us.auth0.com): missing scope read:log_streams" in captured.out
     assert "2 error(s)" in captured.err and "Traceback" not in captured.err
 
@@ -254,10 +317,27 @@ async def test_outbox_retry_and_cancel_by_state_tenant_and_rule(tmp_path, config
     store = SqliteStore(tmp_path / "streamer.db")
     await store.open()
     rules = ["welcome", "welcome", "welcome", "verify-email"]
-    await store.settle_events([], [
-        DueEmail(tenant="acme", rule=rule, template=rule, once_key=f"k{i}", cooldown_s=None, key=f"k{i}",
-                 user_id=f"auth0|{i}", log_id=f"L{i}", recipient=f"user{i}@example.com", locale="en",
-                 accepted_at=0, context={"user": {}}) for i, rule in enumerate(rules)], now=1000)
+    await store.settle_events(
+        [],
+        [
+            DueEmail(
+                tenant="acme",
+                rule=rule,
+                template=rule,
+                once_key=f"k{i}",
+                cooldown_s=None,
+                key=f"k{i}",
+                user_id=f"auth0|{i}",
+                log_id=f"L{i}",
+                recipient=f"user{i}@example.com",
+                locale="en",
+                accepted_at=0,
+                context={"user": {}},
+            )
+            for i, rule in enumerate(rules)
+        ],
+        now=1000,
+    )
     claimed = await store.claim_emails(limit=4, now=1000, lease_s=60)
     for email in claimed:
         await store.mark_dead(email.id, error="421 outage", now=1001)
@@ -287,12 +367,11 @@ async def test_outbox_retry_and_cancel_by_state_tenant_and_rule(tmp_path, config
     assert "--tenant and --rule narrow --state" in capsys.readouterr().err
 
 
-async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, standin, catcher, start_daemon,
-                                                                    capsys):
+async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, standin, catcher, start_daemon, capsys):
     """Support's "send it again": past the rule's once, through the running daemon, a new ticket."""
     from support.mail import ticket_link
 
-    ana, bruno = "auth0|65f0c0ffee0000000000a001", "google-oauth2|104203384937812345678"   # unverified, verified
+    ana, bruno = "auth0|65f0c0ffee0000000000a001", "google-oauth2|104203384937812345678"  # unverified, verified
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     assert (await daemon.post([sample_event("ss", user_id=ana)]))[0] == 200
     [first] = await catcher.wait_for(1)
@@ -304,20 +383,20 @@ async def test_resend_queues_the_rules_email_again_with_a_fresh_link(tmp_path, s
     assert "queued email" in capsys.readouterr().out
     second = (await catcher.wait_for(2))[1]
     assert second.to == first.to == ["ana.silva@example.com"]
-    assert second.parsed["Content-Language"] == "fr-CA"                 # her language, as the first
-    assert ticket_link(second) != ticket_link(first)                     # a new ticket, made at send time
+    assert second.parsed["Content-Language"] == "fr-CA"  # her language, as the first
+    assert ticket_link(second) != ticket_link(first)  # a new ticket, made at send time
 
     assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", bruno) == 1
-    assert "add --force" in capsys.readouterr().err                      # verified: the rule's if says no
+    assert "add --force" in capsys.readouterr().err  # verified: the rule's if says no
     assert await asyncio.to_thread(resend, "--rule", "verify-email", "--user", "auth0|nobody") == 1
     assert "user not found in Auth0" in capsys.readouterr().err
     assert await asyncio.to_thread(resend, "--rule", "nope", "--user", ana) == 1
     assert "the config has: verify-email, welcome" in capsys.readouterr().err
     assert await asyncio.to_thread(resend, "--rule", "welcome", "--to", "Bruno.Costa@example.com", "--force") == 0
-    assert (await catcher.wait_for(3))[2].to == ["bruno.costa@example.com"]      # found by address
+    assert (await catcher.wait_for(3))[2].to == ["bruno.costa@example.com"]  # found by address
     assert await asyncio.to_thread(resend, "--rule", "welcome", "--to", "nobody@example.com") == 1
     assert "no Auth0 user has the address nobody@example.com" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as usage:                                          # --user or --to
+    with pytest.raises(SystemExit) as usage:  # --user or --to
         await asyncio.to_thread(resend, "--rule", "welcome")
     assert usage.value.code == 2
 
@@ -337,8 +416,9 @@ NEW_DEVICE_WITH_A_BROKEN_KEY = """\
 
 def test_check_evaluates_every_rules_if_and_result_url_on_sample_events_with_file_line(tmp_path, config_file):
     """A rule whose `if` fails on every event compiles fine and would never send: check runs it."""
-    text = config_file.read_text().replace('if: "not user.email_verified"',
-                                           '''if: "not user.email_verified and user.logins_count + 'x'"''')
+    text = config_file.read_text().replace(
+        'if: "not user.email_verified"', '''if: "not user.email_verified and user.logins_count + 'x'"'''
+    )
     text = text.replace("/verified?lang={{ locale }}", "/verified?lang={{ tenant.vars.lang }}")
     text += NEW_DEVICE_WITH_A_BROKEN_KEY
     config_file.write_text(text)
@@ -351,13 +431,19 @@ def test_check_evaluates_every_rules_if_and_result_url_on_sample_events_with_fil
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = result.stderr + result.stdout
     if_line = line_of('if: "not user')
-    assert (f"{config_file}:{if_line}: rules.0 (verify-email).if: fails on the sample context "
-            "for event type s, ss: `if` failed: TypeError") in errors
-    assert (f"{config_file}:{line_of('ticket:')}: rules.0 (verify-email).ticket.result_url: fails on the sample "
-            "context for event type s, ss: ticket.result_url failed: 'dict object' has no attribute 'lang'") in errors
-    assert (f"{config_file}:{line_of('once: {key')}: rules.2 (new-device).once.key: fails on the sample context "
-            "for event type s: ZeroDivisionError") in errors
-    assert "rules.1 (welcome)" not in errors                     # a sound rule is not reported
+    assert (
+        f"{config_file}:{if_line}: rules.0 (verify-email).if: fails on the sample context "
+        "for event type s, ss: `if` failed: TypeError"
+    ) in errors
+    assert (
+        f"{config_file}:{line_of('ticket:')}: rules.0 (verify-email).ticket.result_url: fails on the sample "
+        "context for event type s, ss: ticket.result_url failed: 'dict object' has no attribute 'lang'"
+    ) in errors
+    assert (
+        f"{config_file}:{line_of('once: {key')}: rules.2 (new-device).once.key: fails on the sample context "
+        "for event type s: ZeroDivisionError"
+    ) in errors
+    assert "rules.1 (welcome)" not in errors  # a sound rule is not reported
     started = run_cli("run", "-c", str(config_file))
     assert started.returncode == 1 and "rules.0 (verify-email).if: fails" in started.stderr
 
@@ -368,7 +454,8 @@ def test_rule_evaluation_in_check_uses_a_sample_event_of_each_type_it_listens_to
     from streamer.config import parse_config
     from streamer.rules import compile_rules
 
-    config = parse_config("""\
+    config = parse_config(
+        """\
 smtp: {from: "Acme <no-reply@acme.test>"}
 tenants: {acme: {domain: acme.auth0.com, client_id: x, client_secret: y}}
 rules:
@@ -382,7 +469,11 @@ rules:
     if: "user.logins_count / 0"
     once: per_user
     template: password_changed
-""", source="rules.yaml", env={})
+""",
+        source="rules.yaml",
+        env={},
+    )
     assert evaluate_rules(config, compile_rules(config.rules)) == [
         "rules.yaml:11: rules.1 (broken).if: fails on the sample context for event type scp: `if` failed: "
-        "ZeroDivisionError: division by zero"]
+        "ZeroDivisionError: division by zero"
+    ]

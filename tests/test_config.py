@@ -59,8 +59,10 @@ def test_unknown_keys_are_errors():
 def test_missing_env_var_is_reported_with_its_key():
     text = MINIMAL.replace("client_id: cid", "client_id: ${ACME_CLIENT_ID}")
     problems = problems_of(text)
-    assert problems == ["streamer.yaml:5: tenants.acme.client_id: environment variable ACME_CLIENT_ID is not set "
-                        "(write ${ACME_CLIENT_ID:-default} for a default)"]
+    assert problems == [
+        "streamer.yaml:5: tenants.acme.client_id: environment variable ACME_CLIENT_ID is not set "
+        "(write ${ACME_CLIENT_ID:-default} for a default)"
+    ]
     assert parse_config(text, env={"ACME_CLIENT_ID": "abc"}).tenants["acme"].client_id == "abc"
 
 
@@ -68,11 +70,12 @@ def test_missing_sections_and_bad_yaml():
     assert any("smtp: required key is missing" in p for p in problems_of("tenants: {}\nrules: []\n"))
     assert problems_of("smtp: [1, 2\n")[0].startswith("streamer.yaml:")
     assert problems_of("- just a list\n") == [
-        "streamer.yaml: the config must be a YAML mapping of sections (server, smtp, tenants, rules …)"]
+        "streamer.yaml: the config must be a YAML mapping of sections (server, smtp, tenants, rules …)"
+    ]
 
 
 def test_duplicate_rule_names_and_bad_tenant_names():
-    doubled = MINIMAL + MINIMAL[MINIMAL.index("  - name"):]
+    doubled = MINIMAL + MINIMAL[MINIMAL.index("  - name") :]
     assert any("two rules are named 'verify-email'" in p for p in problems_of(doubled))
     assert any("tenant name" in p for p in problems_of(MINIMAL.replace("  acme:", "  'a/b':")))
 
@@ -107,10 +110,30 @@ def test_expand_env_default_and_empty():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(["server", "smtp", "delivery", "tenants", "rules", "store", "bogus",
-                                         "templates", "redirects", "password_reset"]),
-                       st.none() | st.integers() | st.text(max_size=10) | st.lists(st.integers(), max_size=2)
-                       | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2), max_size=6))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "server",
+                "smtp",
+                "delivery",
+                "tenants",
+                "rules",
+                "store",
+                "bogus",
+                "templates",
+                "redirects",
+                "password_reset",
+            ]
+        ),
+        st.none()
+        | st.integers()
+        | st.text(max_size=10)
+        | st.lists(st.integers(), max_size=2)
+        | st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+        max_size=6,
+    )
+)
 def test_any_yaml_mapping_gives_a_config_or_a_config_error(data):
     import yaml
 

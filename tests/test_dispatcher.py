@@ -11,9 +11,20 @@ from streamer.outbox import DueEmail, EmailState, RetryPolicy
 
 
 def due(i: int) -> DueEmail:
-    return DueEmail(tenant="acme", rule="r", template="welcome", once_key=f"k{i}", cooldown_s=None, key=f"k{i}",
-                    user_id=f"u{i}", log_id=f"L{i}", recipient=f"u{i}@example.com", locale="en",
-                    accepted_at=time.time(), context={})
+    return DueEmail(
+        tenant="acme",
+        rule="r",
+        template="welcome",
+        once_key=f"k{i}",
+        cooldown_s=None,
+        key=f"k{i}",
+        user_id=f"u{i}",
+        log_id=f"L{i}",
+        recipient=f"u{i}@example.com",
+        locale="en",
+        accepted_at=time.time(),
+        context={},
+    )
 
 
 class ScriptedDeliverer:
@@ -54,15 +65,15 @@ async def run_until(store, dispatcher, predicate, timeout=10.0):
 async def test_outcomes_follow_the_retry_policy(sqlite_store):
     await sqlite_store.settle_events([], [due(i) for i in range(8)], now=time.time())
     deliverer = ScriptedDeliverer()
-    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=4,
-                            wake=asyncio.Event())
-    await run_until(sqlite_store, dispatcher,
-                    lambda emails: all(e.state in (EmailState.SENT, EmailState.DEAD) for e in emails))
+    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=4, wake=asyncio.Event())
+    await run_until(
+        sqlite_store, dispatcher, lambda emails: all(e.state in (EmailState.SENT, EmailState.DEAD) for e in emails)
+    )
     states = {int(e.user_id[1:]): (e.state, e.attempts) for e in await sqlite_store.list_emails(states=None)}
     assert states[0] == (EmailState.SENT, 1) and states[4] == (EmailState.SENT, 1)
-    assert states[1] == (EmailState.DEAD, 3)      # transient until max_attempts
-    assert states[2] == (EmailState.DEAD, 1)      # permanent at once
-    assert states[3] == (EmailState.DEAD, 3)      # a crash is retried, bounded
+    assert states[1] == (EmailState.DEAD, 3)  # transient until max_attempts
+    assert states[2] == (EmailState.DEAD, 1)  # permanent at once
+    assert states[3] == (EmailState.DEAD, 3)  # a crash is retried, bounded
 
 
 async def test_a_sent_mark_the_store_refuses_is_kept_and_written_when_the_store_is_back(sqlite_store):
@@ -80,12 +91,11 @@ async def test_a_sent_mark_the_store_refuses_is_kept_and_written_when_the_store_
 
     sqlite_store.mark_sent = flaky_mark_sent
     deliverer = ScriptedDeliverer()
-    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2,
-                            wake=asyncio.Event())
+    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2, wake=asyncio.Event())
     with capture_logs() as logs:
         await run_until(sqlite_store, dispatcher, lambda emails: emails[0].state == EmailState.SENT)
-    assert deliverer.attempts == {0: 1}          # sent once
-    assert len(calls) == 4                       # written on the fourth try, no new send in between
+    assert deliverer.attempts == {0: 1}  # sent once
+    assert len(calls) == 4  # written on the fourth try, no new send in between
     events = [entry["event"] for entry in logs]
     assert events.count("outbox_outcome_unrecorded") == 1  # one warning per kept outcome, not one per retry
     assert await sqlite_store.requeue_stale(now=time.time() + 10_000) == 0

@@ -32,7 +32,8 @@ async def wait_for_state(daemon, state: str, timeout: float = 10.0) -> list:
 
 
 async def test_signup_sends_one_verification_email_whose_link_lands_on_the_result_url(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     status, answer = await daemon.post([envelope(sample_event("ss"))])
     assert status == 200 and answer["stored"] == 1
@@ -61,8 +62,7 @@ async def test_signup_sends_one_verification_email_whose_link_lands_on_the_resul
     assert messages[1].to == ["ana.silva@example.com"] and "ticket=" not in messages[1].text
 
 
-async def test_every_webhook_format_and_unverified_users_get_one_email_each(tmp_path, standin, catcher,
-                                                                            start_daemon):
+async def test_every_webhook_format_and_unverified_users_get_one_email_each(tmp_path, standin, catcher, start_daemon):
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     for name in ("body_JSONARRAY.json", "body_JSONLINES.jsonl", "body_JSONOBJECT.json"):
         status, _ = await daemon.post(None, raw=(FIXTURES / "webhook" / name).read_bytes())
@@ -73,8 +73,9 @@ async def test_every_webhook_format_and_unverified_users_get_one_email_each(tmp_
 
 
 async def test_bad_requests_store_nothing_and_the_daemon_stays_healthy(tmp_path, standin, catcher, start_daemon):
-    text = config_text(tmp_path, standin, catcher).replace('server: {listen: "127.0.0.1:0"}',
-                                                           'server: {listen: "127.0.0.1:0", max_body_bytes: 2000}')
+    text = config_text(tmp_path, standin, catcher).replace(
+        'server: {listen: "127.0.0.1:0"}', 'server: {listen: "127.0.0.1:0", max_body_bytes: 2000}'
+    )
     daemon = await start_daemon(text)
     event = [envelope(sample_event("ss"))]
     # The registry is the process's: other tests may have counted 401s for acme before this one.
@@ -87,13 +88,15 @@ async def test_bad_requests_store_nothing_and_the_daemon_stays_healthy(tmp_path,
     assert status == 400 and "not JSON" in answer["error"]
     assert (await daemon.post(None, raw=b"[" + b" " * 5000 + b"]"))[0] == 413
     for size, status in ((5000, 413), (100, 200)):  # chunked: no Content-Length to trust
+
         async def chunks(size=size):
             yield b"[" + b" " * size
             yield b"]"
 
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{daemon.url}/logs/acme", data=chunks(),
-                                    headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}) as response:
+            async with session.post(
+                f"{daemon.url}/logs/acme", data=chunks(), headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+            ) as response:
                 assert response.status == status
     status, answer = await daemon.post([1, "two", {"no": "log_id"}])
     assert status == 200 and answer["skipped"] == 3 and answer["stored"] == 0
@@ -139,14 +142,25 @@ async def test_smtp_550_makes_the_email_dead_and_outbox_list_shows_it(tmp_path, 
 async def test_auth0_429_storm_still_delivers_everything(tmp_path, standin, catcher, start_daemon):
     users = []
     for index in range(30):
-        user = standin.add_user({"user_id": f"auth0|storm{index:04d}", "email": f"storm{index}@example.com",
-                                 "email_verified": False, "name": f"Storm {index}", "logins_count": 1})
+        user = standin.add_user(
+            {
+                "user_id": f"auth0|storm{index:04d}",
+                "email": f"storm{index}@example.com",
+                "email_verified": False,
+                "name": f"Storm {index}",
+                "logins_count": 1,
+            }
+        )
         users.append(user)
     standin.set_rate_limit(5, 5.0)
     standin.fail_next("/api/v2/tickets", 429, count=10)
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
-    events = [envelope(sample_event("ss", log_id=f"9002026030114010844900{i:04d}", user_id=u["user_id"],
-                                    user_name=u["email"])) for i, u in enumerate(users)]
+    events = [
+        envelope(
+            sample_event("ss", log_id=f"9002026030114010844900{i:04d}", user_id=u["user_id"], user_name=u["email"])
+        )
+        for i, u in enumerate(users)
+    ]
     assert (await daemon.post(events))[0] == 200
     messages = await catcher.wait_for(30, timeout=60)
     assert sorted(m.to[0] for m in messages) == sorted(u["email"] for u in users)
@@ -166,8 +180,13 @@ async def test_no_secret_token_or_ticket_url_in_logs_or_database(tmp_path, stand
     logs = daemon.logs.getvalue()
     assert "email_sent" in logs  # the log was captured at all
     database = b"".join(p.read_bytes() for p in Path(tmp_path).glob("streamer.db*"))
-    for secret in (ticket_id, standin.client_secret, WEBHOOK_TOKEN, "wrong-token-value",
-                   "Q2hhbmdlUGFzc3dvcmRUaWNrZXRFeGFtcGxl"):  # the scp event's ticket id
+    for secret in (
+        ticket_id,
+        standin.client_secret,
+        WEBHOOK_TOKEN,
+        "wrong-token-value",
+        "Q2hhbmdlUGFzc3dvcmRUaWNrZXRFeGFtcGxl",
+    ):  # the scp event's ticket id
         assert secret not in logs, secret
         assert secret.encode() not in database, secret
     for token in standin.issued_tokens:
@@ -180,9 +199,17 @@ async def test_a_log_stream_delivers_to_the_daemon_like_auth0(tmp_path, standin,
     """The stand-in's custom-webhook stream posts batches to /logs/acme, as Auth0 would."""
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     standin.log_streams["lst_test"] = {
-        "id": "lst_test", "name": "streamer-acme", "type": "http", "status": "active",
-        "sink": {"httpEndpoint": f"{daemon.url}/logs/acme", "httpContentFormat": "JSONLINES",
-                 "httpContentType": "application/json", "httpAuthorization": f"Bearer {WEBHOOK_TOKEN}"}}
+        "id": "lst_test",
+        "name": "streamer-acme",
+        "type": "http",
+        "status": "active",
+        "sink": {
+            "httpEndpoint": f"{daemon.url}/logs/acme",
+            "httpContentFormat": "JSONLINES",
+            "httpContentType": "application/json",
+            "httpAuthorization": f"Bearer {WEBHOOK_TOKEN}",
+        },
+    }
     standin.add_log(sample_event("ss"))
     [message] = await catcher.wait_for(1)
     assert message.to == ["ana.silva@example.com"]
@@ -198,8 +225,11 @@ async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, st
     second = sample_event("svr", log_id="90020260301140109040039595000000000000000000000000000099")
     status, answer = await daemon.post([envelope(first), envelope(second)])
     assert status == 200 and answer["ignored"] == 2 and answer["stored"] == 0
-    warnings = [json.loads(line) for line in daemon.logs.getvalue().splitlines()
-                if "auth0_sends_its_own_verification_emails" in line]
+    warnings = [
+        json.loads(line)
+        for line in daemon.logs.getvalue().splitlines()
+        if "auth0_sends_its_own_verification_emails" in line
+    ]
     assert len(warnings) == 1 and warnings[0]["tenant"] == "acme" and warnings[0]["level"] == "warning"
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{daemon.url}/metrics") as response:
@@ -210,8 +240,9 @@ async def test_svr_warns_once_that_auth0_still_sends_its_own_emails(tmp_path, st
 async def test_wrong_auth0_credentials_keep_the_event_waiting_in_the_inbox(tmp_path, standin, catcher, start_daemon):
     """A bad client secret is the operator's to fix: the user fetch needs the token, so the event
     waits in the inbox (deferred, not dropped) and no email is queued, let alone dead."""
-    text = config_text(tmp_path, standin, catcher).replace(f"client_secret: {standin.client_secret}",
-                                                           "client_secret: wrong-secret")
+    text = config_text(tmp_path, standin, catcher).replace(
+        f"client_secret: {standin.client_secret}", "client_secret: wrong-secret"
+    )
     daemon = await start_daemon(text)
     await daemon.post([envelope(sample_event("ss"))])
     # The processor logs user_fetch_failed after the deferral is committed.
@@ -222,8 +253,9 @@ async def test_wrong_auth0_credentials_keep_the_event_waiting_in_the_inbox(tmp_p
     assert "wrong-secret" not in daemon.logs.getvalue()
 
 
-async def test_credentials_refused_at_send_time_keep_the_email_retrying_not_dead(tmp_path, standin, catcher,
-                                                                                start_daemon):
+async def test_credentials_refused_at_send_time_keep_the_email_retrying_not_dead(
+    tmp_path, standin, catcher, start_daemon
+):
     """The user fetch works, then the ticket endpoint answers 401 (twice per attempt: streamer
     fetches a new token and tries once more) for two attempts: failed, retried, sent."""
     standin.fail_next("/api/v2/tickets", 401, count=4)
@@ -243,16 +275,23 @@ async def test_a_missing_ticket_scope_is_retried_not_dead(tmp_path, standin, cat
     assert "credentials or scopes" in daemon.logs.getvalue()
 
 
-async def test_a_full_disk_answers_503_stores_nothing_and_the_redelivery_is_sent(tmp_path, standin, catcher,
-                                                                                  start_daemon):
+async def test_a_full_disk_answers_503_stores_nothing_and_the_redelivery_is_sent(
+    tmp_path, standin, catcher, start_daemon
+):
     """SQLite's own SQLITE_FULL (max_page_count pinned to the file's size): a clear 503 and log
     line instead of a bare 500, nothing half-stored, and Auth0's redelivery goes through later."""
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     store = daemon.daemon.store
     pages = await store._read(lambda c: c.execute("PRAGMA page_count").fetchone()[0])  # noqa: SLF001
     await store._read(lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))  # noqa: SLF001
-    events = [envelope(sample_event("ss", log_id=f"9002026030114010844900000000000000000000000000000000{i:04d}",
-                                    user_id=f"auth0|disk{i}")) for i in range(40)]
+    events = [
+        envelope(
+            sample_event(
+                "ss", log_id=f"9002026030114010844900000000000000000000000000000000{i:04d}", user_id=f"auth0|disk{i}"
+            )
+        )
+        for i in range(40)
+    ]
     for i in range(40):
         standin.add_user({"user_id": f"auth0|disk{i}", "email": f"disk{i}@example.com"})
     status, body = await daemon.post(events)

@@ -27,8 +27,9 @@ def sample_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-@pytest.mark.parametrize("name", ["webhook/body_JSONARRAY.json", "webhook/body_JSONLINES.jsonl",
-                                  "webhook/body_JSONOBJECT.json"])
+@pytest.mark.parametrize(
+    "name", ["webhook/body_JSONARRAY.json", "webhook/body_JSONLINES.jsonl", "webhook/body_JSONOBJECT.json"]
+)
 def test_every_auth0_content_format_gives_the_same_events(name):
     batch = parse_body(sample_bytes(name))
     assert [e["type"] for e in batch.events] == ["ss", "svr", "s", "sv"]
@@ -58,7 +59,7 @@ def test_non_events_are_reported_not_fatal():
     assert "entry 0: not an object but int" in batch.skipped
 
 
-@pytest.mark.parametrize("body", [b"", b"   ", b"{not json", b"\xff\xfe\x00", b"[1, 2", b"{\"a\": 1}\n{oops"])
+@pytest.mark.parametrize("body", [b"", b"   ", b"{not json", b"\xff\xfe\x00", b"[1, 2", b'{"a": 1}\n{oops'])
 def test_a_body_that_is_not_json_is_a_body_error(body):
     with pytest.raises(BodyError):
         parse_body(body)
@@ -78,12 +79,20 @@ def test_arbitrary_bytes_either_parse_or_raise_body_error(data):
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20)
+    max_leaves=20,
+)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(json_values | st.fixed_dictionaries({"log_id": st.text(min_size=1, max_size=60),
-                                                     "type": st.sampled_from(["ss", "s", "sv"])}), max_size=10))
+@given(
+    st.lists(
+        json_values
+        | st.fixed_dictionaries(
+            {"log_id": st.text(min_size=1, max_size=60), "type": st.sampled_from(["ss", "s", "sv"])}
+        ),
+        max_size=10,
+    )
+)
 def test_any_json_array_is_split_into_events_and_skipped_entries(entries):
     batch = parse_body(json.dumps(entries))
     assert len(batch.events) + len(batch.skipped) == len(entries)
@@ -127,19 +136,70 @@ def test_risk_assessment_codes_survive_scrubbing():
     assert event["details"]["riskAssessment"]["assessments"]["NewDevice"]["code"] == "no_match"
 
 
-_KEYS = st.sampled_from(["password", "ticket", "otp", "access_token", "name", "email", "details", "Ticket",
-                         "AUTHORIZATION", "newPassword", "x-api-key", "last_password_reset", "token_type", "OTP_code",
-                         "description", "footprint", "pass\"word", "verification_url", "xpassword\n", "otp\n",
-                         "mfa_otp\n", "\u017fecret", "client_\u017fecret", "api-key", "reset_url", "otp-code"])
-_TEXT_PIECES = st.sampled_from(["https://t.auth0.com/lo/reset?ticket=", "abc123", "&access_token=", "?code=", "Bearer ",
-                                "https://t.auth0.com/lo/reset?Ticket=abc123#", "cb?access_token=at1", "Bearer abcdefghij",  # noqa: E501
-                                "eyJhbGciOiJI.eyJzdWIi.c2ln",
-                                "eyJhbGciOi", ".x.y", "ticket", "=", " ", "\"", "\\", "/", "é", "PASSWORD=", "ey", "J",
-                                "?tic\u212aet=", "\u0130", "\n"])
+_KEYS = st.sampled_from(
+    [
+        "password",
+        "ticket",
+        "otp",
+        "access_token",
+        "name",
+        "email",
+        "details",
+        "Ticket",
+        "AUTHORIZATION",
+        "newPassword",
+        "x-api-key",
+        "last_password_reset",
+        "token_type",
+        "OTP_code",
+        "description",
+        "footprint",
+        'pass"word',
+        "verification_url",
+        "xpassword\n",
+        "otp\n",
+        "mfa_otp\n",
+        "\u017fecret",
+        "client_\u017fecret",
+        "api-key",
+        "reset_url",
+        "otp-code",
+    ]
+)
+_TEXT_PIECES = st.sampled_from(
+    [
+        "https://t.auth0.com/lo/reset?ticket=",
+        "abc123",
+        "&access_token=",
+        "?code=",
+        "Bearer ",
+        "https://t.auth0.com/lo/reset?Ticket=abc123#",
+        "cb?access_token=at1",
+        "Bearer abcdefghij",  # noqa: E501
+        "eyJhbGciOiJI.eyJzdWIi.c2ln",
+        "eyJhbGciOi",
+        ".x.y",
+        "ticket",
+        "=",
+        " ",
+        '"',
+        "\\",
+        "/",
+        "é",
+        "PASSWORD=",
+        "ey",
+        "J",
+        "?tic\u212aet=",
+        "\u0130",
+        "\n",
+    ]
+)
 _TEXT = st.lists(_TEXT_PIECES, max_size=5).map("".join) | st.text(max_size=8)
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | _TEXT | st.just("*****"),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
-                     max_leaves=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TEXT | st.just("*****"),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=800, deadline=None)
@@ -160,8 +220,9 @@ def test_auth0s_password_mask_is_kept_and_real_credentials_are_found():
     assert scrub({"password": "*****"}) == {"password": "*****"}
 
 
-@pytest.mark.parametrize("key", ["xpassword\n", "otp\n", "mfa_otp\n", "\u017fecret", "Pa\u017f\u017fword",
-                                 "tic\u212aet"])
+@pytest.mark.parametrize(
+    "key", ["xpassword\n", "otp\n", "mfa_otp\n", "\u017fecret", "Pa\u017f\u017fword", "tic\u212aet"]
+)
 def test_keys_that_python_reads_as_credential_words_are_maybes(key):
     """scrub() matches keys with Python's re: `$` before a trailing newline, and case-insensitive
     Unicode (ſ is s, the Kelvin sign is k). The raw check must not let such a key through."""
@@ -172,17 +233,27 @@ def test_keys_that_python_reads_as_credential_words_are_maybes(key):
 
 
 def test_a_folding_letter_in_free_text_is_a_maybe():
-    raw = json.dumps([{"log_id": "L1", "type": "ss", "description": "cb?tic\u212aet=abc123"}],
-                     ensure_ascii=False).encode()
+    raw = json.dumps(
+        [{"log_id": "L1", "type": "ss", "description": "cb?tic\u212aet=abc123"}], ensure_ascii=False
+    ).encode()
     event = parse_body(raw).events[0]
     assert scrub(event)["description"] == "cb?tic\u212aet=[removed]"
     assert may_hold_credentials(raw)
 
 
 def test_credential_keys_are_found_in_any_case_and_by_the_word_they_hold():
-    event = {"details": {"Ticket": "T1CKET", "authorization": "Basic dXNlcjpwYXNz", "X-Api-Key": "K3Y",
-                         "clientSecret": "S3CRET", "body": {"NewPassword": "hunter22", "mfa_otp": "123456"}},
-             "last_password_reset": "2026-03-01T10:00:00.000Z", "token_type": "Bearer", "footprint": "kept"}
+    event = {
+        "details": {
+            "Ticket": "T1CKET",
+            "authorization": "Basic dXNlcjpwYXNz",
+            "X-Api-Key": "K3Y",
+            "clientSecret": "S3CRET",
+            "body": {"NewPassword": "hunter22", "mfa_otp": "123456"},
+        },
+        "last_password_reset": "2026-03-01T10:00:00.000Z",
+        "token_type": "Bearer",
+        "footprint": "kept",
+    }
     text = json.dumps(scrub(event))
     for secret in ("T1CKET", "dXNlcjpwYXNz", "K3Y", "S3CRET", "hunter22", "123456"):
         assert secret not in text
@@ -190,10 +261,14 @@ def test_credential_keys_are_found_in_any_case_and_by_the_word_they_hold():
 
 
 def test_credentials_inside_free_text_are_removed():
-    event = {"description": "Reset sent: https://acme.auth0.com/lo/reset?ticket=Q2hhbmdlUGFzc3dvcmQ#",
-             "details": {"error": {"message": "callback https://app.test/cb?state=1&access_token=at123&code=c0de"},
-                         "headers": ["Bearer abcdefghijklmnop", "ok"],
-                         "note": "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl here"}}
+    event = {
+        "description": "Reset sent: https://acme.auth0.com/lo/reset?ticket=Q2hhbmdlUGFzc3dvcmQ#",
+        "details": {
+            "error": {"message": "callback https://app.test/cb?state=1&access_token=at123&code=c0de"},
+            "headers": ["Bearer abcdefghijklmnop", "ok"],
+            "note": "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl here",
+        },
+    }
     cleaned = scrub(event)
     text = json.dumps(cleaned)
     for secret in ("Q2hhbmdlUGFzc3dvcmQ", "at123", "c0de", "abcdefghijklmnop", "eyJzdWIiOiIxIn0"):
@@ -217,8 +292,25 @@ def test_a_free_text_credential_never_takes_the_raw_fast_path(texts, ascii_only)
         assert all(scrub(event) is event for event in parse_body(raw).events)
 
 
-_TRIGGER_PIECES = ["bearer", "BeArEr", "eyj", "EYJ", "eyJ", "bea", "rer", "ey", "j", "=", "x", "ticket", "\u212a",
-                   "\u017f", "\u0130", "\u0131", " "]
+_TRIGGER_PIECES = [
+    "bearer",
+    "BeArEr",
+    "eyj",
+    "EYJ",
+    "eyJ",
+    "bea",
+    "rer",
+    "ey",
+    "j",
+    "=",
+    "x",
+    "ticket",
+    "\u212a",
+    "\u017f",
+    "\u0130",
+    "\u0131",
+    " ",
+]
 _TRIGGER_TEXT = st.lists(st.sampled_from(_TRIGGER_PIECES), max_size=6).map("".join)
 
 
@@ -278,8 +370,14 @@ def test_a_log_id_that_is_not_unicode_is_skipped_not_stored():
     assert batch.skipped == ["entry 0: log_id is not valid Unicode"]
 
 
-@pytest.mark.parametrize("body", [b"[" * 5000 + b"]" * 5000, b'{"log_id": "a", "type": "s", "n": ' + b"[" * 5000
-                                  + b"]" * 5000 + b"}", b'{"a": 1}\n' + b"[" * 5000 + b"]" * 5000])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"log_id": "a", "type": "s", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"a": 1}\n' + b"[" * 5000 + b"]" * 5000,
+    ],
+)
 def test_a_body_nested_5000_levels_deep_is_a_clear_body_error(body):
     with pytest.raises(BodyError, match="nested too deeply"):
         parse_body(body)
@@ -289,7 +387,9 @@ def test_valid_events_parse_as_before_big_numbers_included():
     """Numbers as orjson reads them, whichever parser a body needed (a poison event elsewhere in it
     sends the whole body through the standard one): the same event is never kept once, refused once."""
     for other in ('{"log_id": "b", "type": "s"}', r'{"log_id": "b", "type": "s", "x": "\ud800"}'):
-        body = ('[{"log_id": "a", "type": "s", "n": 18446744073709551615, "big": ' + "9" * 30 + ', "f": 1.5, '
-                '"deep": ' + "[" * 200 + "]" * 200 + "}, " + other + "]").encode()
+        body = (
+            '[{"log_id": "a", "type": "s", "n": 18446744073709551615, "big": ' + "9" * 30 + ', "f": 1.5, '
+            '"deep": ' + "[" * 200 + "]" * 200 + "}, " + other + "]"
+        ).encode()
         [event] = [e for e in parse_body(body).events if e["log_id"] == "a"]
         assert event["n"] == 18446744073709551615 and event["big"] == 1e30 and event["f"] == 1.5

@@ -16,9 +16,17 @@ from streamer.config import ConfigError, parse_config
 from support import fuzzing
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +43,31 @@ def never_5xx(target, kind: str, request: bytes) -> None:
 @FUZZ
 @given(fuzzing.webhook_json())
 def test_webhook_json_bodies(target, body):
-    never_5xx(target, "webhook: JSON bodies", fuzzing.http_request(b"POST", b"/logs/acme",
-                                                                   fuzzing._auth(fuzzing.GOOD_AUTH), body))
+    never_5xx(
+        target,
+        "webhook: JSON bodies",
+        fuzzing.http_request(b"POST", b"/logs/acme", fuzzing._auth(fuzzing.GOOD_AUTH), body),
+    )
 
 
 @FUZZ
 @given(fuzzing.webhook_deep())
 def test_webhook_deep_nesting_and_huge_numbers(target, body):
-    never_5xx(target, "webhook: depth, numbers", fuzzing.http_request(b"POST", b"/logs/acme",
-                                                                      fuzzing._auth(fuzzing.GOOD_AUTH), body))
+    never_5xx(
+        target,
+        "webhook: depth, numbers",
+        fuzzing.http_request(b"POST", b"/logs/acme", fuzzing._auth(fuzzing.GOOD_AUTH), body),
+    )
 
 
 @FUZZ
 @given(fuzzing.webhook_mutated())
 def test_webhook_mutated_auth0_bodies(target, body):
-    never_5xx(target, "webhook: mutated bodies", fuzzing.http_request(b"POST", b"/logs/acme",
-                                                                      fuzzing._auth(fuzzing.GOOD_AUTH), body))
+    never_5xx(
+        target,
+        "webhook: mutated bodies",
+        fuzzing.http_request(b"POST", b"/logs/acme", fuzzing._auth(fuzzing.GOOD_AUTH), body),
+    )
 
 
 @FUZZ

@@ -46,12 +46,14 @@ async def raw_request(daemon, request: bytes, timeout: float = 10) -> bytes:
 
 
 def rejected(reason: str) -> float:
-    return metrics.REGISTRY.get_sample_value("streamer_events_rejected_total",
-                                             {"tenant": "acme", "reason": reason}) or 0.0
+    return (
+        metrics.REGISTRY.get_sample_value("streamer_events_rejected_total", {"tenant": "acme", "reason": reason}) or 0.0
+    )
 
 
 async def test_a_lone_surrogate_quarantines_its_event_and_the_rest_of_the_batch_is_sent(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     before = rejected("quarantined")
     good = sample_event("ss")
@@ -78,12 +80,15 @@ async def test_an_odd_event_type_keeps_metrics_working_and_bounded(tmp_path, sta
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
 
     def ignored(label: str) -> float:  # the registry is the process's: compare with before
-        return metrics.REGISTRY.get_sample_value("streamer_events_ignored_total",
-                                                 {"tenant": "acme", "type": label}) or 0.0
+        return (
+            metrics.REGISTRY.get_sample_value("streamer_events_ignored_total", {"tenant": "acme", "type": label}) or 0.0
+        )
 
     other, fp = ignored("other"), ignored("fp")
-    body = (b'[{"log_id": "t1", "type": "\\ud800"}, {"log_id": "t2", "type": "made-up-type-1"}, '
-            b'{"log_id": "t3", "type": "made-up-type-2"}, {"log_id": "t4", "type": "fp"}]')
+    body = (
+        b'[{"log_id": "t1", "type": "\\ud800"}, {"log_id": "t2", "type": "made-up-type-1"}, '
+        b'{"log_id": "t3", "type": "made-up-type-2"}, {"log_id": "t4", "type": "fp"}]'
+    )
 
     status, answer = await daemon.post(None, raw=body)
 
@@ -94,8 +99,9 @@ async def test_an_odd_event_type_keeps_metrics_working_and_bounded(tmp_path, sta
     assert ignored("other") == other + 2 and ignored("fp") == fp + 1
 
 
-async def test_the_poller_quarantines_a_poison_event_and_moves_its_checkpoint_on(tmp_path, standin, catcher,
-                                                                                sqlite_store):
+async def test_the_poller_quarantines_a_poison_event_and_moves_its_checkpoint_on(
+    tmp_path, standin, catcher, sqlite_store
+):
     config = parse_config(config_text(tmp_path, standin, catcher, poll="{enabled: true, start: oldest}"), env={})
     tenant = config.tenants["acme"]
     api = ManagementApi(tenant, name="acme")
@@ -117,13 +123,16 @@ async def test_the_poller_quarantines_a_poison_event_and_moves_its_checkpoint_on
     assert {poison["log_id"], infinite["log_id"]} <= {e["log_id"] for e in standin.logs}
 
 
-async def test_an_authorization_header_that_is_not_latin_1_gets_a_clean_401(tmp_path, standin, catcher,
-                                                                              start_daemon):
+async def test_an_authorization_header_that_is_not_latin_1_gets_a_clean_401(tmp_path, standin, catcher, start_daemon):
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     odd = (b"Bearer \xff\xfe\xfd", "Bearer jeton-été-😀".encode(), b"\xc3\x28", WEBHOOK_TOKEN.encode() + b"\xff")
     for value in odd:
-        answer = await raw_request(daemon, b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: " + value +
-                                   b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]")
+        answer = await raw_request(
+            daemon,
+            b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            + value
+            + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]",
+        )
         assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert "Traceback" not in daemon.logs.getvalue()
     assert (await daemon.post([envelope(sample_event("ss"))]))[0] == 200
@@ -133,14 +142,16 @@ async def test_deep_nesting_and_huge_numbers_get_clear_answers_not_500s(tmp_path
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     status, answer = await daemon.post(None, raw=b"[" * 5000 + b"]" * 5000)
     assert status == 400 and "nested too deeply" in answer["error"]
-    status, answer = await daemon.post(None, raw=b'{"log_id": "x", "type": "ss", "details": ' + b"[" * 5000
-                                       + b"]" * 5000 + b"}")
+    status, answer = await daemon.post(
+        None, raw=b'{"log_id": "x", "type": "ss", "details": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
     assert status == 400 and "nested too deeply" in answer["error"]
     huge = json.dumps([envelope(sample_event("ss"))])[:-3] + ', "n": ' + "1" * 5000 + "}}]"
     status, answer = await daemon.post(None, raw=huge.encode())
     assert status == 200 and answer["quarantined"] == 1 and "number out of range" in answer["quarantined_reasons"][0]
-    status, answer = await daemon.post(None, raw=b'[{"log_id": "y", "type": "ss", "n": ' + b"[" * 600
-                                       + b"]" * 600 + b"}]")
+    status, answer = await daemon.post(
+        None, raw=b'[{"log_id": "y", "type": "ss", "n": ' + b"[" * 600 + b"]" * 600 + b"}]"
+    )
     assert status == 200 and "nested deeper than 254 levels" in answer["quarantined_reasons"][0]
     assert "Traceback" not in daemon.logs.getvalue()
     assert (await get(daemon, "/healthz"))[0] == 200
@@ -168,16 +179,23 @@ async def closed_after(reader: asyncio.StreamReader, limit: float, since: float 
 
 
 async def test_half_sent_requests_are_closed_after_their_timeouts_while_others_are_served(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     text = config_text(tmp_path, standin, catcher).replace('server: {listen: "127.0.0.1:0"}', SLOW)
     daemon = await start_daemon(text)
     n = 50
     opened = asyncio.get_running_loop().time()
     headers = [await open_slow(daemon, b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthoriz") for _ in range(n)]
     idle = [await open_slow(daemon, b"") for _ in range(n)]
-    bodies = [await open_slow(daemon, b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                              + WEBHOOK_TOKEN.encode() + b"\r\nContent-Length: 100000\r\n\r\n[{\"log_id\"")
-              for _ in range(n)]
+    bodies = [
+        await open_slow(
+            daemon,
+            b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + WEBHOOK_TOKEN.encode()
+            + b'\r\nContent-Length: 100000\r\n\r\n[{"log_id"',
+        )
+        for _ in range(n)
+    ]
 
     status, answer = await daemon.post([envelope(sample_event("ss"))])  # served meanwhile …
     assert status == 200 and answer["stored"] == 1
@@ -185,8 +203,8 @@ async def test_half_sent_requests_are_closed_after_their_timeouts_while_others_a
     assert not any(reader.at_eof() for reader, _ in headers + idle + bodies)  # … while they were all open
 
     outcomes = await asyncio.gather(*(closed_after(reader, 20, opened) for reader, _ in headers + idle + bodies))
-    assert all(answer == b"" for _, answer in outcomes[:2 * n])  # header timeout: closed, nothing to say
-    assert all(answer.startswith(b"HTTP/1.1 408") for _, answer in outcomes[2 * n:])
+    assert all(answer == b"" for _, answer in outcomes[: 2 * n])  # header timeout: closed, nothing to say
+    assert all(answer.startswith(b"HTTP/1.1 408") for _, answer in outcomes[2 * n :])
     assert min(seconds for seconds, _ in outcomes) >= 2.9  # closed by the 3 s deadlines, not before
     for _, writer in headers + idle + bodies:
         writer.close()
@@ -195,11 +213,11 @@ async def test_half_sent_requests_are_closed_after_their_timeouts_while_others_a
     assert "Traceback" not in daemon.logs.getvalue()
 
 
-async def test_connections_over_the_cap_get_a_503_and_the_daemon_keeps_serving(tmp_path, standin, catcher,
-                                                                              start_daemon):
+async def test_connections_over_the_cap_get_a_503_and_the_daemon_keeps_serving(
+    tmp_path, standin, catcher, start_daemon
+):
     cap = 'server: {listen: "127.0.0.1:0", header_timeout_s: 30, max_connections: 20}'
-    daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace(
-        'server: {listen: "127.0.0.1:0"}', cap))
+    daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace('server: {listen: "127.0.0.1:0"}', cap))
     held = [await open_slow(daemon, b"GET /heal") for _ in range(20)]
     reader, writer = await open_slow(daemon, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     seconds, answer = await closed_after(reader, 5)
@@ -228,8 +246,9 @@ async def test_healthz_says_broken_when_a_background_task_has_died(tmp_path, sta
     assert status == 503 and json.loads(text) == {"status": "broken", "stopped": ["processor"]}
 
 
-async def test_a_body_that_cannot_be_decoded_is_a_400_with_one_log_line_not_a_500(tmp_path, standin, catcher,
-                                                                                  start_daemon):
+async def test_a_body_that_cannot_be_decoded_is_a_400_with_one_log_line_not_a_500(
+    tmp_path, standin, catcher, start_daemon
+):
     import logging
 
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
@@ -238,12 +257,19 @@ async def test_a_body_that_cannot_be_decoded_is_a_400_with_one_log_line_not_a_50
     logging.getLogger("streamer.http").addHandler(handler)
     try:
         for token in (WEBHOOK_TOKEN, "wrong"):  # read by the handler, or left unread after the 401
-            answer = await raw_request(daemon, b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                                       + token.encode() + b"\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n"
-                                       b"Connection: close\r\n\r\nnot gzip!")
+            answer = await raw_request(
+                daemon,
+                b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                + token.encode()
+                + b"\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n"
+                b"Connection: close\r\n\r\nnot gzip!",
+            )
             assert answer.startswith(b"HTTP/1.1 400" if token == WEBHOOK_TOKEN else b"HTTP/1.1 401"), answer[:300]
-        answer = await raw_request(daemon, b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nContent-Type: \x04<\xff\r\n"
-                                   b"Content-Length: 2\r\nConnection: close\r\n\r\n[]")
+        answer = await raw_request(
+            daemon,
+            b"POST /logs/acme HTTP/1.1\r\nHost: x\r\nContent-Type: \x04<\xff\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n[]",
+        )
         assert answer.split(b" ", 2)[1] == b"400", answer[:300]  # aiohttp's own answer, in HTTP/1.0
     finally:
         logging.getLogger("streamer.http").removeHandler(handler)
@@ -259,8 +285,17 @@ async def test_what_parsing_keeps_every_store_can_store_and_give_back(store):
     deep: object = "bottom"
     for _ in range(240):
         deep = [deep]
-    tricky = {"nul": "a\u0000b", "emoji": "😀 e\u0301", "separators": "\u2028\u2029", "u64": 18446744073709551615,
-              "i64": -9223372036854775808, "big": 1e308, "tiny": 5e-324, "deep": deep, "ключ": {"": None}}
+    tricky = {
+        "nul": "a\u0000b",
+        "emoji": "😀 e\u0301",
+        "separators": "\u2028\u2029",
+        "u64": 18446744073709551615,
+        "i64": -9223372036854775808,
+        "big": 1e308,
+        "tiny": 5e-324,
+        "deep": deep,
+        "ключ": {"": None},
+    }
     events = [{"log_id": f"tricky-{i}", "type": "ss", "user_id": f"auth0|t{i}", **tricky} for i in range(2)]
     body = json.dumps(events).encode()
     batch = parse_body(body)

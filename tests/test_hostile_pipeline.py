@@ -35,7 +35,8 @@ def log_lines(daemon, event: str) -> list[dict]:
 
 
 async def test_a_profile_email_with_a_display_name_is_refused_never_sent_to_the_address_inside(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     standin.add_user({"user_id": "auth0|mallory", "email": ATTACKER, "email_verified": False})
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     status, _ = await daemon.post([envelope(sample_event("ss", user_id="auth0|mallory"))])
@@ -50,7 +51,8 @@ async def test_a_profile_email_with_a_display_name_is_refused_never_sent_to_the_
 
 
 async def test_resend_refuses_a_display_name_in_to_and_a_profile_whose_email_is_not_bare(
-        tmp_path, standin, catcher, start_daemon, capsys):
+    tmp_path, standin, catcher, start_daemon, capsys
+):
     standin.add_user({"user_id": "auth0|mallory", "email": ATTACKER, "email_verified": False})
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
 
@@ -72,32 +74,38 @@ BAD_USER_IDS = ["x" * 9000, ".", "..", "/", "auth0|a\x00b", "no-provider-prefix"
 
 
 async def test_events_with_impossible_user_ids_are_rejected_alone_and_the_batch_goes_on(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     from streamer import metrics
 
-    before = metrics.REGISTRY.get_sample_value("streamer_events_rejected_total",
-                                               {"tenant": "acme", "reason": "bad_user_id"}) or 0
+    before = (
+        metrics.REGISTRY.get_sample_value("streamer_events_rejected_total", {"tenant": "acme", "reason": "bad_user_id"})
+        or 0
+    )
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
     bad = [sample_event("ss", log_id=f"bad-user-{i}", user_id=uid) for i, uid in enumerate(BAD_USER_IDS)]
     status, answer = await daemon.post([envelope(e) for e in [*bad, sample_event("ss")]])
     assert status == 200 and answer["stored"] == len(BAD_USER_IDS) + 1
-    [message] = await catcher.wait_for(1, timeout=10)          # the good event of the batch: at once
+    [message] = await catcher.wait_for(1, timeout=10)  # the good event of the batch: at once
     assert message.to == ["ana.silva@example.com"]
     for _ in range(200):
         if not (await daemon.daemon.store.stats(now=0))["inbox_pending"]:
             break
         await asyncio.sleep(0.05)
-    assert (await daemon.daemon.store.stats(now=0))["inbox_pending"] == 0   # nothing deferred
+    assert (await daemon.daemon.store.stats(now=0))["inbox_pending"] == 0  # nothing deferred
     rejected = log_lines(daemon, "event_rejected")
-    assert sorted(line["log_id"] for line in rejected) == sorted(e["log_id"] for e in bad)   # once each
+    assert sorted(line["log_id"] for line in rejected) == sorted(e["log_id"] for e in bad)  # once each
     assert all("user id" in line["reason"] for line in rejected)
     assert not log_lines(daemon, "user_fetch_failed")
-    after = metrics.REGISTRY.get_sample_value("streamer_events_rejected_total",
-                                              {"tenant": "acme", "reason": "bad_user_id"})
+    after = metrics.REGISTRY.get_sample_value(
+        "streamer_events_rejected_total", {"tenant": "acme", "reason": "bad_user_id"}
+    )
     assert after == before + len(BAD_USER_IDS)
     # No request ever carried them: only ana's lookups and her ticket reached the stand-in.
-    assert all(path in ("/oauth/token", "/api/v2/users", f"/api/v2/users/{ANA_QUOTED}",
-                        "/api/v2/tickets/email-verification") for _, path, _ in standin.calls), standin.calls
+    assert all(
+        path in ("/oauth/token", "/api/v2/users", f"/api/v2/users/{ANA_QUOTED}", "/api/v2/tickets/email-verification")
+        for _, path, _ in standin.calls
+    ), standin.calls
 
 
 ANA_QUOTED = "auth0|65f0c0ffee0000000000a001"
@@ -107,8 +115,12 @@ async def test_the_management_api_client_never_makes_a_request_with_an_impossibl
     from streamer.auth0.client import InvalidUserId, ManagementApi
     from streamer.config import TenantConfig
 
-    tenant = TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
-                          client_secret=standin.client_secret)
+    tenant = TenantConfig(
+        domain=standin.domain,
+        api_url=standin.base_url,
+        client_id=standin.client_id,
+        client_secret=standin.client_secret,
+    )
     async with ManagementApi(tenant, name="acme") as api:
         assert await api.get_users([".", "..", "x" * 9000]) == {".": None, "..": None, "x" * 9000: None}
         for uid in (".", "..", "/"):
@@ -138,7 +150,8 @@ PASSWORD_CHANGED_RULE = """\
 
 
 async def test_an_event_without_a_date_is_dated_when_received_and_its_email_is_sent(
-        tmp_path, standin, catcher, start_daemon):
+    tmp_path, standin, catcher, start_daemon
+):
     import time
     from datetime import datetime
 
@@ -151,7 +164,7 @@ async def test_an_event_without_a_date_is_dated_when_received_and_its_email_is_s
     messages = await catcher.wait_for(2, timeout=10)
     emails = await wait_for_emails(daemon, lambda es: len(es) == 2 and all(e.state == "sent" for e in es))
     assert all(e.last_error is None for e in emails)
-    for message in messages:                   # "When:" shows the time it was received, in her zone
+    for message in messages:  # "When:" shows the time it was received, in her zone
         assert "When" in message.text or "Date" in message.text
     dates = [e.context["event"]["date"] for e in emails]
     for value in dates:

@@ -27,17 +27,17 @@ def build(subject: str = "Bienvenue, Zoë", to: str = "Zoë <zoe@example.test>, 
     msg.add_alternative(
         '<p><a href="https://app.acme.test/verify?ticket=t1&amp;lang=fr">Vérifier</a>'
         ' <a href="mailto:help@acme.test">help</a> <a href="https://acme.test/help">aide</a></p>',
-        subtype="html")
+        subtype="html",
+    )
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
-async def deliver(port: int, message: bytes = b"", *, rcpt: list[str] | None = None, count: int = 1,
-                  **kwargs) -> None:
-    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, local_hostname="test",
-                               **kwargs) as smtp:
+async def deliver(port: int, message: bytes = b"", *, rcpt: list[str] | None = None, count: int = 1, **kwargs) -> None:
+    async with aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, start_tls=False, local_hostname="test", **kwargs
+    ) as smtp:
         for _ in range(count):
             await smtp.sendmail("no-reply@acme.test", rcpt or ["zoe@example.test"], message or build())
-
 
 
 async def test_helpers(catcher):
@@ -50,8 +50,11 @@ async def test_helpers(catcher):
     assert msg.to == ["zoe@example.test", "bob@example.test"]
     assert "Vérifier" in msg.html
     assert msg.text.startswith("Verify: https://")
-    assert msg.links == ["https://app.acme.test/verify?ticket=t1&lang=fr", "mailto:help@acme.test",
-                         "https://acme.test/help"]
+    assert msg.links == [
+        "https://app.acme.test/verify?ticket=t1&lang=fr",
+        "mailto:help@acme.test",
+        "https://acme.test/help",
+    ]
     assert msg.parsed["From"] == "Acme <no-reply@acme.test>"
     assert msg.data == message and msg.received_at.tzinfo is not None
     assert catcher.get(msg.id) is msg and catcher.get("nope") is None
@@ -118,7 +121,9 @@ async def test_fail_next_custom_text_and_permanent_code(catcher):
     with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as info:
         await deliver(catcher.port, rcpt=["b@example.test"])
     assert (info.value.recipients[0].code, info.value.recipients[0].message) == (
-        550, "5.1.1 <b@example.test>: no such user")
+        550,
+        "5.1.1 <b@example.test>: no such user",
+    )
     catcher.fail_next(554, stage="DATA")
     catcher.clear_failures()
     await deliver(catcher.port)
@@ -234,6 +239,7 @@ def test_start_in_thread_for_synchronous_callers():
     catcher = MailCatcher()
     port = catcher.start_in_thread()
     try:
+
         async def client_side() -> list[CaughtMessage]:
             waiter = asyncio.create_task(catcher.wait_for(2, timeout=5))  # wakes across threads
             queue = catcher.subscribe()

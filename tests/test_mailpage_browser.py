@@ -37,8 +37,9 @@ async def mail_page():
     """(catcher, base URL) of a MailCatcher and its page on 127.0.0.1, both on free ports."""
     catcher = MailCatcher()
     await catcher.start()
-    runner = web.AppRunner(mail_page_app(catcher, extra_links={"Auth0 stand-in": "http://127.0.0.1:9/"}),
-                           shutdown_timeout=2)
+    runner = web.AppRunner(
+        mail_page_app(catcher, extra_links={"Auth0 stand-in": "http://127.0.0.1:9/"}), shutdown_timeout=2
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -52,20 +53,37 @@ def streamer_email(base: str, template: str, locale: str, key: str) -> tuple[byt
     """A real email: the shipped template rendered for a sample user, its ticket leading to the page."""
     templates = Templates(REPO / "templates")
     context = sample_context(template, locale)
-    context["ticket_url"] = (f"{base}/verified?lang={locale}&supported=true&success=true"
-                             f"&message={quote('Your email was verified. You can continue using the application.')}")
-    rendered = render(templates, template, tenant=None, client_id=None,
-                      locale_chain=fallback_chain(locale, "en"), context=context)
+    context["ticket_url"] = (
+        f"{base}/verified?lang={locale}&supported=true&success=true"
+        f"&message={quote('Your email was verified. You can continue using the application.')}"
+    )
+    rendered = render(
+        templates, template, tenant=None, client_id=None, locale_chain=fallback_chain(locale, "en"), context=context
+    )
     recipient = context["user"]["email"]
-    data = build_message(from_addr=SENDER, to_addr=recipient, to_name=context["user"]["given_name"],
-                         subject=rendered.subject, html=rendered.html, text=rendered.text, locale=rendered.locale,
-                         message_id_key=key)
+    data = build_message(
+        from_addr=SENDER,
+        to_addr=recipient,
+        to_name=context["user"]["given_name"],
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        locale=rendered.locale,
+        message_id_key=key,
+    )
     return data, recipient
 
 
 async def smtp_send(catcher: MailCatcher, data: bytes, recipient: str) -> None:
-    await aiosmtplib.send(data, sender="no-reply@acme.test", recipients=[recipient], hostname="127.0.0.1",
-                          port=catcher.port, start_tls=False, timeout=5)
+    await aiosmtplib.send(
+        data,
+        sender="no-reply@acme.test",
+        recipients=[recipient],
+        hostname="127.0.0.1",
+        port=catcher.port,
+        start_tls=False,
+        timeout=5,
+    )
 
 
 async def test_mail_page_in_a_real_browser(mail_page):
@@ -98,10 +116,20 @@ async def test_mail_page_in_a_real_browser(mail_page):
             # A third email while the page is open appears on top without a reload (SSE), escaped.
             await expect(page.locator("body[data-live='on']")).to_have_count(1)
             await page.evaluate("window.__sameDocument = true")
-            await smtp_send(catcher, build_message(
-                from_addr=SENDER, to_addr="eve@example.com", to_name="<b>Eve</b>", subject=HOSTILE_SUBJECT,
-                html=HOSTILE_HTML, text="Hello from a hostile email\n", locale="de", message_id_key="browser-3"),
-                "eve@example.com")
+            await smtp_send(
+                catcher,
+                build_message(
+                    from_addr=SENDER,
+                    to_addr="eve@example.com",
+                    to_name="<b>Eve</b>",
+                    subject=HOSTILE_SUBJECT,
+                    html=HOSTILE_HTML,
+                    text="Hello from a hostile email\n",
+                    locale="de",
+                    message_id_key="browser-3",
+                ),
+                "eve@example.com",
+            )
             await expect(rows).to_have_count(3)
             await expect(rows.nth(0).locator("td.subject")).to_have_text(HOSTILE_SUBJECT)
             await expect(rows.nth(0).locator("td.locale")).to_have_text("de")
@@ -130,7 +158,7 @@ async def test_mail_page_in_a_real_browser(mail_page):
             hostile_id = catcher.messages[2].id
             response = await page.request.get(f"{base}/mail/{hostile_id}/html")
             assert "sandbox" in response.headers["content-security-policy"]
-            assert "script-src" not in response.headers["content-security-policy"]   # default-src 'none' applies
+            assert "script-src" not in response.headers["content-security-policy"]  # default-src 'none' applies
 
             # A real streamer email: HTML in the iframe, the text part, the source.
             await page.goto(f"{base}/mail/{verify_id}")

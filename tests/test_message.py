@@ -21,16 +21,34 @@ from streamer.message import (
     message_id,
 )
 
-EXPECTED_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Auto-Submitted",
-                    "X-Auto-Response-Suppress", "Content-Language", "Content-Type"]
+EXPECTED_HEADERS = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Auto-Submitted",
+    "X-Auto-Response-Suppress",
+    "Content-Language",
+    "Content-Type",
+]
 HTML = '<!DOCTYPE html><html><body><p>Hello <a href="https://x.test/a?b=1&amp;c=2">link</a></p></body></html>'
 TEXT = "Hello\nlink (https://x.test/a?b=1&c=2)\n"
 
 
 def build(**overrides: object) -> bytes:
-    values: dict = dict(from_addr="Acme <no-reply@acme.test>", to_addr="ana@example.com", to_name="Ana Silva",
-                        subject="Welcome to Acme", html=HTML, text=TEXT, locale="fr-CA",
-                        message_id_key="welcome:auth0|1", date=datetime(2026, 3, 4, 21, 17, 42, tzinfo=UTC))
+    values: dict = dict(
+        from_addr="Acme <no-reply@acme.test>",
+        to_addr="ana@example.com",
+        to_name="Ana Silva",
+        subject="Welcome to Acme",
+        html=HTML,
+        text=TEXT,
+        locale="fr-CA",
+        message_id_key="welcome:auth0|1",
+        date=datetime(2026, 3, 4, 21, 17, 42, tzinfo=UTC),
+    )
     values.update(overrides)
     return build_message(**values)
 
@@ -59,27 +77,27 @@ def test_structure_and_headers() -> None:
     assert msg["MIME-Version"] == "1.0"
     assert msg.get_content_type() == "multipart/alternative"
     parts = list(msg.iter_parts())
-    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]   # text first
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]  # text first
     assert all(p.get_content_charset() == "utf-8" for p in parts)
     assert content(parts[0]) == TEXT
     assert content(parts[1]) == HTML
     assert not msg.defects and not any(p.defects for p in parts)
-    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")             # CRLF only
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
     assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
 
 
 def test_message_id_is_deterministic() -> None:
-    first, again, other = build(), build(date=datetime(2030, 1, 1, tzinfo=UTC)), \
-        build(message_id_key="welcome:auth0|2")
+    first, again, other = build(), build(date=datetime(2030, 1, 1, tzinfo=UTC)), build(message_id_key="welcome:auth0|2")
     assert parse(first)["Message-ID"] == parse(again)["Message-ID"] != parse(other)["Message-ID"]
     assert parse(first)["Message-ID"] == message_id("welcome:auth0|1", "Acme <no-reply@acme.test>")
     assert parse(first)["Message-ID"].endswith("@acme.test>")
-    assert len(parse(first)["Message-ID"].split("@")[0]) == 33        # "<" + 32 hex digits
+    assert len(parse(first)["Message-ID"].split("@")[0]) == 33  # "<" + 32 hex digits
 
 
 def test_non_ascii_names_and_subject_are_encoded() -> None:
-    raw = build(to_name="Chloé Tremblay", subject="Votre compte est prêt\u00a0!",
-                from_addr="Équipe Acme <no-reply@acme.test>")
+    raw = build(
+        to_name="Chloé Tremblay", subject="Votre compte est prêt\u00a0!", from_addr="Équipe Acme <no-reply@acme.test>"
+    )
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert head.isascii() and b"=?utf-8?" in head
     msg = parse(raw)
@@ -98,8 +116,7 @@ def test_specials_in_ascii_names_are_quoted() -> None:
 def test_idn_domains_are_punycoded() -> None:
     msg = parse(build(to_addr="ana@bücher.de"))
     assert msg["To"].addresses[0].addr_spec == "ana@xn--bcher-kva.de"
-    assert envelope("Acme <no-reply@acme.test>", "ana@Bücher.de") == \
-        ("no-reply@acme.test", ["ana@xn--bcher-kva.de"])
+    assert envelope("Acme <no-reply@acme.test>", "ana@Bücher.de") == ("no-reply@acme.test", ["ana@xn--bcher-kva.de"])
 
 
 def test_header_injection_is_removed_not_obeyed() -> None:
@@ -111,12 +128,34 @@ def test_header_injection_is_removed_not_obeyed() -> None:
     assert b"\r\nBcc:" not in raw and b"\r\nX-Evil" not in raw
 
 
-@pytest.mark.parametrize("bad", [
-    "", "   ", "ana", "ana@", "@example.com", "ana@@example.com", "a b@example.com", "ana@example.com\r\nBcc: x@y.z",
-    "ana@example.com\nBcc: x@y.z", "ana@exa mple.com", "a@b.c, d@e.f", "Ana <a@b.c>, d@e.f", "grp: a@b.c;",
-    "jürgen@example.de", "a@[192.0.2.1]", "a@-example.com", "a..b@example.com", ".a@example.com",
-    "<>", "ana@example..com", "ana@exam_ple.com", "x" * 65 + "@example.com", "ana@" + "a" * 64 + ".com",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "   ",
+        "ana",
+        "ana@",
+        "@example.com",
+        "ana@@example.com",
+        "a b@example.com",
+        "ana@example.com\r\nBcc: x@y.z",
+        "ana@example.com\nBcc: x@y.z",
+        "ana@exa mple.com",
+        "a@b.c, d@e.f",
+        "Ana <a@b.c>, d@e.f",
+        "grp: a@b.c;",
+        "jürgen@example.de",
+        "a@[192.0.2.1]",
+        "a@-example.com",
+        "a..b@example.com",
+        ".a@example.com",
+        "<>",
+        "ana@example..com",
+        "ana@exam_ple.com",
+        "x" * 65 + "@example.com",
+        "ana@" + "a" * 64 + ".com",
+    ],
+)
 @pytest.mark.parametrize("role", ["to_addr", "from_addr"])
 def test_invalid_addresses_raise(bad: str, role: str) -> None:
     with pytest.raises(InvalidAddress, match="address"):
@@ -137,7 +176,7 @@ def test_bodies_are_encoded_with_short_lines() -> None:
     cjk = "こんにちは世界。" * 200
     raw = build(text=long_line + "\n.\nFrom here\n--=_not-a-boundary\n", html=cjk)
     assert all(len(line) <= 76 for line in raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n"))
-    assert b"Content-Transfer-Encoding: base64" in raw                      # mostly non-ASCII
+    assert b"Content-Transfer-Encoding: base64" in raw  # mostly non-ASCII
     assert b"Content-Transfer-Encoding: quoted-printable" in raw
     text, html = [content(p) for p in parse(raw).iter_parts()]
     assert text == long_line + "\n.\nFrom here\n--=_not-a-boundary\n"
@@ -172,9 +211,39 @@ def test_no_content_language_for_garbage_locale() -> None:
 
 # --- properties --------------------------------------------------------------------------------
 
-_NASTY = st.sampled_from(["\r", "\n", "\r\n", "\x00", "\t", "\u2028", "\u2029", "\x85", "\x0b", "\x0c",
-                          ":", ",", ";", "<", ">", '"', "\\", "@", "=?", "?=", "=?utf-8?q?x?=", " ",
-                          "Bcc: x@evil.test", "\r\nBcc: x@evil.test", "\u202e", "é", "日本", "😀", "\u00a0"])
+_NASTY = st.sampled_from(
+    [
+        "\r",
+        "\n",
+        "\r\n",
+        "\x00",
+        "\t",
+        "\u2028",
+        "\u2029",
+        "\x85",
+        "\x0b",
+        "\x0c",
+        ":",
+        ",",
+        ";",
+        "<",
+        ">",
+        '"',
+        "\\",
+        "@",
+        "=?",
+        "?=",
+        "=?utf-8?q?x?=",
+        " ",
+        "Bcc: x@evil.test",
+        "\r\nBcc: x@evil.test",
+        "\u202e",
+        "é",
+        "日本",
+        "😀",
+        "\u00a0",
+    ]
+)
 _HEADER_TEXT = st.lists(st.one_of(_NASTY, st.text(max_size=30)), max_size=12).map("".join)
 
 
@@ -218,7 +287,7 @@ def test_bodies_round_trip(text: str, html: str) -> None:
 def test_reply_to_and_feedback_id() -> None:
     msg = parse(build(reply_to="Acme Support <support@acme.test>", feedback=("verify-email", "acme")))
     assert str(msg["Reply-To"]) == "Acme Support <support@acme.test>"
-    assert msg["Feedback-ID"] == "verify-email:acme:acme.test"   # rule:tenant:SenderId, SenderId last
+    assert msg["Feedback-ID"] == "verify-email:acme:acme.test"  # rule:tenant:SenderId, SenderId last
     assert list(msg.keys()).index("Reply-To") == list(msg.keys()).index("Message-ID") + 1
     plain = parse(build())
     assert "Reply-To" not in plain and "Feedback-ID" not in plain
@@ -241,11 +310,19 @@ def test_feedback_id_parts_are_identifiers_only(rule: str, tenant: str) -> None:
 ATTACKER = '"victim@example.com" <evil@attacker.example>'
 
 
-@pytest.mark.parametrize("profile_email", [
-    ATTACKER, "victim@example.com <evil@attacker.example>", "Victim <evil@attacker.example>",
-    "<evil@attacker.example>", "evil@attacker.example (victim@example.com)", "victim@example.com, evil@attacker.example",  # noqa: E501
-    '"evil@attacker.example"@example.com', "victim@example.com;evil@attacker.example",
-])
+@pytest.mark.parametrize(
+    "profile_email",
+    [
+        ATTACKER,
+        "victim@example.com <evil@attacker.example>",
+        "Victim <evil@attacker.example>",
+        "<evil@attacker.example>",
+        "evil@attacker.example (victim@example.com)",
+        "victim@example.com, evil@attacker.example",  # noqa: E501
+        '"evil@attacker.example"@example.com',
+        "victim@example.com;evil@attacker.example",
+    ],
+)
 def test_a_recipient_with_a_display_name_or_any_syntax_around_the_address_is_refused(profile_email):
     with pytest.raises(InvalidAddress, match="recipient address"):
         envelope("Acme <no-reply@acme.test>", profile_email)

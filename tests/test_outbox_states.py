@@ -67,8 +67,10 @@ def test_the_readme_shows_the_table_as_it_is():
 
 def test_dialects_number_their_placeholders():
     pg = Dialect(numbered=True, release="", recipient_is="")
-    assert pg.sql("UPDATE outbox SET a = ? WHERE id = ? AND b IN ('x?')") == \
-        "UPDATE outbox SET a = $1 WHERE id = $2 AND b IN ('x?')"
+    assert (
+        pg.sql("UPDATE outbox SET a = ? WHERE id = ? AND b IN ('x?')")
+        == "UPDATE outbox SET a = $1 WHERE id = $2 AND b IN ('x?')"
+    )
 
 
 async def test_the_released_postgresql_check_allows_exactly_the_table_states(postgres_url):
@@ -84,8 +86,9 @@ async def test_the_released_postgresql_check_allows_exactly_the_table_states(pos
     await store.close()
     conn = await asyncpg.connect(url)
     try:
-        check = await conn.fetchval("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-                                    "WHERE conname = 'outbox_state_check'")
+        check = await conn.fetchval(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'outbox_state_check'"
+        )
     finally:
         await conn.close()
     assert set(re.findall(r"'(\w+)'", check)) == {state.value for state in EmailState}

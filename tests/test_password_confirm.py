@@ -38,12 +38,17 @@ RULES = """\
 
 
 def confirm_config(tmp_path, standin, catcher, port: int) -> str:
-    text = config_text(tmp_path, standin, catcher, extra_rules=RULES,
-                       poll="{enabled: true, interval_s: 0.2, start: now}")
-    text = text.replace('server: {listen: "127.0.0.1:0"}',
-                        f'server: {{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}"}}')
-    return text + ('password_reset: {enabled: true, new_password: true, min_length: 10, '
-                   'rate_limit: {per_ip: "1000/hour", per_address: "1000/hour"}}\n')
+    text = config_text(
+        tmp_path, standin, catcher, extra_rules=RULES, poll="{enabled: true, interval_s: 0.2, start: now}"
+    )
+    text = text.replace(
+        'server: {listen: "127.0.0.1:0"}',
+        f'server: {{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}"}}',
+    )
+    return text + (
+        "password_reset: {enabled: true, new_password: true, min_length: 10, "
+        'rate_limit: {per_ip: "1000/hour", per_address: "1000/hour"}}\n'
+    )
 
 
 @pytest.fixture
@@ -68,8 +73,10 @@ async def ask_for_reset(base: str, password: str, email: str = ANA_EMAIL) -> Non
     async with session() as http:
         async with http.get(f"{base}/password-reset/acme") as response:
             token = hidden(await response.text(), "csrf_token")
-        async with http.post(f"{base}/password-reset/acme", data={
-                "csrf_token": token, "email": email, "password": password, "password_confirm": password}) as response:
+        async with http.post(
+            f"{base}/password-reset/acme",
+            data={"csrf_token": token, "email": email, "password": password, "password_confirm": password},
+        ) as response:
             assert response.status == 200
 
 
@@ -93,8 +100,10 @@ async def press_confirm(link: str, http: aiohttp.ClientSession | None = None) ->
             page = await response.text()
         action = re.search(r'<form method="post" action="([^"]+)"', page).group(1)
         split = urlsplit(link)
-        async with http.post(f"{split.scheme}://{split.netloc}{unescape(action)}", data={
-                "csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket")}) as response:
+        async with http.post(
+            f"{split.scheme}://{split.netloc}{unescape(action)}",
+            data={"csrf_token": hidden(page, "csrf_token"), "ticket": hidden(page, "ticket")},
+        ) as response:
             return response.status, await response.text()
     finally:
         if own:
@@ -107,8 +116,9 @@ async def post_ticket(link: str, ticket: str) -> tuple[int, str]:
         base = link.split("/password-reset/")[0]
         async with http.get(f"{base}/password-reset/acme") as response:
             token = hidden(await response.text(), "csrf_token")
-        async with http.post(f"{base}/password-reset/acme/confirm?lang=fr", data={"csrf_token": token,
-                                                                          "ticket": ticket}) as response:
+        async with http.post(
+            f"{base}/password-reset/acme/confirm?lang=fr", data={"csrf_token": token, "ticket": ticket}
+        ) as response:
             return response.status, await response.text()
 
 
@@ -144,12 +154,12 @@ async def test_a_user_confirms_the_new_password_from_the_email_in_a_browser(daem
         await page.get_by_role("heading", name="Consultez votre messagerie").wait_for()
 
         [email] = await catcher.wait_for(1)
-        assert email.subject.startswith("Confirmez votre nouveau mot de passe")     # Ana reads French
+        assert email.subject.startswith("Confirmez votre nouveau mot de passe")  # Ana reads French
         link = confirm_link(email)
         assert link.startswith(f"{daemon.base}/password-reset/acme/confirm?ticket=") and "lang=fr" in link
-        assert not any("/u/reset-verify" in href for href in email.links)          # no Auth0 ticket
+        assert not any("/u/reset-verify" in href for href in email.links)  # no Auth0 ticket
 
-        await page.goto(link)                          # what a mail scanner does too: changes nothing
+        await page.goto(link)  # what a mail scanner does too: changes nothing
         await page.get_by_role("heading", name="Confirmez votre nouveau mot de passe").wait_for()
         assert standin.password_changes == [] and not standin.password_matches(ANA, NEW_PASSWORD)
         await page.get_by_role("button", name="Définir mon nouveau mot de passe").click()
@@ -161,7 +171,7 @@ async def test_a_user_confirms_the_new_password_from_the_email_in_a_browser(daem
         messages = await catcher.wait_for(2, timeout=15)
         assert "mot de passe" in messages[1].subject and confirm_link(email) not in (messages[1].html or "")
 
-        await page.goto(link)                          # the link worked once
+        await page.goto(link)  # the link worked once
         await page.get_by_role("heading", name="Ce lien a déjà été utilisé").wait_for()
         assert await page.get_by_role("link", name="Remplir de nouveau le formulaire").count() == 1
 
@@ -196,7 +206,7 @@ async def test_a_get_changes_nothing_and_the_link_works_once(daemon, standin, ca
     changed_before, used_before = confirmations("changed"), confirmations("used")
     status, html = await press_confirm(link)
     assert status == 200 and "Votre mot de passe a été modifié" in html
-    status, html = await post_ticket(link, ticket_of(link))               # replayed POST
+    status, html = await post_ticket(link, ticket_of(link))  # replayed POST
     assert status == 410 and "Ce lien a déjà été utilisé" in html
     status, html = await open_link(link)
     assert status == 410 and "/password-reset/acme" in html
@@ -222,8 +232,10 @@ async def test_an_altered_or_unknown_link_is_refused_without_spending_the_real_o
 async def test_a_post_without_the_csrf_pair_is_refused(daemon, standin, catcher):
     await ask_for_reset(daemon.base, NEW_PASSWORD)
     link = confirm_link((await catcher.wait_for(1))[0])
-    async with session() as http, http.post(f"{daemon.base}/password-reset/acme/confirm",
-                                            data={"ticket": ticket_of(link)}) as response:
+    async with (
+        session() as http,
+        http.post(f"{daemon.base}/password-reset/acme/confirm", data={"ticket": ticket_of(link)}) as response,
+    ):
         assert response.status == 403
     assert standin.password_changes == []
     assert (await press_confirm(link))[0] == 200
@@ -234,7 +246,7 @@ async def test_an_expired_link_says_so_and_changes_nothing(daemon, standin, catc
     link = confirm_link((await catcher.wait_for(1))[0])
     with sqlite3.connect(tmp_path / "streamer.db") as db:
         assert db.execute("SELECT expires_at - created_at FROM pending_passwords").fetchone() == (3600.0,)
-        db.execute("UPDATE pending_passwords SET expires_at = created_at + 0.001")     # the rule's ttl passed
+        db.execute("UPDATE pending_passwords SET expires_at = created_at + 0.001")  # the rule's ttl passed
     status, html = await open_link(link)
     assert status == 410 and "Ce lien a expiré" in unescape(html)
     status, html = await post_ticket(link, ticket_of(link))
@@ -242,14 +254,17 @@ async def test_an_expired_link_says_so_and_changes_nothing(daemon, standin, catc
     assert standin.password_changes == []
 
 
-@pytest.mark.parametrize(("password", "says"), [
-    ("aaaaaaaaaaaa", "trop faible"),                                  # PasswordStrengthError
-    ("Password123!", "trop courant"),                                 # PasswordDictionaryError
-    ("Ana.Silva-Rocks-42", "ni votre nom ni votre adresse"),         # PasswordNoUserInfoError
-    (NEW_PASSWORD, "déjà utilisé ce mot de passe"),                   # PasswordHistoryError
-])
+@pytest.mark.parametrize(
+    ("password", "says"),
+    [
+        ("aaaaaaaaaaaa", "trop faible"),  # PasswordStrengthError
+        ("Password123!", "trop courant"),  # PasswordDictionaryError
+        ("Ana.Silva-Rocks-42", "ni votre nom ni votre adresse"),  # PasswordNoUserInfoError
+        (NEW_PASSWORD, "déjà utilisé ce mot de passe"),  # PasswordHistoryError
+    ],
+)
 async def test_auth0_policy_refusals_say_what_to_do(daemon, standin, catcher, password, says):
-    if password == NEW_PASSWORD:     # history: set it once, then ask for it again
+    if password == NEW_PASSWORD:  # history: set it once, then ask for it again
         await ask_for_reset(daemon.base, NEW_PASSWORD)
         assert (await press_confirm(confirm_link((await catcher.wait_for(1))[0])))[0] == 200
     before = len(catcher.messages)
@@ -261,8 +276,9 @@ async def test_auth0_policy_refusals_say_what_to_do(daemon, standin, catcher, pa
     html = unescape(html)
     assert status == 400 and "Choisissez un autre mot de passe" in html and says in html
     assert 'href="/password-reset/acme' in html and "Rien n’a été modifié" in html
-    assert standin.password_changes == changes and not standin.password_matches(ANA, password) \
-        or password == NEW_PASSWORD
+    assert (
+        standin.password_changes == changes and not standin.password_matches(ANA, password) or password == NEW_PASSWORD
+    )
 
 
 async def test_auth0_down_leaves_the_link_working(daemon, standin, catcher):
@@ -272,7 +288,7 @@ async def test_auth0_down_leaves_the_link_working(daemon, standin, catcher):
     status, html = await press_confirm(link)
     assert status == 503 and "votre lien fonctionne toujours" in unescape(html)
     assert standin.password_changes == []
-    standin._failures.clear()                                    # Auth0 is back
+    standin._failures.clear()  # Auth0 is back
     status, html = await press_confirm(link)
     assert status == 200 and standin.password_matches(ANA, NEW_PASSWORD)
 
@@ -367,9 +383,17 @@ def test_link_state_tells_each_case_apart():
     token = new_token()
 
     def row(**changes) -> PendingPassword:
-        values = dict(id=token.pending_id, tenant="acme", user_id=ANA, connection="c", state="pending",
-                      sealed=seal(NEW_PASSWORD, token, tenant="acme", user_id=ANA), created_at=0.0,
-                      expires_at=100.0, updated_at=0.0)
+        values = dict(
+            id=token.pending_id,
+            tenant="acme",
+            user_id=ANA,
+            connection="c",
+            state="pending",
+            sealed=seal(NEW_PASSWORD, token, tenant="acme", user_id=ANA),
+            created_at=0.0,
+            expires_at=100.0,
+            updated_at=0.0,
+        )
         return PendingPassword(**{**values, **changes})
 
     assert link_state(row(), token, "acme", 99.9) == "pending"
@@ -383,20 +407,54 @@ def test_link_state_tells_each_case_apart():
     assert link_state(row(), None, "acme", 1.0) == "unknown"
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordStrengthError: Password is too weak"},
-     "strength"),
-    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordHistoryError: Password has previously been used"},
-     "history"),
-    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordDictionaryError: Password is too common"},
-     "dictionary"),
-    ({"statusCode": 400, "error": "Bad Request", "message": "PasswordNoUserInfoError: Password contains user "
-                                                            "information", "errorCode": "invalid_body"}, "user_info"),
-    ({"statusCode": 400, "error": "Bad Request", "message": "Payload validation error", "errorCode": "invalid_body"},
-     None),
-    ({"statusCode": 403, "error": "Forbidden", "message": "Insufficient scope, expected any of: update:users",
-      "errorCode": "insufficient_scope"}, None),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            {"statusCode": 400, "error": "Bad Request", "message": "PasswordStrengthError: Password is too weak"},
+            "strength",
+        ),
+        (
+            {
+                "statusCode": 400,
+                "error": "Bad Request",
+                "message": "PasswordHistoryError: Password has previously been used",
+            },
+            "history",
+        ),
+        (
+            {"statusCode": 400, "error": "Bad Request", "message": "PasswordDictionaryError: Password is too common"},
+            "dictionary",
+        ),
+        (
+            {
+                "statusCode": 400,
+                "error": "Bad Request",
+                "message": "PasswordNoUserInfoError: Password contains user information",
+                "errorCode": "invalid_body",
+            },
+            "user_info",
+        ),
+        (
+            {
+                "statusCode": 400,
+                "error": "Bad Request",
+                "message": "Payload validation error",
+                "errorCode": "invalid_body",
+            },
+            None,
+        ),
+        (
+            {
+                "statusCode": 403,
+                "error": "Forbidden",
+                "message": "Insufficient scope, expected any of: update:users",
+                "errorCode": "insufficient_scope",
+            },
+            None,
+        ),
+    ],
+)
 def test_auth0_policy_refusals_are_recognised_from_their_bodies(body, reason):
     from streamer.auth0.errors import from_status
     from streamer.password_reset.confirm import policy_refusal
@@ -405,7 +463,8 @@ def test_auth0_policy_refusals_are_recognised_from_their_bodies(body, reason):
 
 
 async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_not_in_memory(
-        tmp_path, standin, catcher):
+    tmp_path, standin, catcher
+):
     """A restart (or another replica) between the form and the send: the user still gets a way in."""
     from structlog.testing import capture_logs
 
@@ -426,35 +485,65 @@ async def test_the_delivery_falls_back_to_an_auth0_ticket_when_the_password_is_n
     api = ManagementApi(config.tenants["acme"], name="acme", max_retries=0)
     smtp = SmtpPool(config.smtp)
     vault = NewPasswordVault()
-    deliverer = Deliverer(DeliverySettings.of(config), {r.name: r for r in compile_rules(config.rules)}, {"acme": api},
-                          Templates(config.templates_dir, default_locale="en"), smtp,
-                          reset_link=ResetLinks(vault, pending_store=store, public_url=str(config.server.public_url)))
+    deliverer = Deliverer(
+        DeliverySettings.of(config),
+        {r.name: r for r in compile_rules(config.rules)},
+        {"acme": api},
+        Templates(config.templates_dir, default_locale="en"),
+        smtp,
+        reset_link=ResetLinks(vault, pending_store=store, public_url=str(config.server.public_url)),
+    )
 
     def email(log_id: str) -> OutboxEmail:
-        event = {"log_id": log_id, "type": "password_reset_requested", "user_id": ANA,
-                 "connection": "Username-Password-Authentication", "client_id": ""}
-        return OutboxEmail(1, f"k-{log_id}", "acme", "password-reset", "password_change", ANA, log_id, ANA_EMAIL,
-                           "en", EmailState.SENDING, 1, 0.0, None, 0.0, 0.0, None, 0.0,
-                           {"event": event, "user": standin.users[ANA], "client": {}})
+        event = {
+            "log_id": log_id,
+            "type": "password_reset_requested",
+            "user_id": ANA,
+            "connection": "Username-Password-Authentication",
+            "client_id": "",
+        }
+        return OutboxEmail(
+            1,
+            f"k-{log_id}",
+            "acme",
+            "password-reset",
+            "password_change",
+            ANA,
+            log_id,
+            ANA_EMAIL,
+            "en",
+            EmailState.SENDING,
+            1,
+            0.0,
+            None,
+            0.0,
+            0.0,
+            None,
+            0.0,
+            {"event": event, "user": standin.users[ANA], "client": {}},
+        )
+
     try:
         vault.put("L1", NEW_PASSWORD)
         catcher.fail_next(451, "4.3.0 try later", stage="RCPT")
         with pytest.raises(TransientFailure):
             await deliverer.deliver(email("L1"))
-        assert "L1" in vault                                   # kept for the retry
+        assert "L1" in vault  # kept for the retry
         await deliverer.deliver(email("L1"))
         [confirming] = await catcher.wait_for(1)
         assert confirming.subject.startswith("Confirm your new") and "/confirm?ticket=" in confirm_link(confirming)
         assert "L1" not in vault
 
         with capture_logs() as captured:
-            await deliverer.deliver(email("L2"))               # nothing in memory for this one
+            await deliverer.deliver(email("L2"))  # nothing in memory for this one
         fallback = (await catcher.wait_for(2))[1]
-        assert fallback.subject.startswith("Reset your") and any("/u/reset-verify?ticket=" in link
-                                                                  for link in fallback.links)
+        assert fallback.subject.startswith("Reset your") and any(
+            "/u/reset-verify?ticket=" in link for link in fallback.links
+        )
         assert not any("/confirm?" in link for link in fallback.links)
-        assert [entry["reason"] for entry in captured if entry["event"] == "password_confirm_unavailable"] == \
-            ["not_in_memory"]
+        assert [entry["reason"] for entry in captured if entry["event"] == "password_confirm_unavailable"] == [
+            "not_in_memory"
+        ]
     finally:
         await smtp.close()
         await api.close()

@@ -47,7 +47,7 @@ async def test_the_form_is_labelled_localized_and_served_with_strict_headers(har
     assert response.status == 200
     assert '<html lang="en"' in html and response.headers["Content-Language"] == "en"
     assert '<label for="email">Email address</label>' in html and 'id="email" name="email"' in html
-    assert 'type="password"' not in html                     # new_password is off
+    assert 'type="password"' not in html  # new_password is off
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "style-src 'sha256-" in csp
     assert response.headers["Cache-Control"] == "no-store"
@@ -92,11 +92,17 @@ async def test_existing_and_unknown_addresses_get_byte_identical_answers_in_the_
         token = await h.token()
         started = time.perf_counter()
         status, headers, body = await h.submit(email, token=token)
-        answers.append((status, {k: v for k, v in headers.items() if k not in ("Date", "Set-Cookie")}, body,
-                        time.perf_counter() - started))
+        answers.append(
+            (
+                status,
+                {k: v for k, v in headers.items() if k not in ("Date", "Set-Cookie")},
+                body,
+                time.perf_counter() - started,
+            )
+        )
     assert answers[0][:3] == answers[1][:3] == answers[2][:3]
     assert answers[0][0] == 200 and "If an account exists for that address" in answers[0][2]
-    assert all(0.3 <= elapsed < 1.5 for *_, elapsed in answers)   # never faster than the fixed duration
+    assert all(0.3 <= elapsed < 1.5 for *_, elapsed in answers)  # never faster than the fixed duration
     assert ANA_EMAIL not in answers[0][2] and "csrf" not in answers[0][2]
     await h.pages.drain()
     assert [e["user_id"] for e in h.events()] == [ANA]
@@ -104,8 +110,9 @@ async def test_existing_and_unknown_addresses_get_byte_identical_answers_in_the_
 
 async def test_an_existing_user_gets_one_event_with_who_where_and_which_app(harness):
     h = await harness()
-    status, _, _ = await h.submit("  Ana.Silva@Example.COM ", query=f"?client_id={SHOP}",
-                                  headers={"User-Agent": "Mozilla/5.0 (Test)"})
+    status, _, _ = await h.submit(
+        "  Ana.Silva@Example.COM ", query=f"?client_id={SHOP}", headers={"User-Agent": "Mozilla/5.0 (Test)"}
+    )
     assert status == 200
     await h.pages.drain()
     [event] = h.events()
@@ -151,8 +158,12 @@ async def test_posts_without_a_valid_csrf_token_are_refused_with_403(harness):
     h = await harness()
     good = await h.token()
     forged = good.rsplit(".", 1)[0] + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    cases = [{"email": ANA_EMAIL}, {"email": ANA_EMAIL, "csrf_token": ""},
-             {"email": ANA_EMAIL, "csrf_token": "v1.1.2.3"}, {"email": ANA_EMAIL, "csrf_token": forged}]
+    cases = [
+        {"email": ANA_EMAIL},
+        {"email": ANA_EMAIL, "csrf_token": ""},
+        {"email": ANA_EMAIL, "csrf_token": "v1.1.2.3"},
+        {"email": ANA_EMAIL, "csrf_token": forged},
+    ]
     for data in cases:
         response = await h.client.post(PATH, data=data)
         assert response.status == 403 and "This page has expired" in await response.text()
@@ -171,8 +182,9 @@ async def test_posts_without_a_valid_csrf_token_are_refused_with_403(harness):
 async def test_a_malformed_or_oversized_body_is_a_clean_4xx(harness):
     h = await harness()
     await h.token()
-    response = await h.client.post(PATH, data=b"email=%ff%fe",
-                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await h.client.post(
+        PATH, data=b"email=%ff%fe", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert response.status == 400
     response = await h.client.post(PATH, json={"email": ANA_EMAIL})
     assert response.status == 400
@@ -202,7 +214,7 @@ async def test_per_address_rate_limit_uses_the_normalized_address(harness):
     assert (await h.submit("ANA.SILVA@example.com"))[0] == 200
     status, headers, _ = await h.submit("  Ana.Silva@EXAMPLE.com")
     assert status == 429 and 0 < int(headers["Retry-After"]) <= 3600
-    assert (await h.submit(NOBODY_EMAIL))[0] == 200            # other addresses are not affected
+    assert (await h.submit(NOBODY_EMAIL))[0] == 200  # other addresses are not affected
     await h.pages.drain()
     assert len(h.events()) == 2
 
@@ -227,9 +239,10 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_ignored(harness):
     h = await harness(per_ip="2/hour", trusted_proxies=["10.0.0.0/8"])
     for n in range(2):
         assert (await h.submit(f"person{n}@example.com", headers={"X-Forwarded-For": f"198.51.100.{n}"}))[0] == 200
-    status, _, _ = await h.submit("person3@example.com", headers={"X-Forwarded-For": "198.51.100.77",
-                                                                  "Forwarded": "for=198.51.100.78"})
-    assert status == 429                                   # rotating a forged header gains nothing
+    status, _, _ = await h.submit(
+        "person3@example.com", headers={"X-Forwarded-For": "198.51.100.77", "Forwarded": "for=198.51.100.78"}
+    )
+    assert status == 429  # rotating a forged header gains nothing
 
 
 async def test_a_stranger_asking_for_someones_reset_cannot_lock_the_owner_out(harness):
@@ -279,13 +292,13 @@ async def test_a_new_password_reaches_only_the_in_memory_vault(harness, tmp_path
     await h.pages.drain()
     [event] = h.events()
     assert SECRET_PASSWORD not in json.dumps(event)
-    await h.store.close()                                     # checkpoint the WAL into the file
+    await h.store.close()  # checkpoint the WAL into the file
     for path in tmp_path.glob(f"{h.db_path.name}*"):
         assert SECRET_PASSWORD.encode() not in path.read_bytes(), path
     assert SECRET_PASSWORD not in h.logs.getvalue()
     assert SECRET_PASSWORD not in repr(h.vault)
     assert h.vault.take(event["log_id"]) == SECRET_PASSWORD
-    assert h.vault.take(event["log_id"]) is None              # popped
+    assert h.vault.take(event["log_id"]) is None  # popped
 
 
 async def test_a_password_for_an_unknown_address_is_not_kept(harness):
@@ -300,7 +313,7 @@ def test_the_vault_forgets_after_its_ttl():
     vault = NewPasswordVault(ttl_s=60, max_entries=2, clock=clock)
     vault.put("a", "pw-a")
     vault.put("b", "pw-b")
-    vault.put("c", "pw-c")                                    # over capacity: the oldest goes
+    vault.put("c", "pw-c")  # over capacity: the oldest goes
     assert vault.take("a") is None and "b" in vault
     clock.advance(61)
     assert vault.take("b") is None and vault.take("c") is None and len(vault) == 0
@@ -331,17 +344,20 @@ async def test_create_reset_ticket_leaves_new_password_out_unless_the_tenant_is_
 # --- language --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("query", "accept", "tenant_default", "expected"), [
-    ("?lang=fr", "de-DE,de;q=0.9", None, "fr"),               # ?lang wins
-    ("?lang=fr-CA", None, None, "fr"),                          # regional → language
-    ("?lang=xx", "es-MX", None, "es"),                           # unusable ?lang is skipped
-    ("", "de-CH, en;q=0.5", None, "de"),                         # Accept-Language
-    ("", "pt-BR, fr;q=0.4", None, "fr"),                         # first supported entry
-    ("", "pt-BR", "es", "es"),                                   # tenant default
-    ("", None, None, "en"),                                      # templates.default_locale
-    (f"?client_id={SHOP}", "de", None, "fr"),                    # the application's locale
-    (f"?client_id={SHOP}&lang=es", "de", None, "es"),
-])
+@pytest.mark.parametrize(
+    ("query", "accept", "tenant_default", "expected"),
+    [
+        ("?lang=fr", "de-DE,de;q=0.9", None, "fr"),  # ?lang wins
+        ("?lang=fr-CA", None, None, "fr"),  # regional → language
+        ("?lang=xx", "es-MX", None, "es"),  # unusable ?lang is skipped
+        ("", "de-CH, en;q=0.5", None, "de"),  # Accept-Language
+        ("", "pt-BR, fr;q=0.4", None, "fr"),  # first supported entry
+        ("", "pt-BR", "es", "es"),  # tenant default
+        ("", None, None, "en"),  # templates.default_locale
+        (f"?client_id={SHOP}", "de", None, "fr"),  # the application's locale
+        (f"?client_id={SHOP}&lang=es", "de", None, "es"),
+    ],
+)
 async def test_page_language(harness, query, accept, tenant_default, expected):
     h = await harness(default_locale=tenant_default)
     headers = {"Accept-Language": accept} if accept else {}
@@ -373,8 +389,10 @@ def test_log_ids_sort_by_time():
 def test_password_reset_routes_returns_route_definitions(tmp_path, standin):
     config = make_config(tmp_path, standin)
     routes = password_reset_routes(config, Inbox(SqliteStore(tmp_path / "x.db"), set()), {})
-    assert {(r.method, r.path) for r in routes} == {("GET", PATH.replace("acme", "{tenant}")),
-                                                     ("POST", PATH.replace("acme", "{tenant}"))}
+    assert {(r.method, r.path) for r in routes} == {
+        ("GET", PATH.replace("acme", "{tenant}")),
+        ("POST", PATH.replace("acme", "{tenant}")),
+    }
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------
@@ -388,24 +406,35 @@ async def fuzz_harness(harness):
 
 
 _field_names = st.sampled_from(["email", "password", "password_confirm", "csrf_token", "x", "email[]"])
-_values = st.one_of(st.text(max_size=80), st.text(alphabet=st.characters(codec="utf-8"), max_size=400),
-                    st.sampled_from([ANA_EMAIL, NOBODY_EMAIL, "a@b.c", "@", "x" * 300, "é@ü.de"]))
+_values = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=400),
+    st.sampled_from([ANA_EMAIL, NOBODY_EMAIL, "a@b.c", "@", "x" * 300, "é@ü.de"]),
+)
 
 
-@settings(max_examples=60, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(fields=st.lists(st.tuples(_field_names, _values), max_size=8), with_token=st.booleans(),
-       query=st.sampled_from(["", "?lang=de", "?client_id=%00", "?lang=%ff&client_id=" + "z" * 200]),
-       raw=st.one_of(st.none(), st.binary(max_size=300)))
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    fields=st.lists(st.tuples(_field_names, _values), max_size=8),
+    with_token=st.booleans(),
+    query=st.sampled_from(["", "?lang=de", "?client_id=%00", "?lang=%ff&client_id=" + "z" * 200]),
+    raw=st.one_of(st.none(), st.binary(max_size=300)),
+)
 async def test_arbitrary_form_input_never_causes_a_server_error(fuzz_harness, fields, with_token, query, raw):
     h = fuzz_harness
     if raw is not None:
-        response = await h.client.post(PATH + query, data=raw,
-                                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+        response = await h.client.post(
+            PATH + query, data=raw, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
     else:
         data = list(fields) + ([("csrf_token", h.good_token)] if with_token else [])
         response = await h.client.post(PATH + query, data=data)
     body = await response.text()
     assert response.status in (200, 400, 403, 413, 429), body[:300]
     assert response.headers["Cache-Control"] == "no-store"
-    assert re.search(r'type="password"[^>]*value=', body) is None      # passwords are never echoed
+    assert re.search(r'type="password"[^>]*value=', body) is None  # passwords are never echoed

@@ -22,7 +22,7 @@ async def test_a_user_asks_for_a_reset_link_and_sees_the_generic_page(harness):
         assert await page.get_attribute("html", "lang") == "en"
         email = page.get_by_label("Email address")
         assert await email.get_attribute("type") == "email"
-        await page.keyboard.press("Tab")                      # keyboard users see where they are
+        await page.keyboard.press("Tab")  # keyboard users see where they are
         assert await page.evaluate("document.activeElement.id") == "email"
         assert await email.evaluate("e => getComputedStyle(e).outlineStyle") != "none"
         await email.fill(ANA_EMAIL)

@@ -39,11 +39,13 @@ async def db_url(postgres_url):
 
 
 async def _queue(store, n: int, now: float = NOW) -> None:
-    await store.add_events("acme", [{"log_id": f"l{i:03d}", "type": "ss", "user_id": f"u{i}"} for i in range(n)],
-                           now=now)
+    await store.add_events(
+        "acme", [{"log_id": f"l{i:03d}", "type": "ss", "user_id": f"u{i}"} for i in range(n)], now=now
+    )
     claimed = await store.claim_events(limit=n, now=now, lease_s=60)
-    await store.settle_events([(e.tenant, e.log_id) for e in claimed],
-                              [due(log_id=f"l{i:03d}", user=f"u{i}") for i in range(n)], now=now)
+    await store.settle_events(
+        [(e.tenant, e.log_id) for e in claimed], [due(log_id=f"l{i:03d}", user=f"u{i}") for i in range(n)], now=now
+    )
 
 
 async def _until_lock_free(url: str, replica: int, timeout: float = 30) -> None:
@@ -51,8 +53,12 @@ async def _until_lock_free(url: str, replica: int, timeout: float = 30) -> None:
     conn = await asyncpg.connect(url)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
-        while await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid "  # noqa: E501
-                                  "AND classid = $2::bigint::oid", replica, LIVE_NAMESPACE):
+        while await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1::bigint::oid "  # noqa: E501
+            "AND classid = $2::bigint::oid",
+            replica,
+            LIVE_NAMESPACE,
+        ):
             assert asyncio.get_running_loop().time() < deadline, "the dead replica's session did not end"
             await asyncio.sleep(0.05)
     finally:
@@ -70,17 +76,17 @@ async def test_a_dead_replicas_emails_and_events_come_back_after_the_grace_not_t
         events = await dead.claim_events(limit=10, now=NOW, lease_s=120)
         assert len(emails) == 3 and [e.log_id for e in events] == ["l900"]
         assert dead.replica_id != survivor.replica_id
-        assert await survivor.reclaim_dead(now=NOW + 1) == 0          # alive: nothing to take
+        assert await survivor.reclaim_dead(now=NOW + 1) == 0  # alive: nothing to take
         dead._pool.terminate()  # noqa: SLF001 - the process dies: its sessions end without goodbye
         dead._lead_conn.terminate()  # noqa: SLF001
         await _until_lock_free(db_url, dead.replica_id)
-        assert await survivor.reclaim_dead(now=NOW + 2) == 0          # seen free once: suspect only
+        assert await survivor.reclaim_dead(now=NOW + 2) == 0  # seen free once: suspect only
         assert await survivor.reclaim_dead(now=NOW + 2 + GRACE - 1) == 0
         assert await survivor.reclaim_dead(now=NOW + 2 + GRACE) == 4  # 3 emails + 1 event, long before the lease
         again = await survivor.claim_emails(limit=10, now=NOW + 2 + GRACE, lease_s=300)
         assert len(again) == 5 and {e.id for e in emails} <= {e.id for e in again}  # 3 reclaimed + 2 never claimed
         assert [e.log_id for e in await survivor.claim_events(limit=10, now=NOW + 2 + GRACE, lease_s=120)] == ["l900"]
-        assert await survivor.reclaim_dead(now=NOW + 100) == 0        # the survivor's own claims stay its own
+        assert await survivor.reclaim_dead(now=NOW + 100) == 0  # the survivor's own claims stay its own
     finally:
         await dead.close()
         await survivor.close()
@@ -96,13 +102,18 @@ async def test_a_replica_that_loses_its_session_for_a_moment_keeps_its_claims(db
         assert len(claimed) == 2
         admin = await asyncpg.connect(db_url)
         try:  # only a's liveness session ends (a PostgreSQL restart, a proxy dropping idle connections)
-            assert await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                        "WHERE application_name = $1", f"streamer-lead-{a.replica_id}") == 1
+            assert (
+                await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                    f"streamer-lead-{a.replica_id}",
+                )
+                == 1
+            )
         finally:
             await admin.close()
-        assert await b.reclaim_dead(now=NOW + 1) == 0                # suspect
-        assert await a.reclaim_dead(now=NOW + 2) == 0                # a takes its lock again
-        assert await b.reclaim_dead(now=NOW + 1 + GRACE * 3) == 0    # alive: never reclaimed
+        assert await b.reclaim_dead(now=NOW + 1) == 0  # suspect
+        assert await a.reclaim_dead(now=NOW + 2) == 0  # a takes its lock again
+        assert await b.reclaim_dead(now=NOW + 1 + GRACE * 3) == 0  # alive: never reclaimed
         for email in claimed:
             assert (await b.get_email(email.id)).state.value == "sending"
     finally:
@@ -141,8 +152,11 @@ async def test_a_row_sent_by_an_old_version_replica_is_not_reclaimed_when_its_pr
         await new.mark_failed(email.id, error="421 try later", next_attempt_at=NOW + 1, now=NOW)
         conn = await asyncpg.connect(db_url)
         try:  # the previous version's claim statement (it knows no claimed_by)
-            await conn.execute("UPDATE outbox SET state = 'sending', lease_until = $1, attempts = attempts + 1 "
-                               "WHERE id = $2", NOW + 301, email.id)
+            await conn.execute(
+                "UPDATE outbox SET state = 'sending', lease_until = $1, attempts = attempts + 1 WHERE id = $2",
+                NOW + 301,
+                email.id,
+            )
         finally:
             await conn.close()
         new._pool.terminate()  # noqa: SLF001
@@ -215,7 +229,7 @@ async def test_events_of_a_claim_whose_answer_is_lost_are_released_by_the_claime
     try:
         await store.add_events("acme", [{"log_id": "l1", "type": "ss", "user_id": "u1"}], now=NOW)
         assert [e.log_id for e in await store.claim_events(limit=5, now=NOW, lease_s=120)] == ["l1"]
-        assert await store.claim_events(limit=5, now=NOW + 1, lease_s=120) == []      # leased
+        assert await store.claim_events(limit=5, now=NOW + 1, lease_s=120) == []  # leased
         assert await store.release_orphaned_events(now=NOW + 1) == 1
         assert [e.log_id for e in await store.claim_events(limit=5, now=NOW + 1, lease_s=120)] == ["l1"]
     finally:

@@ -61,7 +61,9 @@ async def test_the_previous_schema_with_data_is_upgraded_and_keeps_working(db_ur
         assert await store.get_checkpoint("acme") == "l2"
         sent = await store.list_emails(states=None)
         assert [(e.key, e.state.value, e.recipient) for e in sent] == [
-            ("k-sending", "sending", "b@example.com"), ("k-sent", "sent", "a@example.com")]
+            ("k-sending", "sending", "b@example.com"),
+            ("k-sent", "sent", "a@example.com"),
+        ]
         # The pending event is evaluated; the once ledger still holds u1's key.
         (event,) = await store.claim_events(limit=10, now=NOW, lease_s=60)
         assert (event.log_id, event.event["type"]) == ("l2", "ss")
@@ -110,10 +112,20 @@ def _migrate(tmp_path, url: str, *args: str) -> subprocess.CompletedProcess:
     config = tmp_path / "streamer.yaml"
     text = (REPO / "config" / "streamer.example.yaml").read_text()
     config.write_text(text.replace('store: "sqlite:///streamer.db"', f'store: "{url}"'))
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
-           "ACME_CLIENT_ID": "x", "ACME_CLIENT_SECRET": "x", "ACME_WEBHOOK_TOKEN": "x"}
-    return subprocess.run([sys.executable, "-m", "streamer", "migrate", "-c", str(config), *args],
-                          capture_output=True, text=True, env=env, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(REPO),
+        "ACME_CLIENT_ID": "x",
+        "ACME_CLIENT_SECRET": "x",
+        "ACME_WEBHOOK_TOKEN": "x",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", "migrate", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 async def test_migrate_check_exit_code_tells_a_pipeline_whether_migrations_are_pending(tmp_path, db_url):

@@ -43,8 +43,7 @@ async def test_oldest_reads_every_page_and_commits_the_checkpoint(tmp_path, stan
     assert await sqlite_store.get_checkpoint("acme") == standin.logs[-1]["log_id"] == checkpoint
 
 
-async def test_start_now_skips_history_and_resumes_from_the_stored_checkpoint(tmp_path, standin, catcher,
-                                                                            sqlite_store):
+async def test_start_now_skips_history_and_resumes_from_the_stored_checkpoint(tmp_path, standin, catcher, sqlite_store):
     old = standin.add_log(sample_event("ss", user_id="auth0|old"))
     poller, api = make(tmp_path, standin, catcher, sqlite_store, start="now")
     stop = asyncio.Event()
@@ -76,7 +75,7 @@ async def test_auth0_outage_backs_off_and_recovers(tmp_path, standin, catcher, s
         task = asyncio.create_task(poller.run(stop))
         while ("GET", "/api/v2/logs", 503) not in standin.calls:
             await asyncio.sleep(0.01)
-        assert last_poll() is None                      # failing: the gauge says nothing new
+        assert last_poll() is None  # failing: the gauge says nothing new
         for _ in range(200):
             if (await sqlite_store.stats(now=0))["inbox_pending"] == 1:
                 break
@@ -84,4 +83,4 @@ async def test_auth0_outage_backs_off_and_recovers(tmp_path, standin, catcher, s
         stop.set()
         await task
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 1
-    assert last_poll() >= started                       # what an alert on poll lag reads
+    assert last_poll() >= started  # what an alert on poll lag reads

@@ -23,8 +23,10 @@ class _Users:
     """Verified returning users: the shipped rules make nothing due for them."""
 
     async def get_users(self, user_ids, *, fresh_since=None):
-        return {uid: {"user_id": uid, "email": "ana@example.com", "email_verified": True, "logins_count": 9}
-                for uid in user_ids}
+        return {
+            uid: {"user_id": uid, "email": "ana@example.com", "email_verified": True, "logins_count": 9}
+            for uid in user_ids
+        }
 
 
 def test_the_pause_keeps_the_processor_to_its_rate_only_while_ingesting():
@@ -44,8 +46,9 @@ async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
         return await original(*args, **kwargs)
 
     sqlite_store.add_events = add_events
-    await asyncio.gather(*(inbox.accept("acme", [sample_event("ss", log_id=f"P{i}")], source="webhook")
-                           for i in range(3)))
+    await asyncio.gather(
+        *(inbox.accept("acme", [sample_event("ss", log_id=f"P{i}")], source="webhook") for i in range(3))
+    )
     assert max(seen_while_waiting) == 3 and inbox.accepting == 0
 
     async def broken(*args, **kwargs):
@@ -60,8 +63,9 @@ async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
 async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path, monkeypatch):
     config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
     for batch in range(5):
-        await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}")
-                                               for i in range(300)], now=0)
+        await sqlite_store.add_events(
+            "acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}") for i in range(300)], now=0
+        )
     asked, pauses = [], []
     real_sleep = processor_module.sleep_unless_stopped
 
@@ -70,9 +74,17 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
         await real_sleep(stop, seconds)
 
     monkeypatch.setattr(processor_module, "sleep_unless_stopped", recorded_sleep)  # observed, not replaced
-    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
-                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event(),
-                          ingesting=lambda: asked.append(True) or True, rate_while_ingesting=500)
+    processor = Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": _Users()},
+        lambda *_: "en",
+        wake=asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+        ingesting=lambda: asked.append(True) or True,
+        rate_while_ingesting=500,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
@@ -92,12 +104,23 @@ async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_s
     message: "substring not found" once made a broken rule count as `user_not_found`."""
     config = parse_config(RULE_ERROR_CONFIG, env={})
     await sqlite_store.add_events("acme", [sample_event("ss", log_id="R1", user_id="auth0|1")], now=0)
-    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Users()},
-                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    processor = Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": _Users()},
+        lambda *_: "en",
+        wake=asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+    )
 
     def dropped(reason):
-        return metrics.REGISTRY.get_sample_value(
-            "streamer_emails_dropped_total", {"tenant": "acme", "rule": "broken", "reason": reason}) or 0
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "streamer_emails_dropped_total", {"tenant": "acme", "rule": "broken", "reason": reason}
+            )
+            or 0
+        )
 
     before = dropped("rule_error"), dropped("user_not_found")
     assert await processor.process_once() == 1
@@ -120,15 +143,19 @@ class _Unverified:
     """New unverified users: the verification rule makes one email due per event."""
 
     async def get_users(self, user_ids, *, fresh_since=None):
-        return {uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False, "logins_count": 1}
-                for uid in user_ids}
+        return {
+            uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False, "logins_count": 1}
+            for uid in user_ids
+        }
 
 
 async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_not_after_the_lease(
-        sqlite_store, tmp_path):
+    sqlite_store, tmp_path
+):
     config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
-    await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"S{i}", user_id=f"auth0|u{i}")
-                                           for i in range(3)], now=0)
+    await sqlite_store.add_events(
+        "acme", [sample_event("ss", log_id=f"S{i}", user_id=f"auth0|u{i}") for i in range(3)], now=0
+    )
     original, calls = sqlite_store.settle_events, []
 
     async def away_twice(*args, **kwargs):
@@ -138,8 +165,15 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
         return await original(*args, **kwargs)
 
     sqlite_store.settle_events = away_twice
-    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": _Unverified()},
-                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    processor = Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": _Unverified()},
+        lambda *_: "en",
+        wake=asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
@@ -151,8 +185,6 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
         await task
     assert len(calls) == 3
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
-
-
 
 
 async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(sqlite_store, tmp_path):
@@ -167,16 +199,25 @@ async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(
             self.calls += 1
             if "auth0|poison" in user_ids:
                 raise Auth0Permanent("GET /users: HTTP 400 invalid_query_string", status=400, endpoint="GET /users")
-            return {uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False}
-                    for uid in user_ids}
+            return {
+                uid: {"user_id": uid, "email": f"{uid[6:]}@example.com", "email_verified": False} for uid in user_ids
+            }
 
     config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
     users = [f"auth0|u{i}" for i in range(63)] + ["auth0|poison"]
-    await sqlite_store.add_events("acme", [sample_event("ss", log_id=f"E{i}", user_id=uid)
-                                           for i, uid in enumerate(users)], now=0)
+    await sqlite_store.add_events(
+        "acme", [sample_event("ss", log_id=f"E{i}", user_id=uid) for i, uid in enumerate(users)], now=0
+    )
     source = _Refusing()
-    processor = Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": source},
-                          lambda *_: "en", wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    processor = Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": source},
+        lambda *_: "en",
+        wake=asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+    )
     assert await processor.process_once() == 64
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
     queued = await sqlite_store.list_emails(states=None, limit=1000)
@@ -189,7 +230,7 @@ async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(
 
     await sqlite_store.add_events("acme", [sample_event("ss", log_id="F1", user_id="auth0|u1")], now=0)
     processor.users = {"acme": _Down()}
-    await processor.process_once()           # our credentials, not the event: it waits, as before
+    await processor.process_once()  # our credentials, not the event: it waits, as before
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 1
 
 
@@ -197,10 +238,12 @@ def test_profiles_must_be_as_new_as_the_newest_event_that_changes_them() -> None
     def event(log_id: str, type_: str, user: str | None, date: object) -> InboxEvent:
         return InboxEvent("acme", log_id, type_, user, {"type": type_, "date": date}, 0.0, 0)
 
-    events = [event("1", "sv", "auth0|a", "2026-12-01T10:00:00.000Z"),
-              event("2", "scp", "auth0|a", "2026-12-01T10:00:05.000Z"),
-              event("3", "sv", "auth0|a", "2026-12-01T09:59:00.000Z"),   # older: does not lower it
-              event("4", "s", "auth0|b", "2026-12-01T10:00:09.000Z"),    # a login changes nothing rules read
-              event("5", "sv", None, "2026-12-01T10:00:09.000Z"),
-              event("6", "sv", "auth0|c", 12345)]                        # no readable date
+    events = [
+        event("1", "sv", "auth0|a", "2026-12-01T10:00:00.000Z"),
+        event("2", "scp", "auth0|a", "2026-12-01T10:00:05.000Z"),
+        event("3", "sv", "auth0|a", "2026-12-01T09:59:00.000Z"),  # older: does not lower it
+        event("4", "s", "auth0|b", "2026-12-01T10:00:09.000Z"),  # a login changes nothing rules read
+        event("5", "sv", None, "2026-12-01T10:00:09.000Z"),
+        event("6", "sv", "auth0|c", 12345),
+    ]  # no readable date
     assert newest_profile_change(events) == {"auth0|a": "2026-12-01T10:00:05.000Z"}

@@ -24,8 +24,8 @@ from streamer.rules import compile_rules
 
 from conftest import config_text, sample_event
 
-ANA = "auth0|65f0c0ffee0000000000a001"        # unverified, long-standing (in the search index)
-LAG_S = 30.0                                   # longer than any test: the index never catches up
+ANA = "auth0|65f0c0ffee0000000000a001"  # unverified, long-standing (in the search index)
+LAG_S = 30.0  # longer than any test: the index never catches up
 
 
 class _Smtp:  # config_text wants an SMTP port; nothing is sent in these tests
@@ -46,8 +46,15 @@ async def tenant():
 
 @pytest.fixture
 async def api(tenant):
-    client = ManagementApi(TenantConfig(domain=tenant.domain, api_url=tenant.base_url, client_id=tenant.client_id,
-                                        client_secret=tenant.client_secret), name="acme")
+    client = ManagementApi(
+        TenantConfig(
+            domain=tenant.domain,
+            api_url=tenant.base_url,
+            client_id=tenant.client_id,
+            client_secret=tenant.client_secret,
+        ),
+        name="acme",
+    )
     yield client
     await client.close()
 
@@ -55,8 +62,15 @@ async def api(tenant):
 @pytest.fixture
 def processor(tmp_path, tenant, api, sqlite_store):
     config = parse_config(config_text(tmp_path, tenant, _Smtp()), env={})
-    return Processor(config.tenants, sqlite_store, compile_rules(config.rules), {"acme": api}, lambda *_: "en",
-                     wake=asyncio.Event(), outbox_wake=asyncio.Event())
+    return Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": api},
+        lambda *_: "en",
+        wake=asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+    )
 
 
 async def handle(store, processor, *events: dict) -> None:
@@ -87,10 +101,11 @@ def reads_by_id(tenant: Auth0StandIn) -> int:
     return sum(1 for method, path, _ in tenant.calls if method == "GET" and path.startswith("/api/v2/users/"))
 
 
-async def test_welcome_rule_fires_on_sv_while_the_index_still_shows_the_user_unverified(tenant, sqlite_store,
-                                                                                          processor):
+async def test_welcome_rule_fires_on_sv_while_the_index_still_shows_the_user_unverified(
+    tenant, sqlite_store, processor
+):
     sv = verify(tenant, ANA)
-    assert tenant._search_view(ANA, time.monotonic())["email_verified"] is False   # the index lags
+    assert tenant._search_view(ANA, time.monotonic())["email_verified"] is False  # the index lags
     await handle(sqlite_store, processor, sv)
     [welcome] = await emails(sqlite_store)
     assert welcome.rule == "welcome" and welcome.context["user"]["email_verified"] is True
@@ -104,7 +119,7 @@ async def test_no_verification_email_goes_to_a_user_verified_in_the_meantime(ten
     [queued] = await emails(sqlite_store)
     assert queued.rule == "verify-email" and queued.state == EmailState.QUEUED
 
-    await handle(sqlite_store, processor, verify(tenant, ANA))   # verified before the email went out
+    await handle(sqlite_store, processor, verify(tenant, ANA))  # verified before the email went out
     by_rule = {e.rule: e for e in await emails(sqlite_store)}
     assert by_rule["verify-email"].state == EmailState.CANCELLED
     assert by_rule["welcome"].state == EmailState.QUEUED
@@ -130,10 +145,10 @@ async def test_a_user_deleted_before_the_email_goes_out_gets_none(tenant, sqlite
 
 
 async def test_a_signup_deleted_while_it_waits_for_the_index_gets_no_email(tenant, sqlite_store, processor, api):
-    tenant.set_rate_limit(2, 0.2)       # the bucket is the bottleneck: no token to spare on a read by id
+    tenant.set_rate_limit(2, 0.2)  # the bucket is the bottleneck: no token to spare on a read by id
     await api.read_profiles([Need(ANA, "s", time.time() - 60)])
     await api.read_profiles([Need(ANA, "s", time.time() - 60)])
-    profile = tenant.add_user({"email": "new.user@example.com"})          # absent from search for LAG_S
+    profile = tenant.add_user({"email": "new.user@example.com"})  # absent from search for LAG_S
     signup = sample_event("ss", log_id="ss-new", date=now_iso(), user_id=profile["user_id"])
     await sqlite_store.add_events("acme", [signup], now=time.time())
     await processor.process_once()
@@ -149,11 +164,11 @@ async def test_new_users_wait_for_the_index_while_the_bucket_is_busy_then_one_se
     tenant.set_rate_limit(3, 1.0)
     profiles = [tenant.add_user({"email": f"burst{i}@example.com"}) for i in range(5)]
     needs = [Need(p["user_id"], "ss", time.time()) for p in profiles]
-    await api.read_profiles([Need(ANA, "s", time.time() - 60)])   # the first answers tell the bucket's size
+    await api.read_profiles([Need(ANA, "s", time.time() - 60)])  # the first answers tell the bucket's size
     await api.read_profiles([Need(ANA, "s", time.time() - 60)])
     first = await api.read_profiles(needs)
     waiting = [uid for uid, value in first.items() if isinstance(value, float)]
-    assert waiting, first                       # not all read by id: the bucket had no token to spare
+    assert waiting, first  # not all read by id: the bucket had no token to spare
     await asyncio.sleep(max(first[uid] for uid in waiting) - time.time())
     async with asyncio.timeout(10):
         while True:
@@ -163,11 +178,11 @@ async def test_new_users_wait_for_the_index_while_the_bucket_is_busy_then_one_se
                 break
             await asyncio.sleep(max(0.05, min(v for v in again.values() if isinstance(v, float)) - time.time()))
     assert all(again[uid]["user_id"] == uid for uid in waiting)
-    assert len(tenant.calls) - calls_before == 1   # one search for all of them
+    assert len(tenant.calls) - calls_before == 1  # one search for all of them
 
 
 async def test_spare_tokens_buy_latency_a_new_user_is_read_by_id_at_once(api, tenant):
-    profile = tenant.add_user({"email": "fresh@example.com"})     # no rate limit: every token is spare
+    profile = tenant.add_user({"email": "fresh@example.com"})  # no rate limit: every token is spare
     result = await api.read_profiles([Need(profile["user_id"], "ss", time.time())])
     assert result[profile["user_id"]]["email"] == "fresh@example.com" and reads_by_id(tenant) == 1
 
@@ -178,8 +193,8 @@ async def test_spare_tokens_buy_latency_a_new_user_is_read_by_id_at_once(api, te
 def test_requirements_combine_a_batch_per_user():
     combined = requirements([Need("u", "ss", 10.0), Need("u", "sv", 12.0), Need("v", "scp", 11.0)])
     assert combined["u"].newest == 12.0 and combined["u"].oldest == 10.0 and combined["u"].new_user
-    assert not combined["u"].needs_read_after          # sv proves what it changes
-    assert combined["v"].needs_read_after              # a password change proves nothing rules read
+    assert not combined["u"].needs_read_after  # sv proves what it changes
+    assert combined["v"].needs_read_after  # a password change proves nothing rules read
 
 
 def test_known_facts_lay_a_verification_over_older_reads_only():
@@ -187,30 +202,30 @@ def test_known_facts_lay_a_verification_over_older_reads_only():
     facts.learn("u", "sv", 100.0)
     stale = {"user_id": "u", "email_verified": False}
     assert facts.apply("u", stale, read_at=99.0)["email_verified"] is True
-    assert facts.apply("u", stale, read_at=101.0) is stale            # read after it: the read wins
+    assert facts.apply("u", stale, read_at=101.0) is stale  # read after it: the read wins
     facts.learn("d", "sdu", 100.0)
     assert facts.deleted("d") and facts.apply("d", stale, read_at=0.0) is None
-    facts.learn("x", "sv", 100.0)                                      # bounded: the oldest user goes
+    facts.learn("x", "sv", 100.0)  # bounded: the oldest user goes
     assert len(facts) == 2 and facts.apply("u", stale, read_at=0.0) is stale
     clock = [0.0]
     expiring = KnownFacts(keep_s=60, clock=lambda: clock[0])
     expiring.learn("u", "sv", 100.0)
     clock[0] = 61.0
-    expiring.learn("v", "sv", 161.0)                                   # … and none older than keep_s
+    expiring.learn("v", "sv", 161.0)  # … and none older than keep_s
     assert len(expiring) == 1 and expiring.apply("u", stale, read_at=0.0) is stale
 
 
 def test_index_lag_grows_after_misses_and_settles_on_the_first_hit():
     clock = [1000.0]
     lag = IndexLag(clock=lambda: clock[0])
-    assert lag.wait() == 0.0                   # nothing known: search at once
+    assert lag.wait() == 0.0  # nothing known: search at once
     lag.observe(False, 0.1)
     assert lag.wait() == IndexLag.FIRST_WAIT_S
     lag.observe(False, 2.0)
-    assert lag.wait() == 2.75                  # half as long again, at most 0.75 s (or a quarter) more
+    assert lag.wait() == 2.75  # half as long again, at most 0.75 s (or a quarter) more
     lag.observe(True, 3.1)
     assert lag.wait() == pytest.approx(3.2)
-    clock[0] += IndexLag.KEEP_S + 1            # old observations are forgotten
+    clock[0] += IndexLag.KEEP_S + 1  # old observations are forgotten
     assert lag.wait() == 0.0
 
 
@@ -218,30 +233,43 @@ def test_spare_tokens_are_only_those_a_full_bucket_would_lose():
     from streamer.auth0.pacer import RateLimitPacer
 
     pacer = RateLimitPacer(clock=lambda: 1000.0)
-    assert pacer.spare(1000.0) == 1                        # nothing known: one probe
+    assert pacer.spare(1000.0) == 1  # nothing known: one probe
     seq = pacer.on_send(1000.0)
-    assert pacer.spare(1000.0) == 0                        # … and only one
-    pacer.observe(seq, 200, {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "9",
-                             "x-ratelimit-reset": "1001"}, 1000.05)
-    assert pacer.spare(1000.05) >= 1                       # full but for the call just made
+    assert pacer.spare(1000.0) == 0  # … and only one
+    pacer.observe(
+        seq, 200, {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "9", "x-ratelimit-reset": "1001"}, 1000.05
+    )
+    assert pacer.spare(1000.05) >= 1  # full but for the call just made
     for _ in range(5):
         pacer.on_send(1000.05)
-    assert pacer.spare(1000.05) == 0                       # tickets took them: none to spare
-    assert pacer.spare(1010.0) >= 1                        # refilled while nobody asked
-    pacer.observe(pacer.on_send(1010.0), 429, {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "0",
-                                               "x-ratelimit-reset": "1012"}, 1010.05)
-    assert pacer.spare(1011.0) == 0                        # blocked after a 429
+    assert pacer.spare(1000.05) == 0  # tickets took them: none to spare
+    assert pacer.spare(1010.0) >= 1  # refilled while nobody asked
+    pacer.observe(
+        pacer.on_send(1010.0),
+        429,
+        {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1012"},
+        1010.05,
+    )
+    assert pacer.spare(1011.0) == 0  # blocked after a 429
 
 
 def test_a_documented_bucket_is_paced_at_its_documented_rate_before_the_headers_prove_more():
     from streamer.auth0.pacer import RateLimitPacer
 
     pacer = RateLimitPacer(clock=lambda: 0.0)
-    pacer.observe(pacer.on_send(1000.0), 200, {"x-ratelimit-limit": "2", "x-ratelimit-remaining": "0",
-                                               "x-ratelimit-reset": "1002"}, 1000.05)
+    pacer.observe(
+        pacer.on_send(1000.0),
+        200,
+        {"x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1002"},
+        1000.05,
+    )
     # Free plan: 2/s documented; the headers alone only prove 1 / (1002 - 1000) = 0.5/s.
     assert pacer.delay_before_next(1000.05) == pytest.approx(0.5)
     odd = RateLimitPacer(clock=lambda: 0.0)
-    odd.observe(odd.on_send(1000.0), 200, {"x-ratelimit-limit": "3", "x-ratelimit-remaining": "0",
-                                           "x-ratelimit-reset": "1002"}, 1000.05)
-    assert odd.delay_before_next(1000.05) == pytest.approx(1.0)   # no documented plan: what is proven, 2 / 2 s
+    odd.observe(
+        odd.on_send(1000.0),
+        200,
+        {"x-ratelimit-limit": "3", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "1002"},
+        1000.05,
+    )
+    assert odd.delay_before_next(1000.05) == pytest.approx(1.0)  # no documented plan: what is proven, 2 / 2 s

@@ -33,7 +33,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 async def test_metrics_export_the_evaluated_events_and_the_last_send(tmp_path, standin, catcher, start_daemon):
     daemon = await start_daemon(config_text(tmp_path, standin, catcher))
-    before = await scrape(daemon)   # the registry is the process's: other tests' counts are in it
+    before = await scrape(daemon)  # the registry is the process's: other tests' counts are in it
     posted_at = time.time()
     status, answer = await daemon.post([envelope(sample_event("ss"))])
     assert status == 200 and answer["stored"] == 1
@@ -43,10 +43,10 @@ async def test_metrics_export_the_evaluated_events_and_the_last_send(tmp_path, s
         return value(samples, name, **TENANT) - value(before, name, **TENANT)
 
     after = await wait_until(
-        lambda: _when(scrape(daemon), lambda s: grew(s, "streamer_emails_sent_total") == 1),
-        what="the send counted")
+        lambda: _when(scrape(daemon), lambda s: grew(s, "streamer_emails_sent_total") == 1), what="the send counted"
+    )
     assert grew(after, "streamer_events_received_total") == 1
-    assert grew(after, "streamer_events_evaluated_total") == 1   # received − evaluated: no backlog left
+    assert grew(after, "streamer_events_evaluated_total") == 1  # received − evaluated: no backlog left
     evaluated_at = value(after, "streamer_events_last_evaluated_timestamp_seconds", **TENANT)
     sent_at = value(after, "streamer_emails_last_sent_timestamp_seconds", **TENANT)
     # The rules ran after the POST and before the email existed; the send is recorded once the

@@ -17,8 +17,7 @@ pytestmark = pytest.mark.slow
 def tree(tmp_path):
     """A copy of what the gates read: pyproject.toml and the package."""
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(REPO / "streamer", tmp_path / "streamer",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "streamer", tmp_path / "streamer", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return tmp_path
 
 
@@ -29,8 +28,7 @@ def plant(tree, path: str, text: str) -> None:
 
 def gate(tree, *command: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    return subprocess.run([sys.executable, *command], cwd=tree, env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, *command], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_ruff_fails_on_an_unused_import(tree):
@@ -57,8 +55,11 @@ def test_mypy_fails_on_a_wrong_return_type_in_a_strict_module(tree):
 
 
 def test_import_linter_fails_when_the_outbox_imports_the_cli(tree):
-    lint = ("-c", "import sys; from importlinter.cli import lint_imports_command; "
-                  "sys.argv = ['lint-imports', '--no-cache']; lint_imports_command()")
+    lint = (
+        "-c",
+        "import sys; from importlinter.cli import lint_imports_command; "
+        "sys.argv = ['lint-imports', '--no-cache']; lint_imports_command()",
+    )
     assert gate(tree, *lint).returncode == 0
     plant(tree, "streamer/outbox.py", "\nfrom streamer import cli  # noqa: E402,F401 planted\n")
     result = gate(tree, *lint)

@@ -11,8 +11,10 @@ from conftest import WEBHOOK_TOKEN, config_text
 
 def test_filters_cover_only_the_categories_rules_use():
     assert stream_filters({"ss", "s", "sv", "password_reset_requested"}) == [
-        {"type": "category", "name": "auth.login.success"}, {"type": "category", "name": "auth.signup.success"},
-        {"type": "category", "name": "user.success"}]
+        {"type": "category", "name": "auth.login.success"},
+        {"type": "category", "name": "auth.signup.success"},
+        {"type": "category", "name": "user.success"},
+    ]
     assert stream_filters({"ss", "some_future_type"}) is None  # unknown: receive everything
 
 
@@ -34,10 +36,11 @@ async def test_register_is_idempotent(tmp_path, standin, catcher, capsys):
 
 
 def test_missing_categories_are_those_rules_need_and_filters_leave_out():
-    stream = {"filters": [{"type": "category", "name": "auth.login.success"},
-                          {"type": "category", "name": "user.success"}]}
+    stream = {
+        "filters": [{"type": "category", "name": "auth.login.success"}, {"type": "category", "name": "user.success"}]
+    }
     assert missing_categories(stream, {"s", "sv", "scp"}) == []
     assert missing_categories(stream, {"s", "ss", "fp"}) == ["auth.login.fail", "auth.signup.success"]
-    assert missing_categories(stream, {"password_reset_requested", "s"}) == []   # made by streamer itself
-    assert missing_categories({"filters": []}, {"ss"}) == []                     # everything is sent
+    assert missing_categories(stream, {"password_reset_requested", "s"}) == []  # made by streamer itself
+    assert missing_categories({"filters": []}, {"ss"}) == []  # everything is sent
     assert missing_categories({}, {"ss"}) == []

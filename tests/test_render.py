@@ -26,11 +26,19 @@ def shipped() -> Templates:
     return Templates(SHIPPED, "en")
 
 
-def _render(templates: Templates, name: str, locale: str, *, tenant: str | None = "acme",
-            client_id: str | None = None, context: dict | None = None):
+def _render(
+    templates: Templates,
+    name: str,
+    locale: str,
+    *,
+    tenant: str | None = "acme",
+    client_id: str | None = None,
+    context: dict | None = None,
+):
     context = context or sample_context(name, locale)
-    return render(templates, name, tenant=tenant, client_id=client_id,
-                  locale_chain=templates.chain(locale), context=context)
+    return render(
+        templates, name, tenant=tenant, client_id=client_id, locale_chain=templates.chain(locale), context=context
+    )
 
 
 def test_ships_every_template_in_every_locale(shipped: Templates) -> None:
@@ -58,7 +66,7 @@ def test_every_default_renders(shipped: Templates, name: str, locale: str) -> No
     if name in TICKET_TEMPLATES:
         url = context["ticket_url"]
         assert url in email.html
-        assert any(line.endswith(f"({url})") for line in email.text.splitlines())   # whole, on one line
+        assert any(line.endswith(f"({url})") for line in email.text.splitlines())  # whole, on one line
     # the preheader is for the inbox list, not for the text part
     assert "\u034f" not in email.text
 
@@ -79,15 +87,21 @@ def test_locale_choice_end_to_end(shipped: Templates) -> None:
     def for_user(profile: dict) -> str:
         context = sample_context("welcome", "en")
         context["user"] = {**context["user"], **profile}
-        return render(shipped, "welcome", tenant="acme", client_id=None,
-                      locale_chain=locale_chain(context["user"], None, "en"), context=context).locale
+        return render(
+            shipped,
+            "welcome",
+            tenant="acme",
+            client_id=None,
+            locale_chain=locale_chain(context["user"], None, "en"),
+            context=context,
+        ).locale
 
-    assert for_user({"user_metadata": {"locale": "fr"}}) == "fr"         # a French user gets French
-    assert for_user({"user_metadata": {"locale": "fr_CA"}}) == "fr-CA"   # its own variant ("courriel")
-    assert for_user({"user_metadata": {"locale": "fr-BE"}}) == "fr"      # fr-BE falls back to fr
-    assert for_user({"user_metadata": {}, "locale": "de-AT"}) == "de"    # social profile locale
-    assert for_user({"user_metadata": {"locale": "ja"}}) == "en"         # unknown → default
-    assert for_user({"user_metadata": {"locale": "<b>"}}) == "en"        # garbage → default
+    assert for_user({"user_metadata": {"locale": "fr"}}) == "fr"  # a French user gets French
+    assert for_user({"user_metadata": {"locale": "fr_CA"}}) == "fr-CA"  # its own variant ("courriel")
+    assert for_user({"user_metadata": {"locale": "fr-BE"}}) == "fr"  # fr-BE falls back to fr
+    assert for_user({"user_metadata": {}, "locale": "de-AT"}) == "de"  # social profile locale
+    assert for_user({"user_metadata": {"locale": "ja"}}) == "en"  # unknown → default
+    assert for_user({"user_metadata": {"locale": "<b>"}}) == "en"  # garbage → default
 
 
 def test_locale_in_context_is_the_one_used(tmp_path: Path) -> None:
@@ -97,8 +111,9 @@ def test_locale_in_context_is_the_one_used(tmp_path: Path) -> None:
     (tmp_path / "hi" / "subject.fr.txt").write_text("{{ locale }}")
     (tmp_path / "hi" / "body.fr.html").write_text("<p>{{ locale }}</p>")
     templates = Templates(tmp_path)
-    email = render(templates, "hi", tenant=None, client_id=None, locale_chain=["fr-CA", "fr", "en"],
-                   context={"user": {}})
+    email = render(
+        templates, "hi", tenant=None, client_id=None, locale_chain=["fr-CA", "fr", "en"], context={"user": {}}
+    )
     assert (email.subject, email.locale, email.text) == ("fr", "fr", "fr\n")
 
 
@@ -121,19 +136,28 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Templates:
     return Templates(tmp_path, "en")
 
 
-@pytest.mark.parametrize("expression", [
-    "''.__class__.__mro__",
-    "user.__class__",
-    "cycler.__init__.__globals__",
-    "self._TemplateReference__context",
-    "user.app_metadata.clear()",          # the profile is shared and cached: no mutation
-    "event.update({'x': 1})",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "''.__class__.__mro__",
+        "user.__class__",
+        "cycler.__init__.__globals__",
+        "self._TemplateReference__context",
+        "user.app_metadata.clear()",  # the profile is shared and cached: no mutation
+        "event.update({'x': 1})",
+    ],
+)
 def test_sandbox_blocks_escapes(tmp_path: Path, expression: str) -> None:
     templates = _tree(tmp_path, {"t/subject.txt": "s", "t/body.html": f"{{{{ {expression} }}}}"})
     with pytest.raises(RenderError) as info:
-        render(templates, "t", tenant=None, client_id=None, locale_chain=["en"],
-               context={"user": {"app_metadata": {}}, "event": {}})
+        render(
+            templates,
+            "t",
+            tenant=None,
+            client_id=None,
+            locale_chain=["en"],
+            context={"user": {"app_metadata": {}}, "event": {}},
+        )
     assert isinstance(info.value.__cause__, SecurityError)
     assert info.value.where == "t/body.html:1"
 
@@ -148,21 +172,28 @@ def test_undefined_names_are_errors_with_file_and_line(tmp_path: Path) -> None:
 
 def test_tenant_layout_override_and_shared_locale_variant(tmp_path: Path) -> None:
     body = '{% extends "_layout/base.html" %}{% block content %}body{% endblock %}'
-    templates = _tree(tmp_path, {
-        "t/subject.txt": "s", "t/body.html": body, "t/subject.fr.txt": "s", "t/body.fr.html": body,
-        "_layout/base.html": "<div>default {% block content %}{% endblock %}</div>",
-        "_layout/base.fr.html": "<div>défaut {% block content %}{% endblock %}</div>",
-        "tenants/acme/_layout/base.html": "<div>acme {% block content %}{% endblock %}</div>",
-    })
+    templates = _tree(
+        tmp_path,
+        {
+            "t/subject.txt": "s",
+            "t/body.html": body,
+            "t/subject.fr.txt": "s",
+            "t/body.fr.html": body,
+            "_layout/base.html": "<div>default {% block content %}{% endblock %}</div>",
+            "_layout/base.fr.html": "<div>défaut {% block content %}{% endblock %}</div>",
+            "tenants/acme/_layout/base.html": "<div>acme {% block content %}{% endblock %}</div>",
+        },
+    )
 
     def text(tenant: str | None, locale: str) -> str:
-        return render(templates, "t", tenant=tenant, client_id=None, locale_chain=templates.chain(locale),
-                      context={}).text.strip()
+        return render(
+            templates, "t", tenant=tenant, client_id=None, locale_chain=templates.chain(locale), context={}
+        ).text.strip()
 
     assert text(None, "en") == "default body"
     assert text(None, "fr") == "défaut body"
     assert text("other", "fr") == "défaut body"
-    assert text("acme", "fr") == "acme body"        # the tenant's layout wins as a whole
+    assert text("acme", "fr") == "acme body"  # the tenant's layout wins as a whole
     assert text("acme", "en") == "acme body"
 
 
@@ -170,46 +201,57 @@ def test_css_is_inlined_and_media_queries_kept(shipped: Templates) -> None:
     html = _render(shipped, "verify_email", "en").html
     assert '<h1 style="' in html
     assert "@media only screen and (max-width: 620px)" in html
-    assert ".card {" not in html.split("@media")[0]         # plain rules were inlined, not kept
+    assert ".card {" not in html.split("@media")[0]  # plain rules were inlined, not kept
 
 
 def test_body_txt_wins_over_generated_text(tmp_path: Path) -> None:
-    templates = _tree(tmp_path, {"t/subject.txt": "s", "t/body.html": "<p>html</p>",
-                                 "t/body.txt": "Hello {{ user.name }} & <co>\r\n  \n"})
-    email = render(templates, "t", tenant=None, client_id=None, locale_chain=["en"],
-                   context={"user": {"name": "A&B"}})
-    assert email.text == "Hello A&B & <co>\n"            # text templates are not HTML-escaped
+    templates = _tree(
+        tmp_path,
+        {"t/subject.txt": "s", "t/body.html": "<p>html</p>", "t/body.txt": "Hello {{ user.name }} & <co>\r\n  \n"},
+    )
+    email = render(templates, "t", tenant=None, client_id=None, locale_chain=["en"], context={"user": {"name": "A&B"}})
+    assert email.text == "Hello A&B & <co>\n"  # text templates are not HTML-escaped
 
 
 def test_subject_is_one_clean_line(tmp_path: Path) -> None:
     templates = _tree(tmp_path, {"t/subject.txt": "  Hi {{ user.name }}\n\n  there  ", "t/body.html": "x"})
-    email = render(templates, "t", tenant=None, client_id=None, locale_chain=["en"],
-                   context={"user": {"name": "A\r\nBcc: x@y\u2028z\u00a0!"}})
+    email = render(
+        templates,
+        "t",
+        tenant=None,
+        client_id=None,
+        locale_chain=["en"],
+        context={"user": {"name": "A\r\nBcc: x@y\u2028z\u00a0!"}},
+    )
     assert email.subject == "Hi A Bcc: x@y z\u00a0! there"
 
 
 def test_html_to_text_keeps_long_links_whole() -> None:
     url = "https://tenant.eu.auth0.com/u/email-verification?ticket=" + "A" * 300 + "#"
-    html = (f'<p>Click <a href="{url}">Verify my address</a> now, or <a href="mailto:s@x.test">s@x.test</a>.</p>'
-            f'<p data-text="skip">hidden</p><div style="display:none">also hidden</div>'
-            f'<p><a href="{url}">{url}</a></p><h1>Title</h1><table><tr><td>When:</td><td>today</td></tr></table>')
+    html = (
+        f'<p>Click <a href="{url}">Verify my address</a> now, or <a href="mailto:s@x.test">s@x.test</a>.</p>'
+        f'<p data-text="skip">hidden</p><div style="display:none">also hidden</div>'
+        f'<p><a href="{url}">{url}</a></p><h1>Title</h1><table><tr><td>When:</td><td>today</td></tr></table>'
+    )
     text = html_to_text(html)
     assert f"Click Verify my address ({url}) now, or s@x.test." in text.splitlines()
-    assert url in text.splitlines()                       # a bare link stays bare
+    assert url in text.splitlines()  # a bare link stays bare
     assert "hidden" not in text
     assert "Title" in text.splitlines() and "#" not in text.replace(url, "")
     assert "When: today" in text.splitlines()
 
 
 def test_html_to_text_skips_hidden_elements_and_the_head() -> None:
-    html = ("<html><head><title>TITLE</title><style>.x { color: red }</style><script>var s = 1;</script></head>"
-            '<body><div class="preheader" data-text="skip">PREHEADER<p>inner</p></div>'
-            '<p>a<span style="display: none !important">X1</span>b</p>'
-            '<p>c<span style="VISIBILITY:Hidden">X2</span> d</p>'
-            '<p>e <span style="font-size:1px; mso-hide: all">X3<b>X4</b></span>f</p>'
-            '<p hidden>X5</p><p>g <a href="https://x.test" data-text="skip">X6</a>h</p>'
-            '<p style="color: red; text-decoration: none">shown</p>'
-            "<script>X7()</script><style>p{}</style></body></html>")
+    html = (
+        "<html><head><title>TITLE</title><style>.x { color: red }</style><script>var s = 1;</script></head>"
+        '<body><div class="preheader" data-text="skip">PREHEADER<p>inner</p></div>'
+        '<p>a<span style="display: none !important">X1</span>b</p>'
+        '<p>c<span style="VISIBILITY:Hidden">X2</span> d</p>'
+        '<p>e <span style="font-size:1px; mso-hide: all">X3<b>X4</b></span>f</p>'
+        '<p hidden>X5</p><p>g <a href="https://x.test" data-text="skip">X6</a>h</p>'
+        '<p style="color: red; text-decoration: none">shown</p>'
+        "<script>X7()</script><style>p{}</style></body></html>"
+    )
     assert html_to_text(html) == "ab\n\nc d\n\ne f\n\ng h\n\nshown\n"
 
 
@@ -218,63 +260,126 @@ def test_html_to_text_links() -> None:
         '<p><a href="https://x.test/a"><span><b>Bold</b> label</span></a>, '
         '<a href="https://x.test/b">see https://x.test/b</a>, <a href="https://x.test/c"><img src="c.png"></a>, '
         '<a href="#top">top</a>, <a href="">none</a>, <a href="mailto:s@x.test">Write to us</a>, '
-        '<a href="MAILTO:s@x.test">s@x.test</a>.</p><h2>Go <a href="https://x.test/h">here</a></h2>')
+        '<a href="MAILTO:s@x.test">s@x.test</a>.</p><h2>Go <a href="https://x.test/h">here</a></h2>'
+    )
     assert text.splitlines() == [
         "Bold label (https://x.test/a), see https://x.test/b, https://x.test/c, top, none, "
-        "Write to us (s@x.test), s@x.test.", "", "Go here (https://x.test/h)"]
+        "Write to us (s@x.test), s@x.test.",
+        "",
+        "Go here (https://x.test/h)",
+    ]
     nested = html_to_text('<p><a href="https://a.test">outer <a href="https://b.test">inner</a> tail</a></p>')
     assert "outer (https://a.test)" in nested and "inner (https://b.test)" in nested
     assert nested.count("https://a.test") == 1 and nested.count("https://b.test") == 1
 
 
 def test_html_to_text_lists() -> None:
-    html = ("<p>Steps:</p><ol><li>one</li><li><p>two</p></li><li>three<br>more\n  words</li></ol>"
-            "<ul>\n<li>a</li>\n<li>b<ul><li>b1</li><li>b2</li></ul></li>\n<li>c</li></ul>"
-            '<ol start="7"><li>seven</li></ol><p>after</p>')
-    assert html_to_text(html) == ("Steps:\n\n1. one\n2. two\n3. three\n   more words\n\n"
-                                  "- a\n- b\n  - b1\n  - b2\n- c\n\n7. seven\n\nafter\n")
+    html = (
+        "<p>Steps:</p><ol><li>one</li><li><p>two</p></li><li>three<br>more\n  words</li></ol>"
+        "<ul>\n<li>a</li>\n<li>b<ul><li>b1</li><li>b2</li></ul></li>\n<li>c</li></ul>"
+        '<ol start="7"><li>seven</li></ol><p>after</p>'
+    )
+    assert html_to_text(html) == (
+        "Steps:\n\n1. one\n2. two\n3. three\n   more words\n\n- a\n- b\n  - b1\n  - b2\n- c\n\n7. seven\n\nafter\n"
+    )
 
 
 def test_html_to_text_tables() -> None:
-    html = ("<p>Before</p><table>\n<tr><th>Name</th><th>Value</th></tr>\n"
-            "<tr>\n<td>When:</td>\n<td> 4 March </td></tr><tr><td>Empty:</td><td></td><td>last</td></tr>"
-            "<tr><td>Nested:</td><td><table><tr><td>x</td><td>y</td></tr></table></td></tr></table>after")
+    html = (
+        "<p>Before</p><table>\n<tr><th>Name</th><th>Value</th></tr>\n"
+        "<tr>\n<td>When:</td>\n<td> 4 March </td></tr><tr><td>Empty:</td><td></td><td>last</td></tr>"
+        "<tr><td>Nested:</td><td><table><tr><td>x</td><td>y</td></tr></table></td></tr></table>after"
+    )
     assert html_to_text(html) == "Before\n\nName Value\nWhen: 4 March\nEmpty: last\nNested:\n\nx y\n\nafter\n"
 
 
 def test_html_to_text_breaks_blocks_and_whitespace() -> None:
-    html = ("<div>  one\n\n  two\t<span> three </span> four</div><div></div><p></p>"
-            "<p>a<br>b<br><br><br><br>c</p><div>d<div>e</div>f</div><h1>Big <em>title</em></h1>"
-            "<p>x<b>y</b>z</p><pre>  keep\n    this</pre>end")
-    assert html_to_text(html) == ("one two three four\n\na\nb\n\nc\n\nd\n\ne\n\nf\n\nBig title\n\n"
-                                  "xyz\n\n  keep\n    this\n\nend\n")
+    html = (
+        "<div>  one\n\n  two\t<span> three </span> four</div><div></div><p></p>"
+        "<p>a<br>b<br><br><br><br>c</p><div>d<div>e</div>f</div><h1>Big <em>title</em></h1>"
+        "<p>x<b>y</b>z</p><pre>  keep\n    this</pre>end"
+    )
+    assert html_to_text(html) == (
+        "one two three four\n\na\nb\n\nc\n\nd\n\ne\n\nf\n\nBig title\n\nxyz\n\n  keep\n    this\n\nend\n"
+    )
     assert html_to_text("") == html_to_text("  ") == html_to_text("<!-- only a comment -->") == "\n"
 
 
 def test_html_to_text_entities_and_unicode() -> None:
-    html = ("<p>Tom &amp; Jerry &lt;tag&gt; &quot;q&quot; &#39;s&#x27; caf&eacute; &#x2019; &euro;</p>"
-            "<p>Chlo\u00e9 Lef\u00e8vre, Wei\u00df&nbsp;: \u00ab&nbsp;oui&nbsp;\u00bb 9:17\u202fPM</p>")
+    html = (
+        "<p>Tom &amp; Jerry &lt;tag&gt; &quot;q&quot; &#39;s&#x27; caf&eacute; &#x2019; &euro;</p>"
+        "<p>Chlo\u00e9 Lef\u00e8vre, Wei\u00df&nbsp;: \u00ab&nbsp;oui&nbsp;\u00bb 9:17\u202fPM</p>"
+    )
     assert html_to_text(html).splitlines() == [
-        "Tom & Jerry <tag> \"q\" 's' café ’ €", "",
-        "Chloé Lefèvre, Weiß\u00a0: «\u00a0oui\u00a0» 9:17\u202fPM"]
+        "Tom & Jerry <tag> \"q\" 's' café ’ €",
+        "",
+        "Chloé Lefèvre, Weiß\u00a0: «\u00a0oui\u00a0» 9:17\u202fPM",
+    ]
 
 
-_HTMLISH = st.lists(st.one_of(
-    st.sampled_from(["<p>", "</p>", "<div>", "</div>", "<br>", "<table>", "<tr>", "<td>", "</td>", "</tr>",
-                     "</table>", "<ul>", "<ol>", "<li>", "</li>", "</ul>", "</ol>", "<h1>", "</h1>", "<pre>",
-                     "</pre>", "<blockquote>", "</blockquote>", "<hr>", "<img src=x alt=y>", "<b>", "</b>",
-                     '<a href="https://x.test/p?q=1">', '<a href="mailto:m@x.test">', '<a href="#t">', "</a>",
-                     '<span style="display:none">', '<div data-text="skip">', "</span>", "&amp;", "&nbsp;",
-                     "&eacute;", "&#x2019;", "&bogus;", "\n", "  ", "\t"]),
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<>&\"'"), max_size=12),
-), max_size=40).map("".join)
+_HTMLISH = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "<p>",
+                "</p>",
+                "<div>",
+                "</div>",
+                "<br>",
+                "<table>",
+                "<tr>",
+                "<td>",
+                "</td>",
+                "</tr>",
+                "</table>",
+                "<ul>",
+                "<ol>",
+                "<li>",
+                "</li>",
+                "</ul>",
+                "</ol>",
+                "<h1>",
+                "</h1>",
+                "<pre>",
+                "</pre>",
+                "<blockquote>",
+                "</blockquote>",
+                "<hr>",
+                "<img src=x alt=y>",
+                "<b>",
+                "</b>",
+                '<a href="https://x.test/p?q=1">',
+                '<a href="mailto:m@x.test">',
+                '<a href="#t">',
+                "</a>",
+                '<span style="display:none">',
+                '<div data-text="skip">',
+                "</span>",
+                "&amp;",
+                "&nbsp;",
+                "&eacute;",
+                "&#x2019;",
+                "&bogus;",
+                "\n",
+                "  ",
+                "\t",
+            ]
+        ),
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="<>&\"'"), max_size=12),
+    ),
+    max_size=40,
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
 @given(_HTMLISH, _HTMLISH, st.text(max_size=60))
 def test_html_to_text_never_raises_nor_shows_scripts(before: str, after: str, junk: str) -> None:
-    for html in (before + "<script>var SECRETBODY = '<p>';</script>" + after,
-                 before + "<style>p::after { content: 'SECRETBODY' }</style>" + after, junk, before + junk):
+    for html in (
+        before + "<script>var SECRETBODY = '<p>';</script>" + after,
+        before + "<style>p::after { content: 'SECRETBODY' }</style>" + after,
+        junk,
+        before + junk,
+    ):
         text = html_to_text(html)
         assert "SECRETBODY" not in text
         assert text.endswith("\n") and "\n\n\n" not in text
@@ -282,12 +387,18 @@ def test_html_to_text_never_raises_nor_shows_scripts(before: str, after: str, ju
 
 
 def test_check_reports_broken_template_with_file_and_line(tmp_path: Path) -> None:
-    templates = _tree(tmp_path, {
-        "t/subject.txt": "s", "t/body.html": "<p>one</p>\n<p>two</p>\n{% if %}\n",
-        "t/subject.fr.txt": "s",                                      # but no body.fr.html
-        "u/subject.txt": "s", "u/body.html": "<p>{{ not_defined_anywhere }}</p>",
-        "v/subject.txt": "s", "v/body.html": '{% extends "_layout/missing.html" %}',
-    })
+    templates = _tree(
+        tmp_path,
+        {
+            "t/subject.txt": "s",
+            "t/body.html": "<p>one</p>\n<p>two</p>\n{% if %}\n",
+            "t/subject.fr.txt": "s",  # but no body.fr.html
+            "u/subject.txt": "s",
+            "u/body.html": "<p>{{ not_defined_anywhere }}</p>",
+            "v/subject.txt": "s",
+            "v/body.html": '{% extends "_layout/missing.html" %}',
+        },
+    )
     problems = [str(p) for p in templates.check()]
     assert any(p.startswith("t/body.html:3: error:") for p in problems), problems
     assert any(p.startswith("t/body.fr.html: warning: missing") for p in problems), problems
@@ -296,25 +407,38 @@ def test_check_reports_broken_template_with_file_and_line(tmp_path: Path) -> Non
 
 
 def test_check_renders_the_password_confirmation_branch_of_ticket_templates(tmp_path: Path) -> None:
-    templates = _tree(tmp_path, {
-        "reset/subject.txt": "s",
-        "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}{{ typo_here }}"
-                           "{% endif %}\n",
-    })
+    templates = _tree(
+        tmp_path,
+        {
+            "reset/subject.txt": "s",
+            "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}{{ typo_here }}"
+            "{% endif %}\n",
+        },
+    )
     problems = [str(p) for p in templates.check(ticket_templates={"reset"})]
     assert any(p.startswith("reset/body.html:2: error:") and "typo_here" in p for p in problems), problems
-    fixed = _tree(tmp_path / "fixed", {
-        "reset/subject.txt": "s",
-        "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}yes{% endif %}\n",
-    })
+    fixed = _tree(
+        tmp_path / "fixed",
+        {
+            "reset/subject.txt": "s",
+            "reset/body.html": "<p>{{ ticket_url }}</p>\n{% if password_confirmation is defined %}yes{% endif %}\n",
+        },
+    )
     assert [str(p) for p in fixed.check(ticket_templates={"reset"})] == []
 
 
 def test_check_warns_when_override_lacks_a_locale(tmp_path: Path) -> None:
-    templates = _tree(tmp_path, {
-        "t/subject.txt": "s", "t/body.html": "b", "t/subject.de.txt": "s", "t/body.de.html": "b",
-        "tenants/acme/t/subject.txt": "s", "tenants/acme/t/body.html": "b",
-    })
+    templates = _tree(
+        tmp_path,
+        {
+            "t/subject.txt": "s",
+            "t/body.html": "b",
+            "t/subject.de.txt": "s",
+            "t/body.de.html": "b",
+            "tenants/acme/t/subject.txt": "s",
+            "tenants/acme/t/body.html": "b",
+        },
+    )
     problems = [str(p) for p in templates.check()]
     assert any(p.startswith("tenants/acme/t/: warning: no de variant") for p in problems), problems
 
@@ -327,33 +451,51 @@ def test_reload_picks_up_changes(tmp_path: Path) -> None:
     assert render(templates, "t", tenant=None, client_id=None, locale_chain=["en"], context={}).subject == "two"
 
 
-@pytest.mark.parametrize(("user", "expected"), [
-    ({"given_name": "Ana", "name": "Ana Silva"}, "Ana"),
-    ({"name": "ana.silva@example.com", "nickname": "ana.silva", "email": "ana.silva@example.com"}, ""),
-    ({"name": "Bruno Costa", "email": "b@example.com"}, "Bruno Costa"),
-    ({"nickname": "bruno", "email": "b.costa@example.com"}, "bruno"),
-    ({"user_metadata": {"first_name": "Zoé"}, "name": "z@x.com"}, "Zoé"),
-    ({"given_name": "Visit https://evil.test now"}, ""),
-    ({"given_name": "Line\r\nBreak"}, "Line Break"),
-    ({}, ""),
-])
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [
+        ({"given_name": "Ana", "name": "Ana Silva"}, "Ana"),
+        ({"name": "ana.silva@example.com", "nickname": "ana.silva", "email": "ana.silva@example.com"}, ""),
+        ({"name": "Bruno Costa", "email": "b@example.com"}, "Bruno Costa"),
+        ({"nickname": "bruno", "email": "b.costa@example.com"}, "bruno"),
+        ({"user_metadata": {"first_name": "Zoé"}, "name": "z@x.com"}, "Zoé"),
+        ({"given_name": "Visit https://evil.test now"}, ""),
+        ({"given_name": "Line\r\nBreak"}, "Line Break"),
+        ({}, ""),
+    ],
+)
 def test_greeting_name(user: dict, expected: str) -> None:
     assert greeting_name(user) == expected
 
 
-@pytest.mark.parametrize(("ua", "expected"), [
-    ("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
-     "Chrome/128.0.0.0 Mobile Safari/537.36", "Chrome (Android, Pixel 8)"),
-    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.4 Safari/605.1.15", "Safari (macOS)"),
-    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 "
-     "Safari/537.36 Edg/120.0", "Microsoft Edge (Windows)"),
-    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-     "Version/17.4 Mobile/15E148 Safari/604.1", "Safari (iPhone)"),
-    ("Chrome 128.0.0 / Mac OS X 10.15.7", "Chrome (macOS)"),
-    ("unknown", ""),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        (
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "Chrome/128.0.0.0 Mobile Safari/537.36",
+            "Chrome (Android, Pixel 8)",
+        ),
+        (
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Version/17.4 Safari/605.1.15",
+            "Safari (macOS)",
+        ),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 "
+            "Safari/537.36 Edg/120.0",
+            "Microsoft Edge (Windows)",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            "Version/17.4 Mobile/15E148 Safari/604.1",
+            "Safari (iPhone)",
+        ),
+        ("Chrome 128.0.0 / Mac OS X 10.15.7", "Chrome (macOS)"),
+        ("unknown", ""),
+        (None, ""),
+    ],
+)
 def test_describe_device(ua: str | None, expected: str) -> None:
     assert describe_device(ua) == expected
 
@@ -366,6 +508,7 @@ def test_clean_text_drops_exactly_the_control_categories(value):
 
     from streamer.templates.text import clean_text
 
-    expected = " ".join("".join(" " if unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} else ch
-                                for ch in value).split())
+    expected = " ".join(
+        "".join(" " if unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} else ch for ch in value).split()
+    )
     assert clean_text(value) == expected

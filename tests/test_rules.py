@@ -40,8 +40,12 @@ rules:
     template: password_changed
 """
 
-UNVERIFIED = {"user_id": "auth0|65f0c0ffee0000000000a001", "email": "ana.silva@example.com",
-              "email_verified": False, "logins_count": 1}
+UNVERIFIED = {
+    "user_id": "auth0|65f0c0ffee0000000000a001",
+    "email": "ana.silva@example.com",
+    "email_verified": False,
+    "logins_count": 1,
+}
 
 
 def setup():
@@ -51,8 +55,9 @@ def setup():
 
 def run(event, user, locale="fr"):
     _, rules, tenant = setup()
-    return decide(rules, event, tenant="acme", tenant_ctx=tenant, user=user, locale_for=lambda rule: locale,
-                  accepted_at=1.0)
+    return decide(
+        rules, event, tenant="acme", tenant_ctx=tenant, user=user, locale_for=lambda rule: locale, accepted_at=1.0
+    )
 
 
 def test_signup_of_unverified_user_makes_one_verification_email():
@@ -84,9 +89,15 @@ def test_missing_user_and_missing_email_are_skipped_with_reasons():
 
 def test_a_rule_error_is_a_rule_error_whatever_its_message_says():
     config = parse_config(CONFIG.replace('''if: "not user.email_verified"''', '''if: "'x'.index('y')"'''), env={})
-    _, skipped = decide(compile_rules(config.rules), sample_event("s"), tenant="acme",
-                        tenant_ctx=tenant_view("acme", config.tenants["acme"]), user=UNVERIFIED,
-                        locale_for=lambda rule: "en", accepted_at=1.0)
+    _, skipped = decide(
+        compile_rules(config.rules),
+        sample_event("s"),
+        tenant="acme",
+        tenant_ctx=tenant_view("acme", config.tenants["acme"]),
+        user=UNVERIFIED,
+        locale_for=lambda rule: "en",
+        accepted_at=1.0,
+    )
     [error] = [s for s in skipped if s.rule == "verify-email"]
     assert "substring not found" in error.reason and error.kind is SkipReason.RULE_ERROR
 
@@ -113,10 +124,13 @@ def test_result_url_is_rendered_from_tenant_vars_and_locale():
     assert url == "https://app.acme.test/verified?lang=fr"
 
 
-@pytest.mark.parametrize("expression, message", [
-    ("not usr.email_verified", r"unknown name\(s\) usr"),
-    ("user.email_verified and", "invalid expression"),
-])
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("not usr.email_verified", r"unknown name\(s\) usr"),
+        ("user.email_verified and", "invalid expression"),
+    ],
+)
 def test_bad_expressions_are_config_errors(expression, message):
     config = parse_config(CONFIG.replace('"not user.email_verified"', repr(expression)), env={})
     with pytest.raises(RuleError, match=message):
@@ -126,17 +140,33 @@ def test_bad_expressions_are_config_errors(expression, message):
 def test_sandbox_blocks_python_internals():
     config = parse_config(CONFIG.replace('"not user.email_verified"', '"user.__class__.__mro__"'), env={})
     rules = compile_rules(config.rules)
-    due, skipped = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED,
-                          locale_for=lambda r: "en", accepted_at=0)
+    due, skipped = decide(
+        rules,
+        sample_event("ss"),
+        tenant="acme",
+        tenant_ctx={},
+        user=UNVERIFIED,
+        locale_for=lambda r: "en",
+        accepted_at=0,
+    )
     assert not any(d.rule == "verify-email" for d in due)
 
 
-@pytest.mark.parametrize("url, allowed", [
-    ("https://app.acme.test/x", True), ("https://deep.sub.acme.test/", True), ("http://app.acme.test", True),
-    ("https://acme.test/", False), ("https://evil.test/?x=app.acme.test", False),
-    ("https://app.acme.test.evil.test/", False), ("javascript:alert(1)", False), ("//app.acme.test/", False),
-    ("https://APP.ACME.TEST/", True), ("https://user@evil.test/", False),
-])
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("https://app.acme.test/x", True),
+        ("https://deep.sub.acme.test/", True),
+        ("http://app.acme.test", True),
+        ("https://acme.test/", False),
+        ("https://evil.test/?x=app.acme.test", False),
+        ("https://app.acme.test.evil.test/", False),
+        ("javascript:alert(1)", False),
+        ("//app.acme.test/", False),
+        ("https://APP.ACME.TEST/", True),
+        ("https://user@evil.test/", False),
+    ],
+)
 def test_host_allow_list(url, allowed):
     assert host_allowed(url, ["app.acme.test", "*.acme.test"]) is allowed
 
@@ -144,24 +174,27 @@ def test_host_allow_list(url, allowed):
 def test_check_reports_result_url_hosts_outside_the_allow_list():
     config = parse_config(CONFIG.replace('"https://app.acme.test"', '"https://evil.test"'), env={})
     problems = check_result_urls(config, compile_rules(config.rules), UNVERIFIED, sample_event("ss"))
-    assert problems == ["rules.0 (verify-email).ticket.result_url: tenant acme: host 'evil.test' "
-                        "is not in redirects.allowed_hosts"]
+    assert problems == [
+        "rules.0 (verify-email).ticket.result_url: tenant acme: host 'evil.test' is not in redirects.allowed_hosts"
+    ]
 
 
 def test_once_key_sends_once_per_user_and_device():
-    text = CONFIG + """  - name: new-device
+    text = (
+        CONFIG
+        + """  - name: new-device
     on: [s]
     if: "user.logins_count > 1"
     once: {key: "{{ event.ip }} {{ event.user_agent }}"}
     template: new_device
 """
+    )
     config = parse_config(text, env={})
     rules = compile_rules(config.rules)
     user = {**UNVERIFIED, "email_verified": True, "logins_count": 4}
 
     def keys(event):
-        due, _ = decide(rules, event, tenant="acme", tenant_ctx={}, user=user, locale_for=lambda r: "en",
-                        accepted_at=0)
+        due, _ = decide(rules, event, tenant="acme", tenant_ctx={}, user=user, locale_for=lambda r: "en", accepted_at=0)
         return [d.once_key for d in due if d.rule == "new-device"]
 
     known = keys(sample_event("s"))
@@ -175,16 +208,24 @@ def test_once_key_sends_once_per_user_and_device():
 
 
 def test_rules_cannot_modify_the_profile_they_read():
-    config = parse_config(CONFIG.replace('"not user.email_verified"', '"user.app_metadata.update(x=1) or True"'),
-                          env={})
+    config = parse_config(
+        CONFIG.replace('"not user.email_verified"', '"user.app_metadata.update(x=1) or True"'), env={}
+    )
     user = {**UNVERIFIED, "app_metadata": {}}
-    due, skipped = decide(compile_rules(config.rules), sample_event("ss"), tenant="acme", tenant_ctx={}, user=user,
-                          locale_for=lambda r: "en", accepted_at=0)
+    due, skipped = decide(
+        compile_rules(config.rules),
+        sample_event("ss"),
+        tenant="acme",
+        tenant_ctx={},
+        user=user,
+        locale_for=lambda r: "en",
+        accepted_at=0,
+    )
     assert user["app_metadata"] == {} and skipped and "verify-email" not in [d.rule for d in due]
 
 
 def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed():
-    config = parse_config(CONFIG.replace('"not user.email_verified"', '"locale.startswith(\'fr\')"'), env={})
+    config = parse_config(CONFIG.replace('"not user.email_verified"', "\"locale.startswith('fr')\""), env={})
     rules = compile_rules(config.rules)
     asked = []
 
@@ -193,28 +234,40 @@ def test_an_if_may_read_the_locale_and_the_locale_is_resolved_only_when_needed()
         return current
 
     current = "fr-CA"
-    due, _ = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for,
-                    accepted_at=0)
+    due, _ = decide(
+        rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for, accepted_at=0
+    )
     assert [(d.rule, d.locale) for d in due] == [("verify-email", "fr-CA")]
     current = "de"
-    due, _ = decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for,
-                    accepted_at=0)
+    due, _ = decide(
+        rules, sample_event("ss"), tenant="acme", tenant_ctx={}, user=UNVERIFIED, locale_for=locale_for, accepted_at=0
+    )
     assert due == []
     # A rule whose `if` ignores the locale and is false never asks for one.
     plain = compile_rules(parse_config(CONFIG, env={}).rules)
     asked.clear()
     returning = {**UNVERIFIED, "email_verified": True, "logins_count": 5}
-    assert decide(plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user=returning,
-                  locale_for=locale_for, accepted_at=0) == ([], [])
+    assert decide(
+        plain, sample_event("ss"), tenant="acme", tenant_ctx={}, user=returning, locale_for=locale_for, accepted_at=0
+    ) == ([], [])
     assert asked == []
 
 
 def test_a_condition_that_failed_for_one_event_evaluates_cleanly_for_the_next():
     config = parse_config(CONFIG.replace('"not user.email_verified"', '"10 / user.logins_count > 5"'), env={})
     rules = compile_rules(config.rules)
-    run_once = lambda logins: decide(rules, sample_event("ss"), tenant="acme", tenant_ctx={},  # noqa: E731
-                                     user={**UNVERIFIED, "logins_count": logins}, locale_for=lambda r: "en",
-                                     accepted_at=0)
+
+    def run_once(logins: int) -> tuple[list, list]:
+        return decide(
+            rules,
+            sample_event("ss"),
+            tenant="acme",
+            tenant_ctx={},
+            user={**UNVERIFIED, "logins_count": logins},
+            locale_for=lambda r: "en",
+            accepted_at=0,
+        )
+
     due, skipped = run_once(0)
     assert any("ZeroDivisionError" in s.reason for s in skipped)
     assert [d.rule for d in run_once(1)[0]] == ["verify-email"]
@@ -222,15 +275,25 @@ def test_a_condition_that_failed_for_one_event_evaluates_cleanly_for_the_next():
 
 
 def test_a_once_key_that_fails_skips_its_rule_only_and_never_raises():
-    config = parse_config(CONFIG + """\
+    config = parse_config(
+        CONFIG
+        + """\
   - name: new-device
     on: [s]
     once: {key: "{{ event.ip | int // 0 }}"}
     template: new_device
-""", env={})
-    due, skipped = decide(compile_rules(config.rules), sample_event("s"), tenant="acme",
-                          tenant_ctx=tenant_view("acme", config.tenants["acme"]), user=UNVERIFIED,
-                          locale_for=lambda rule: "en", accepted_at=1.0)
+""",
+        env={},
+    )
+    due, skipped = decide(
+        compile_rules(config.rules),
+        sample_event("s"),
+        tenant="acme",
+        tenant_ctx=tenant_view("acme", config.tenants["acme"]),
+        user=UNVERIFIED,
+        locale_for=lambda rule: "en",
+        accepted_at=1.0,
+    )
     assert [d.rule for d in due] == ["verify-email"]
     assert [(s.rule, "ZeroDivisionError" in s.reason) for s in skipped] == [("new-device", True)]
 

@@ -17,8 +17,10 @@ from support.ports import free_port_block
 
 
 def saved_mail(workdir) -> list:
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in sorted((workdir / "mail").glob("*.eml"))]
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted((workdir / "mail").glob("*.eml"))
+    ]
 
 
 def to(message) -> str:
@@ -66,10 +68,10 @@ async def test_sandbox_sends_sample_emails_and_the_verification_link_brings_the_
 
 def test_templates_default_to_the_local_folder_else_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert find_templates() == bundled.TEMPLATES            # nothing here: the package's own
+    assert find_templates() == bundled.TEMPLATES  # nothing here: the package's own
     assert (find_templates() / "verify_email" / "body.html").is_file()
     (tmp_path / "templates" / "verify_email").mkdir(parents=True)
-    assert find_templates() == tmp_path / "templates"      # a full set here: the user's edits win
+    assert find_templates() == tmp_path / "templates"  # a full set here: the user's edits win
     assert find_templates(tmp_path / "templates") == tmp_path / "templates"
 
 
@@ -82,8 +84,9 @@ def test_a_templates_folder_that_is_not_one_is_refused_by_name(tmp_path, capsys)
 
 def test_shipped_templates_are_the_repository_ones():
     shipped = sorted(p.relative_to(bundled.TEMPLATES) for p in bundled.TEMPLATES.rglob("*") if p.is_file())
-    assert shipped and shipped == sorted(p.relative_to(REPO / "templates")
-                                         for p in (REPO / "templates").rglob("*") if p.is_file())
+    assert shipped and shipped == sorted(
+        p.relative_to(REPO / "templates") for p in (REPO / "templates").rglob("*") if p.is_file()
+    )
     assert bundled.EXAMPLE_CONFIG.read_bytes() == (REPO / "config" / "streamer.example.yaml").read_bytes()
 
 
@@ -96,25 +99,36 @@ def test_a_second_streamer_dev_in_the_same_folder_says_so_in_one_line_and_exits_
 
     first_port, second_port = free_port_block(), None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "streamer", "dev", "--port", str(first_port), "--dir", "dev",
-                              "--exit-after", "60"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "dev", "--port", str(first_port), "--dir", "dev", "--exit-after", "60"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
-        while not (tmp_path / "dev" / "streamer.yaml").exists():   # the first one holds the folder by now
+        while not (tmp_path / "dev" / "streamer.yaml").exists():  # the first one holds the folder by now
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.05)
         config_before = (tmp_path / "dev" / "streamer.yaml").read_text()
         second_port = free_port_block()
-        second = subprocess.run([sys.executable, "-m", "streamer", "dev", "--port", str(second_port), "--dir", "dev",
-                                 "--exit-after", "1"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=60)
+        second = subprocess.run(
+            [sys.executable, "-m", "streamer", "dev", "--port", str(second_port), "--dir", "dev", "--exit-after", "1"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 1
         assert second.stderr.strip().splitlines() == [
             f"error: another `streamer dev` is running in {tmp_path / 'dev'}; stop it first, or give this one its "
-            "own folder with --dir"]
+            "own folder with --dir"
+        ]
         assert "Traceback" not in second.stderr and second.stdout == ""
-        assert (tmp_path / "dev" / "streamer.yaml").read_text() == config_before   # the first one's, untouched
+        assert (tmp_path / "dev" / "streamer.yaml").read_text() == config_before  # the first one's, untouched
     finally:
         first.terminate()
         first.wait(timeout=30)

@@ -19,8 +19,12 @@ from support.waiting import awaiting, wait_until
 
 
 def tenant_for(standin, secret=None) -> TenantConfig:
-    return TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
-                        client_secret=secret or standin.client_secret)
+    return TenantConfig(
+        domain=standin.domain,
+        api_url=standin.base_url,
+        client_id=standin.client_id,
+        client_secret=secret or standin.client_secret,
+    )
 
 
 def scopes_of(needs: list[Need]) -> list[tuple[str, ...]]:
@@ -30,19 +34,27 @@ def scopes_of(needs: list[Need]) -> list[tuple[str, ...]]:
 def test_needs_follow_the_config(tmp_path, standin, catcher):
     full = parse_config(config_text(tmp_path, standin, catcher), env={})
     assert scopes_of(needed_scopes(full, "acme")) == [
-        ("read:users",), ("create:user_tickets",), ("update:users_app_metadata", "update:users"),
-        ("read:log_streams",), ("update:log_streams",)]
+        ("read:users",),
+        ("create:user_tickets",),
+        ("update:users_app_metadata", "update:users"),
+        ("read:log_streams",),
+        ("update:log_streams",),
+    ]
     polling = parse_config(config_text(tmp_path, standin, catcher, poll="{enabled: true}"), env={})
     assert ("read:logs", "read:logs_users") in scopes_of(needed_scopes(polling, "acme"))
-    bare = config_text(tmp_path, standin, catcher).split("rules:")[0].replace(
-        '    webhook_token: "test-webhook-token-0123456789"\n', "")
+    bare = (
+        config_text(tmp_path, standin, catcher)
+        .split("rules:")[0]
+        .replace('    webhook_token: "test-webhook-token-0123456789"\n', "")
+    )
     bare += "rules:\n  - {name: welcome, on: [sv], template: welcome}\n"
     assert scopes_of(needed_scopes(parse_config(bare, env={}), "acme")) == [("read:users",)]
     ticket_only = config_text(tmp_path, standin, catcher) + "password_reset: {enabled: true}\n"
     assert ("update:users",) not in scopes_of(needed_scopes(parse_config(ticket_only, env={}), "acme"))
     confirming = config_text(tmp_path, standin, catcher) + "password_reset: {enabled: true, new_password: true}\n"
-    [update] = [need for need in needed_scopes(parse_config(confirming, env={}), "acme")
-                if need.any_of == ("update:users",)]
+    [update] = [
+        need for need in needed_scopes(parse_config(confirming, env={}), "acme") if need.any_of == ("update:users",)
+    ]
     assert update.required and "new_password" in update.why
 
 
@@ -63,8 +75,11 @@ async def test_start_up_report_names_each_missing_scope_and_what_it_is_for(tmp_p
             missing = await report_access("acme", tokens, needed_scopes(config, "acme"))
     finally:
         await tokens.close()
-    assert scopes_of(missing) == [("create:user_tickets",), ("update:users_app_metadata", "update:users"),
-                                  ("update:log_streams",)]
+    assert scopes_of(missing) == [
+        ("create:user_tickets",),
+        ("update:users_app_metadata", "update:users"),
+        ("update:log_streams",),
+    ]
     (line,) = lines
     assert line["event"] == "auth0_scopes_missing" and line["log_level"] == "warning"
     assert line["missing"][0] == "create:user_tickets (verification and password-change links)"
@@ -88,19 +103,19 @@ async def test_after_a_403_a_token_older_than_a_minute_is_fetched_again_at_most_
     tokens = TokenSource(tenant_for(standin), clock=clock)
     api = ManagementApi(tenant_for(standin), token_source=tokens)
     try:
-        for _ in range(3):                                  # a young token: no new one
+        for _ in range(3):  # a young token: no new one
             try:
                 await api.create_email_verification_ticket(user_id=ANA)
             except Auth0Permanent as exc:
                 assert exc.status == 403
         assert tokens.fetch_count == 1
-        clock.now += 61                                     # old enough, still not granted: one refetch
+        clock.now += 61  # old enough, still not granted: one refetch
         try:
             await api.create_email_verification_ticket(user_id=ANA)
         except Auth0Permanent as exc:
             assert exc.status == 403
         assert tokens.fetch_count == 2
-        standin.granted_scopes = SCOPES                     # the operator ticks the scope
+        standin.granted_scopes = SCOPES  # the operator ticks the scope
         clock.now += 61
         assert (await api.create_email_verification_ticket(user_id=ANA)).startswith("http")
         assert tokens.fetch_count == 3 and "create:user_tickets" in tokens.scopes
@@ -109,8 +124,9 @@ async def test_after_a_403_a_token_older_than_a_minute_is_fetched_again_at_most_
         await tokens.close()
 
 
-async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_restart(tmp_path, standin, catcher,
-                                                                                   start_daemon, monkeypatch):
+async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_restart(
+    tmp_path, standin, catcher, start_daemon, monkeypatch
+):
     monkeypatch.setattr("streamer.auth0.token.SCOPE_RECHECK_S", 0.2)
     standin.granted_scopes = SCOPES.replace("create:user_tickets ", "")
     daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace("max_attempts: 4", "max_attempts: 100"))
@@ -141,8 +157,9 @@ async def test_sigterm_right_after_start_does_not_wait_for_a_hanging_auth0(tmp_p
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace(
-            standin.base_url, f"http://127.0.0.1:{port}"))
+        daemon = await start_daemon(
+            config_text(tmp_path, standin, catcher).replace(standin.base_url, f"http://127.0.0.1:{port}")
+        )
         # The start-up check and the stream watch's first look (after its first wait): both hang.
         await wait_until(lambda: connections, what="the start-up check's token request")
         await wait_until(lambda: awaiting("StreamWatch.check"), timeout=15, what="the stream watch's first look")

@@ -35,8 +35,7 @@ def make_message(to: str = "alice@example.test", subject: str = "Verify your ema
     msg["To"] = to
     msg["Subject"] = subject
     msg.set_content("Open https://app.acme.test/verify?ticket=abc\n.a line starting with a dot\n")
-    msg.add_alternative('<p><a href="https://app.acme.test/verify?ticket=abc&amp;x=1">Verify</a></p>',
-                       subtype="html")
+    msg.add_alternative('<p><a href="https://app.acme.test/verify?ticket=abc&amp;x=1">Verify</a></p>', subtype="html")
     return msg.as_bytes(policy=SMTP_POLICY)
 
 
@@ -44,8 +43,7 @@ MESSAGE = make_message()
 
 
 def make_config(port: int, **overrides: object) -> SmtpConfig:
-    values = {"host": "127.0.0.1", "port": port, "security": "none", "from": FROM, "pool_size": 4,
-              "timeout_s": 5}
+    values = {"host": "127.0.0.1", "port": port, "security": "none", "from": FROM, "pool_size": 4, "timeout_s": 5}
     values.update(overrides)
     return SmtpConfig.model_validate(values)
 
@@ -58,7 +56,6 @@ def free_port() -> int:
 
 def full_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc)) + repr(exc) + str(exc)
-
 
 
 @pytest.fixture
@@ -170,8 +167,16 @@ async def test_mixed_refusals_are_permanent_if_any_is_5xx(catcher, pool):
 
 
 async def test_invalid_addresses_are_permanent_without_connecting(catcher, pool):
-    for rcpt in (["not-an-address"], ["bob@example.test\r\nRCPT TO:<evil@x>"], ["a b@example.test"], [],
-                 ["a@example.test, b@example.test"], ["a@"], ["@example.test"], "bob@example.test"):
+    for rcpt in (
+        ["not-an-address"],
+        ["bob@example.test\r\nRCPT TO:<evil@x>"],
+        ["a b@example.test"],
+        [],
+        ["a@example.test, b@example.test"],
+        ["a@"],
+        ["@example.test"],
+        "bob@example.test",
+    ):
         with pytest.raises(SmtpPermanent):
             await pool.send(FROM, rcpt, MESSAGE)
     with pytest.raises(SmtpPermanent):
@@ -291,8 +296,7 @@ async def test_no_resend_once_data_has_started(catcher, pool):
 async def test_starttls_with_auth(server_tls, client_tls):
     catcher = MailCatcher(tls_context=server_tls, require_starttls=True, auth=(USER, PASSWORD))
     port = await catcher.start()
-    pool = SmtpPool(make_config(port, security="starttls", username=USER, password=PASSWORD),
-                    tls_context=client_tls)
+    pool = SmtpPool(make_config(port, security="starttls", username=USER, password=PASSWORD), tls_context=client_tls)
     try:
         await pool.check()
         await pool.send(FROM, ["bob@example.test"], MESSAGE)
@@ -435,34 +439,37 @@ def refused(code: int, rcpt: str = "bob@example.test") -> aiosmtplib.SMTPRecipie
     return aiosmtplib.SMTPRecipientRefused(code, "refused", rcpt)
 
 
-@pytest.mark.parametrize("exc, kind, code, stage", [
-    (aiosmtplib.SMTPSenderRefused(550, "no", "a@x"), SmtpPermanent, 550, "MAIL"),
-    (aiosmtplib.SMTPSenderRefused(451, "later", "a@x"), SmtpTransient, 451, "MAIL"),
-    (refused(550), SmtpPermanent, 550, "RCPT"),
-    (aiosmtplib.SMTPRecipientsRefused([refused(451)]), SmtpTransient, 451, "RCPT"),
-    (aiosmtplib.SMTPRecipientsRefused([refused(550)]), SmtpPermanent, 550, "RCPT"),
-    (aiosmtplib.SMTPRecipientsRefused([refused(451, "a@x"), refused(552, "b@x")]), SmtpPermanent, 552, "RCPT"),
-    (aiosmtplib.SMTPDataError(550, "rejected"), SmtpPermanent, 550, "DATA"),
-    (aiosmtplib.SMTPDataError(451, "later"), SmtpTransient, 451, "DATA"),
-    (aiosmtplib.SMTPDataError(421, "closing"), SmtpTransient, 421, "DATA"),
-    (aiosmtplib.SMTPResponseException(554, "no"), SmtpPermanent, 554, None),
-    (aiosmtplib.SMTPResponseException(-1, "Malformed SMTP response line"), SmtpTransient, -1, None),
-    (aiosmtplib.SMTPConnectError("refused"), SmtpTransient, None, "connect"),
-    (aiosmtplib.SMTPConnectResponseError(554, "go away"), SmtpTransient, 554, "connect"),
-    (aiosmtplib.SMTPHeloError(501, "bad helo"), SmtpTransient, 501, "connect"),
-    (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), SmtpTransient, 535, "connect"),
-    (aiosmtplib.SMTPServerDisconnected("Connection lost"), SmtpTransient, None, None),
-    (aiosmtplib.SMTPReadTimeoutError("Timed out"), SmtpTransient, None, None),
-    (aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"), SmtpTransient, None, "connect"),
-    (ConnectionRefusedError(111, "Connection refused"), SmtpTransient, None, None),
-    (ConnectionResetError(104, "Connection reset by peer"), SmtpTransient, None, None),
-    (OSError(113, "No route to host"), SmtpTransient, None, None),
-    (TimeoutError(), SmtpTransient, None, None),
-    (ssl.SSLCertVerificationError("certificate verify failed"), SmtpTransient, None, "connect"),
-    (aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."), SmtpTransient, None, None),
-    (aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"), SmtpPermanent, None, None),
-    (ValueError("Address contains characters not permitted"), SmtpPermanent, None, None),
-])
+@pytest.mark.parametrize(
+    "exc, kind, code, stage",
+    [
+        (aiosmtplib.SMTPSenderRefused(550, "no", "a@x"), SmtpPermanent, 550, "MAIL"),
+        (aiosmtplib.SMTPSenderRefused(451, "later", "a@x"), SmtpTransient, 451, "MAIL"),
+        (refused(550), SmtpPermanent, 550, "RCPT"),
+        (aiosmtplib.SMTPRecipientsRefused([refused(451)]), SmtpTransient, 451, "RCPT"),
+        (aiosmtplib.SMTPRecipientsRefused([refused(550)]), SmtpPermanent, 550, "RCPT"),
+        (aiosmtplib.SMTPRecipientsRefused([refused(451, "a@x"), refused(552, "b@x")]), SmtpPermanent, 552, "RCPT"),
+        (aiosmtplib.SMTPDataError(550, "rejected"), SmtpPermanent, 550, "DATA"),
+        (aiosmtplib.SMTPDataError(451, "later"), SmtpTransient, 451, "DATA"),
+        (aiosmtplib.SMTPDataError(421, "closing"), SmtpTransient, 421, "DATA"),
+        (aiosmtplib.SMTPResponseException(554, "no"), SmtpPermanent, 554, None),
+        (aiosmtplib.SMTPResponseException(-1, "Malformed SMTP response line"), SmtpTransient, -1, None),
+        (aiosmtplib.SMTPConnectError("refused"), SmtpTransient, None, "connect"),
+        (aiosmtplib.SMTPConnectResponseError(554, "go away"), SmtpTransient, 554, "connect"),
+        (aiosmtplib.SMTPHeloError(501, "bad helo"), SmtpTransient, 501, "connect"),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), SmtpTransient, 535, "connect"),
+        (aiosmtplib.SMTPServerDisconnected("Connection lost"), SmtpTransient, None, None),
+        (aiosmtplib.SMTPReadTimeoutError("Timed out"), SmtpTransient, None, None),
+        (aiosmtplib.SMTPConnectTimeoutError("Timed out connecting"), SmtpTransient, None, "connect"),
+        (ConnectionRefusedError(111, "Connection refused"), SmtpTransient, None, None),
+        (ConnectionResetError(104, "Connection reset by peer"), SmtpTransient, None, None),
+        (OSError(113, "No route to host"), SmtpTransient, None, None),
+        (TimeoutError(), SmtpTransient, None, None),
+        (ssl.SSLCertVerificationError("certificate verify failed"), SmtpTransient, None, "connect"),
+        (aiosmtplib.SMTPException("SMTP STARTTLS extension not supported by server."), SmtpTransient, None, None),
+        (aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"), SmtpPermanent, None, None),
+        (ValueError("Address contains characters not permitted"), SmtpPermanent, None, None),
+    ],
+)
 def test_classify(exc, kind, code, stage):
     err = classify(exc)
     assert type(err) is kind
@@ -473,14 +480,19 @@ def test_classify(exc, kind, code, stage):
 
 def test_classify_same_code_same_answer_whatever_the_stage():
     for code, kind in ((450, SmtpTransient), (451, SmtpTransient), (550, SmtpPermanent), (553, SmtpPermanent)):
-        answers = {type(classify(e)) for e in (aiosmtplib.SMTPSenderRefused(code, "x", "a@x"), refused(code),
-                                               aiosmtplib.SMTPDataError(code, "x"))}
+        answers = {
+            type(classify(e))
+            for e in (
+                aiosmtplib.SMTPSenderRefused(code, "x", "a@x"),
+                refused(code),
+                aiosmtplib.SMTPDataError(code, "x"),
+            )
+        }
         assert answers == {kind}
 
 
 def test_classify_connect_stage_is_transient_even_for_5xx():
-    assert type(classify(aiosmtplib.SMTPResponseException(554, "TLS not available"), stage="connect")) \
-        is SmtpTransient
+    assert type(classify(aiosmtplib.SMTPResponseException(554, "TLS not available"), stage="connect")) is SmtpTransient
 
 
 def test_classify_keeps_an_smtp_error_and_describes_causes():

@@ -37,8 +37,7 @@ _LOCALE_SUFFIX = re.compile(r"^(?:body|subject)\.([A-Za-z]{2,3}(?:-[A-Za-z0-9]+)
 
 def shipped_locales() -> list[str]:
     """The default locale plus every locale suffix a shipped template file carries."""
-    found = {match.group(1) for path in (REPO / "templates").rglob("*")
-             if (match := _LOCALE_SUFFIX.match(path.name))}
+    found = {match.group(1) for path in (REPO / "templates").rglob("*") if (match := _LOCALE_SUFFIX.match(path.name))}
     return ["en", *sorted(found)]
 
 
@@ -49,13 +48,20 @@ def shipped_templates() -> list[str]:
 def config_for(standin, catcher):
     rules = "\n".join(
         f"  - {{name: {name.replace('_', '-')}, on: [s], template: {name}"
-        + (f", ticket: {{kind: {'email_verification' if name == 'verify_email' else 'password_change'}, "
-           f"result_url: 'https://app.acme.test/done'}}" if name in TICKET_TEMPLATES else "")
-        + "}" for name in shipped_templates())
-    return parse_config(f"""\
+        + (
+            f", ticket: {{kind: {'email_verification' if name == 'verify_email' else 'password_change'}, "
+            f"result_url: 'https://app.acme.test/done'}}"
+            if name in TICKET_TEMPLATES
+            else ""
+        )
+        + "}"
+        for name in shipped_templates()
+    )
+    return parse_config(
+        f"""\
 smtp: {{host: 127.0.0.1, port: {catcher.port}, security: none, from: "Acme <no-reply@acme.test>",
         reply_to: "Acme Support <support@acme.test>", timeout_s: 10}}
-templates: {{dir: "{REPO / 'templates'}", default_locale: en}}
+templates: {{dir: "{REPO / "templates"}", default_locale: en}}
 redirects: {{allowed_hosts: ["app.acme.test"]}}
 tenants:
   acme:
@@ -73,18 +79,35 @@ tenants:
       company_address: "Acme Inc. · 1 Example Street · Springfield"
 rules:
 {rules}
-""", env={})
+""",
+        env={},
+    )
 
 
 def outbox_email(index: int, template: str, locale: str) -> OutboxEmail:
     context = sample_context(template, locale, ticket=False)
     context = {key: value for key, value in context.items() if key not in ("tenant", "locale")}
     now = time.time()
-    return OutboxEmail(id=index, key=f"spam-test:{template}:{locale}", tenant="acme", rule=template.replace("_", "-"),
-                       template=template, user_id=context["user"]["user_id"], log_id=f"log-{index}",
-                       recipient=context["user"]["email"], locale=locale, state=EmailState.SENDING, attempts=1,
-                       next_attempt_at=now, last_error=None, created_at=now, updated_at=now, sent_at=None,
-                       accepted_at=now, context=context)
+    return OutboxEmail(
+        id=index,
+        key=f"spam-test:{template}:{locale}",
+        tenant="acme",
+        rule=template.replace("_", "-"),
+        template=template,
+        user_id=context["user"]["user_id"],
+        log_id=f"log-{index}",
+        recipient=context["user"]["email"],
+        locale=locale,
+        state=EmailState.SENDING,
+        attempts=1,
+        next_attempt_at=now,
+        last_error=None,
+        created_at=now,
+        updated_at=now,
+        sent_at=None,
+        accepted_at=now,
+        context=context,
+    )
 
 
 def scores(report_header: str) -> dict[str, float]:
@@ -116,9 +139,20 @@ async def test_every_template_and_locale_scores_zero_with_spamassassin(tmp_path,
     box.flush()
     started = time.monotonic()
     result = subprocess.run(
-        ["spamassassin", "-L", "--mbox", "-p", str(tmp_path / "user_prefs"),
-         "--cf", "add_header all TestsScores _TESTSSCORES(,)_"],
-        stdin=open(tmp_path / "all.mbox", "rb"), capture_output=True, timeout=600, check=True)
+        [
+            "spamassassin",
+            "-L",
+            "--mbox",
+            "-p",
+            str(tmp_path / "user_prefs"),
+            "--cf",
+            "add_header all TestsScores _TESTSSCORES(,)_",
+        ],
+        stdin=open(tmp_path / "all.mbox", "rb"),
+        capture_output=True,
+        timeout=600,
+        check=True,
+    )
     elapsed = time.monotonic() - started
     scored = [message_from_bytes(m.as_bytes(), policy=default_policy) for m in _read_mbox(result.stdout, tmp_path)]
     assert len(scored) == len(cases)
@@ -129,7 +163,7 @@ async def test_every_template_and_locale_scores_zero_with_spamassassin(tmp_path,
         message = by_id[message_id(f"spam-test:{template}:{locale}", config.smtp.from_)]
         assert message["Feedback-ID"].startswith(f"{template.replace('_', '-')}:acme:")
         hits = scores(str(message["X-Spam-TestsScores"]))
-        assert UNAVOIDABLE <= set(hits), hits                 # the header was read, the rules ran
+        assert UNAVOIDABLE <= set(hits), hits  # the header was read, the rules ran
         costly = {name: points for name, points in hits.items() if name not in UNAVOIDABLE and abs(points) >= 0.01}
         if costly:
             problems[f"{template}.{locale}"] = costly

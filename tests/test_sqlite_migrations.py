@@ -14,8 +14,9 @@ from support.outbox import NOW, due
 
 SHIPPED = sqlite_module.MIGRATIONS
 LATEST = SHIPPED[-1].version
-EXAMPLE = Migration(LATEST + 1, "example_list",
-                    "CREATE TABLE example_list(address TEXT PRIMARY KEY, at REAL NOT NULL);")
+EXAMPLE = Migration(
+    LATEST + 1, "example_list", "CREATE TABLE example_list(address TEXT PRIMARY KEY, at REAL NOT NULL);"
+)
 
 
 def _version(path) -> str:
@@ -70,8 +71,9 @@ async def test_a_store_newer_than_this_streamer_is_refused(tmp_path):
 
 def _schema(path) -> list[tuple]:
     with sqlite3.connect(path) as conn:
-        return sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                                   "WHERE name NOT LIKE 'sqlite_%'"))
+        return sorted(
+            conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+        )
 
 
 #: What sqlite.py's SCHEMA and SUPPRESSION_SCHEMA created, at version 2, before these tables moved
@@ -120,8 +122,17 @@ CREATE TABLE IF NOT EXISTS unsubscribes(
   PRIMARY KEY (tenant, user_id, rule)) WITHOUT ROWID;
 """
 #: The tables and indexes that moved to numbered files.
-MOVED = ("pending_passwords", "pending_passwords_user", "suppressions", "suppressions_recent", "soft_bounces",
-         "soft_bounces_address", "return_paths", "unsubscribes", "outbox_user")
+MOVED = (
+    "pending_passwords",
+    "pending_passwords_user",
+    "suppressions",
+    "suppressions_recent",
+    "soft_bounces",
+    "soft_bounces_address",
+    "return_paths",
+    "unsubscribes",
+    "outbox_user",
+)
 
 
 @pytest.mark.parametrize("had_them", [False, True], ids=["version-2-without-the-moved-tables", "version-2-with-them"])
@@ -141,9 +152,8 @@ async def test_an_existing_version_2_database_upgrades_to_what_a_new_one_is(tmp_
     store = SqliteStore(old)
     await store.open()
     try:
-        assert await store.settle_events([], [due()], now=NOW) == []   # the once ledger survived
-        assert await store.suppress("acme", "ana@example.com", reason=Reason.MANUAL, source="test", detail="",
-                                    now=NOW)
+        assert await store.settle_events([], [due()], now=NOW) == []  # the once ledger survived
+        assert await store.suppress("acme", "ana@example.com", reason=Reason.MANUAL, source="test", detail="", now=NOW)
     finally:
         await store.close()
     assert _version(old) == _version(fresh) == str(LATEST)

@@ -105,28 +105,37 @@ async def test_outbox_state_machine(store):
 
 
 async def test_list_emails_narrows_by_state_tenant_and_rule_newest_first(store):
-    await store.settle_events([], [due("L1", user="u1"), due("L2", user="u2", rule="welcome"),
-                                   due("L3", user="u3", rule="welcome")], now=NOW)
+    await store.settle_events(
+        [], [due("L1", user="u1"), due("L2", user="u2", rule="welcome"), due("L3", user="u3", rule="welcome")], now=NOW
+    )
     welcome = await store.list_emails(states=(EmailState.QUEUED,), rule="welcome")
     assert [e.log_id for e in welcome] == ["L3", "L2"]
     assert [e.log_id for e in await store.list_emails(states=None, tenant="acme", rule="verify")] == ["L1"]
     assert await store.list_emails(states=None, tenant="globex") == []
     assert [e.log_id for e in await store.list_emails(states=None, rule="welcome", limit=1)] == ["L3"]
     assert [e.log_id for e in await store.list_emails(states=None, user_id="u2")] == ["L2"]
-    assert len(await store.list_emails(states=None, recipient="ANA@Example.com")) == 3   # any case
+    assert len(await store.list_emails(states=None, recipient="ANA@Example.com")) == 3  # any case
     assert await store.list_emails(states=None, recipient="bob@example.com") == []
 
 
 async def test_the_emails_of_several_users_are_read_at_once_each_users_newest_first(store):
-    await store.settle_events([], [due(f"L{i}", user=f"u{i % 3}", once_key=f"k{i}") for i in range(9)]
-                              + [replace(due("G1", user="u1", once_key="g1"), tenant="globex")], now=NOW)
+    await store.settle_events(
+        [],
+        [due(f"L{i}", user=f"u{i % 3}", once_key=f"k{i}") for i in range(9)]
+        + [replace(due("G1", user="u1", once_key="g1"), tenant="globex")],
+        now=NOW,
+    )
     [newest_of_u2] = await store.list_emails(states=None, user_id="u2", limit=1)
     assert await store.cancel_email(newest_of_u2.id, now=NOW)
     open_states = (EmailState.QUEUED, EmailState.FAILED)
-    found = await store.list_users_emails(states=open_states, tenant="acme", user_ids=["u0", "u1", "u2", "nobody"],
-                                          limit=2)
+    found = await store.list_users_emails(
+        states=open_states, tenant="acme", user_ids=["u0", "u1", "u2", "nobody"], limit=2
+    )
     assert {user: [e.log_id for e in emails] for user, emails in found.items()} == {
-        "u0": ["L6", "L3"], "u1": ["L7", "L4"], "u2": ["L5", "L2"]}
+        "u0": ["L6", "L3"],
+        "u1": ["L7", "L4"],
+        "u2": ["L5", "L2"],
+    }
     for user, emails in found.items():  # the same emails as one list_emails per user
         assert emails == await store.list_emails(states=open_states, tenant="acme", user_id=user, limit=2)
     assert await store.list_users_emails(states=open_states, tenant="acme", user_ids=[]) == {}
@@ -160,6 +169,7 @@ async def test_checkpoint_is_committed_with_the_events(store):
 
 async def test_one_failing_write_in_a_group_commit_does_not_fail_the_others(sqlite_store):
     """Concurrent writes share a commit; a failing one is isolated (SQLite's group commit)."""
+
     def broken(conn):
         conn.execute("INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES ('x', 'y', 0)")
         conn.execute("INSERT INTO no_such_table VALUES (1)")
@@ -210,8 +220,7 @@ async def test_a_clean_webhook_body_is_stored_as_sent_and_read_back_as_the_same_
     raw = json.dumps([{"log_id": e["log_id"], "data": e} for e in events]).encode()
     await sqlite_store.add_events("acme", parse_body(raw).events, now=NOW, raw=raw)
     # One event already seen: the stored body holds only the new one, encoded again.
-    await sqlite_store.add_events("acme", parse_body(raw).events + [sample_event("sv", log_id="A3")], now=NOW,
-                                  raw=raw)
+    await sqlite_store.add_events("acme", parse_body(raw).events + [sample_event("sv", log_id="A3")], now=NOW, raw=raw)
     first, second = _inbox_bodies(sqlite_store.path)
     assert first == raw
     assert [e["log_id"] for e in parse_body(second).events] == ["A3"]
@@ -267,16 +276,19 @@ async def test_a_schema_1_database_is_migrated_without_losing_or_repeating_event
               attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, last_error TEXT,
               processed_at REAL, PRIMARY KEY (tenant, log_id)) WITHOUT ROWID;""")
         for log_id, state in (("D1", "done"), ("D2", "pending")):
-            db.execute("INSERT INTO events(tenant, log_id, type, body, received_at, state, next_attempt_at) "
-                       "VALUES ('acme', ?, 'ss', ?, ?, ?, ?)", (log_id, json.dumps(sample_event("ss", log_id=log_id)),
-                                                               NOW, state, NOW))
+            db.execute(
+                "INSERT INTO events(tenant, log_id, type, body, received_at, state, next_attempt_at) "
+                "VALUES ('acme', ?, 'ss', ?, ?, ?, ?)",
+                (log_id, json.dumps(sample_event("ss", log_id=log_id)), NOW, state, NOW),
+            )
     store = SqliteStore(path)
     await store.open()
     try:
         [pending] = await store.claim_events(limit=10, now=NOW, lease_s=60)
         assert pending.log_id == "D2"
-        again = await store.add_events("acme", [sample_event("ss", log_id="D1"), sample_event("ss", log_id="D2")],
-                                       now=NOW)
+        again = await store.add_events(
+            "acme", [sample_event("ss", log_id="D1"), sample_event("ss", log_id="D2")], now=NOW
+        )
         assert again.duplicate == 2
     finally:
         await store.close()
@@ -348,18 +360,26 @@ async def test_stats_report_the_oldest_open_email_and_the_open_states(store):
     [first] = await store.claim_emails(limit=1, now=NOW + 100, lease_s=60)
     await store.mark_sent(first.id, now=NOW + 101)
     stats = await store.stats(now=NOW + 110)
-    assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {"queued": 1, "sending": 0, "failed": 0,
-                                                                     "dead": 0, "cancelled": 0,
-                                                                     "suppressed": 0}
+    assert stats["oldest_open_age_s"] == 100.0 and stats["outbox"] == {
+        "queued": 1,
+        "sending": 0,
+        "failed": 0,
+        "dead": 0,
+        "cancelled": 0,
+        "suppressed": 0,
+    }
 
 
 @pytest.mark.parametrize("shape", ["array", "lines", "logs_object", "bare_array"])
 async def test_every_webhook_format_stored_as_sent_reads_back_after_a_restart(tmp_path, shape):
     events = [sample_event("s", log_id=f"H{i}") for i in range(3)]
     entries = [e if shape == "bare_array" else {"log_id": e["log_id"], "data": e} for e in events]
-    raw = {"array": lambda: json.dumps(entries), "bare_array": lambda: json.dumps(entries),
-           "lines": lambda: "\n".join(json.dumps(e) for e in entries) + "\n",
-           "logs_object": lambda: json.dumps({"logs": entries})}[shape]().encode()
+    raw = {
+        "array": lambda: json.dumps(entries),
+        "bare_array": lambda: json.dumps(entries),
+        "lines": lambda: "\n".join(json.dumps(e) for e in entries) + "\n",
+        "logs_object": lambda: json.dumps({"logs": entries}),
+    }[shape]().encode()
     writer = SqliteStore(tmp_path / "s.db")
     await writer.open()
     await writer.add_events("acme", parse_body(raw).events, now=NOW, raw=raw)
@@ -376,20 +396,34 @@ async def test_every_webhook_format_stored_as_sent_reads_back_after_a_restart(tm
 def pending(pending_id="P1", user="auth0|1", expires_at=NOW + 3600, sealed=b"\x00nonce-and-ciphertext"):
     from streamer.store import PendingPassword
 
-    return PendingPassword(id=pending_id, tenant="acme", user_id=user, connection="Username-Password-Authentication",
-                           state="pending", sealed=sealed, created_at=NOW, expires_at=expires_at, updated_at=NOW)
+    return PendingPassword(
+        id=pending_id,
+        tenant="acme",
+        user_id=user,
+        connection="Username-Password-Authentication",
+        state="pending",
+        sealed=sealed,
+        created_at=NOW,
+        expires_at=expires_at,
+        updated_at=NOW,
+    )
 
 
 async def test_a_pending_password_is_used_once(store):
     assert await store.save_pending_password(pending(), now=NOW) == 0
     row = await store.get_pending_password("P1")
-    assert (row.state, row.sealed, row.user_id, row.expires_at) == ("pending", b"\x00nonce-and-ciphertext",
-                                                                     "auth0|1", NOW + 3600)
-    first, second = await asyncio.gather(store.use_pending_password("P1", now=NOW + 1),
-                                         store.use_pending_password("P1", now=NOW + 1))
+    assert (row.state, row.sealed, row.user_id, row.expires_at) == (
+        "pending",
+        b"\x00nonce-and-ciphertext",
+        "auth0|1",
+        NOW + 3600,
+    )
+    first, second = await asyncio.gather(
+        store.use_pending_password("P1", now=NOW + 1), store.use_pending_password("P1", now=NOW + 1)
+    )
     assert sorted([first, second]) == [False, True]
     used = await store.get_pending_password("P1")
-    assert (used.state, used.sealed) == ("used", None)     # the ciphertext is gone with its use
+    assert (used.state, used.sealed) == ("used", None)  # the ciphertext is gone with its use
     assert await store.get_pending_password("nope") is None
 
 
@@ -427,18 +461,32 @@ async def test_a_restored_pending_password_works_again_unless_a_newer_one_came(s
 
 # --- suppression list, return paths, unsubscribes (issue 13) -------------------------------------
 
+
 async def test_suppressions_are_per_tenant_case_blind_and_outlive_the_outbox_retention(store):
     from streamer.suppression.policy import Reason
 
-    assert await store.suppress("acme", "Ana@Example.com", reason=Reason.HARD_BOUNCE, source="dsn",
-                                detail="5.1.1 user unknown", now=NOW) is True
-    assert await store.suppress("acme", "ana@example.com", reason=Reason.COMPLAINT, source="arf",
-                                detail="abuse", now=NOW + 1) is False       # already on it: updated
+    assert (
+        await store.suppress(
+            "acme", "Ana@Example.com", reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1 user unknown", now=NOW
+        )
+        is True
+    )
+    assert (
+        await store.suppress(
+            "acme", "ana@example.com", reason=Reason.COMPLAINT, source="arf", detail="abuse", now=NOW + 1
+        )
+        is False
+    )  # already on it: updated
     found = await store.get_suppressions("acme", ["ANA@example.com", "bob@example.com"])
     assert list(found) == ["ana@example.com"]
     entry = found["ana@example.com"]
     assert (entry.reason, entry.source, entry.detail, entry.created_at, entry.updated_at) == (
-        Reason.COMPLAINT, "arf", "abuse", NOW, NOW + 1)
+        Reason.COMPLAINT,
+        "arf",
+        "abuse",
+        NOW,
+        NOW + 1,
+    )
     assert await store.get_suppressions("globex", ["ana@example.com"]) == {}
     await store.purge(before=NOW + 10**9)
     assert [s.address for s in await store.list_suppressions(tenant="acme")] == ["ana@example.com"]
@@ -450,14 +498,15 @@ async def test_suppressions_are_per_tenant_case_blind_and_outlive_the_outbox_ret
 
 async def test_soft_bounces_suppress_only_after_the_threshold_within_the_window(store):
     async def bounce(at):
-        return await store.record_soft_bounce("acme", "bob@example.com", source="dsn", detail="4.2.2 full",
-                                              now=at, window_s=100, threshold=3)
+        return await store.record_soft_bounce(
+            "acme", "bob@example.com", source="dsn", detail="4.2.2 full", now=at, window_s=100, threshold=3
+        )
 
     assert [await bounce(NOW), await bounce(NOW + 10)] == [False, False]
-    assert await bounce(NOW + 150) is False          # the first two fell out of the window
+    assert await bounce(NOW + 150) is False  # the first two fell out of the window
     assert await store.get_suppressions("acme", ["bob@example.com"]) == {}
     assert await bounce(NOW + 160) is False
-    assert await bounce(NOW + 170) is True           # three within 100 s
+    assert await bounce(NOW + 170) is True  # three within 100 s
     [entry] = (await store.get_suppressions("acme", ["bob@example.com"])).values()
     assert entry.reason.value == "soft_bounce" and "3 soft bounces" in entry.detail
 
@@ -483,8 +532,9 @@ async def test_a_checked_claim_brings_the_suppression_entries_of_its_recipients(
     recipients = {e.user_id: e.recipient for e in claimed}
     await store.mark_failed(claimed[0].id, error="451", next_attempt_at=NOW, now=NOW)
     await store.mark_failed(claimed[1].id, error="451", next_attempt_at=NOW, now=NOW)
-    await store.suppress("acme", recipients["u2"].upper(), reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1",
-                         now=NOW)
+    await store.suppress(
+        "acme", recipients["u2"].upper(), reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1", now=NOW
+    )
     await store.suppress("globex", recipients["u1"], reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1", now=NOW)
     emails, found = await store.claim_emails_checked(limit=10, now=NOW + 1, lease_s=60)
     assert sorted(e.user_id for e in emails) == ["u1", "u2"]
@@ -497,7 +547,7 @@ async def test_a_checked_claim_brings_the_suppression_entries_of_its_recipients(
 
 async def test_return_paths_and_unsubscribes_are_remembered(store):
     await store.remember_return_path("tok1", "acme", "Ana@Example.com", now=NOW)
-    await store.remember_return_path("tok1", "acme", "ana@example.com", now=NOW + 1)   # idempotent
+    await store.remember_return_path("tok1", "acme", "ana@example.com", now=NOW + 1)  # idempotent
     assert await store.find_return_path("tok1") == ("acme", "ana@example.com")
     assert await store.find_return_path("nope") is None
     assert await store.set_unsubscribed("acme", "auth0|1", "new-device", now=NOW) is True
@@ -505,7 +555,6 @@ async def test_return_paths_and_unsubscribes_are_remembered(store):
     await store.set_unsubscribed("acme", "auth0|1", "digest", now=NOW)
     assert await store.get_unsubscribed("acme", ["auth0|1", "auth0|2"]) == {"auth0|1": {"new-device", "digest"}}
     assert await store.get_unsubscribed("globex", ["auth0|1"]) == {}
-
 
 
 # --- the state machine (streamer.outbox.TRANSITIONS): each store does what the table says, no more ---
@@ -585,5 +634,5 @@ async def test_an_exclusive_sqlite_open_takes_the_one_run_lock_until_close(tmp_p
     await reader.close()
     await running.close()
     again = SqliteStore(path)
-    await again.open(exclusive=True)   # released by close()
+    await again.open(exclusive=True)  # released by close()
     await again.close()

@@ -78,9 +78,13 @@ async def test_replicas_never_claim_the_same_event_and_together_claim_all(replic
 async def test_concurrent_settle_of_one_once_key_queues_exactly_one_email(replicas):
     a, b = replicas
     rounds = 40
-    results = await asyncio.gather(*(
-        store.settle_events([], [due(f"{name}{i}", user=f"u{i}")], now=NOW)
-        for i in range(rounds) for store, name in ((a, "A"), (b, "B"))))
+    results = await asyncio.gather(
+        *(
+            store.settle_events([], [due(f"{name}{i}", user=f"u{i}")], now=NOW)
+            for i in range(rounds)
+            for store, name in ((a, "A"), (b, "B"))
+        )
+    )
     assert sum(len(r) for r in results) == rounds
     for i in range(rounds):  # per once_key: one of the two replicas won
         assert len(results[2 * i]) + len(results[2 * i + 1]) == 1
@@ -94,8 +98,13 @@ async def test_concurrent_cooldown_settles_queue_one_email(replicas):
         return due(log_id, rule="reset", cooldown=300, key=f"acme/reset/user/auth0|1/{log_id}")
 
     for window, now in enumerate((NOW, NOW + 301, NOW + 602)):
-        results = await asyncio.gather(*(store.settle_events([], [cool(f"{window}{name}{n}")], now=now)
-                                         for n in range(5) for store, name in ((a, "A"), (b, "B"))))
+        results = await asyncio.gather(
+            *(
+                store.settle_events([], [cool(f"{window}{name}{n}")], now=now)
+                for n in range(5)
+                for store, name in ((a, "A"), (b, "B"))
+            )
+        )
         assert sum(len(r) for r in results) == 1, window
     assert (await a.stats(now=NOW))["outbox"]["queued"] == 3
 
@@ -105,8 +114,9 @@ async def test_overlapping_batches_in_opposite_orders_settle_without_losing_or_d
     emails = [due(f"L{i}", user=f"u{i}") for i in range(60)]
     await a.add_events("acme", [sample_event("ss", log_id=f"9{i:05d}") for i in range(60)], now=NOW)
     keys = [("acme", f"9{i:05d}") for i in range(60)]
-    first, second = await asyncio.gather(a.settle_events(keys, emails, now=NOW),
-                                         b.settle_events(keys[::-1], emails[::-1], now=NOW))
+    first, second = await asyncio.gather(
+        a.settle_events(keys, emails, now=NOW), b.settle_events(keys[::-1], emails[::-1], now=NOW)
+    )
     assert len(first) + len(second) == 60
     assert {e.once_key for e in first} | {e.once_key for e in second} == {e.once_key for e in emails}
     stats = await a.stats(now=NOW)
@@ -116,8 +126,9 @@ async def test_overlapping_batches_in_opposite_orders_settle_without_losing_or_d
 async def test_concurrent_ingest_of_the_same_events_counts_each_once(replicas):
     a, b = replicas
     batch = [sample_event("ss", log_id=f"9{i:05d}") for i in range(200)]
-    results = await asyncio.gather(*(store.add_events("acme", batch[::step], now=NOW)
-                                     for store in (a, b) for step in (1, -1)))
+    results = await asyncio.gather(
+        *(store.add_events("acme", batch[::step], now=NOW) for store in (a, b) for step in (1, -1))
+    )
     assert sum(r.new for r in results) == 200
     assert sum(r.new + r.duplicate for r in results) == 800
 
@@ -157,11 +168,14 @@ async def test_a_lost_lead_session_is_noticed_and_taken_over(db_url):
         assert await a.try_lead("poll:acme") is True
         admin = await asyncpg.connect(db_url)
         try:  # PostgreSQL drops a's lead session (e.g. a network partition, idle timeout)
-            killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                          "WHERE application_name = $1", f"streamer-lead-{a.replica_id}")
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                f"streamer-lead-{a.replica_id}",
+            )
             for _ in range(600):  # pg_terminate_backend only signals: wait until the session has ended
-                if not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                                            f"streamer-lead-{a.replica_id}"):
+                if not await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", f"streamer-lead-{a.replica_id}"
+                ):
                     break
                 await asyncio.sleep(0.05)
         finally:
@@ -234,7 +248,7 @@ async def test_a_database_from_before_the_suppression_tables_gets_them_and_the_n
     from streamer.store.postgres import MIGRATIONS
     from streamer.suppression.policy import Reason
 
-    conn = await asyncpg.connect(db_url)        # the schema as an older streamer left it (before 0004)
+    conn = await asyncpg.connect(db_url)  # the schema as an older streamer left it (before 0004)
     for migration in MIGRATIONS:
         if "suppression" in migration.name:
             break
@@ -246,12 +260,11 @@ async def test_a_database_from_before_the_suppression_tables_gets_them_and_the_n
     try:
         await store.settle_events([], [due("L1")], now=NOW)
         [email] = await store.claim_emails(limit=1, now=NOW, lease_s=60)
-        await store.mark_suppressed(email.id, error="recipient suppressed", now=NOW)   # the CHECK allows it now
-        assert await store.suppress("acme", "a@example.com", reason=Reason.MANUAL, source="cli", detail="",
-                                    now=NOW)
+        await store.mark_suppressed(email.id, error="recipient suppressed", now=NOW)  # the CHECK allows it now
+        assert await store.suppress("acme", "a@example.com", reason=Reason.MANUAL, source="cli", detail="", now=NOW)
     finally:
         await store.close()
-    again = PostgresStore(db_url)               # a second start runs no DDL and keeps the list
+    again = PostgresStore(db_url)  # a second start runs no DDL and keeps the list
     await again.open()
     try:
         assert list(await again.get_suppressions("acme", ["A@example.com"])) == ["a@example.com"]

@@ -31,18 +31,22 @@ def test_the_stream_posting_to_our_url_wins_over_the_one_named_after_us():
     assert find_stream([named, ours], "acme", URL) is ours
     assert find_stream([named, ours], "acme", URL + "/") is ours
     assert find_stream([named, stream()], "acme", URL) is named
-    assert find_stream([named], "acme", None) is named                  # no public_url: by name only
+    assert find_stream([named], "acme", None) is named  # no public_url: by name only
     assert find_stream([stream(endpoint=f"{URL}/logs/acme", kind="datadog"), stream()], "acme", URL) is None
     assert find_stream([stream(endpoint=f"{URL}/logs/other")], "acme", URL) is None
     assert find_stream([], "acme", URL) is None
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                    lambda inner: (st.lists(inner, max_size=4)
-                                   | st.dictionaries(st.text(max_size=12), inner, max_size=4)),
-                    max_leaves=20)
-STREAMISH = st.dictionaries(st.sampled_from(["id", "name", "type", "status", "sink", "filters"]),
-                            JSON | st.just("http") | st.just("streamer-acme"), max_size=6)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+STREAMISH = st.dictionaries(
+    st.sampled_from(["id", "name", "type", "status", "sink", "filters"]),
+    JSON | st.just("http") | st.just("streamer-acme"),
+    max_size=6,
+)
 
 
 @given(st.lists(STREAMISH | JSON, max_size=5))
@@ -72,16 +76,25 @@ def active_gauge() -> float | None:
 
 @pytest.fixture
 async def watch(standin):
-    logs.configure("info")                     # the watch's info lines are part of what is tested
-    tenant = TenantConfig(domain=standin.domain, api_url=standin.base_url, client_id=standin.client_id,
-                          client_secret=standin.client_secret)
+    logs.configure("info")  # the watch's info lines are part of what is tested
+    tenant = TenantConfig(
+        domain=standin.domain,
+        api_url=standin.base_url,
+        client_id=standin.client_id,
+        client_secret=standin.client_secret,
+    )
     async with ManagementApi(tenant, name="acme") as api:
         yield StreamWatch("acme", api, URL, AlwaysLead(), types={"ss", "s", "sv"})
 
 
 def add_stream(standin, status: str) -> str:
-    standin.log_streams["lst_9"] = {"id": "lst_9", "name": "streamer-acme", "type": "http", "status": status,
-                                    "sink": {"httpEndpoint": f"{URL}/logs/acme"}}
+    standin.log_streams["lst_9"] = {
+        "id": "lst_9",
+        "name": "streamer-acme",
+        "type": "http",
+        "status": status,
+        "sink": {"httpEndpoint": f"{URL}/logs/acme"},
+    }
     return "lst_9"
 
 
@@ -104,7 +117,7 @@ async def test_a_paused_stream_is_reported_once_and_left_alone(standin, watch):
     assert standin.log_streams[stream_id]["status"] == "paused"
     assert not [call for call in standin.calls if call[0] == "PATCH"]
     assert [entry["event"] for entry in logs] == ["log_stream_paused"] and active_gauge() == 0
-    standin.log_streams[stream_id]["status"] = "active"           # resumed by a person
+    standin.log_streams[stream_id]["status"] = "active"  # resumed by a person
     with capture_logs() as logs:
         await watch.check()
     assert [entry["event"] for entry in logs] == ["log_stream_active"] and active_gauge() == 1
@@ -114,7 +127,7 @@ async def test_without_the_scope_the_watch_says_so_once_and_stops(standin, watch
     standin.fail_next("/api/v2/log-streams", 403)
     with capture_logs() as logs:
         stop = asyncio.Event()
-        await asyncio.wait_for(watch.run(stop, first_s=0, every_s=0.01), 5)   # returns by itself
+        await asyncio.wait_for(watch.run(stop, first_s=0, every_s=0.01), 5)  # returns by itself
     assert [entry["event"] for entry in logs] == ["log_stream_watch_off"]
     assert "read:log_streams" in logs[0]["hint"]
 
@@ -134,7 +147,7 @@ async def test_no_stream_is_said_once_and_an_outage_is_not_fatal(standin, watch)
         await watch.check()
         await watch.check()
         standin.fail_next("/api/v2/log-streams", 503, count=10)
-        assert await watch.check() is True                         # Auth0 down: try again later
+        assert await watch.check() is True  # Auth0 down: try again later
     assert [entry["event"] for entry in logs] == ["log_stream_not_found", "log_stream_check_failed"]
 
 
@@ -144,18 +157,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_events_auth0_kept_while_streamer_was_down_arrive_once_it_is_back(tmp_path, standin, catcher,
-                                                                               start_daemon):
+async def test_events_auth0_kept_while_streamer_was_down_arrive_once_it_is_back(
+    tmp_path, standin, catcher, start_daemon
+):
     """The outage story end to end: streamer is down, Auth0's deliveries fail until it suspends
     the stream; streamer starts, re-activates it, and the signups Auth0 kept get their emails."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/logs/acme"
-    async with httpx.AsyncClient(base_url=standin.base_url,
-                                 headers={"Authorization": f"Bearer {standin.issue_token()}"}) as http:
-        created = await http.post("/api/v2/log-streams", json={
-            "name": "streamer-acme", "type": "http",
-            "sink": {"httpEndpoint": endpoint, "httpContentFormat": "JSONARRAY",
-                     "httpAuthorization": f"Bearer {WEBHOOK_TOKEN}"}})
+    async with httpx.AsyncClient(
+        base_url=standin.base_url, headers={"Authorization": f"Bearer {standin.issue_token()}"}
+    ) as http:
+        created = await http.post(
+            "/api/v2/log-streams",
+            json={
+                "name": "streamer-acme",
+                "type": "http",
+                "sink": {
+                    "httpEndpoint": endpoint,
+                    "httpContentFormat": "JSONARRAY",
+                    "httpAuthorization": f"Bearer {WEBHOOK_TOKEN}",
+                },
+            },
+        )
     stream_id = created.json()["id"]
     standin.stream_suspend_after = 2
     users = [standin.add_user({"email": f"outage{i}@example.com", "email_verified": False}) for i in range(5)]
@@ -169,13 +192,15 @@ async def test_events_auth0_kept_while_streamer_was_down_arrive_once_it_is_back(
     assert not any(200 <= status < 300 for _, status, _ in standin.stream_deliveries)
 
     text = config_text(tmp_path, standin, catcher).replace(
-        'server: {listen: "127.0.0.1:0"}', f'server: {{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}"}}')
+        'server: {listen: "127.0.0.1:0"}',
+        f'server: {{listen: "127.0.0.1:{port}", public_url: "http://127.0.0.1:{port}"}}',
+    )
     daemon = await start_daemon(text)
     await catcher.wait_for(5, timeout=20)
     assert sorted(m.to[0] for m in catcher.messages) == sorted(u["email"] for u in users)
     assert standin.log_streams[stream_id]["status"] == "active"
     assert '"log_stream_reactivated"' in daemon.logs.getvalue()
-    assert WEBHOOK_TOKEN not in daemon.logs.getvalue()      # the stream listing carries it: never logged
+    assert WEBHOOK_TOKEN not in daemon.logs.getvalue()  # the stream listing carries it: never logged
 
 
 async def test_filters_that_leave_out_what_rules_listen_to_are_said_once(standin, watch):
@@ -187,7 +212,7 @@ async def test_filters_that_leave_out_what_rules_listen_to_are_said_once(standin
     assert [line["event"] for line in lines] == ["log_stream_filters_leave_out_events"]
     assert lines[0]["categories"] == ["auth.signup.success", "user.success"]
     assert "streamer register" in lines[0]["hint"]
-    standin.log_streams[stream_id]["filters"] = []                    # no filters: Auth0 sends everything
+    standin.log_streams[stream_id]["filters"] = []  # no filters: Auth0 sends everything
     with capture_logs() as lines:
         await watch.check()
     assert lines == []

@@ -37,8 +37,11 @@ DAVE_EMAIL = "dave.miller@example.com"
 PUBLIC_URL = "https://mail.acme.test"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-bounces"
 CERT_URL = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
-SUBSCRIBE_URL = ("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=" + TOPIC +
-                 "&Token=2336412f37fb687f5d51e6e2425c464de12884")
+SUBSCRIBE_URL = (
+    "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn="
+    + TOPIC
+    + "&Token=2336412f37fb687f5d51e6e2425c464de12884"
+)
 POSTMARK_USER, POSTMARK_PASSWORD = "postmark", "pm-secret-0123456789abcdef"
 
 SECTIONS = f"""\
@@ -64,10 +67,13 @@ unsubscribe:
 
 def full_config(tmp_path, standin, catcher) -> str:
     text = config_text(tmp_path, standin, catcher, extra_rules=SECTIONS)
-    return text.replace('server: {listen: "127.0.0.1:0"}', f'server: {{listen: "127.0.0.1:0", public_url: "{PUBLIC_URL}"}}')  # noqa: E501
+    return text.replace(
+        'server: {listen: "127.0.0.1:0"}', f'server: {{listen: "127.0.0.1:0", public_url: "{PUBLIC_URL}"}}'
+    )  # noqa: E501
 
 
 # --- a local stand-in for the SNS signing certificate ---------------------------------------------
+
 
 class FakeSns:
     """Signs messages like SNS, with a certificate it serves only at CERT_URL; records every fetch."""
@@ -76,9 +82,16 @@ class FakeSns:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
         now = datetime.datetime.now(datetime.UTC)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=30)).sign(self.key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .sign(self.key, hashes.SHA256())
+        )
         self.pem = cert.public_bytes(serialization.Encoding.PEM)
         self.fetched: list[str] = []
 
@@ -98,10 +111,16 @@ class FakeSns:
 
 
 def notification(payload_file: str, **changes) -> dict:
-    return {"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": TOPIC,
-            "Subject": "Amazon SES Email Event Notification",
-            "Message": (BOUNCES / payload_file).read_text(), "Timestamp": "2026-12-01T10:00:40.000Z",
-            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe", **changes}
+    return {
+        "Type": "Notification",
+        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "TopicArn": TOPIC,
+        "Subject": "Amazon SES Email Event Notification",
+        "Message": (BOUNCES / payload_file).read_text(),
+        "Timestamp": "2026-12-01T10:00:40.000Z",
+        "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
+        **changes,
+    }
 
 
 @pytest.fixture
@@ -132,8 +151,11 @@ async def running(tmp_path, standin, catcher):
 
     async def post_events(*events):
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{daemon.url}/logs/acme", json=[envelope(e) for e in events],
-                                    headers={"Authorization": "Bearer test-webhook-token-0123456789"}) as response:
+            async with session.post(
+                f"{daemon.url}/logs/acme",
+                json=[envelope(e) for e in events],
+                headers={"Authorization": "Bearer test-webhook-token-0123456789"},
+            ) as response:
                 assert response.status == 200
 
     running.post_events = post_events
@@ -180,20 +202,26 @@ def report(name: str, return_path: str) -> bytes:
 
 # --- bounces over SMTP ---------------------------------------------------------------------------------
 
+
 async def test_a_dsn_to_the_verp_return_path_suppresses_the_address_and_the_next_email_is_held_back(
-        running, catcher, standin):
-    await running.post_events(sample_event("ss"))                         # ana, unverified: verify-email
+    running, catcher, standin
+):
+    await running.post_events(sample_event("ss"))  # ana, unverified: verify-email
     [message] = await catcher.wait_for(1)
     return_path = message.mail_from
     assert re.fullmatch(r"bounces\+[a-z2-7]{16}@bounces\.acme\.test", return_path), return_path
-    assert message.parsed["From"] == "Acme <no-reply@acme.test>"          # the header From is unchanged
-    assert "List-Unsubscribe" not in message.parsed                       # transactional: no unsubscribe
+    assert message.parsed["From"] == "Acme <no-reply@acme.test>"  # the header From is unchanged
+    assert "List-Unsubscribe" not in message.parsed  # transactional: no unsubscribe
 
     # A forged bounce (a token streamer never issued) is refused at RCPT and changes nothing.
-    code, _ = await smtp_send(running.daemon.inbound_port, "bounces+aaaaaaaaaaaaaaaa@bounces.acme.test",
-                              report("dsn_hard.eml", return_path))
+    code, _ = await smtp_send(
+        running.daemon.inbound_port, "bounces+aaaaaaaaaaaaaaaa@bounces.acme.test", report("dsn_hard.eml", return_path)
+    )
     assert code == 550
-    assert await smtp_send(running.daemon.inbound_port, "postmaster@bounces.acme.test", b"x") == (550, "5.1.1 No such mailbox")  # noqa: E501
+    assert await smtp_send(running.daemon.inbound_port, "postmaster@bounces.acme.test", b"x") == (
+        550,
+        "5.1.1 No such mailbox",
+    )  # noqa: E501
     assert await suppressed(running.store, ANA_EMAIL) is None
 
     code, _ = await smtp_send(running.daemon.inbound_port, return_path.upper(), report("dsn_hard.eml", return_path))
@@ -203,9 +231,10 @@ async def test_a_dsn_to_the_verp_return_path_suppresses_the_address_and_the_next
 
     # Ana verifies (sv): the welcome email is queued, then held back.
     standin.users[ANA].update(email_verified=True, updated_at="2030-01-03T00:00:00.000Z")
-    await running.post_events(sample_event("sv", date="2030-01-02T00:00:00.000Z"))   # newer than the cached profile
-    emails = await wait_emails(running.store, lambda es: any(e.rule == "welcome" and e.state.value == "suppressed"
-                                                               for e in es))
+    await running.post_events(sample_event("sv", date="2030-01-02T00:00:00.000Z"))  # newer than the cached profile
+    emails = await wait_emails(
+        running.store, lambda es: any(e.rule == "welcome" and e.state.value == "suppressed" for e in es)
+    )
     assert [e.state.value for e in emails if e.rule == "verify-email"] == ["sent"]
     assert len(catcher.messages) == 1
 
@@ -214,11 +243,13 @@ async def test_suppressed_recipient_gets_state_suppressed_not_dead(running, catc
     standin.users[ANA]["email_verified"] = True
     from streamer.suppression.policy import Reason
 
-    await running.store.suppress("acme", ANA_EMAIL.upper(), reason=Reason.HARD_BOUNCE, source="dsn",
-                                 detail="5.1.1", now=0)
+    await running.store.suppress(
+        "acme", ANA_EMAIL.upper(), reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1", now=0
+    )
     await running.post_events(sample_event("s_new_device"))
-    emails = await wait_emails(running.store, lambda es: len(es) == 2 and all(e.state.value == "suppressed"
-                                                                              for e in es))
+    emails = await wait_emails(
+        running.store, lambda es: len(es) == 2 and all(e.state.value == "suppressed" for e in es)
+    )
     assert {e.rule for e in emails} == {"new-device", "welcome"} and all("hard_bounce" in e.last_error for e in emails)
     assert catcher.messages == []
     async with aiohttp.ClientSession() as session:
@@ -239,17 +270,22 @@ async def test_rules_read_recipient_suppressed_and_its_reason(tmp_path, standin,
     daemon = await start_daemon(config_text(tmp_path, standin, catcher, extra_rules=extra))
     from streamer.suppression.policy import Reason
 
-    await daemon.daemon.store.suppress("acme", "erik.schmidt@example.com", reason=Reason.COMPLAINT, source="arf",
-                                       detail="abuse", now=0)
-    await daemon.daemon.store.suppress("acme", CHLOE_EMAIL, reason=Reason.HARD_BOUNCE, source="dsn",
-                                       detail="5.1.1", now=0)
+    await daemon.daemon.store.suppress(
+        "acme", "erik.schmidt@example.com", reason=Reason.COMPLAINT, source="arf", detail="abuse", now=0
+    )
+    await daemon.daemon.store.suppress(
+        "acme", CHLOE_EMAIL, reason=Reason.HARD_BOUNCE, source="dsn", detail="5.1.1", now=0
+    )
     erik = sample_event("s", user_id="auth0|65f0c0ffee0000000000e005", log_id="900201", ip="192.0.2.1")
     chloe = sample_event("s", user_id=CHLOE, log_id="900202", ip="192.0.2.2")
     await daemon.post([envelope(erik), envelope(chloe)])
     emails = await wait_emails(daemon.daemon.store, lambda es: any(e.rule == "fix-your-address" for e in es))
-    await pipeline_idle(daemon.daemon.store)   # both events evaluated: chloe's made nothing due
-    assert [(e.rule, e.recipient) for e in await daemon.daemon.store.list_emails(states=None)
-            if e.rule == "fix-your-address"] == [("fix-your-address", "erik.schmidt@example.com")]
+    await pipeline_idle(daemon.daemon.store)  # both events evaluated: chloe's made nothing due
+    assert [
+        (e.rule, e.recipient)
+        for e in await daemon.daemon.store.list_emails(states=None)
+        if e.rule == "fix-your-address"
+    ] == [("fix-your-address", "erik.schmidt@example.com")]
     assert emails
 
 
@@ -259,7 +295,7 @@ async def test_soft_bounces_suppress_after_the_configured_count(running, catcher
     port = running.daemon.inbound_port
     assert (await smtp_send(port, message.mail_from, report("dsn_delayed.eml", message.mail_from)))[0] == 250
     assert (await smtp_send(port, message.mail_from, report("dsn_soft.eml", message.mail_from)))[0] == 250
-    assert await suppressed(running.store, ANA_EMAIL) is None             # one soft bounce: not yet
+    assert await suppressed(running.store, ANA_EMAIL) is None  # one soft bounce: not yet
     assert (await smtp_send(port, message.mail_from, report("dsn_soft.eml", message.mail_from)))[0] == 250
     entry = await suppressed(running.store, ANA_EMAIL)
     assert entry.reason.value == "soft_bounce" and "2 soft bounces" in entry.detail
@@ -268,8 +304,9 @@ async def test_soft_bounces_suppress_after_the_configured_count(running, catcher
 async def test_an_arf_complaint_at_the_bare_return_path_is_matched_by_its_original_sender(running, catcher):
     await running.post_events(sample_event("ss"))
     [message] = await catcher.wait_for(1)
-    code, _ = await smtp_send(running.daemon.inbound_port, "bounces@bounces.acme.test",
-                              report("arf_complaint.eml", message.mail_from))
+    code, _ = await smtp_send(
+        running.daemon.inbound_port, "bounces@bounces.acme.test", report("arf_complaint.eml", message.mail_from)
+    )
     assert code == 250
     entry = await suppressed(running.store, ANA_EMAIL)
     assert (entry.reason.value, entry.source, entry.detail) == ("complaint", "arf", "feedback-type abuse")
@@ -293,8 +330,10 @@ async def test_lmtp_listener_takes_the_same_reports(tmp_path, standin, catcher):
     token = paths.token("acme", ANA_EMAIL)
     await store.remember_return_path(token, "acme", ANA_EMAIL, now=0)
     config = SuppressionConfig(return_path="bounces@bounces.acme.test", secret="k" * 20)
-    listener = InboundListener(InboundConfig(listen="127.0.0.1:0", protocol="lmtp"),
-                               InboundHandler(store, paths, SuppressionRecorder(store, config)))
+    listener = InboundListener(
+        InboundConfig(listen="127.0.0.1:0", protocol="lmtp"),
+        InboundHandler(store, paths, SuppressionRecorder(store, config)),
+    )
     port = await listener.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -318,7 +357,7 @@ async def test_lmtp_listener_takes_the_same_reports(tmp_path, standin, catcher):
         body = report("dsn_hard.eml", paths.address(token)).replace(b"\r\n.", b"\r\n..")
         writer.write(body + b"\r\n.\r\n")
         await writer.drain()
-        replies = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]   # one per recipient (RFC 2033)
+        replies = [await asyncio.wait_for(reader.readline(), 5) for _ in range(2)]  # one per recipient (RFC 2033)
         assert [r[:3] for r in replies] == [b"250", b"250"], replies
         writer.close()
     finally:
@@ -329,10 +368,14 @@ async def test_lmtp_listener_takes_the_same_reports(tmp_path, standin, catcher):
 
 # --- provider webhooks ---------------------------------------------------------------------------------
 
+
 async def post_json(url: str, body, headers=None) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=json.dumps(body) if not isinstance(body, bytes) else body,
-                                headers={"Content-Type": "text/plain; charset=UTF-8", **(headers or {})}) as response:
+        async with session.post(
+            url,
+            data=json.dumps(body) if not isinstance(body, bytes) else body,
+            headers={"Content-Type": "text/plain; charset=UTF-8", **(headers or {})},
+        ) as response:
             return response.status, await response.text()
 
 
@@ -340,10 +383,17 @@ async def test_ses_notifications_are_believed_only_with_a_valid_sns_signature(ru
     url = f"{running.url}/webhooks/ses/acme"
     sns = running.sns
     # Confirming the subscription: the SubscribeURL (an SNS host) is fetched once.
-    confirm = sns.sign({"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
-                        "Token": "2336412f37fb687f5d51e6e2425c464de12884", "TopicArn": TOPIC,
-                        "Message": "You have chosen to subscribe to the topic.", "SubscribeURL": SUBSCRIBE_URL,
-                        "Timestamp": "2026-12-01T09:00:00.000Z"})
+    confirm = sns.sign(
+        {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+            "Token": "2336412f37fb687f5d51e6e2425c464de12884",
+            "TopicArn": TOPIC,
+            "Message": "You have chosen to subscribe to the topic.",
+            "SubscribeURL": SUBSCRIBE_URL,
+            "Timestamp": "2026-12-01T09:00:00.000Z",
+        }
+    )
     assert (await post_json(url, confirm))[0] == 200 and SUBSCRIBE_URL in sns.fetched
 
     signed = sns.sign(notification("ses_bounce.json"))
@@ -355,15 +405,17 @@ async def test_ses_notifications_are_believed_only_with_a_valid_sns_signature(ru
         sns.sign(notification("ses_bounce.json", TopicArn="arn:aws:sns:us-east-1:999999999999:other")),
         {**sns.sign(notification("ses_bounce.json")), "SigningCertURL": "https://sns.evil.test/cert.pem"},
         {**sns.sign(notification("ses_bounce.json")), "SigningCertURL": CERT_URL.replace("https", "http")},
-        {**sns.sign(notification("ses_bounce.json")),
-         "SigningCertURL": "https://sns.us-east-1.amazonaws.com.evil.test/x.pem"},
+        {
+            **sns.sign(notification("ses_bounce.json")),
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com.evil.test/x.pem",
+        },
         {**signed, "Signature": "not base64!"},
     ]
     for message in rejected:
         status, text = await post_json(url, message)
         assert status == 403, text
     assert await running.store.list_suppressions() == []
-    assert set(sns.fetched) <= {CERT_URL, SUBSCRIBE_URL}                  # never any other host
+    assert set(sns.fetched) <= {CERT_URL, SUBSCRIBE_URL}  # never any other host
 
     assert (await post_json(url, signed))[0] == 200
     assert (await post_json(url, sns.sign(notification("ses_complaint.json"), version="1")))[0] == 200
@@ -372,7 +424,7 @@ async def test_ses_notifications_are_believed_only_with_a_valid_sns_signature(ru
     assert set(entries) == {DAVE_EMAIL, "sofia.garcia@example.com"}
     assert (entries[DAVE_EMAIL].reason.value, entries[DAVE_EMAIL].source) == ("hard_bounce", "ses")
     assert entries["sofia.garcia@example.com"].reason.value == "complaint"
-    assert sns.fetched.count(CERT_URL) == 1                               # cached
+    assert sns.fetched.count(CERT_URL) == 1  # cached
     assert (await post_json(f"{running.url}/webhooks/ses/nobody", signed))[0] == 404
     assert (await post_json(url, b"{not json"))[0] == 400
 
@@ -398,6 +450,7 @@ async def test_postmark_webhooks_need_the_basic_credentials(running):
 
 # --- one-click unsubscribe ----------------------------------------------------------------------------
 
+
 def unsubscribe_link(message) -> tuple[str, str]:
     header = str(message.parsed["List-Unsubscribe"])
     https, mailto = re.findall(r"<([^>]+)>", header)
@@ -413,25 +466,32 @@ async def test_one_click_unsubscribe_stops_the_next_new_device_email(running, ca
     https, mailto = unsubscribe_link(message)
     assert https.startswith(f"{PUBLIC_URL}/unsubscribe/") and https.endswith("?lang=fr-CA")
     assert mailto.startswith("mailto:unsubscribe@bounces.acme.test?subject=unsubscribe%20")
-    local = running.url + https[len(PUBLIC_URL):]
+    local = running.url + https[len(PUBLIC_URL) :]
     async with aiohttp.ClientSession() as session:
-        async with session.get(local) as response:                     # a link scanner's GET
+        async with session.get(local) as response:  # a link scanner's GET
             page = await response.text()
             assert response.status == 200 and response.headers["Content-Language"] == "fr"
             assert "Me désabonner" in page and "default-src 'none'" in response.headers["Content-Security-Policy"]
         assert await running.store.get_unsubscribed("acme", [CHLOE]) == {}
-        async with session.post(local.replace("/unsubscribe/", "/unsubscribe/x"),
-                                data="List-Unsubscribe=One-Click") as response:
+        async with session.post(
+            local.replace("/unsubscribe/", "/unsubscribe/x"), data="List-Unsubscribe=One-Click"
+        ) as response:
             assert response.status == 404
-        async with session.post(local, data="List-Unsubscribe=One-Click",
-                                headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+        async with session.post(
+            local, data="List-Unsubscribe=One-Click", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ) as response:
             assert response.status == 200 and "Votre désabonnement est enregistré" in await response.text()
     assert await running.store.get_unsubscribed("acme", [CHLOE]) == {CHLOE: {"new-device"}}
 
     second = sample_event("s_new_device", user_id=CHLOE, log_id="900302", ip="192.0.2.32")
     await running.post_events(second)
-    await wait_until(lambda: '"reason": "user unsubscribed' in running.logs.getvalue()
-                     or "user unsubscribed from this rule" in running.logs.getvalue(), timeout=10)
+    await wait_until(
+        lambda: (
+            '"reason": "user unsubscribed' in running.logs.getvalue()
+            or "user unsubscribed from this rule" in running.logs.getvalue()
+        ),
+        timeout=10,
+    )
     assert len(catcher.messages) == 1
 
 
@@ -439,7 +499,7 @@ async def test_mailto_unsubscribe_through_the_inbound_listener(running, catcher)
     await running.post_events(sample_event("s_new_device", user_id=CHLOE, log_id="900401", ip="192.0.2.41"))
     [message] = await catcher.wait_for(1)
     _, mailto = unsubscribe_link(message)
-    address, _, query = mailto[len("mailto:"):].partition("?")
+    address, _, query = mailto[len("mailto:") :].partition("?")
     from urllib.parse import parse_qs
 
     subject = parse_qs(query)["subject"][0]
@@ -450,14 +510,17 @@ async def test_mailto_unsubscribe_through_the_inbound_listener(running, catcher)
 
 # --- check and the command line --------------------------------------------------------------------------
 
+
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env
+    )
 
 
 def test_check_refuses_unsubscribe_on_transactional_rules(tmp_path, standin, catcher):
     text = full_config(tmp_path, standin, catcher).replace(
-        "    template: verify_email\n", "    template: verify_email\n    unsubscribe: true\n")
+        "    template: verify_email\n", "    template: verify_email\n    unsubscribe: true\n"
+    )
     path = tmp_path / "streamer.yaml"
     path.write_text(text)
     result = run_cli("check", "-c", str(path))
@@ -474,18 +537,28 @@ def test_check_refuses_unsubscribe_on_transactional_rules(tmp_path, standin, cat
 def test_suppression_commands_add_list_and_remove(tmp_path, standin, catcher):
     path = tmp_path / "streamer.yaml"
     path.write_text(full_config(tmp_path, standin, catcher))
-    added = run_cli("suppression", "add", "Ana.Silva@Example.com", "--tenant", "acme", "--note", "asked by phone",
-                    "-c", str(path), "--json")
-    assert added.returncode == 0 and json.loads(added.stdout) == {"tenant": "acme", "address": ANA_EMAIL,
-                                                                   "added": True}
+    added = run_cli(
+        "suppression",
+        "add",
+        "Ana.Silva@Example.com",
+        "--tenant",
+        "acme",
+        "--note",
+        "asked by phone",
+        "-c",
+        str(path),
+        "--json",
+    )
+    assert added.returncode == 0 and json.loads(added.stdout) == {"tenant": "acme", "address": ANA_EMAIL, "added": True}
     listed = json.loads(run_cli("suppression", "list", "-c", str(path), "--json").stdout)
     assert [(e["address"], e["reason"], e["source"], e["detail"]) for e in listed] == [
-        (ANA_EMAIL, "manual", "cli", "asked by phone")]
+        (ANA_EMAIL, "manual", "cli", "asked by phone")
+    ]
     table = run_cli("suppression", "list", "--tenant", "acme", "-c", str(path)).stdout
     assert table.splitlines()[0].split()[:4] == ["TENANT", "ADDRESS", "REASON", "SOURCE"] and ANA_EMAIL in table
     assert run_cli("suppression", "add", "not an address", "--tenant", "acme", "-c", str(path)).returncode == 1
     assert run_cli("suppression", "add", ANA_EMAIL, "--tenant", "nobody", "-c", str(path)).returncode == 1
-    assert run_cli("suppression", "add", ANA_EMAIL, "-c", str(path)).returncode == 2        # --tenant required
+    assert run_cli("suppression", "add", ANA_EMAIL, "-c", str(path)).returncode == 2  # --tenant required
     removed = run_cli("suppression", "remove", ANA_EMAIL, "--tenant", "acme", "-c", str(path))
     assert removed.returncode == 0 and "removed" in removed.stdout
     assert run_cli("suppression", "remove", ANA_EMAIL, "--tenant", "acme", "-c", str(path)).returncode == 1
@@ -498,9 +571,14 @@ def test_the_example_config_sections_are_valid_once_uncommented():
     text = (REPO / "config" / "streamer.example.yaml").read_text()
     start = text.index("# suppression:")
     tail = "\n".join(re.sub(r"^# (?=\s*[a-z_]+:)", "", line) for line in text[start:].splitlines())
-    env = {"STREAMER_VERP_SECRET": "v" * 32, "POSTMARK_WEBHOOK_PASSWORD": "p" * 32,
-           "STREAMER_UNSUBSCRIBE_SECRET": "u" * 32, "ACME_CLIENT_ID": "id", "ACME_CLIENT_SECRET": "secret",
-           "ACME_WEBHOOK_TOKEN": "token"}
+    env = {
+        "STREAMER_VERP_SECRET": "v" * 32,
+        "POSTMARK_WEBHOOK_PASSWORD": "p" * 32,
+        "STREAMER_UNSUBSCRIBE_SECRET": "u" * 32,
+        "ACME_CLIENT_ID": "id",
+        "ACME_CLIENT_SECRET": "secret",
+        "ACME_WEBHOOK_TOKEN": "token",
+    }
     config = parse_config(text[:start] + tail, env=env)
     assert config.suppression.return_path == "bounces@bounces.acme.test"
     assert config.suppression.soft_bounces.window == 7 * 86400 and config.suppression.inbound.protocol == "smtp"

@@ -24,13 +24,22 @@ def eml(name: str, **values: str) -> bytes:
     return text.replace("\n", "\r\n").encode()
 
 
-@pytest.mark.parametrize(("status", "action", "kind"), [
-    ("5.1.1", "failed", Kind.HARD), ("5.1.10", "failed", Kind.HARD), ("5.4.4", "failed", Kind.HARD),
-    ("5.2.2", "failed", Kind.SOFT),          # mailbox full
-    ("5.7.1", "failed", Kind.SOFT),          # policy / content block: not the address's fault
-    ("4.2.2", "failed", Kind.SOFT), ("4.4.1", "delayed", None), ("2.0.0", "delivered", None),
-    ("5.1.1", "relayed", None), ("", "failed", Kind.SOFT), ("garbage", "failed", Kind.SOFT),
-])
+@pytest.mark.parametrize(
+    ("status", "action", "kind"),
+    [
+        ("5.1.1", "failed", Kind.HARD),
+        ("5.1.10", "failed", Kind.HARD),
+        ("5.4.4", "failed", Kind.HARD),
+        ("5.2.2", "failed", Kind.SOFT),  # mailbox full
+        ("5.7.1", "failed", Kind.SOFT),  # policy / content block: not the address's fault
+        ("4.2.2", "failed", Kind.SOFT),
+        ("4.4.1", "delayed", None),
+        ("2.0.0", "delivered", None),
+        ("5.1.1", "relayed", None),
+        ("", "failed", Kind.SOFT),
+        ("garbage", "failed", Kind.SOFT),
+    ],
+)
 def test_dsn_status_classification(status, action, kind):
     assert classify_status(status, action) == kind
 
@@ -47,7 +56,7 @@ def test_a_hard_dsn_names_the_recipient_the_status_and_the_original_return_path(
 def test_soft_and_delayed_dsns():
     [soft] = parse_report(eml("dsn_soft.eml")).findings
     assert soft.kind == Kind.SOFT
-    assert parse_report(eml("dsn_delayed.eml")).findings == []   # the remote MTA still tries
+    assert parse_report(eml("dsn_delayed.eml")).findings == []  # the remote MTA still tries
 
 
 def test_an_arf_complaint_carries_the_original_envelope_sender():
@@ -91,7 +100,9 @@ def test_verp_tokens_are_stable_per_tenant_and_address_and_need_the_secret():
     paths = ReturnPaths("bounces@Bounces.Acme.test", b"s" * 32)
     token = paths.token("acme", "Ana@Example.com")
     assert token == paths.token("acme", "ana@example.com") != paths.token("globex", "ana@example.com")
-    assert len(token) == 16 and token != ReturnPaths("bounces@bounces.acme.test", b"t" * 32).token("acme", "ana@example.com")  # noqa: E501
+    assert len(token) == 16 and token != ReturnPaths("bounces@bounces.acme.test", b"t" * 32).token(
+        "acme", "ana@example.com"
+    )  # noqa: E501
     address = paths.address(token)
     assert address == f"bounces+{token}@bounces.acme.test" and len(address.split("@")[0]) <= 64
     assert paths.token_of(address.upper()) == token
@@ -106,9 +117,12 @@ def test_unsubscribe_tokens_round_trip_and_refuse_any_change():
     token = tokens.make("acme", "auth0|65f0c0ffee0000000000c003", "new-device")
     subscription = tokens.read(token)
     assert (subscription.tenant, subscription.user_id, subscription.rule) == (
-        "acme", "auth0|65f0c0ffee0000000000c003", "new-device")
+        "acme",
+        "auth0|65f0c0ffee0000000000c003",
+        "new-device",
+    )
     forged = UnsubscribeTokens(b"k" * 32).make("acme", "auth0|someone-else", "new-device").split(".")[0]
-    assert tokens.read(forged + "." + token.split(".")[1]) is None        # another user, the same MAC
+    assert tokens.read(forged + "." + token.split(".")[1]) is None  # another user, the same MAC
     assert tokens.read(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
     assert UnsubscribeTokens(b"x" * 32).read(token) is None
     for junk in ("", ".", "a.b.c", "!!!.???", "x" * 5000):
@@ -124,21 +138,32 @@ def test_rules_see_the_recipient_facts_and_skip_what_the_user_unsubscribed_from(
 
     from conftest import sample_event
 
-    config = parse_config("""\
+    config = parse_config(
+        """\
 smtp: {from: "Acme <no-reply@acme.test>"}
 tenants: {acme: {domain: acme.eu.auth0.com, client_id: x, client_secret: y}}
 rules:
   - {name: notice, on: [s], template: new_device, once: per_event, unsubscribe: true}
   - {name: other-address, on: [s], template: welcome, once: per_event,
      if: "recipient.suppressed and recipient.reason == 'hard_bounce'"}
-""", env={})
+""",
+        env={},
+    )
     rules = compile_rules(config.rules)
     assert [reads_recipient(r.config) for r in rules] == [False, True]
     user = {"user_id": "auth0|1", "email": "ana@example.com"}
 
     def run(recipient):
-        return decide(rules, sample_event("s"), tenant="acme", tenant_ctx=tenant_view("acme", config.tenants["acme"]),
-                      user=user, locale_for=lambda rule: "en", accepted_at=0.0, recipient=recipient)
+        return decide(
+            rules,
+            sample_event("s"),
+            tenant="acme",
+            tenant_ctx=tenant_view("acme", config.tenants["acme"]),
+            user=user,
+            locale_for=lambda rule: "en",
+            accepted_at=0.0,
+            recipient=recipient,
+        )
 
     due, skipped = run(None)
     assert [e.rule for e in due] == ["notice"] and skipped == []

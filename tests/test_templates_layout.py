@@ -44,10 +44,10 @@ def style_of(element) -> dict[str, str]:
 def test_layout(shipped, name, locale):
     email = rendered(shipped, name, locale, logo_url="https://app.acme.test/logo.png")
     head = email.html.split("<head>", 1)[1]
-    assert head.startswith('<meta charset="utf-8">')                 # before css_inline's <style>
+    assert head.startswith('<meta charset="utf-8">')  # before css_inline's <style>
     tree = lxml_html.fromstring(email.html)
     [wrapper] = tree.xpath("//body/div[@role='article']")
-    assert wrapper.get("lang") == email.locale and wrapper.get("dir") == "ltr"   # Gmail drops <html lang>
+    assert wrapper.get("lang") == email.locale and wrapper.get("dir") == "ltr"  # Gmail drops <html lang>
     [preheader] = tree.xpath("//div[contains(@class, 'preheader')]")
     assert "color" not in style_of(preheader) and style_of(preheader)["display"] == "none"
     [logo] = tree.xpath("//td[contains(@class, 'header')]/img")
@@ -73,20 +73,28 @@ def test_rtl_locales_set_dir_on_the_wrapper_too(tmp_path):
 
 def test_logo_width_comes_from_tenant_vars_within_bounds(shipped):
     def logo(width):
-        tree = lxml_html.fromstring(rendered(shipped, "welcome", "en", logo_url="https://x.test/l.png",
-                                             logo_width=width).html)
+        tree = lxml_html.fromstring(
+            rendered(shipped, "welcome", "en", logo_url="https://x.test/l.png", logo_width=width).html
+        )
         return tree.xpath("//td[contains(@class, 'header')]/img")[0].get("width")
 
     assert logo(200) == "200"
     assert logo(5000) == "160" and logo("wide") == "160"
 
 
-@pytest.mark.parametrize(("wanted", "used"), [
-    ("#1d4ed8", "#1d4ed8"), ("#0F766E", "#0f766e"), ("#c00", "#cc0000"),
-    ("#fde047", DEFAULT_BUTTON_COLOR),                    # yellow: white text unreadable
-    ("#zzzzzz", DEFAULT_BUTTON_COLOR), ("red", DEFAULT_BUTTON_COLOR),
-    ("#123456; background:url(x)", DEFAULT_BUTTON_COLOR), (None, DEFAULT_BUTTON_COLOR),
-])
+@pytest.mark.parametrize(
+    ("wanted", "used"),
+    [
+        ("#1d4ed8", "#1d4ed8"),
+        ("#0F766E", "#0f766e"),
+        ("#c00", "#cc0000"),
+        ("#fde047", DEFAULT_BUTTON_COLOR),  # yellow: white text unreadable
+        ("#zzzzzz", DEFAULT_BUTTON_COLOR),
+        ("red", DEFAULT_BUTTON_COLOR),
+        ("#123456; background:url(x)", DEFAULT_BUTTON_COLOR),
+        (None, DEFAULT_BUTTON_COLOR),
+    ],
+)
 def test_brand_color_is_a_readable_hex_colour_or_the_default(shipped, wanted, used):
     tree = lxml_html.fromstring(rendered(shipped, "verify_email", "en", brand_color=wanted).html)
     [cell] = tree.xpath("//td[contains(@class, 'button-cell')]")
@@ -102,7 +110,8 @@ def test_colour_maths():
 
 
 def test_check_reports_bad_brand_colours(tmp_path):
-    config = parse_config(f"""\
+    config = parse_config(
+        f"""\
 smtp: {{from: "Acme <no-reply@acme.test>"}}
 templates: {{dir: "{SHIPPED}"}}
 tenants:
@@ -110,18 +119,29 @@ tenants:
   beta: {{domain: b.eu.auth0.com, client_id: x, client_secret: y, webhook_token: t, vars: {{brand_color: "blue"}}}}
   ok: {{domain: c.eu.auth0.com, client_id: x, client_secret: y, webhook_token: t, vars: {{brand_color: "#1d4ed8"}}}}
 rules: [{{name: r, on: [s], template: welcome}}]
-""", base_dir=tmp_path, env={})
+""",
+        base_dir=tmp_path,
+        env={},
+    )
     report = check_config(config)
     assert [e for e in report.errors if "brand_color" in e] == [
         f"{config.source}: tenants.beta.vars.brand_color: 'blue' is not a hex colour such as #1a56db "
-        f"(buttons use {DEFAULT_BUTTON_COLOR} until then)"]
+        f"(buttons use {DEFAULT_BUTTON_COLOR} until then)"
+    ]
     [warning] = [w for w in report.warnings if "brand_color" in w]
     assert "tenants.acme.vars.brand_color" in warning and "below 4.5:1" in warning
 
 
 def test_french_elision():
     assert [fr_de(n) for n in ("Acme", "Zoom", "Élan", "Uber", "Yahoo", "Ypsilon", "Hôtel")] == [
-        "d’Acme", "de Zoom", "d’Élan", "d’Uber", "de Yahoo", "d’Ypsilon", "de Hôtel"]
+        "d’Acme",
+        "de Zoom",
+        "d’Élan",
+        "d’Uber",
+        "de Yahoo",
+        "d’Ypsilon",
+        "de Hôtel",
+    ]
 
 
 def test_fr_ca_says_courriel_and_fr_keeps_e_mail(shipped):
@@ -164,6 +184,7 @@ def test_reviewed_copy(shipped, name, locale, wanted, unwanted):
 def test_spanish_hosted_pages_use_usted_like_the_emails():
     from streamer.password_reset.messages import MESSAGES
 
-    informal = re.compile(r"\b(tu|te|introduce|elige|revisa|escribe|espera|vuelve|envíalo|comprueba|confirma)\b",
-                          re.IGNORECASE)
+    informal = re.compile(
+        r"\b(tu|te|introduce|elige|revisa|escribe|espera|vuelve|envíalo|comprueba|confirma)\b", re.IGNORECASE
+    )
     assert [key for key, text in MESSAGES["es"].items() if informal.search(text)] == []

@@ -48,9 +48,9 @@ async def test_the_page_is_localized_and_only_its_button_unsubscribes(tmp_path):
             assert await page.get_attribute("html", "lang") == "de"
             await page.get_by_role("heading", name="Diese E-Mails abbestellen?").wait_for()
             assert "Passworts" in await page.inner_text("main")
-            assert await store.get_unsubscribed("acme", [CHLOE]) == {}          # looking changes nothing
+            assert await store.get_unsubscribed("acme", [CHLOE]) == {}  # looking changes nothing
             button = page.get_by_role("button", name="Abbestellen")
-            await page.keyboard.press("Tab")                                    # reachable by keyboard
+            await page.keyboard.press("Tab")  # reachable by keyboard
             assert await button.evaluate("b => b === document.activeElement")
             await button.click()
             await page.get_by_role("heading", name="Sie haben diese E-Mails abbestellt").wait_for()

@@ -34,22 +34,25 @@ def endpoint(method: str, path: str) -> str:
     return f"{method} {path}"
 
 
-async def api_calls(count: int, sink_port: int, workdir: Path, *, mark: bool,
-                    signup_delay_ms: int = 14) -> tuple[int, Counter[str], int, Counter[str]]:
+async def api_calls(
+    count: int, sink_port: int, workdir: Path, *, mark: bool, signup_delay_ms: int = 14
+) -> tuple[int, Counter[str], int, Counter[str]]:
     """(emails sent, /api/v2 calls by endpoint, token requests, daemon warnings) for `count`
     signups whose `ss` entries are dated `signup_delay_ms` after the user's creation."""
     users = h.make_users(f"signup{int(mark)}d{signup_delay_ms}", count, verified=False, logins=1)
-    async with realistic_tenant(rate_limit=None, plan="enterprise") as auth0:   # see the docstring, 3.
+    async with realistic_tenant(rate_limit=None, plan="enterprise") as auth0:  # see the docstring, 3.
         profiles = [auth0.add_user(user) for user in users]
-        events = [h.make_event("ss", p, h.log_id(3 + mark, i), h.signup_date(p, signup_delay_ms))
-                  for i, p in enumerate(profiles)]
+        events = [
+            h.make_event("ss", p, h.log_id(3 + mark, i), h.signup_date(p, signup_delay_ms))
+            for i, p in enumerate(profiles)
+        ]
         daemon = Daemon(workdir, auth0=auth0, smtp_port=sink_port, rule_text=h.rules(mark=mark), pool_size=POOL_SIZE)
         first_call = len(auth0.calls)  # from before start: the start-up token and scope check count too
         await daemon.start()
         try:
             async with aiohttp.ClientSession() as session:
                 for start in range(0, count, SIGNUP_BATCH):
-                    await daemon.post(session, events[start:start + SIGNUP_BATCH])
+                    await daemon.post(session, events[start : start + SIGNUP_BATCH])
             await daemon.wait_sent(count, timeout=120)
             await quiet(auth0)
             sent = await daemon.count_sent()
@@ -75,34 +78,48 @@ async def measure(run: Run) -> None:
     section = SECTION
     print(f"\n{section}", flush=True)
     for mark in (False, True):
-        sent, by_endpoint, tokens, problems = await api_calls(settings.signups, sink_port,
-                                                              workdir / f"api-mark{int(mark)}", mark=mark)
+        sent, by_endpoint, tokens, problems = await api_calls(
+            settings.signups, sink_port, workdir / f"api-mark{int(mark)}", mark=mark
+        )
         per_email = sum(by_endpoint.values()) / sent
         floor = 2.0 if mark else 1.0
         label = "with `mark`" if mark else "without mark"
         note_problems(report, section, label, problems)
-        report.rows.append(Row(f"3. Mgmt API calls/email, {label}", f"{per_email:.2f}",
-                               f"{floor:.2f} (ticket{' + PATCH' if mark else ''} per email)",
-                               f"{per_email / floor:.2f}×", "≤ 1.2" if not mark else "report",
-                               verdict(per_email <= 1.2) if not mark else "—"))
+        report.rows.append(
+            Row(
+                f"3. Mgmt API calls/email, {label}",
+                f"{per_email:.2f}",
+                f"{floor:.2f} (ticket{' + PATCH' if mark else ''} per email)",
+                f"{per_email / floor:.2f}×",
+                "≤ 1.2" if not mark else "report",
+                verdict(per_email <= 1.2) if not mark else "—",
+            )
+        )
         breakdown = ", ".join(f"{name}: {n}" for name, n in by_endpoint.most_common())
-        report.note(section, f"{label}: {sent} emails, {sum(by_endpoint.values())} /api/v2 calls ({breakdown}); "
-                    f"plus {tokens} POST /oauth/token")
+        report.note(
+            section,
+            f"{label}: {sent} emails, {sum(by_endpoint.values())} /api/v2 calls ({breakdown}); "
+            f"plus {tokens} POST /oauth/token",
+        )
         if mark:
-            report.note(section, "with `mark`: the rule writes app_metadata back once per email after the send, "
-                        "so one PATCH /api/v2/users/{id} per email is inherent (the Management API has no bulk "
-                        "metadata update); the figure to watch is the excess over 2.0")
+            report.note(
+                section,
+                "with `mark`: the rule writes app_metadata back once per email after the send, "
+                "so one PATCH /api/v2/users/{id} per email is inherent (the Management API has no bulk "
+                "metadata update); the figure to watch is the excess over 2.0",
+            )
         if not mark and per_email > 1.2:
             await diagnose_api_calls(settings, report, section, sink_port, workdir)
 
 
-async def diagnose_api_calls(settings: Settings, report: Report, section: str, sink_port: int,
-                             workdir: Path) -> None:
+async def diagnose_api_calls(settings: Settings, report: Report, section: str, sink_port: int, workdir: Path) -> None:
     """The same signups with the log entry dated exactly at the user's creation: if the extra calls
     vanish, the profile freshness check (event date vs updated_at) is what causes them."""
     count = min(settings.signups, 100)
-    sent, by_endpoint, _, _ = await api_calls(count, sink_port, workdir / "api-same-ms", mark=False,
-                                              signup_delay_ms=0)
+    sent, by_endpoint, _, _ = await api_calls(count, sink_port, workdir / "api-same-ms", mark=False, signup_delay_ms=0)
     breakdown = ", ".join(f"{name}: {n}" for name, n in by_endpoint.most_common())
-    report.note(section, f"diagnosis, `ss` dated at the very millisecond of the user's creation instead of 14 ms "
-                f"later: {sum(by_endpoint.values()) / sent:.2f} calls/email ({breakdown})")
+    report.note(
+        section,
+        f"diagnosis, `ss` dated at the very millisecond of the user's creation instead of 14 ms "
+        f"later: {sum(by_endpoint.values()) / sent:.2f} calls/email ({breakdown})",
+    )

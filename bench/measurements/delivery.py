@@ -45,15 +45,15 @@ METHOD = """\
 
 @dataclass
 class DeliveryRun:
-    emails: int               # queued by the run (all sent)
-    rate: float               # N / (last sent − first queued)
+    emails: int  # queued by the run (all sent)
+    rate: float  # N / (last sent − first queued)
     queued_to_sent_s: float
-    processed_by_s: float     # when the processor had settled every event, after the first email was queued
-    wall_rate: float          # N / (all sent − daemon ready): includes the processor's first batch
-    cpu_ms_per_email: float   # daemon CPU (all threads) from ready to the last send, per email
-    core_busy: float          # share of core 0 the daemon used over that time
+    processed_by_s: float  # when the processor had settled every event, after the first email was queued
+    wall_rate: float  # N / (all sent − daemon ready): includes the processor's first batch
+    cpu_ms_per_email: float  # daemon CPU (all threads) from ready to the last send, per email
+    core_busy: float  # share of core 0 the daemon used over that time
     main_thread_share: float  # share of the daemon's CPU spent on its event loop thread
-    foreign_load: float       # share of core 0 other processes used over that time
+    foreign_load: float  # share of core 0 other processes used over that time
     daemon: Daemon
 
 
@@ -75,13 +75,26 @@ class OfflineDelivery:
 
         shown = await daemon.cli_json("outbox", "show", "1")
         email = OutboxEmail(
-            id=shown["id"], tenant=shown["tenant"], rule=shown["rule"], template=shown["template"],
-            user_id=shown["user_id"], log_id=shown["log_id"], recipient=shown["recipient"], locale=shown["locale"],
-            state=EmailState(shown["state"]), attempts=shown["attempts"], last_error=shown["last_error"],
+            id=shown["id"],
+            tenant=shown["tenant"],
+            rule=shown["rule"],
+            template=shown["template"],
+            user_id=shown["user_id"],
+            log_id=shown["log_id"],
+            recipient=shown["recipient"],
+            locale=shown["locale"],
+            state=EmailState(shown["state"]),
+            attempts=shown["attempts"],
+            last_error=shown["last_error"],
             context=shown["context"],
             # Not shown, and no part of the message's size: the key only seeds the Message-ID's hash.
-            key=f"{shown['rule']}:{shown['log_id']}", next_attempt_at=0.0, created_at=0.0, updated_at=0.0,
-            sent_at=None, accepted_at=0.0)
+            key=f"{shown['rule']}:{shown['log_id']}",
+            next_attempt_at=0.0,
+            created_at=0.0,
+            updated_at=0.0,
+            sent_at=None,
+            accepted_at=0.0,
+        )
         config = load_config(daemon.config_path, env={})
         templates = Templates(config.templates_dir, default_locale=config.templates.default_locale)
         rules = {rule.name: rule for rule in compile_rules(config.rules)}
@@ -106,21 +119,33 @@ class OfflineDelivery:
         for _ in range(count):
             await self.deliverer.deliver(self.email)
         deliver = (time.process_time() - started) / count * 1000
-        rendered = render(self.deliverer.templates, self.email.template, tenant=self.email.tenant, client_id=None,
-                          locale_chain=fallback_chain(self.email.locale, self.config.templates.default_locale),
-                          context={**self.deliverer._context(self.email), "ticket_url": None})  # noqa: SLF001
+        rendered = render(
+            self.deliverer.templates,
+            self.email.template,
+            tenant=self.email.tenant,
+            client_id=None,
+            locale_chain=fallback_chain(self.email.locale, self.config.templates.default_locale),
+            context={**self.deliverer._context(self.email), "ticket_url": None},
+        )  # noqa: SLF001
         started = time.process_time()
         for _ in range(count):
             html_to_text(rendered.html)
         return {"deliver": deliver, "html_to_text": (time.process_time() - started) / count * 1000}
 
 
-async def streamer_delivery(count: int, sink_port: int, workdir: Path, *, profile_to: Path | None = None,
-                            extra_config: str = "") -> DeliveryRun:
+async def streamer_delivery(
+    count: int, sink_port: int, workdir: Path, *, profile_to: Path | None = None, extra_config: str = ""
+) -> DeliveryRun:
     users = h.make_users("welcome", count, verified=True, logins=1)
     async with Auth0StandIn(users=users) as auth0:
-        daemon = Daemon(workdir, auth0=auth0, smtp_port=sink_port, rule_text=h.rules(), pool_size=POOL_SIZE,
-                        extra_config=extra_config)
+        daemon = Daemon(
+            workdir,
+            auth0=auth0,
+            smtp_port=sink_port,
+            rule_text=h.rules(),
+            pool_size=POOL_SIZE,
+            extra_config=extra_config,
+        )
         events = [h.make_event("sv", user, h.log_id(2, i), OLD_DATE) for i, user in enumerate(users)]
         events_file = workdir / "events.json"
         events_file.write_text(json.dumps(events))
@@ -145,10 +170,18 @@ async def streamer_delivery(count: int, sink_port: int, workdir: Path, *, profil
     last_sent = scrape.latest("streamer_emails_last_sent_timestamp_seconds")
     processed_by = scrape.latest("streamer_events_last_evaluated_timestamp_seconds")
     span, wall = last_sent - first_queued, done - started
-    return DeliveryRun(emails=queued, rate=count / span, queued_to_sent_s=span,
-                       processed_by_s=processed_by - first_queued, wall_rate=count / wall,
-                       cpu_ms_per_email=core.ours * wall / count * 1000, core_busy=core.ours,
-                       main_thread_share=core.main_thread / core.ours, foreign_load=core.foreign, daemon=daemon)
+    return DeliveryRun(
+        emails=queued,
+        rate=count / span,
+        queued_to_sent_s=span,
+        processed_by_s=processed_by - first_queued,
+        wall_rate=count / wall,
+        cpu_ms_per_email=core.ours * wall / count * 1000,
+        core_busy=core.ours,
+        main_thread_share=core.main_thread / core.ours,
+        foreign_load=core.foreign,
+        daemon=daemon,
+    )
 
 
 async def raw_delivery(count: int, sink_port: int, message_file: Path) -> dict:
@@ -156,9 +189,21 @@ async def raw_delivery(count: int, sink_port: int, message_file: Path) -> dict:
     processes took meanwhile."""
     started = time.monotonic()
     with h.CoreWatch(SERVER_CORE) as core, h.CoreWatch(HELPER_CORE) as helper:
-        out = await h.run_command(h.pinned(SERVER_CORE, PYTHON, str(BENCH / "raw_smtp.py"), "--port",
-                                           str(sink_port), "--count", str(count), "--pool", str(POOL_SIZE),
-                                           "--message", str(message_file)))
+        out = await h.run_command(
+            h.pinned(
+                SERVER_CORE,
+                PYTHON,
+                str(BENCH / "raw_smtp.py"),
+                "--port",
+                str(sink_port),
+                "--count",
+                str(count),
+                "--pool",
+                str(POOL_SIZE),
+                "--message",
+                str(message_file),
+            )
+        )
     result = json.loads(out.strip().splitlines()[-1])
     own = result["process_cpu_s"] / (time.monotonic() - started)
     return {**result, "helper_core_busy": helper.busy, "foreign_load": max(0.0, core.busy - core.softirq - own)}
@@ -166,14 +211,27 @@ async def raw_delivery(count: int, sink_port: int, message_file: Path) -> dict:
 
 async def render_delivery(count: int, sink_port: int, config_path: Path) -> dict:
     """bench/render_smtp.py's JSON: render + build + raw send of the same welcome emails, core 0."""
-    out = await h.run_command(h.pinned(SERVER_CORE, PYTHON, str(BENCH / "render_smtp.py"), "--config",
-                                       str(config_path), "--port", str(sink_port), "--count", str(count),
-                                       "--pool", str(POOL_SIZE)))
+    out = await h.run_command(
+        h.pinned(
+            SERVER_CORE,
+            PYTHON,
+            str(BENCH / "render_smtp.py"),
+            "--config",
+            str(config_path),
+            "--port",
+            str(sink_port),
+            "--count",
+            str(count),
+            "--pool",
+            str(POOL_SIZE),
+        )
+    )
     return json.loads(out.strip().splitlines()[-1])
 
 
-async def delivery_rounds(settings: Settings, sink_port: int, workdir: Path, message_file: Path
-                          ) -> tuple[list[tuple[DeliveryRun, dict, dict]], OfflineDelivery]:
+async def delivery_rounds(
+    settings: Settings, sink_port: int, workdir: Path, message_file: Path
+) -> tuple[list[tuple[DeliveryRun, dict, dict]], OfflineDelivery]:
     """Streamer, then raw aiosmtplib sending the bytes streamer built, then render + raw send,
     round after round."""
     rounds: list[tuple[DeliveryRun, dict, dict]] = []
@@ -188,69 +246,111 @@ async def delivery_rounds(settings: Settings, sink_port: int, workdir: Path, mes
     return rounds, offline
 
 
-def report_delivery(report: Report, section: str, rounds: list[tuple[DeliveryRun, dict, dict]], size: int,
-                    costs: dict[str, float]) -> float:
+def report_delivery(
+    report: Report, section: str, rounds: list[tuple[DeliveryRun, dict, dict]], size: int, costs: dict[str, float]
+) -> float:
     """Rows and notes; returns the ratio (median over the rounds other processes left alone)."""
     pairs = [(run, raw) for run, raw, _ in rounds]
     clean = [(run, raw) for run, raw in pairs if max(run.foreign_load, raw["foreign_load"]) <= DISTURBED] or pairs
     ratio = statistics.median(run.rate / raw["rate"] for run, raw in clean)
     ours = statistics.median(run.rate for run, _ in clean)
-    report.rows.append(Row("2. delivery into smtp-sink", f"{ours:,.0f} emails/s",
-                           f"{statistics.median(raw['rate'] for _, raw in clean):,.0f} emails/s (raw aiosmtplib, "
-                           f"pool {POOL_SIZE})", f"{ratio:.0%}", "report (rendering bounds it)", verdict(None)))
+    report.rows.append(
+        Row(
+            "2. delivery into smtp-sink",
+            f"{ours:,.0f} emails/s",
+            f"{statistics.median(raw['rate'] for _, raw in clean):,.0f} emails/s (raw aiosmtplib, pool {POOL_SIZE})",
+            f"{ratio:.0%}",
+            "report (rendering bounds it)",
+            verdict(None),
+        )
+    )
     for number, (run, raw) in enumerate(pairs, 1):
-        report.note(section, f"round {number}, {run.emails:,} welcome emails of "
-                    f"{size:,} bytes: streamer {run.rate:,.0f} emails/s (first queued → last sent "
-                    f"{run.queued_to_sent_s:.2f} s; every event through the rules {run.processed_by_s:.2f} s after the "
-                    f"first email was queued; {run.wall_rate:,.0f} emails/s counting from daemon ready; daemon used "
-                    f"{run.core_busy:.0%} of core 0, other processes {run.foreign_load:.0%}); raw aiosmtplib "
-                    f"{raw['rate']:,.0f} emails/s (other processes {raw['foreign_load']:.0%} of core 0; core 1, "
-                    f"smtp-sink's, {raw['helper_core_busy']:.0%} busy)")
+        report.note(
+            section,
+            f"round {number}, {run.emails:,} welcome emails of "
+            f"{size:,} bytes: streamer {run.rate:,.0f} emails/s (first queued → last sent "
+            f"{run.queued_to_sent_s:.2f} s; every event through the rules {run.processed_by_s:.2f} s after the "
+            f"first email was queued; {run.wall_rate:,.0f} emails/s counting from daemon ready; daemon used "
+            f"{run.core_busy:.0%} of core 0, other processes {run.foreign_load:.0%}); raw aiosmtplib "
+            f"{raw['rate']:,.0f} emails/s (other processes {raw['foreign_load']:.0%} of core 0; core 1, "
+            f"smtp-sink's, {raw['helper_core_busy']:.0%} busy)",
+        )
         note_problems(report, section, f"round {number}", run.daemon.problems())
     if len(clean) < len(pairs):
-        report.note(section, f"{len(pairs) - len(clean)} round(s) set aside: other processes took > {DISTURBED:.0%} "
-                    f"of core 0; the figures are the median of the other {len(clean)}")
+        report.note(
+            section,
+            f"{len(pairs) - len(clean)} round(s) set aside: other processes took > {DISTURBED:.0%} "
+            f"of core 0; the figures are the median of the other {len(clean)}",
+        )
     ours_cpu = statistics.median(run.cpu_ms_per_email for run, _ in clean)
     raw_cpu = statistics.median(raw["cpu_ms_per_email"] for _, raw in clean)
     loop_share = statistics.median(run.main_thread_share for run, _ in clean)
-    report.note(section, f"CPU per email: streamer daemon {ours_cpu:.2f} ms (all threads, processor included; "
-                f"{loop_share:.0%} on the event loop thread, {1 - loop_share:.0%} on other threads, i.e. SQLite) vs "
-                f"raw aiosmtplib {raw_cpu:.2f} ms → CPU-normalised ratio {raw_cpu / ours_cpu:.0%}")
-    report.note(section, f"of which, measured in-process with streamer's own Deliverer (SMTP replaced by a "
-                f"capture): context + render + build_message {costs['deliver']:.2f} ms, including html_to_text "
-                f"(text part derived from the HTML, the shipped templates have no body.txt) "
-                f"{costs['html_to_text']:.2f} ms")
+    report.note(
+        section,
+        f"CPU per email: streamer daemon {ours_cpu:.2f} ms (all threads, processor included; "
+        f"{loop_share:.0%} on the event loop thread, {1 - loop_share:.0%} on other threads, i.e. SQLite) vs "
+        f"raw aiosmtplib {raw_cpu:.2f} ms → CPU-normalised ratio {raw_cpu / ours_cpu:.0%}",
+    )
+    report.note(
+        section,
+        f"of which, measured in-process with streamer's own Deliverer (SMTP replaced by a "
+        f"capture): context + render + build_message {costs['deliver']:.2f} ms, including html_to_text "
+        f"(text part derived from the HTML, the shipped templates have no body.txt) "
+        f"{costs['html_to_text']:.2f} ms",
+    )
     floor_rate = statistics.median(rendered["rate"] for _, _, rendered in rounds)
     floor_ratio = statistics.median(run.rate / rendered["rate"] for run, _, rendered in rounds)
-    report.rows.append(Row("2. delivery vs render + raw send", f"{ours:,.0f} emails/s",
-                           f"{floor_rate:,.0f} emails/s (render + build + raw send)", f"{floor_ratio:.0%}",
-                           "≥ 70%", verdict(floor_ratio >= 0.7)))
-    report.note(section, "render + raw send (bench/render_smtp.py): the same welcome emails rendered with "
-                f"streamer's renderer and sent over {POOL_SIZE} raw aiosmtplib connections, nothing else: "
-                + ", ".join(f"{rendered['rate']:,.0f} emails/s ({rendered['cpu_ms_per_email']:.2f} ms CPU per email)"
-                            for _, _, rendered in rounds))
+    report.rows.append(
+        Row(
+            "2. delivery vs render + raw send",
+            f"{ours:,.0f} emails/s",
+            f"{floor_rate:,.0f} emails/s (render + build + raw send)",
+            f"{floor_ratio:.0%}",
+            "≥ 70%",
+            verdict(floor_ratio >= 0.7),
+        )
+    )
+    report.note(
+        section,
+        "render + raw send (bench/render_smtp.py): the same welcome emails rendered with "
+        f"streamer's renderer and sent over {POOL_SIZE} raw aiosmtplib connections, nothing else: "
+        + ", ".join(
+            f"{rendered['rate']:,.0f} emails/s ({rendered['cpu_ms_per_email']:.2f} ms CPU per email)"
+            for _, _, rendered in rounds
+        ),
+    )
     bound = raw_cpu / (raw_cpu + costs["deliver"])
-    report.note(section, f"bound for any design that renders each email on this one core: raw send + render + "
-                f"build = {raw_cpu + costs['deliver']:.2f} ms per email, so at most {bound:.0%} of the raw ceiling, "
-                "before claiming, recording and rule evaluation; hence the ≥ 70% target is against the render + "
-                "build + raw send yardstick")
+    report.note(
+        section,
+        f"bound for any design that renders each email on this one core: raw send + render + "
+        f"build = {raw_cpu + costs['deliver']:.2f} ms per email, so at most {bound:.0%} of the raw ceiling, "
+        "before claiming, recording and rule evaluation; hence the ≥ 70% target is against the render + "
+        "build + raw send yardstick",
+    )
     return floor_ratio
 
 
 async def measure(run: Run) -> None:
-    settings, report, sink_port, workdir, message_file = (run.settings, run.report, run.sink_port, run.workdir,
-                                                          run.message_file)
+    settings, report, sink_port, workdir, message_file = (
+        run.settings,
+        run.report,
+        run.sink_port,
+        run.workdir,
+        run.message_file,
+    )
     section = SECTION
     print(f"\n{section}", flush=True)
     rounds, offline = await delivery_rounds(settings, sink_port, workdir, message_file)
     ratio = report_delivery(report, section, rounds, message_file.stat().st_size, await offline.costs_ms())
     if ratio < 0.7 and settings.profile:
         profile_file = workdir / "delivery.pyspy"
-        profiled = await streamer_delivery(settings.delivery_emails, sink_port, workdir / "delivery-profiled",
-                                           profile_to=profile_file)
+        profiled = await streamer_delivery(
+            settings.delivery_emails, sink_port, workdir / "delivery-profiled", profile_to=profile_file
+        )
         report.note(section, f"profiled rerun (py-spy, 100 Hz, sampling from core 1): {profiled.rate:,.0f} emails/s")
         report.notes["2. Delivery profile (py-spy, daemon process, all threads)"] = summarize_profile(
-            profile_file, DELIVERY_STAGES)
+            profile_file, DELIVERY_STAGES
+        )
 
 
 DELIVERY_STAGES = (

@@ -23,8 +23,11 @@ def dkim_key(path: Path, bits: int) -> Path:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     return path
 
 
@@ -59,31 +62,45 @@ async def measure(run: Run) -> None:
     key_file = dkim_key(workdir / "dkim-2048.pem", 2048)
     signed_config = f"dkim: [{{domain: acme.test, selector: bench, private_key_file: {key_file}}}]"
     pairs: list[tuple[DeliveryRun, DeliveryRun]] = []
-    count = max(300, settings.delivery_emails // 3)   # signed delivery is slow: keep the run short
+    count = max(300, settings.delivery_emails // 3)  # signed delivery is slow: keep the run short
     for round_number in range(settings.delivery_rounds):
         plain = await streamer_delivery(count, sink_port, workdir / f"dkim-off-{round_number}")
-        signed = await streamer_delivery(count, sink_port, workdir / f"dkim-on-{round_number}",
-                                         extra_config=signed_config)
+        signed = await streamer_delivery(
+            count, sink_port, workdir / f"dkim-on-{round_number}", extra_config=signed_config
+        )
         pairs.append((plain, signed))
         for label, delivered in (("without", plain), ("with", signed)):
             note_problems(report, section, f"round {round_number + 1} {label} DKIM", delivered.daemon.problems())
     clean = [(a, b) for a, b in pairs if max(a.foreign_load, b.foreign_load) <= DISTURBED] or pairs
     ratio = statistics.median(b.rate / a.rate for a, b in clean)
-    report.rows.append(Row("5. delivery with DKIM (RSA 2048)", f"{statistics.median(b.rate for _, b in clean):,.0f} "
-                           f"emails/s", f"{statistics.median(a.rate for a, _ in clean):,.0f} emails/s (same, unsigned)",
-                           f"{ratio:.0%}", "report", verdict(None)))
+    report.rows.append(
+        Row(
+            "5. delivery with DKIM (RSA 2048)",
+            f"{statistics.median(b.rate for _, b in clean):,.0f} emails/s",
+            f"{statistics.median(a.rate for a, _ in clean):,.0f} emails/s (same, unsigned)",
+            f"{ratio:.0%}",
+            "report",
+            verdict(None),
+        )
+    )
     for number, (plain, signed) in enumerate(pairs, 1):
-        report.note(section, f"round {number}, {count:,} welcome emails each: unsigned {plain.rate:,.0f} emails/s "
-                    f"({plain.cpu_ms_per_email:.2f} ms "
-                    f"daemon CPU per email, other processes {plain.foreign_load:.0%} of core 0); signed "
-                    f"{signed.rate:,.0f} emails/s ({signed.cpu_ms_per_email:.2f} ms, other processes "
-                    f"{signed.foreign_load:.0%})")
-    message = await (await OfflineDelivery.load(pairs[0][0].daemon)).message()   # one unsigned welcome email
+        report.note(
+            section,
+            f"round {number}, {count:,} welcome emails each: unsigned {plain.rate:,.0f} emails/s "
+            f"({plain.cpu_ms_per_email:.2f} ms "
+            f"daemon CPU per email, other processes {plain.foreign_load:.0%} of core 0); signed "
+            f"{signed.rate:,.0f} emails/s ({signed.cpu_ms_per_email:.2f} ms, other processes "
+            f"{signed.foreign_load:.0%})",
+        )
+    message = await (await OfflineDelivery.load(pairs[0][0].daemon)).message()  # one unsigned welcome email
     costs = signing_costs_ms(message, key_file)
     extra = statistics.median(b.cpu_ms_per_email - a.cpu_ms_per_email for a, b in clean)
-    report.note(section, "CPU per signature, in-process: streamer's sign() (dkimpy's canonicalisation and hashing, "
-                f"RSA by OpenSSL) "
-                f"{costs['dkimpy']:.2f} ms; the bare RSA-SHA256 signature by OpenSSL (cryptography) "
-                f"{costs['openssl']:.2f} ms. Daemon CPU per email grew by {extra:.2f} ms with signing on. The "
-                "signature is computed on the event loop: while it runs (one OpenSSL RSA signature and "
-                "dkimpy's pure-Python canonicalisation per email) nothing else on the loop runs")
+    report.note(
+        section,
+        "CPU per signature, in-process: streamer's sign() (dkimpy's canonicalisation and hashing, "
+        f"RSA by OpenSSL) "
+        f"{costs['dkimpy']:.2f} ms; the bare RSA-SHA256 signature by OpenSSL (cryptography) "
+        f"{costs['openssl']:.2f} ms. Daemon CPU per email grew by {extra:.2f} ms with signing on. The "
+        "signature is computed on the event loop: while it runs (one OpenSSL RSA signature and "
+        "dkimpy's pure-Python canonicalisation per email) nothing else on the loop runs",
+    )

@@ -39,7 +39,7 @@ METHOD = """\
    comes from /proc."""
 INGEST_BATCHES = (1, 10, 100)
 WRK_CONNECTIONS = 32
-BODY_VARIANTS = 20               # pre-generated bodies per batch size, rotated by wrk
+BODY_VARIANTS = 20  # pre-generated bodies per batch size, rotated by wrk
 INGEST_USERS = 1000
 LOGID_MARKER = "@@LOGID@@"
 
@@ -50,23 +50,23 @@ class WrkResult:
     errors: int
     p50_ms: float
     p99_ms: float
-    server_busy: float       # share of core 0 the server used
-    main_thread: float       # of which its main thread (event loop); the rest: other threads (SQLite)
-    foreign_load: float      # share of core 0 used by processes that are not ours
-    softirq: float           # share of core 0 in softirq (loopback TCP)
-    generator_busy: float    # share of core 1 wrk used
+    server_busy: float  # share of core 0 the server used
+    main_thread: float  # of which its main thread (event loop); the rest: other threads (SQLite)
+    foreign_load: float  # share of core 0 used by processes that are not ours
+    softirq: float  # share of core 0 in softirq (loopback TCP)
+    generator_busy: float  # share of core 1 wrk used
     helper_core_busy: float  # share of core 1 used by anything (wrk, stand-in, other processes)
 
 
 @dataclass
 class IngestBatch:
     batch: int
-    rounds: list[tuple[WrkResult, WrkResult]]   # (bare, streamer), run back to back
+    rounds: list[tuple[WrkResult, WrkResult]]  # (bare, streamer), run back to back
     stored: int
     pending: int
-    drain_rate: float | None                    # processor alone, after the load stopped (None: no backlog)
-    drain_cpu_us: float | None                  # daemon CPU per event settled by the processor alone
-    problems: Counter[str]                      # warnings/errors in the daemon's log
+    drain_rate: float | None  # processor alone, after the load stopped (None: no backlog)
+    drain_cpu_us: float | None  # daemon CPU per event settled by the processor alone
+    problems: Counter[str]  # warnings/errors in the daemon's log
 
     @property
     def clean(self) -> list[tuple[WrkResult, WrkResult]]:
@@ -104,9 +104,23 @@ async def run_wrk(url: str, bodies: Path, batch: int, seconds: float, server_pid
     global _wrk_runs
     _wrk_runs += 1
     run_id = f"{int(time.time()) % 10**8:08d}{_wrk_runs:02d}"  # with the thread number: unique log_ids
-    command = h.pinned(HELPER_CORE, "wrk", "-t1", f"-c{WRK_CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
-                       "-s", str(BENCH / "wrk_logs.lua"), f"{url}/logs/acme", "--",
-                       str(bodies), run_id, h.WEBHOOK_TOKEN, "3")
+    command = h.pinned(
+        HELPER_CORE,
+        "wrk",
+        "-t1",
+        f"-c{WRK_CONNECTIONS}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "wrk_logs.lua"),
+        f"{url}/logs/acme",
+        "--",
+        str(bodies),
+        run_id,
+        h.WEBHOOK_TOKEN,
+        "3",
+    )
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     with h.CoreWatch(SERVER_CORE, server_pid) as core, h.CoreWatch(HELPER_CORE) as helper:
         out = await h.run_command(command, timeout=seconds + 30)
@@ -116,10 +130,18 @@ async def run_wrk(url: str, bodies: Path, batch: int, seconds: float, server_pid
     values = {k: int(v) for k, v in (item.split("=") for item in line.split()[1:])}
     duration = values["duration_us"] / 1e6
     errors = values["status_errors"] + values["socket_errors"]
-    return WrkResult(events_per_s=(values["requests"] - errors) * batch / duration, errors=errors,
-                     p50_ms=values["p50_us"] / 1000, p99_ms=values["p99_us"] / 1000, server_busy=core.ours,
-                     main_thread=core.main_thread, foreign_load=core.foreign, softirq=core.softirq,
-                     generator_busy=wrk_cpu / duration, helper_core_busy=helper.busy)
+    return WrkResult(
+        events_per_s=(values["requests"] - errors) * batch / duration,
+        errors=errors,
+        p50_ms=values["p50_us"] / 1000,
+        p99_ms=values["p99_us"] / 1000,
+        server_busy=core.ours,
+        main_thread=core.main_thread,
+        foreign_load=core.foreign,
+        softirq=core.softirq,
+        generator_busy=wrk_cpu / duration,
+        helper_core_busy=helper.busy,
+    )
 
 
 async def backlog(daemon: Daemon) -> tuple[int, int]:
@@ -146,8 +168,16 @@ async def processor_rate(daemon: Daemon, seconds: float) -> tuple[float, float] 
     return settled / elapsed, (core.ours * elapsed / settled * 1e6 if settled else float("nan"))
 
 
-async def ingest_batch(settings: Settings, batch: int, bodies: Path, bare: Service, bare_url: str,
-                       auth0: Auth0StandIn, sink_port: int, workdir: Path) -> IngestBatch:
+async def ingest_batch(
+    settings: Settings,
+    batch: int,
+    bodies: Path,
+    bare: Service,
+    bare_url: str,
+    auth0: Auth0StandIn,
+    sink_port: int,
+    workdir: Path,
+) -> IngestBatch:
     """One batch size: a fresh store, warm-ups, then bare/streamer rounds back to back (the daemon
     frozen while the bare server is measured)."""
     daemon = Daemon(workdir / f"ingest-{batch}", auth0=auth0, smtp_port=sink_port, rule_text=h.rules())
@@ -176,8 +206,11 @@ async def measure(run: Run) -> None:
     print(f"\n{section}", flush=True)
     users = h.make_users("ingest", INGEST_USERS, verified=True, logins=5)
     port = h.free_port()
-    bare = Service("bare aiohttp", h.pinned(SERVER_CORE, PYTHON, str(BENCH / "bare_server.py"), "--port", str(port)),
-                   workdir / "bare.log")
+    bare = Service(
+        "bare aiohttp",
+        h.pinned(SERVER_CORE, PYTHON, str(BENCH / "bare_server.py"), "--port", str(port)),
+        workdir / "bare.log",
+    )
     await bare.start(ready_port=port)
     missed = False
     try:
@@ -185,8 +218,9 @@ async def measure(run: Run) -> None:
             for batch in INGEST_BATCHES:
                 bodies = workdir / f"bodies-{batch}.jsonl"
                 write_bodies(bodies, batch, users)
-                result = await ingest_batch(settings, batch, bodies, bare, f"http://127.0.0.1:{port}", auth0,
-                                            sink_port, workdir)
+                result = await ingest_batch(
+                    settings, batch, bodies, bare, f"http://127.0.0.1:{port}", auth0, sink_port, workdir
+                )
                 report_ingest(report, section, result)
                 missed = missed or result.ratio < ingest_target(batch)
             searches = sum(1 for _, path, _ in auth0.calls if path == "/api/v2/users")
@@ -197,8 +231,9 @@ async def measure(run: Run) -> None:
     report.note(section, f"the stand-in answered {searches} user searches in all (profiles are cached 30 s)")
 
 
-async def profile_ingest(settings: Settings, report: Report, bare: Service, auth0: Auth0StandIn, sink_port: int,
-                         workdir: Path) -> None:
+async def profile_ingest(
+    settings: Settings, report: Report, bare: Service, auth0: Auth0StandIn, sink_port: int, workdir: Path
+) -> None:
     """Batch 10 again, with py-spy sampling the daemon from core 1."""
     batch, bodies, output = 10, workdir / "bodies-10.jsonl", workdir / "ingest.pyspy"
     daemon = Daemon(workdir / "ingest-profiled", auth0=auth0, smtp_port=sink_port, rule_text=h.rules())
@@ -211,10 +246,10 @@ async def profile_ingest(settings: Settings, report: Report, bare: Service, auth
         await daemon.stop()
     await profiler.wait()
     note_problems(report, SECTION, "profiled run", daemon.problems())
-    report.note(SECTION, f"profiled rerun of batch 10 (py-spy, 100 Hz, from core 1): "
-                f"{result.events_per_s:,.0f} ev/s")
+    report.note(SECTION, f"profiled rerun of batch 10 (py-spy, 100 Hz, from core 1): {result.events_per_s:,.0f} ev/s")
     report.notes["1. Ingest profile (batch 10, py-spy, daemon process, all threads)"] = summarize_profile(
-        output, INGEST_STAGES)
+        output, INGEST_STAGES
+    )
 
 
 def _avg(runs: list[WrkResult], value) -> float:
@@ -222,13 +257,17 @@ def _avg(runs: list[WrkResult], value) -> float:
 
 
 def _core0(runs: list[WrkResult], who: str, threads: bool = False) -> str:
-    """"core 0: daemon 93% (event loop 52%, SQLite 41%), softirq 1%, other processes 0%"."""
+    """ "core 0: daemon 93% (event loop 52%, SQLite 41%), softirq 1%, other processes 0%"."""
     text = f"core 0: {who} {_avg(runs, lambda r: r.server_busy):.0%}"
     if threads:
-        text += (f" (event loop thread {_avg(runs, lambda r: r.main_thread):.0%}, other threads i.e. SQLite "
-                 f"{_avg(runs, lambda r: r.server_busy - r.main_thread):.0%})")
-    return (text + f", softirq {_avg(runs, lambda r: r.softirq):.0%}, other processes "
-            f"{_avg(runs, lambda r: r.foreign_load):.0%}")
+        text += (
+            f" (event loop thread {_avg(runs, lambda r: r.main_thread):.0%}, other threads i.e. SQLite "
+            f"{_avg(runs, lambda r: r.server_busy - r.main_thread):.0%})"
+        )
+    return (
+        text + f", softirq {_avg(runs, lambda r: r.softirq):.0%}, other processes "
+        f"{_avg(runs, lambda r: r.foreign_load):.0%}"
+    )
 
 
 def ingest_target(batch: int) -> float:
@@ -239,38 +278,65 @@ def ingest_target(batch: int) -> float:
 def report_ingest(report: Report, section: str, result: IngestBatch) -> None:
     batch = result.batch
     target = ingest_target(batch)
-    report.rows.append(Row(f"1. ingest, {batch} event{'s' * (batch > 1)}/request", f"{result.streamer:,.0f} ev/s",
-                           f"{result.bare:,.0f} ev/s (bare aiohttp)", f"{result.ratio:.0%}",
-                           f"≥ {target:.0%} (regression floor)", verdict(result.ratio >= target)))
+    report.rows.append(
+        Row(
+            f"1. ingest, {batch} event{'s' * (batch > 1)}/request",
+            f"{result.streamer:,.0f} ev/s",
+            f"{result.bare:,.0f} ev/s (bare aiohttp)",
+            f"{result.ratio:.0%}",
+            f"≥ {target:.0%} (regression floor)",
+            verdict(result.ratio >= target),
+        )
+    )
     bare_runs, our_runs = [b for b, _ in result.clean], [s for _, s in result.clean]
     set_aside = len(result.rounds) - len(result.clean)
-    report.note(section, f"batch {batch}, median of {len(result.clean)} round(s)"
-                f"{f' ({set_aside} set aside: other processes took > {DISTURBED:.0%} of core 0)' if set_aside else ''}"
-                f": streamer {result.streamer:,.0f} ev/s "
-                f"(request p50 {_avg(our_runs, lambda r: r.p50_ms):.1f} ms, "
-                f"p99 {_avg(our_runs, lambda r: r.p99_ms):.1f} ms; {_core0(our_runs, 'daemon', threads=True)}; "
-                f"errors {sum(r.errors for r in our_runs)})")
-    report.note(section, f"batch {batch}: bare {result.bare:,.0f} ev/s ({_core0(bare_runs, 'server')}; wrk used "
-                f"{_avg(bare_runs, lambda r: r.generator_busy):.0%} of core 1; "
-                f"errors {sum(r.errors for r in bare_runs)})")
-    per_core = statistics.median(s.events_per_s / s.server_busy / (b.events_per_s / b.server_busy)
-                                 for b, s in result.clean)
-    report.note(section, f"batch {batch}: events per core-second used: streamer "
-                f"{_avg(our_runs, lambda r: r.events_per_s / r.server_busy):,.0f}, bare "
-                f"{_avg(bare_runs, lambda r: r.events_per_s / r.server_busy):,.0f} "
-                f"(CPU-normalised ratio {per_core:.0%})")
-    drained = ("the processor kept up" if result.drain_rate is None else
-               f"the processor alone then settled {result.drain_rate:,.0f} ev/s at {result.drain_cpu_us:.0f} µs of "
-               f"daemon CPU per event")
-    report.note(section, f"batch {batch}: {result.stored:,} events stored, {result.pending:,} not yet through the "
-                f"rules when the load stopped; {drained}")
+    report.note(
+        section,
+        f"batch {batch}, median of {len(result.clean)} round(s)"
+        f"{f' ({set_aside} set aside: other processes took > {DISTURBED:.0%} of core 0)' if set_aside else ''}"
+        f": streamer {result.streamer:,.0f} ev/s "
+        f"(request p50 {_avg(our_runs, lambda r: r.p50_ms):.1f} ms, "
+        f"p99 {_avg(our_runs, lambda r: r.p99_ms):.1f} ms; {_core0(our_runs, 'daemon', threads=True)}; "
+        f"errors {sum(r.errors for r in our_runs)})",
+    )
+    report.note(
+        section,
+        f"batch {batch}: bare {result.bare:,.0f} ev/s ({_core0(bare_runs, 'server')}; wrk used "
+        f"{_avg(bare_runs, lambda r: r.generator_busy):.0%} of core 1; "
+        f"errors {sum(r.errors for r in bare_runs)})",
+    )
+    per_core = statistics.median(
+        s.events_per_s / s.server_busy / (b.events_per_s / b.server_busy) for b, s in result.clean
+    )
+    report.note(
+        section,
+        f"batch {batch}: events per core-second used: streamer "
+        f"{_avg(our_runs, lambda r: r.events_per_s / r.server_busy):,.0f}, bare "
+        f"{_avg(bare_runs, lambda r: r.events_per_s / r.server_busy):,.0f} "
+        f"(CPU-normalised ratio {per_core:.0%})",
+    )
+    drained = (
+        "the processor kept up"
+        if result.drain_rate is None
+        else f"the processor alone then settled {result.drain_rate:,.0f} ev/s at {result.drain_cpu_us:.0f} µs of "
+        f"daemon CPU per event"
+    )
+    report.note(
+        section,
+        f"batch {batch}: {result.stored:,} events stored, {result.pending:,} not yet through the "
+        f"rules when the load stopped; {drained}",
+    )
     note_problems(report, section, f"batch {batch}", result.problems)
     unsaturated = [b for b in bare_runs if b.server_busy + b.softirq + b.foreign_load < 0.9]
     if result.bare <= result.streamer or unsaturated:
-        busy = ", ".join(f"{b.server_busy + b.softirq + b.foreign_load:.0%} / {b.helper_core_busy:.0%}"
-                         for b in unsaturated)
-        report.note(section, f"WARNING batch {batch}: the bare server left core 0 partly idle in {len(unsaturated)} "
-                    f"round(s) (core 0 / core 1 busy: {busy}), so its ceiling may be understated there")
+        busy = ", ".join(
+            f"{b.server_busy + b.softirq + b.foreign_load:.0%} / {b.helper_core_busy:.0%}" for b in unsaturated
+        )
+        report.note(
+            section,
+            f"WARNING batch {batch}: the bare server left core 0 partly idle in {len(unsaturated)} "
+            f"round(s) (core 0 / core 1 busy: {busy}), so its ceiling may be understated there",
+        )
 
 
 #: Where the daemon's time goes: (label, substring of a frame that marks the stage).
@@ -283,8 +349,10 @@ INGEST_STAGES = (
     ("  ManagementApi.get_users (cache hits)", "ManagementApi.get_users (streamer/auth0/client.py)"),
     ("SQLite thread (all group commits)", "_worker (concurrent/futures/thread.py)"),
     ("  add_events (seen rows + one inbox row per batch)", "add_events.<locals>.insert (streamer/store/sqlite.py)"),
-    ("  processor claim_events (inbox rows after the cursor)",
-     "claim_events.<locals>.claim (streamer/store/sqlite.py)"),
+    (
+        "  processor claim_events (inbox rows after the cursor)",
+        "claim_events.<locals>.claim (streamer/store/sqlite.py)",
+    ),
     ("  processor settle_events (once keys, outbox, cursor)", "settle_events.<locals>.settle (streamer/"),
     ("thread hand-offs (call_soon_threadsafe)", "BaseEventLoop.call_soon_threadsafe"),
     ("structlog (JSON lines, redaction)", "structlog/"),

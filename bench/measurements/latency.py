@@ -28,7 +28,7 @@ METHOD = """\
    Floor: the same open loop doing only the unavoidable work per email (a ticket request to the
    stand-in, then one send of pre-built bytes on a persistent SMTP connection)."""
 LATENCY_RATE = 50.0
-LATENCY_AUTH0_S = 0.02           # per Management API call in the latency runs (issue 9)
+LATENCY_AUTH0_S = 0.02  # per Management API call in the latency runs (issue 9)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -59,8 +59,9 @@ async def streamer_latency(count: int, workdir: Path) -> tuple[list[float], h.Co
         accepted: dict[str, float] = {}
         try:
             async with aiohttp.ClientSession() as session:
+
                 async def one(i: int) -> None:
-                    profile = auth0.add_user(users[i])         # a signup now: not in the search index yet
+                    profile = auth0.add_user(users[i])  # a signup now: not in the search index yet
                     event = h.make_event("ss", profile, h.log_id(5, i), h.signup_date(profile))
                     accepted[profile["email"]] = await daemon.post(session, [event])
 
@@ -84,10 +85,13 @@ async def floor_latency(count: int, message: bytes) -> list[float]:
             await client.connect()
             pool.put_nowait(client)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+
             async def one(i: int) -> None:
                 accepted[profiles[i]["email"]] = time.time()
-                async with session.post(f"{auth0.base_url}/api/v2/tickets/email-verification", json={
-                        "user_id": profiles[i]["user_id"], "result_url": "https://app.acme.test/verified"}) as r:
+                async with session.post(
+                    f"{auth0.base_url}/api/v2/tickets/email-verification",
+                    json={"user_id": profiles[i]["user_id"], "result_url": "https://app.acme.test/verified"},
+                ) as r:
                     await r.read()
                 client = await pool.get()
                 try:
@@ -112,14 +116,26 @@ async def measure(run: Run) -> None:
     note_problems(report, section, "latency run", problems)
     floor = await floor_latency(int(settings.floor_s * LATENCY_RATE), message)
     p50, p99, f50, f99 = (percentile(ours, 50), percentile(ours, 99), percentile(floor, 50), percentile(floor, 99))
-    report.rows.append(Row("4. latency p50 / p99", f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms",
-                           f"{f50 * 1000:.0f} / {f99 * 1000:.0f} ms (ticket + raw send)", f"p99 {p99 / f99:.1f}×",
-                           "p99 ≤ 1 s", verdict(p99 <= 1.0)))
-    report.note(section, f"streamer: {len(ours)} verification emails at {LATENCY_RATE:.0f}/s, one event per POST; "
-                f"p50 {p50 * 1000:.0f} ms, p90 {percentile(ours, 90) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
-                f"max {max(ours) * 1000:.0f} ms (the first email also pays for the token, the first "
-                f"connections and template compilation: {ours[0] * 1000:.0f} ms), mean "
-                f"{statistics.fmean(ours) * 1000:.0f} ms; core 0: daemon {core.ours:.0%}, other processes "
-                f"{core.foreign:.0%}")
-    report.note(section, f"floor: {len(floor)} emails (ticket + raw send from core 1); p50 {f50 * 1000:.0f} ms, "
-                f"p99 {f99 * 1000:.0f} ms")
+    report.rows.append(
+        Row(
+            "4. latency p50 / p99",
+            f"{p50 * 1000:.0f} / {p99 * 1000:.0f} ms",
+            f"{f50 * 1000:.0f} / {f99 * 1000:.0f} ms (ticket + raw send)",
+            f"p99 {p99 / f99:.1f}×",
+            "p99 ≤ 1 s",
+            verdict(p99 <= 1.0),
+        )
+    )
+    report.note(
+        section,
+        f"streamer: {len(ours)} verification emails at {LATENCY_RATE:.0f}/s, one event per POST; "
+        f"p50 {p50 * 1000:.0f} ms, p90 {percentile(ours, 90) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {max(ours) * 1000:.0f} ms (the first email also pays for the token, the first "
+        f"connections and template compilation: {ours[0] * 1000:.0f} ms), mean "
+        f"{statistics.fmean(ours) * 1000:.0f} ms; core 0: daemon {core.ours:.0%}, other processes "
+        f"{core.foreign:.0%}",
+    )
+    report.note(
+        section,
+        f"floor: {len(floor)} emails (ticket + raw send from core 1); p50 {f50 * 1000:.0f} ms, p99 {f99 * 1000:.0f} ms",
+    )

@@ -5,5 +5,13 @@ from streamer.auth0.errors import Auth0Error, Auth0Permanent, Auth0Transient, Us
 from streamer.auth0.pacer import RateLimitPacer, TenantPacer
 from streamer.auth0.token import TokenSource
 
-__all__ = ["ManagementApi", "TokenSource", "RateLimitPacer", "TenantPacer", "Auth0Error", "Auth0Transient",
-           "Auth0Permanent", "UserNotFound"]
+__all__ = [
+    "ManagementApi",
+    "TokenSource",
+    "RateLimitPacer",
+    "TenantPacer",
+    "Auth0Error",
+    "Auth0Transient",
+    "Auth0Permanent",
+    "UserNotFound",
+]

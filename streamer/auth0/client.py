@@ -80,8 +80,14 @@ _ID_PATHS = [  # templated metric labels: user ids must not become label values
     (re.compile(r"^/log-streams/[^/]+$"), "/log-streams/{id}"),
     (re.compile(r"^/logs/[^/]+$"), "/logs/{id}"),
 ]
-_STATIC_PATHS = {"/users", "/users-by-email", "/logs", "/log-streams", "/tickets/email-verification",
-                 "/tickets/password-change"}
+_STATIC_PATHS = {
+    "/users",
+    "/users-by-email",
+    "/logs",
+    "/log-streams",
+    "/tickets/email-verification",
+    "/tickets/password-change",
+}
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -124,8 +130,10 @@ def user_id_problem(user_id: object) -> str | None:
     if len(user_id) > MAX_USER_ID_CHARS:
         return f"the user id is {len(user_id)} characters long (at most {MAX_USER_ID_CHARS})"
     if not _USER_ID.fullmatch(user_id):
-        return (f"the user id {user_id[:60]!r} is not an Auth0 user id of the form provider|id "
-                "(or holds a control character)")
+        return (
+            f"the user id {user_id[:60]!r} is not an Auth0 user id of the form provider|id "
+            "(or holds a control character)"
+        )
     return None
 
 
@@ -143,8 +151,9 @@ def user_id_query(user_ids: list[str]) -> str:
     return f"user_id:{quoted[0]}" if len(quoted) == 1 else f"user_id:({' OR '.join(quoted)})"
 
 
-def chunk_ids(user_ids: list[str], *, max_ids: int = SEARCH_CHUNK_IDS,
-              max_query_chars: int = SEARCH_MAX_QUERY_CHARS) -> list[list[str]]:
+def chunk_ids(
+    user_ids: list[str], *, max_ids: int = SEARCH_CHUNK_IDS, max_query_chars: int = SEARCH_MAX_QUERY_CHARS
+) -> list[list[str]]:
     """Split ids into groups whose search query stays short enough for one URL."""
     chunks: list[list[str]] = []
     current: list[str] = []
@@ -289,8 +298,13 @@ class _TtlCache:
 class _PacedTransport(httpx.AsyncBaseTransport):
     """Waits for the pacer before each /api/v2 request, tells it the answer, counts the call."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, pacer: TenantPacer, api_path: str,
-                 record: Callable[[str, str, str, float], None]):
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        pacer: TenantPacer,
+        api_path: str,
+        record: Callable[[str, str, str, float], None],
+    ):
         self._inner = inner
         self._pacer = pacer
         self._api_path = api_path
@@ -300,7 +314,7 @@ class _PacedTransport(httpx.AsyncBaseTransport):
         path = request.url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
         if not path.startswith(self._api_path + "/"):
             return await self._inner.handle_async_request(request)
-        api_path = path[len(self._api_path):]
+        api_path = path[len(self._api_path) :]
         slot, waited = await self._pacer.acquire(bucket_family(request.method, api_path))
         try:
             response = await self._inner.handle_async_request(request)
@@ -322,10 +336,19 @@ class _PacedTransport(httpx.AsyncBaseTransport):
 class ManagementApi:
     """Management API calls for one tenant; share one instance per tenant (it holds the pacer)."""
 
-    def __init__(self, tenant: TenantConfig, *, name: str | None = None, max_retries: int = 2,
-                 timeout_s: float = 30.0, cache_ttl_s: float = 30.0, cache_size: int = 4096,
-                 pacer: TenantPacer | None = None, token_source: TokenSource | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        *,
+        name: str | None = None,
+        max_retries: int = 2,
+        timeout_s: float = 30.0,
+        cache_ttl_s: float = 30.0,
+        cache_size: int = 4096,
+        pacer: TenantPacer | None = None,
+        token_source: TokenSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.tenant_name = name or tenant.domain
         self.calls_made = 0
         self.pacer = pacer or TenantPacer()
@@ -338,8 +361,14 @@ class ManagementApi:
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout_s)
         self._owns_tokens = token_source is None
         self.tokens = token_source or TokenSource(tenant, timeout_s=timeout_s)
-        self._sdk = AsyncAuth0(base_url=self._api_base, token="unused", async_token=self.tokens.get,
-                               httpx_client=self._http, max_retries=max_retries, timeout=timeout_s)
+        self._sdk = AsyncAuth0(
+            base_url=self._api_base,
+            token="unused",
+            async_token=self.tokens.get,
+            httpx_client=self._http,
+            max_retries=max_retries,
+            timeout=timeout_s,
+        )
         self._cache = _TtlCache(cache_ttl_s, cache_size)
         self._pending: dict[str, asyncio.Future[JsonObject | None]] = {}
         #: read_profiles' reads: (epoch read by id, or None for a search result; profile or None).
@@ -364,8 +393,9 @@ class ManagementApi:
 
     # --- users ------------------------------------------------------------------------------
 
-    async def get_users(self, user_ids: Iterable[str], *,
-                        fresh_since: Mapping[str, str] | None = None) -> dict[str, JsonObject | None]:
+    async def get_users(
+        self, user_ids: Iterable[str], *, fresh_since: Mapping[str, str] | None = None
+    ) -> dict[str, JsonObject | None]:
         """Profiles by id (None for users that do not exist), with as few calls as possible.
 
         One search call per ~50 ids, then `GET /users/{id}` for ids the search did not return
@@ -452,7 +482,8 @@ class ManagementApi:
             if hit is not _TtlCache.MISS:
                 read_at, profile = hit
                 if (read_at is not None and read_is_good(read_at, req)) or (
-                        read_at is None and search_is_good(profile is not None, req)):
+                    read_at is None and search_is_good(profile is not None, req)
+                ):
                     out[uid] = self._with_facts(uid, profile, read_at)
                     continue
             to_search.append(req)
@@ -466,15 +497,16 @@ class ManagementApi:
         its own updated_at)."""
         return self.facts.apply(uid, profile, read_at)
 
-    async def _search_for(self, reqs: list[Requirement],
-                          out: dict[str, JsonObject | None | float]) -> list[Requirement]:
+    async def _search_for(
+        self, reqs: list[Requirement], out: dict[str, JsonObject | None | float]
+    ) -> list[Requirement]:
         """Search what the index can serve; returns the requirements left for a read by id."""
         unresolved = [r for r in reqs if r.needs_read_after]
         rest = [r for r in reqs if not r.needs_read_after]
         wall, wait = time.time(), self.index_lag.wait()
         settled = [r for r in rest if not r.new_user]
         fresh = sorted((r for r in rest if r.new_user), key=lambda r: r.oldest)
-        unresolved += [r for r in fresh if wall - r.oldest < wait]       # the index cannot have them yet
+        unresolved += [r for r in fresh if wall - r.oldest < wait]  # the index cannot have them yet
         searchable = [r for r in fresh if wall - r.oldest >= wait]
         found: dict[str, JsonObject] = {}
         if settled:
@@ -526,9 +558,10 @@ class ManagementApi:
             again = max(self.index_lag.wait(), IndexLag.FIRST_WAIT_S)
             spare_at = wall + max(SPARE_POLL_S, self.pacer.spare_in(READ_USERS, self.pacer.clock()))
             for req in optional:
-                out[req.user_id] = max(wall + SPARE_POLL_S, min(req.oldest + again, spare_at,
-                                                                req.oldest + MAX_INDEX_WAIT_S,
-                                                                wall + MAX_INDEX_WAIT_S))
+                out[req.user_id] = max(
+                    wall + SPARE_POLL_S,
+                    min(req.oldest + again, spare_at, req.oldest + MAX_INDEX_WAIT_S, wall + MAX_INDEX_WAIT_S),
+                )
 
     async def _read_into(self, reqs: list[Requirement], out: dict[str, JsonObject | None | float]) -> None:
         profiles = await asyncio.gather(*(self._get_user(r.user_id) for r in reqs))
@@ -545,8 +578,7 @@ class ManagementApi:
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None:
         """Merge `values` into app_metadata (first level; None removes a key; nested objects replaced)."""
         check_user_id(user_id)
-        updated = await self._call("PATCH /users/{id}",
-                                   lambda: self._sdk.users.update(user_id, app_metadata=values))
+        updated = await self._call("PATCH /users/{id}", lambda: self._sdk.users.update(user_id, app_metadata=values))
         self._cache.put(user_id, normalize_user(updated), self._clock())
         self._reads.put(user_id, (time.time(), normalize_user(updated)), self._clock())
 
@@ -559,26 +591,39 @@ class ManagementApi:
         see streamer.password_reset.confirm.policy_refusal). The password is in no message.
         """
         options = {"connection": connection} if connection else {}
-        updated = await self._call("PATCH /users/{id}",
-                                   lambda: self._sdk.users.update(user_id, password=password, **options),
-                                   secrets=[password])
+        updated = await self._call(
+            "PATCH /users/{id}",
+            lambda: self._sdk.users.update(user_id, password=password, **options),
+            secrets=[password],
+        )
         self._cache.put(user_id, normalize_user(updated), self._clock())
 
     # --- tickets ----------------------------------------------------------------------------
 
-    async def create_email_verification_ticket(self, *, user_id: str, result_url: str | None = None,
-                                               ttl_sec: int | None = None, client_id: str | None = None) -> str:
+    async def create_email_verification_ticket(
+        self, *, user_id: str, result_url: str | None = None, ttl_sec: int | None = None, client_id: str | None = None
+    ) -> str:
         """A one-time link that verifies the user's email (result_url and client_id are exclusive)."""
         check_user_id(user_id)
-        options = {k: v for k, v in {"result_url": result_url, "ttl_sec": ttl_sec, "client_id": client_id}.items()
-                   if v is not None}
+        options = {
+            k: v
+            for k, v in {"result_url": result_url, "ttl_sec": ttl_sec, "client_id": client_id}.items()
+            if v is not None
+        }
         # The SDK's clients are untyped (Any); its answer models are not.
         answer: VerifyEmailTicketResponseContent = await self._call(
-            "POST /tickets/email-verification", lambda: self._sdk.tickets.verify_email(user_id=user_id, **options))
+            "POST /tickets/email-verification", lambda: self._sdk.tickets.verify_email(user_id=user_id, **options)
+        )
         return answer.ticket
 
-    async def create_password_change_ticket(self, *, user_id: str, result_url: str | None = None,
-                                            ttl_sec: int | None = None, new_password: str | None = None) -> str:
+    async def create_password_change_ticket(
+        self,
+        *,
+        user_id: str,
+        result_url: str | None = None,
+        ttl_sec: int | None = None,
+        new_password: str | None = None,
+    ) -> str:
         """A one-time link to the password reset page.
 
         `new_password` is only accepted by legacy tenants (Change Password flow v1); current
@@ -592,15 +637,17 @@ class ManagementApi:
         answer: ChangePasswordTicketResponseContent = await self._call(
             "POST /tickets/password-change",
             lambda: self._sdk.tickets.change_password(user_id=user_id, request_options=request_options, **options),
-            secrets=[new_password])
+            secrets=[new_password],
+        )
         return answer.ticket
 
     # --- logs -------------------------------------------------------------------------------
 
     async def latest_log_id(self) -> str | None:
         """The newest log's id (search mode, newest first): where `poll.start: now` begins."""
-        response = await self._raw_get("/logs", {"sort": "date:-1", "page": 0, "per_page": 1,
-                                                 "include_totals": "false"})
+        response = await self._raw_get(
+            "/logs", {"sort": "date:-1", "page": 0, "per_page": 1, "include_totals": "false"}
+        )
         body = self._json(response, "GET /logs")
         events = body.get("logs", []) if isinstance(body, dict) else body
         events = [e for e in events if isinstance(e, dict)]
@@ -618,8 +665,9 @@ class ManagementApi:
         """
         take = max(1, min(100, int(take)))
         if from_log_id is None:
-            response = await self._raw_get("/logs", {"sort": "date:1", "page": 0, "per_page": take,
-                                                     "include_totals": "false"})
+            response = await self._raw_get(
+                "/logs", {"sort": "date:1", "page": 0, "per_page": take, "include_totals": "false"}
+            )
             body = self._log_page(response)
             events = body.get("logs", []) if isinstance(body, dict) else body
             events = sorted((e for e in events if isinstance(e, dict)), key=log_id_key)
@@ -627,8 +675,9 @@ class ManagementApi:
         response = await self._raw_get("/logs", {"from": from_log_id, "take": take})
         events = self._log_page(response)
         if not isinstance(events, list):
-            raise Auth0Transient("GET /logs: checkpoint answer is not a JSON array", status=response.status_code,
-                                 endpoint="GET /logs")
+            raise Auth0Transient(
+                "GET /logs: checkpoint answer is not a JSON array", status=response.status_code, endpoint="GET /logs"
+            )
         events = [e for e in events if isinstance(e, dict)]
         following = next_from(response.links.get("next", {}).get("url"))
         if following is None:
@@ -643,14 +692,20 @@ class ManagementApi:
 
     async def create_log_stream(self, body: dict[str, Any]) -> JsonObject:
         """`body` in Auth0's wire shape (camelCase sink keys), sent as is."""
-        created = await self._call("POST /log-streams", lambda: self._sdk.log_streams.create(
-            request=body, request_options={"additional_body_parameters": body}), secrets=_stream_secrets(body))
+        created = await self._call(
+            "POST /log-streams",
+            lambda: self._sdk.log_streams.create(request=body, request_options={"additional_body_parameters": body}),
+            secrets=_stream_secrets(body),
+        )
         stream: JsonObject = plain(created)
         return stream
 
     async def update_log_stream(self, stream_id: str, body: dict[str, Any]) -> JsonObject:
-        updated = await self._call("PATCH /log-streams/{id}", lambda: self._sdk.log_streams.update(
-            stream_id, request_options={"additional_body_parameters": body}), secrets=_stream_secrets(body))
+        updated = await self._call(
+            "PATCH /log-streams/{id}",
+            lambda: self._sdk.log_streams.update(stream_id, request_options={"additional_body_parameters": body}),
+            secrets=_stream_secrets(body),
+        )
         stream: JsonObject = plain(updated)
         return stream
 
@@ -678,8 +733,7 @@ class ManagementApi:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
 
-    async def _call(self, endpoint: str, make: Callable[[], Awaitable[T]], *,
-                    secrets: Iterable[str | None] = ()) -> T:
+    async def _call(self, endpoint: str, make: Callable[[], Awaitable[T]], *, secrets: Iterable[str | None] = ()) -> T:
         """Run one SDK call; map its failure; after a 401, drop the token and try once more."""
         secrets = [self._secret, *secrets]
         for attempt in (0, 1):
@@ -704,8 +758,10 @@ class ManagementApi:
 
     async def _search(self, chunk: list[str]) -> list[JsonObject]:
         """One search call, raw: the SDK's model conversion costs ~0.2 ms per user returned."""
-        response = await self._raw_get("/users", {"q": user_id_query(chunk), "search_engine": "v3", "page": 0,
-                                                  "per_page": 100, "include_totals": "false"})
+        response = await self._raw_get(
+            "/users",
+            {"q": user_id_query(chunk), "search_engine": "v3", "page": 0, "per_page": 100, "include_totals": "false"},
+        )
         body = self._json(response, "GET /users")
         users = body.get("users", []) if isinstance(body, dict) else body
         return [normalize_user(u) for u in users if isinstance(u, dict)]  # first page only: no extra call
@@ -743,9 +799,11 @@ class ManagementApi:
         while True:
             token = await self.tokens.get()
             try:
-                response = await self._http.get(f"{self._api_base}{path}", params=params,
-                                                headers={"Authorization": f"Bearer {token}",
-                                                         "Accept": "application/json"})
+                response = await self._http.get(
+                    f"{self._api_base}{path}",
+                    params=params,
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
             except Exception as exc:  # noqa: BLE001 - mapped below
                 if attempt < self._max_retries and isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError)):
                     await asyncio.sleep(retry_delay({}, attempt))
@@ -766,8 +824,13 @@ class ManagementApi:
                 await asyncio.sleep(retry_delay(response.headers, attempt))
                 attempt += 1
                 continue
-            raise from_status(status, self._json(response, endpoint, strict=False), response.headers,
-                              endpoint=endpoint, secrets=[self._secret, token])
+            raise from_status(
+                status,
+                self._json(response, endpoint, strict=False),
+                response.headers,
+                endpoint=endpoint,
+                secrets=[self._secret, token],
+            )
 
     @staticmethod
     def _log_page(response: httpx.Response) -> Any:
@@ -776,8 +839,11 @@ class ManagementApi:
         try:
             return load_json(response.content)
         except (ValueError, UnicodeDecodeError):  # BodyError, JSONDecodeError
-            raise Auth0Transient(f"GET /logs: answer is not JSON (HTTP {response.status_code})",
-                                 status=response.status_code, endpoint="GET /logs") from None
+            raise Auth0Transient(
+                f"GET /logs: answer is not JSON (HTTP {response.status_code})",
+                status=response.status_code,
+                endpoint="GET /logs",
+            ) from None
 
     @staticmethod
     def _json(response: httpx.Response, endpoint: str, *, strict: bool = True) -> Any:
@@ -785,8 +851,11 @@ class ManagementApi:
             return response.json()
         except ValueError:
             if strict:
-                raise Auth0Transient(f"{endpoint}: answer is not JSON (HTTP {response.status_code})",
-                                     status=response.status_code, endpoint=endpoint) from None
+                raise Auth0Transient(
+                    f"{endpoint}: answer is not JSON (HTTP {response.status_code})",
+                    status=response.status_code,
+                    endpoint=endpoint,
+                ) from None
             return response.text[:200]
 
 
@@ -795,6 +864,19 @@ def _stream_secrets(body: Mapping[str, Any]) -> list[str | None]:
     return [sink.get("httpAuthorization")] if isinstance(sink, Mapping) else []
 
 
-__all__ = ["ManagementApi", "Auth0Error", "Auth0Permanent", "Auth0Transient", "UserNotFound", "InvalidUserId",
-           "endpoint_label", "chunk_ids", "user_id_query", "user_id_problem", "check_user_id", "next_from", "is_stale",
-           "normalize_user"]
+__all__ = [
+    "ManagementApi",
+    "Auth0Error",
+    "Auth0Permanent",
+    "Auth0Transient",
+    "UserNotFound",
+    "InvalidUserId",
+    "endpoint_label",
+    "chunk_ids",
+    "user_id_query",
+    "user_id_problem",
+    "check_user_id",
+    "next_from",
+    "is_stale",
+    "normalize_user",
+]

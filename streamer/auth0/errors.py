@@ -23,8 +23,9 @@ _MAX_MESSAGE = 300
 class Auth0Error(Exception):
     """Base class; `status` and `error_code` are Auth0's when there was an answer."""
 
-    def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None,
-                 endpoint: str | None = None):
+    def __init__(
+        self, message: str, *, status: int | None = None, error_code: str | None = None, endpoint: str | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.error_code = error_code
@@ -94,12 +95,20 @@ def describe_body(body: Any) -> tuple[str | None, str]:
     return None, ("" if body is None else str(body)[:200])
 
 
-def from_status(status: int, body: Any, headers: Mapping[str, str] | None = None, *, endpoint: str,
-                now: float | None = None, secrets: Iterable[str | None] = ()) -> Auth0Error:
+def from_status(
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None = None,
+    *,
+    endpoint: str,
+    now: float | None = None,
+    secrets: Iterable[str | None] = (),
+) -> Auth0Error:
     """Map one HTTP answer (status, parsed body, headers) to the error the caller should see."""
     code, message = describe_body(body)
-    text = scrub(f"{endpoint}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""),
-                 secrets)
+    text = scrub(
+        f"{endpoint}: HTTP {status}" + (f" {code}" if code else "") + (f": {message}" if message else ""), secrets
+    )
     kwargs: dict[str, Any] = {"status": status, "error_code": code, "endpoint": endpoint}
     if status == 404:
         return UserNotFound(text, **kwargs)
@@ -108,8 +117,9 @@ def from_status(status: int, body: Any, headers: Mapping[str, str] | None = None
     return Auth0Permanent(text, **kwargs)
 
 
-def map_exception(exc: BaseException, *, endpoint: str, now: float | None = None,
-                  secrets: Iterable[str | None] = ()) -> Auth0Error:
+def map_exception(
+    exc: BaseException, *, endpoint: str, now: float | None = None, secrets: Iterable[str | None] = ()
+) -> Auth0Error:
     """SDK ApiError/ParsingError and httpx errors → our three kinds (Auth0Error passes through)."""
     if isinstance(exc, Auth0Error):
         return exc
@@ -121,8 +131,11 @@ def map_exception(exc: BaseException, *, endpoint: str, now: float | None = None
         return from_status(exc.status_code or 0, exc.body, exc.headers, endpoint=endpoint, now=now, secrets=secrets)
     if isinstance(exc, ParsingError):
         # A 2xx whose body is not what the API documents: a proxy page or a partial answer.
-        return Auth0Transient(scrub(f"{endpoint}: unexpected response (HTTP {exc.status_code})", secrets),
-                              status=exc.status_code, endpoint=endpoint)
+        return Auth0Transient(
+            scrub(f"{endpoint}: unexpected response (HTTP {exc.status_code})", secrets),
+            status=exc.status_code,
+            endpoint=endpoint,
+        )
     if isinstance(exc, httpx.TimeoutException):
         return Auth0Transient(f"{endpoint}: timeout ({type(exc).__name__})", endpoint=endpoint)
     if isinstance(exc, httpx.HTTPError):

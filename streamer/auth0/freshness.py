@@ -53,7 +53,7 @@ def epoch(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        moment = datetime.fromisoformat(value)      # Python 3.11 reads the trailing Z
+        moment = datetime.fromisoformat(value)  # Python 3.11 reads the trailing Z
     except ValueError:
         return None
     return moment.timestamp() if moment.tzinfo is not None else None
@@ -65,7 +65,7 @@ class Need:
 
     user_id: str
     type: str
-    date: float          # when the event happened (epoch)
+    date: float  # when the event happened (epoch)
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,10 @@ class Requirement:
     """What one user's profile must satisfy for every event of a batch."""
 
     user_id: str
-    newest: float                  # the newest event date: a read after it is always good
-    oldest: float                  # the oldest event date: how long the index may still lag
-    needs_read_after: bool         # an event whose effect only a read after it can show
-    new_user: bool = False         # a signup: the index may not have the user yet
+    newest: float  # the newest event date: a read after it is always good
+    oldest: float  # the oldest event date: how long the index may still lag
+    needs_read_after: bool  # an event whose effect only a read after it can show
+    new_user: bool = False  # a signup: the index may not have the user yet
 
 
 def requirements(needs: Iterable[Need]) -> dict[str, Requirement]:
@@ -88,9 +88,13 @@ def requirements(needs: Iterable[Need]) -> dict[str, Requirement]:
         if known is None:
             combined[need.user_id] = Requirement(need.user_id, need.date, need.date, read_after, new)
         else:
-            combined[need.user_id] = Requirement(need.user_id, max(known.newest, need.date),
-                                                 min(known.oldest, need.date), known.needs_read_after or read_after,
-                                                 known.new_user or new)
+            combined[need.user_id] = Requirement(
+                need.user_id,
+                max(known.newest, need.date),
+                min(known.oldest, need.date),
+                known.needs_read_after or read_after,
+                known.new_user or new,
+            )
     return combined
 
 
@@ -107,9 +111,9 @@ def search_is_good(found: bool, requirement: Requirement) -> bool:
 @dataclass
 class _Facts:
     proven: dict[str, Any]
-    since: float                   # date of the newest proving event
+    since: float  # date of the newest proving event
     deleted: bool = False
-    learnt: float = 0.0            # when (our monotonic clock), for expiry
+    learnt: float = 0.0  # when (our monotonic clock), for expiry
 
 
 class KnownFacts:
@@ -180,8 +184,8 @@ class IndexLag:
 
     KEEP_S = 600.0
     FIRST_WAIT_S = 1.0
-    GROWTH = 1.5                   # the next probe at most 1.5 × the age of the last miss …
-    MIN_STEP_S = 0.75              # … and at most max(0.75 s, a quarter of it) later
+    GROWTH = 1.5  # the next probe at most 1.5 × the age of the last miss …
+    MIN_STEP_S = 0.75  # … and at most max(0.75 s, a quarter of it) later
     MARGIN_S = 0.1
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:

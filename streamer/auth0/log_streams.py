@@ -14,15 +14,33 @@ from typing import Any
 #: Auth0 log-stream filter category of each event type streamer knows (FACTS.md §b); any other
 #: type is in `OTHER` as far as the stand-in is concerned, and makes `stream_filters` ask for all.
 CATEGORY_OF_TYPE: dict[str, str] = {
-    "ss": "auth.signup.success", "fs": "auth.signup.fail",
-    "s": "auth.login.success", "scoa": "auth.login.success", "sens": "auth.login.success",
-    "f": "auth.login.fail", "fp": "auth.login.fail", "fu": "auth.login.fail",
-    "slo": "auth.logout.success", "flo": "auth.logout.fail",
-    "sv": "user.success", "svr": "user.success", "scp": "user.success", "scpr": "user.success",
-    "sce": "user.success", "scu": "user.success", "scpn": "user.success", "sdu": "user.success",
-    "fv": "user.fail", "fvr": "user.fail", "fcp": "user.fail", "fcpr": "user.fail", "fce": "user.fail",
-    "limit_wc": "system.notification", "limit_mu": "system.notification",
-    "api_limit": "system.notification", "api_limit_warning": "system.notification",
+    "ss": "auth.signup.success",
+    "fs": "auth.signup.fail",
+    "s": "auth.login.success",
+    "scoa": "auth.login.success",
+    "sens": "auth.login.success",
+    "f": "auth.login.fail",
+    "fp": "auth.login.fail",
+    "fu": "auth.login.fail",
+    "slo": "auth.logout.success",
+    "flo": "auth.logout.fail",
+    "sv": "user.success",
+    "svr": "user.success",
+    "scp": "user.success",
+    "scpr": "user.success",
+    "sce": "user.success",
+    "scu": "user.success",
+    "scpn": "user.success",
+    "sdu": "user.success",
+    "fv": "user.fail",
+    "fvr": "user.fail",
+    "fcp": "user.fail",
+    "fcpr": "user.fail",
+    "fce": "user.fail",
+    "limit_wc": "system.notification",
+    "limit_mu": "system.notification",
+    "api_limit": "system.notification",
+    "api_limit_warning": "system.notification",
 }
 OTHER = "other"
 #: Types streamer itself emits (the hosted form); Auth0 never sends them.
@@ -75,8 +93,12 @@ def stream_body(tenant: str, public_url: str, token: str, types: Iterable[str]) 
     """The custom-webhook stream `streamer register` creates or updates (without type/status)."""
     body: dict[str, Any] = {
         "name": stream_name(tenant),
-        "sink": {"httpEndpoint": our_endpoint(public_url, tenant), "httpContentType": "application/json",
-                 "httpContentFormat": "JSONARRAY", "httpAuthorization": f"Bearer {token}"},
+        "sink": {
+            "httpEndpoint": our_endpoint(public_url, tenant),
+            "httpContentType": "application/json",
+            "httpContentFormat": "JSONARRAY",
+            "httpAuthorization": f"Bearer {token}",
+        },
     }
     filters = stream_filters(types)
     if filters is not None:
@@ -89,8 +111,9 @@ def find_stream(streams: Iterable[Any], tenant: str, public_url: str | None) -> 
     `streamer register` names `streamer-<tenant>`."""
     http = [s for s in streams if isinstance(s, dict) and s.get("type") == "http"]
     endpoint = our_endpoint(public_url, tenant)
-    by_endpoint = [s for s in http if endpoint and isinstance(s.get("sink"), dict)
-                   and s["sink"].get("httpEndpoint") == endpoint]
+    by_endpoint = [
+        s for s in http if endpoint and isinstance(s.get("sink"), dict) and s["sink"].get("httpEndpoint") == endpoint
+    ]
     by_name = [s for s in http if s.get("name") == stream_name(tenant)]
     found = by_endpoint or by_name
     return found[0] if found else None

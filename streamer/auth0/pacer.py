@@ -85,8 +85,11 @@ def parse_headers(headers: Mapping[str, str]) -> RateHeaders | None:
     """The three x-ratelimit-* values, or None when any is missing or not a number."""
     lower = {str(k).lower(): v for k, v in headers.items()}
     try:
-        return RateHeaders(int(float(lower["x-ratelimit-limit"])), int(float(lower["x-ratelimit-remaining"])),
-                           float(lower["x-ratelimit-reset"]))
+        return RateHeaders(
+            int(float(lower["x-ratelimit-limit"])),
+            int(float(lower["x-ratelimit-remaining"])),
+            float(lower["x-ratelimit-reset"]),
+        )
     except (KeyError, ValueError, TypeError):
         return None
 
@@ -105,7 +108,7 @@ def parse_date(headers: Mapping[str, str]) -> float | None:
 @dataclass
 class _InFlight:
     sent_at: float
-    counted_at_send: int     # answers that had taken a token when this request left
+    counted_at_send: int  # answers that had taken a token when this request left
     finished_meanwhile: int = 0
 
 
@@ -114,8 +117,8 @@ class _Anchor:
     sent_at: float
     received_at: float
     remaining: int
-    counted: int             # answers that had taken a token, including this one
-    in_flight: int           # requests that may be counted after this answer was written
+    counted: int  # answers that had taken a token, including this one
+    in_flight: int  # requests that may be counted after this answer was written
 
 
 @dataclass
@@ -125,23 +128,23 @@ class RateLimitPacer:
     clock: Callable[[], float] = time.time
     default_rate: float = DEFAULT_RATE
     max_wait_s: float = MAX_WAIT_S
-    capacity: float | None = None          # bucket size, from x-ratelimit-limit
-    rate: float | None = None              # estimated refill, tokens per second (a lower bound)
-    tokens: float = 0.0                    # model of the server's bucket at `t_ref`
+    capacity: float | None = None  # bucket size, from x-ratelimit-limit
+    rate: float | None = None  # estimated refill, tokens per second (a lower bound)
+    tokens: float = 0.0  # model of the server's bucket at `t_ref`
     t_ref: float = 0.0
-    blocked_until: float = 0.0             # after a 429
-    unlimited: bool = False                # answers carry no rate-limit headers at all
-    share: float = 1.0                     # part of the refill rate we allow ourselves
+    blocked_until: float = 0.0  # after a 429
+    unlimited: bool = False  # answers carry no rate-limit headers at all
+    share: float = 1.0  # part of the refill rate we allow ourselves
     _samples: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     _anchors: deque[_Anchor] = field(default_factory=lambda: deque(maxlen=int(WINDOW_MAX_AGE_S / ANCHOR_EVERY_S)))
     _in_flight: dict[int, _InFlight] = field(default_factory=dict)
     _seq: int = 0
     _counted: int = 0
-    _offset_low: float = -math.inf         # bounds of (server clock − ours)
+    _offset_low: float = -math.inf  # bounds of (server clock − ours)
     _offset_high: float = math.inf
     _lock: asyncio.Lock | None = None
-    _waiting: int = 0                      # callers inside acquire()
-    _full_at: float = math.inf             # when the last answer said the bucket is full again (our clock)
+    _waiting: int = 0  # callers inside acquire()
+    _full_at: float = math.inf  # when the last answer said the bucket is full again (our clock)
 
     # --- pure decisions ----------------------------------------------------------------------
 
@@ -213,7 +216,7 @@ class RateLimitPacer:
         if self.capacity is not None:
             self.tokens = self.tokens_at(now) - 1.0
             self.t_ref = now
-        self._full_at = math.inf          # until an answer says when the bucket is full again
+        self._full_at = math.inf  # until an answer says when the bucket is full again
         self._seq += 1
         self._in_flight[self._seq] = _InFlight(now, self._counted)
         return self._seq
@@ -247,10 +250,10 @@ class RateLimitPacer:
             return
         self.unlimited = False
         self.capacity = float(max(1, info.limit))
-        local_reset = info.reset - self.clock_offset   # when the bucket is full, on our clock
+        local_reset = info.reset - self.clock_offset  # when the bucket is full, on our clock
         if not self._in_flight:
             self._full_at = local_reset
-        deficit = info.limit - info.remaining - 1       # remaining is rounded down
+        deficit = info.limit - info.remaining - 1  # remaining is rounded down
         if deficit > 0 and local_reset > request.sent_at:
             self._add_sample(deficit / (local_reset - request.sent_at))
         if status == 429:
@@ -285,8 +288,11 @@ class RateLimitPacer:
         if best > 0:
             self._add_sample(best)
         if not self._anchors or now - self._anchors[-1].received_at >= ANCHOR_EVERY_S:
-            self._anchors.append(_Anchor(request.sent_at, now, remaining, self._counted,
-                                         len(self._in_flight) + request.finished_meanwhile))
+            self._anchors.append(
+                _Anchor(
+                    request.sent_at, now, remaining, self._counted, len(self._in_flight) + request.finished_meanwhile
+                )
+            )
 
     def _learn_offset(self, headers: Mapping[str, str], sent_at: float, now: float) -> None:
         server_second = parse_date(headers)
@@ -332,13 +338,16 @@ GLOBAL = "global"
 READ_USERS = "read_users"
 #: Endpoint families the self-service paid plans limit with buckets of their own (FACTS f: Read
 #: Users GET, Write Users POST/PATCH, DELETE users, Read Logs): method, path under /api/v2.
-_FAMILIES = tuple((method, re.compile(pattern), family) for method, pattern, family in (
-    ("GET", r"/users(/|-by-email|$)", READ_USERS),
-    ("POST", r"/users(/|$)", "write_users"),
-    ("PATCH", r"/users/", "write_users"),
-    ("DELETE", r"/users/", "delete_users"),
-    ("GET", r"/logs(/|$)", "read_logs"),
-))
+_FAMILIES = tuple(
+    (method, re.compile(pattern), family)
+    for method, pattern, family in (
+        ("GET", r"/users(/|-by-email|$)", READ_USERS),
+        ("POST", r"/users(/|$)", "write_users"),
+        ("PATCH", r"/users/", "write_users"),
+        ("DELETE", r"/users/", "delete_users"),
+        ("GET", r"/logs(/|$)", "read_logs"),
+    )
+)
 
 
 def bucket_family(method: str, api_path: str) -> str:
@@ -386,9 +395,9 @@ class TenantPacer:
 
     clock: Callable[[], float] = time.time
     _shared: RateLimitPacer | None = None
-    _own: dict[str, RateLimitPacer] | None = None       # by family, once the buckets are separate
+    _own: dict[str, RateLimitPacer] | None = None  # by family, once the buckets are separate
     _sizes: dict[str, int] = field(default_factory=dict)  # x-ratelimit-limit each family reported
-    _probing: set[str] = field(default_factory=set)     # families whose first request is in flight
+    _probing: set[str] = field(default_factory=set)  # families whose first request is in flight
     _in_flight: dict[int, Slot] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -463,7 +472,7 @@ class TenantPacer:
         known = self._sizes.get(family)
         if known == size:
             return
-        if known is not None:           # this family's bucket changed: what the others said may be stale
+        if known is not None:  # this family's bucket changed: what the others said may be stale
             self._sizes = {family: size}
             self._regroup(separate=False)
             return
@@ -486,7 +495,7 @@ class TenantPacer:
         waited = 0.0
         while True:
             while self._must_probe(family) and family in self._probing:
-                await asyncio.sleep(PROBE_WAIT_S)   # this family's first request is out: wait for its answer
+                await asyncio.sleep(PROBE_WAIT_S)  # this family's first request is out: wait for its answer
                 waited += PROBE_WAIT_S
             pacer = self.pacer_for(family)
             claimed = self._must_probe(family)
@@ -499,8 +508,9 @@ class TenantPacer:
                     self._probing.discard(family)
                 raise
             waited += pacer_waited
-            if pacer is self.pacer_for(family) and (claimed or not self._must_probe(family)
-                                                    or family not in self._probing):
+            if pacer is self.pacer_for(family) and (
+                claimed or not self._must_probe(family) or family not in self._probing
+            ):
                 return self._slot(family, pacer, seq, pacer.clock()), waited
             # While this caller waited, the tenant was regrouped, or the shared model learnt from
             # another family's answer and this family's probe is out: nothing was sent, start over.

@@ -22,7 +22,7 @@ log = get_logger(__name__)
 class Need:
     any_of: tuple[str, ...]
     why: str
-    required: bool = True   # False: streamer works without it, only less well
+    required: bool = True  # False: streamer works without it, only less well
 
     def __str__(self) -> str:
         return f"{' or '.join(self.any_of)} ({self.why})"
@@ -37,8 +37,9 @@ def needed_scopes(config: Config, tenant: str) -> list[Need]:
     if any(rule.mark is not None for rule in config.rules):
         needs.append(Need(("update:users_app_metadata", "update:users"), "the rules' mark in app_metadata"))
     if config.password_reset.enabled and config.password_reset.new_password:
-        needs.append(Need(("update:users",), "setting the password confirmed on the hosted form "
-                                             "(password_reset.new_password)"))
+        needs.append(
+            Need(("update:users",), "setting the password confirmed on the hosted form (password_reset.new_password)")
+        )
     if settings.poll.enabled:
         needs.append(Need(("read:logs", "read:logs_users"), "polling GET /api/v2/logs"))
     if settings.webhook_token is not None:
@@ -61,9 +62,9 @@ class TokenSourceLike(Protocol):
 class Access:
     """What one token fetch tells about a tenant's credentials and grant."""
 
-    refused: Auth0Error | None = None    # the credentials (a 4xx from /oauth/token)
-    failed: Auth0Error | None = None     # Auth0 unreachable or failing
-    missing: list[Need] | None = None    # None: no token, or Auth0 did not list the scopes
+    refused: Auth0Error | None = None  # the credentials (a 4xx from /oauth/token)
+    failed: Auth0Error | None = None  # Auth0 unreachable or failing
+    missing: list[Need] | None = None  # None: no token, or Auth0 did not list the scopes
 
 
 async def probe_access(tokens: TokenSourceLike, needs: list[Need]) -> Access:
@@ -82,15 +83,23 @@ async def report_access(tenant: str, tokens: TokenSourceLike, needs: list[Need])
     when unknown)."""
     access = await probe_access(tokens, needs)
     if access.refused is not None:
-        log.error("auth0_credentials_refused", tenant=tenant, error=str(access.refused),
-                  hint=f"check tenants.{tenant}.client_id and client_secret, and that the application is "
-                       "authorized for the Auth0 Management API; emails wait in the outbox meanwhile")
+        log.error(
+            "auth0_credentials_refused",
+            tenant=tenant,
+            error=str(access.refused),
+            hint=f"check tenants.{tenant}.client_id and client_secret, and that the application is "
+            "authorized for the Auth0 Management API; emails wait in the outbox meanwhile",
+        )
     elif access.failed is not None:
         log.warning("auth0_unreachable_at_start", tenant=tenant, error=str(access.failed))
     elif access.missing:
-        log.warning("auth0_scopes_missing", tenant=tenant, missing=[str(need) for need in access.missing],
-                    hint="Dashboard > Applications > APIs > Auth0 Management API > Machine to Machine "
-                         "Applications: tick them for streamer's application; no restart needed")
+        log.warning(
+            "auth0_scopes_missing",
+            tenant=tenant,
+            missing=[str(need) for need in access.missing],
+            hint="Dashboard > Applications > APIs > Auth0 Management API > Machine to Machine "
+            "Applications: tick them for streamer's application; no restart needed",
+        )
     elif access.missing is not None:
         log.info("auth0_access_ok", tenant=tenant)
     return access.missing

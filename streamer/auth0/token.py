@@ -35,8 +35,14 @@ def refresh_at(fetched_at: float, expires_in: float) -> float:
 class TokenSource:
     """`await source.get()` → a valid access token for the tenant's Management API."""
 
-    def __init__(self, tenant: TenantConfig, *, http: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.monotonic, timeout_s: float = 15.0):
+    def __init__(
+        self,
+        tenant: TenantConfig,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = 15.0,
+    ):
         self._tenant = tenant
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout_s)
@@ -74,8 +80,7 @@ class TokenSource:
     def invalidate_after_refusal(self, generation: int) -> bool:
         """After a 403: forget the token if it is old enough that the grant may have changed since
         (at most one new token a minute for a scope still missing). True if it was dropped."""
-        if generation != self.generation or self._token is None or \
-                self._clock() - self._fetched_at < SCOPE_RECHECK_S:
+        if generation != self.generation or self._token is None or self._clock() - self._fetched_at < SCOPE_RECHECK_S:
             return False
         self.invalidate(generation)
         return True
@@ -91,12 +96,17 @@ class TokenSource:
 
     async def _fetch(self) -> str:
         secret = self._tenant.client_secret.get_secret_value()
-        form = {"grant_type": "client_credentials", "client_id": self._tenant.client_id,
-                "client_secret": secret, "audience": self._tenant.audience}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._tenant.client_id,
+            "client_secret": secret,
+            "audience": self._tenant.audience,
+        }
         started = self._clock()
         try:
-            response = await self._http.post(f"{self._tenant.base_url}/oauth/token", data=form,
-                                             headers={"Accept": "application/json"})
+            response = await self._http.post(
+                f"{self._tenant.base_url}/oauth/token", data=form, headers={"Accept": "application/json"}
+            )
         except Exception as exc:  # noqa: BLE001 - mapped, never re-raised with the secret
             raise map_exception(exc, endpoint=ENDPOINT, secrets=[secret]) from None
         try:
@@ -104,16 +114,20 @@ class TokenSource:
         except ValueError:
             body = response.text[:200]
         if response.status_code != 200:
-            raise from_status(response.status_code, body, response.headers, endpoint=ENDPOINT,
-                              secrets=[secret]) from None
+            raise from_status(
+                response.status_code, body, response.headers, endpoint=ENDPOINT, secrets=[secret]
+            ) from None
         token = body.get("access_token") if isinstance(body, dict) else None
         try:
             expires_in = float(body.get("expires_in", 86400)) if isinstance(body, dict) else 0.0
         except (TypeError, ValueError):
             expires_in = 0.0
         if not isinstance(token, str) or not token or expires_in <= 0:
-            raise Auth0Transient(f"{ENDPOINT}: answer without a usable access_token/expires_in",
-                                 status=response.status_code, endpoint=ENDPOINT)
+            raise Auth0Transient(
+                f"{ENDPOINT}: answer without a usable access_token/expires_in",
+                status=response.status_code,
+                endpoint=ENDPOINT,
+            )
         self._token = token
         self._refresh_at = refresh_at(started, expires_in)
         self._fetched_at = started

@@ -213,8 +213,9 @@ class _Handler:
     def __init__(self, catcher: MailCatcher) -> None:
         self._catcher = catcher
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
         if self._catcher.auth is not None and not session.authenticated:
             return STATUS_AUTH_REQUIRED
         await self._catcher._hold("MAIL")
@@ -224,8 +225,9 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return STATUS_OK
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         await self._catcher._hold("RCPT")
         if failure := self._catcher._take_failure("RCPT"):
             return failure
@@ -247,10 +249,18 @@ class _Handler:
 class MailCatcher:
     """A local SMTP server that keeps every message it accepts, in memory (and optionally on disk)."""
 
-    def __init__(self, *, save_dir: Path | None = None, tls_context: ssl.SSLContext | None = None,
-                 require_starttls: bool = False, auth: tuple[str, str] | None = None,
-                 implicit_tls: bool = False, auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
-                 idle_timeout: float = 300, hostname: str = SERVER_NAME) -> None:
+    def __init__(
+        self,
+        *,
+        save_dir: Path | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        require_starttls: bool = False,
+        auth: tuple[str, str] | None = None,
+        implicit_tls: bool = False,
+        auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
+        idle_timeout: float = 300,
+        hostname: str = SERVER_NAME,
+    ) -> None:
         """`tls_context` (a server context) offers STARTTLS, or with `implicit_tls` wraps the whole
         connection as on port 465. `auth=(user, password)` requires AUTH before MAIL, with the
         `auth_mechanisms` offered (over TLS only when STARTTLS is available). `idle_timeout`
@@ -299,7 +309,8 @@ class MailCatcher:
             self.save_dir.mkdir(parents=True, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         self._server = await self._loop.create_server(
-            self._new_protocol, host, port, ssl=self.tls_context if self.implicit_tls else None)
+            self._new_protocol, host, port, ssl=self.tls_context if self.implicit_tls else None
+        )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
@@ -383,8 +394,7 @@ class MailCatcher:
 
     # -- scripted failures -----------------------------------------------------------------------
 
-    def fail_next(self, code: int, message: str | None = None, *, stage: FailStage = "RCPT",
-                  count: int = 1) -> None:
+    def fail_next(self, code: int, message: str | None = None, *, stage: FailStage = "RCPT", count: int = 1) -> None:
         """Answer the next `count` commands of `stage` with `code` instead of accepting them.
 
         421 also closes the connection, as RFC 5321 says a server does with that reply.
@@ -430,14 +440,16 @@ class MailCatcher:
 
     # -- auth --------------------------------------------------------------------------------------
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
-                      auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if not isinstance(auth_data, LoginPassword):
             return AuthResult(success=False, handled=False)
         login = auth_data.login.decode("utf-8", "replace")
         ok = self.auth is not None and (
             hmac.compare_digest(auth_data.login, self.auth[0].encode())
-            & hmac.compare_digest(auth_data.password, self.auth[1].encode()))
+            & hmac.compare_digest(auth_data.password, self.auth[1].encode())
+        )
         self.logins.append(LoginAttempt(mechanism, login, ok))
         return AuthResult(success=ok, handled=False, auth_data=login if ok else None)
 
@@ -507,8 +519,7 @@ class MailCatcher:
                 try:
                     await asyncio.wait_for(event.wait(), remaining)
                 except TimeoutError:
-                    raise TimeoutError(
-                        f"caught {len(self.messages)} of {count} messages within {timeout} s") from None
+                    raise TimeoutError(f"caught {len(self.messages)} of {count} messages within {timeout} s") from None
             finally:
                 with self._lock:
                     self._waiters.remove((loop, event))

@@ -34,12 +34,16 @@ __all__ = ["IFRAME_SANDBOX", "mail_page_app"]
 #: What the email's HTML may do inside the view: open links (in a new, unsandboxed tab), nothing else.
 IFRAME_SANDBOX = "allow-popups allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation"
 #: The email's HTML: no script, no plugin, no form, no frame; images and styles as a mail client shows them.
-EMAIL_CSP = ("default-src 'none'; img-src http: https: data: cid:; style-src 'unsafe-inline' http: https:; "
-             "font-src http: https: data:; media-src http: https: data:; base-uri 'none'; form-action 'none'; "
-             f"frame-ancestors 'self'; sandbox {IFRAME_SANDBOX}")
+EMAIL_CSP = (
+    "default-src 'none'; img-src http: https: data: cid:; style-src 'unsafe-inline' http: https:; "
+    "font-src http: https: data:; media-src http: https: data:; base-uri 'none'; form-action 'none'; "
+    f"frame-ancestors 'self'; sandbox {IFRAME_SANDBOX}"
+)
 #: Our own pages: our script and inline CSS only.
-PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
-            "img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; "
+    "img-src 'self' data:; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 RAW_CSP = "default-src 'none'; sandbox"
 MAX_LISTED = 500
 HEARTBEAT_S = 15.0
@@ -244,19 +248,24 @@ def _page(request: web.Request, title: str, content: str, *, script: bool = Fals
     options = request.app[_OPTIONS]
     links = "".join(f'<a href="{_e(url)}">{_e(label)}</a>' for label, url in options["extra_links"].items())
     document = (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-        f"<title>{_e(title)}</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n<header class=\"top\"><h1><a href=\"/\">{_e(options['title'])}</a></h1>"
-        f"<nav><a href=\"/\">Inbox</a>{links}</nav></header>\n<main>\n{content}\n</main>\n"
-        + ("<script src=\"/mailpage.js\" defer></script>\n" if script else "")
-        + "</body>\n</html>\n")
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<title>{_e(title)}</title>\n<link rel="icon" href="data:,">\n<style>{_CSS}</style>\n</head>\n'
+        f'<body>\n<header class="top"><h1><a href="/">{_e(options["title"])}</a></h1>'
+        f'<nav><a href="/">Inbox</a>{links}</nav></header>\n<main>\n{content}\n</main>\n'
+        + ('<script src="/mailpage.js" defer></script>\n' if script else "")
+        + "</body>\n</html>\n"
+    )
     return web.Response(text=document, content_type="text/html", charset="utf-8", headers=_headers(PAGE_CSP))
 
 
 def _headers(csp: str) -> dict[str, str]:
-    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store"}
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
 
 
 def _message(request: web.Request) -> CaughtMessage:
@@ -271,10 +280,12 @@ def _message(request: web.Request) -> CaughtMessage:
 
 def _row(summary: Mapping[str, str]) -> str:
     locale = f'<span class="tag">{_e(summary["locale"])}</span>' if summary["locale"] else ""
-    return (f'<tr id="mail-{_e(summary["id"])}"><td class="time" title="{_e(summary["received_at"])}">'
-            f'{_e(summary["time"])}</td><td class="to">{_e(summary["to"])}</td>'
-            f'<td class="subject"><a href="{_e(summary["url"])}">{_e(summary["subject"] or "(no subject)")}</a></td>'
-            f'<td class="locale">{locale}</td></tr>')
+    return (
+        f'<tr id="mail-{_e(summary["id"])}"><td class="time" title="{_e(summary["received_at"])}">'
+        f'{_e(summary["time"])}</td><td class="to">{_e(summary["to"])}</td>'
+        f'<td class="subject"><a href="{_e(summary["url"])}">{_e(summary["subject"] or "(no subject)")}</a></td>'
+        f'<td class="locale">{locale}</td></tr>'
+    )
 
 
 async def _index(request: web.Request) -> web.Response:
@@ -282,9 +293,11 @@ async def _index(request: web.Request) -> web.Response:
     shown = messages[::-1][:MAX_LISTED]
     rows = "\n".join(_row(_summary(m)) for m in shown) or (
         '<tr class="empty"><td colspan="4">No mail caught yet. Emails sent to the catcher appear here as they '
-        'arrive.</td></tr>')
-    more = (f'<p class="note">Showing the newest {MAX_LISTED} of {len(messages)}.</p>'
-            if len(messages) > MAX_LISTED else "")
+        "arrive.</td></tr>"
+    )
+    more = (
+        f'<p class="note">Showing the newest {MAX_LISTED} of {len(messages)}.</p>' if len(messages) > MAX_LISTED else ""
+    )
     newest = _e(messages[-1].id) if messages else ""
     catcher = request.app[_CATCHER]
     where = f"SMTP {catcher.host}:{catcher.port}" if catcher.port else "SMTP catcher"
@@ -294,13 +307,18 @@ async def _index(request: web.Request) -> web.Response:
         '<a href="/">Refresh</a></div>\n'
         '<div class="card"><table class="mails"><thead><tr><th>Received (UTC)</th><th>To</th><th>Subject</th>'
         f'<th>Locale</th></tr></thead>\n<tbody id="mails" data-newest="{newest}">\n{rows}\n</tbody></table></div>'
-        f"{more}")
+        f"{more}"
+    )
     return _page(request, request.app[_OPTIONS]["title"], content, script=True)
 
 
 async def _script(request: web.Request) -> web.Response:
-    return web.Response(text=_JS, content_type="application/javascript", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+    return web.Response(
+        text=_JS,
+        content_type="application/javascript",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+    )
 
 
 def _sse(message: CaughtMessage) -> bytes:
@@ -312,10 +330,15 @@ async def _events(request: web.Request) -> web.StreamResponse:
     """New emails as Server-Sent Events; those caught after `?after=ID` (or Last-Event-ID) first."""
     catcher = request.app[_CATCHER]
     closing = request.app[_CLOSING]
-    response = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"})
-    queue = catcher.subscribe()                    # before the snapshot, so nothing falls in between
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
+    queue = catcher.subscribe()  # before the snapshot, so nothing falls in between
     sent: set[str] = set()
     stop = asyncio.ensure_future(closing.wait())
     get: asyncio.Future[CaughtMessage] | None = None
@@ -326,9 +349,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
         snapshot = list(catcher.messages)
         ids = [m.id for m in snapshot]
         if after in ids:
-            backlog = snapshot[ids.index(after) + 1:]
+            backlog = snapshot[ids.index(after) + 1 :]
         else:
-            backlog = snapshot if not after else []   # an unknown id: the catcher was cleared or restarted
+            backlog = snapshot if not after else []  # an unknown id: the catcher was cleared or restarted
         for message in backlog:
             sent.add(message.id)
             await response.write(_sse(message))
@@ -345,7 +368,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 sent.add(message.id)
                 await response.write(_sse(message))
         await response.write_eof()
-    except ConnectionResetError:                   # the browser went away (closed tab, reload)
+    except ConnectionResetError:  # the browser went away (closed tab, reload)
         pass
     finally:
         stop.cancel()
@@ -365,7 +388,7 @@ def _linkify(text: str) -> str:
     out, last = [], 0
     for match in _URL_IN_TEXT.finditer(text):
         url = match.group(0).rstrip(".,;:!?")
-        out.append(_e(text[last:match.start()]))
+        out.append(_e(text[last : match.start()]))
         out.append(f'<a href="{_e(url)}" rel="noreferrer">{_e(url)}</a>')
         last = match.start() + len(url)
     out.append(_e(text[last:]))
@@ -385,11 +408,19 @@ async def _mail(request: web.Request) -> web.Response:
     narrow = request.query.get("width") == "narrow"
     base = f"/mail/{quote(message.id)}"
 
-    headers = [("From", summary["from"]), ("To", summary["to"]), ("Date", _header(message, "date")),
-               ("Language", summary["locale"] or "—"), ("Message-ID", _header(message, "message-id")),
-               ("Envelope", f"MAIL FROM:<{message.mail_from}> RCPT TO:{', '.join(f'<{r}>' for r in message.rcpt_tos)}"),
-               ("Received", f"{message.received_at.strftime('%Y-%m-%d %H:%M:%S')} UTC · {len(message.data):,} bytes"
-                            + (" · TLS" if message.tls else ""))]
+    headers = [
+        ("From", summary["from"]),
+        ("To", summary["to"]),
+        ("Date", _header(message, "date")),
+        ("Language", summary["locale"] or "—"),
+        ("Message-ID", _header(message, "message-id")),
+        ("Envelope", f"MAIL FROM:<{message.mail_from}> RCPT TO:{', '.join(f'<{r}>' for r in message.rcpt_tos)}"),
+        (
+            "Received",
+            f"{message.received_at.strftime('%Y-%m-%d %H:%M:%S')} UTC · {len(message.data):,} bytes"
+            + (" · TLS" if message.tls else ""),
+        ),
+    ]
     header_html = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in headers)
 
     tabs = []
@@ -408,29 +439,39 @@ async def _mail(request: web.Request) -> web.Response:
     tabs.append(f'<a class="minor" href="{_e(base)}.eml" download="{_e(message.filename)}">Download .eml</a>')
 
     if view == "html":
-        pane = (f'<iframe src="{_e(base)}/html" sandbox="{IFRAME_SANDBOX}" referrerpolicy="no-referrer" '
-                f'title="HTML part of the email"{" class=narrow" if narrow else ""}></iframe>')
+        pane = (
+            f'<iframe src="{_e(base)}/html" sandbox="{IFRAME_SANDBOX}" referrerpolicy="no-referrer" '
+            f'title="HTML part of the email"{" class=narrow" if narrow else ""}></iframe>'
+        )
     elif view == "text":
-        pane = f"<pre class=\"text-part\">{_linkify(text_part or '')}</pre>"
+        pane = f'<pre class="text-part">{_linkify(text_part or "")}</pre>'
     else:
-        pane = (f'<p class="note">The message exactly as received ({len(message.data):,} bytes, CRLF line ends).</p>'
-                f'<pre class="source">{_e(message.data.decode("utf-8", "replace"))}</pre>')
+        pane = (
+            f'<p class="note">The message exactly as received ({len(message.data):,} bytes, CRLF line ends).</p>'
+            f'<pre class="source">{_e(message.data.decode("utf-8", "replace"))}</pre>'
+        )
 
     links = _links(message)
     if links:
         items = "".join(
-            f'<li><a href="{_e(url)}" rel="noreferrer">{_e(url)}</a></li>' if _clickable(url)
-            else f"<li><code>{_e(url)}</code> (not a web link)</li>" for url in links)
-        links_html = (f'<section class="links"><h3>Links in this email ({len(links)})</h3>'
-                      f'<ol id="links">{items}</ol></section>')
+            f'<li><a href="{_e(url)}" rel="noreferrer">{_e(url)}</a></li>'
+            if _clickable(url)
+            else f"<li><code>{_e(url)}</code> (not a web link)</li>"
+            for url in links
+        )
+        links_html = (
+            f'<section class="links"><h3>Links in this email ({len(links)})</h3><ol id="links">{items}</ol></section>'
+        )
     else:
         links_html = '<section class="links"><h3>Links in this email</h3><p class="note">None.</p></section>'
 
-    content = (f'<a class="back" href="/">← All mail</a>\n'
-               f'<h2 class="subject">{_e(summary["subject"] or "(no subject)")}</h2>\n'
-               f'<dl class="headers">{header_html}</dl>\n'
-               f'<div class="card"><nav class="tabs">{"".join(tabs)}</nav><div class="pane">{pane}</div></div>\n'
-               f"{links_html}")
+    content = (
+        f'<a class="back" href="/">← All mail</a>\n'
+        f'<h2 class="subject">{_e(summary["subject"] or "(no subject)")}</h2>\n'
+        f'<dl class="headers">{header_html}</dl>\n'
+        f'<div class="card"><nav class="tabs">{"".join(tabs)}</nav><div class="pane">{pane}</div></div>\n'
+        f"{links_html}"
+    )
     return _page(request, f"{summary['subject'] or '(no subject)'} — {request.app[_OPTIONS]['title']}", content)
 
 
@@ -440,7 +481,7 @@ def _with_link_target(document: str) -> str:
     for pattern in (_HEAD_TAG, _HTML_TAG):
         match = pattern.search(document)
         if match:
-            return document[:match.end()] + base + document[match.end():]
+            return document[: match.end()] + base + document[match.end() :]
     return base + document
 
 
@@ -449,8 +490,9 @@ async def _mail_html(request: web.Request) -> web.Response:
     part = _safe(lambda: message.html)
     if part is None:
         raise web.HTTPNotFound(text="This email has no HTML part.\n")
-    return web.Response(text=_with_link_target(part), content_type="text/html", charset="utf-8",
-                        headers=_headers(EMAIL_CSP))
+    return web.Response(
+        text=_with_link_target(part), content_type="text/html", charset="utf-8", headers=_headers(EMAIL_CSP)
+    )
 
 
 async def _mail_raw(request: web.Request) -> web.Response:
@@ -475,19 +517,21 @@ async def _landing(request: web.Request) -> web.Response:
     content = (
         '<div class="landing"><div class="card">'
         f"<h2>You landed on the result_url</h2>"
-        f'<p>This is the sandbox\'s stand-in for your application ({_e(what.get(request.path, "a ticket"))}). '
+        f"<p>This is the sandbox's stand-in for your application ({_e(what.get(request.path, 'a ticket'))}). "
         f"Auth0 sends the user here once the ticket is used. Full URL:</p>"
         f'<code class="url" id="landed-url">{_e(url)}</code>'
         + (f"<table><caption hidden>Query parameters</caption>{params}</table>" if params else "")
-        + '<p><a href="/">← Back to the caught mail</a></p></div></div>')
+        + '<p><a href="/">← Back to the caught mail</a></p></div></div>'
+    )
     return _page(request, "You landed on the result_url", content)
 
 
 # --- the application ------------------------------------------------------------------------------
 
 
-def mail_page_app(catcher: MailCatcher, *, title: str = "streamer dev — caught mail",
-                  extra_links: dict[str, str] | None = None) -> web.Application:
+def mail_page_app(
+    catcher: MailCatcher, *, title: str = "streamer dev — caught mail", extra_links: dict[str, str] | None = None
+) -> web.Application:
     """The mail page over `catcher`; `extra_links` (label → URL) are shown in the header."""
     app = web.Application()
     app[_CATCHER] = catcher
@@ -495,7 +539,7 @@ def mail_page_app(catcher: MailCatcher, *, title: str = "streamer dev — caught
     app[_CLOSING] = asyncio.Event()
 
     async def close_streams(app: web.Application) -> None:
-        app[_CLOSING].set()                     # SSE handlers return, so shutdown does not wait for them
+        app[_CLOSING].set()  # SSE handlers return, so shutdown does not wait for them
 
     app.on_shutdown.append(close_streams)
     app.router.add_get("/", _index)

@@ -32,5 +32,8 @@ def client_info(tenant: TenantConfig, client_id: str | None) -> ClientInfo:
         return ClientInfo(id=client_id)
     name = entry.get("name")
     locale = entry.get("locale")
-    return ClientInfo(id=client_id, name=str(name) if isinstance(name, str) else "",
-                      locale=locale if isinstance(locale, str) else None)
+    return ClientInfo(
+        id=client_id,
+        name=str(name) if isinstance(name, str) else "",
+        locale=locale if isinstance(locale, str) else None,
+    )

@@ -39,7 +39,7 @@ POLICY_ERRORS = {
 @dataclass(frozen=True)
 class ConfirmLink:
     url: str
-    replaced: int   # older pending requests of the user this one replaced
+    replaced: int  # older pending requests of the user this one replaced
 
 
 def policy_refusal(error: Auth0Error) -> str | None:
@@ -61,15 +61,33 @@ def confirm_url(public_url: str, tenant: str, ticket: str, locale: str | None) -
     return public_url.rstrip("/") + CONFIRM_PATH.format(tenant=quote(tenant, safe="")) + "?" + urlencode(params)
 
 
-async def issue_confirm_link(store: Store, password: str, *, public_url: str, tenant: str, user_id: str,
-                             connection: str, ttl_sec: int | None, locale: str | None, now: float) -> ConfirmLink:
+async def issue_confirm_link(
+    store: Store,
+    password: str,
+    *,
+    public_url: str,
+    tenant: str,
+    user_id: str,
+    connection: str,
+    ttl_sec: int | None,
+    locale: str | None,
+    now: float,
+) -> ConfirmLink:
     """Seal `password` under a new key, store the ciphertext (replacing the user's older request)
     and return the link that carries the key. The key is in the returned URL only."""
     token = new_token()
     ttl = ttl_sec if ttl_sec else DEFAULT_TTL_S
-    row = PendingPassword(id=token.pending_id, tenant=tenant, user_id=user_id, connection=connection,
-                          state="pending", sealed=seal(password, token, tenant=tenant, user_id=user_id),
-                          created_at=now, expires_at=now + ttl, updated_at=now)
+    row = PendingPassword(
+        id=token.pending_id,
+        tenant=tenant,
+        user_id=user_id,
+        connection=connection,
+        state="pending",
+        sealed=seal(password, token, tenant=tenant, user_id=user_id),
+        created_at=now,
+        expires_at=now + ttl,
+        updated_at=now,
+    )
     replaced = await store.save_pending_password(row, now=now)
     return ConfirmLink(url=confirm_url(public_url, tenant, str(token), locale), replaced=replaced)
 

@@ -68,8 +68,14 @@ _STATE_PAGES = {  # state → (HTTP status, title key, body key)
 class ConfirmPages:
     """The confirmation link's pages, drawn with the hosted form's page, CSRF and language."""
 
-    def __init__(self, pages: PasswordResetPages, store: Store, apis: Mapping[str, PasswordSetter], *,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        pages: PasswordResetPages,
+        store: Store,
+        apis: Mapping[str, PasswordSetter],
+        *,
+        clock: Callable[[], float] = time.time,
+    ):
         self.pages = pages
         self.store = store
         self.apis = apis
@@ -85,13 +91,21 @@ class ConfirmPages:
     def _locale(self, request: web.Request) -> str:
         return self.pages._locale(request, self.pages._tenant(request), ClientInfo())  # noqa: SLF001
 
-    def _message(self, request: web.Request, status: int, title_key: str, *paragraph_keys: str,
-                 back: bool = True) -> web.Response:
+    def _message(
+        self, request: web.Request, status: int, title_key: str, *paragraph_keys: str, back: bool = True
+    ) -> web.Response:
         locale = self._locale(request)
         t = MESSAGES[locale]
-        return self.pages._page(request, locale, status=status, page="message", title_key=title_key,  # noqa: SLF001
-                                client=ClientInfo(), paragraphs=tuple(t[key] for key in paragraph_keys),
-                                back_text=t["new_request"] if back else "")
+        return self.pages._page(
+            request,
+            locale,
+            status=status,
+            page="message",
+            title_key=title_key,  # noqa: SLF001
+            client=ClientInfo(),
+            paragraphs=tuple(t[key] for key in paragraph_keys),
+            back_text=t["new_request"] if back else "",
+        )
 
     def _state_page(self, request: web.Request, state: str) -> web.Response:
         status, title_key, body_key = _STATE_PAGES[state]
@@ -112,10 +126,17 @@ class ConfirmPages:
         t = MESSAGES[locale]
         csrf, is_new = self.pages._csrf_token_for(request, tenant)  # noqa: SLF001
         action = CONFIRM_PATH.format(tenant=tenant) + (f"?lang={locale}")
-        response = self.pages._page(request, locale, status=200, page="confirm",  # noqa: SLF001
-                                    title_key="confirm_title", client=ClientInfo(),
-                                    paragraphs=(t["confirm_body"], t["confirm_hint"]), csrf_token=csrf,
-                                    extra={"action": action, "confirm_ticket": str(token)})
+        response = self.pages._page(
+            request,
+            locale,
+            status=200,
+            page="confirm",  # noqa: SLF001
+            title_key="confirm_title",
+            client=ClientInfo(),
+            paragraphs=(t["confirm_body"], t["confirm_hint"]),
+            csrf_token=csrf,
+            extra={"action": action, "confirm_ticket": str(token)},
+        )
         if is_new:
             self.pages._set_csrf_cookie(request, response, csrf)  # noqa: SLF001
         return response
@@ -157,8 +178,7 @@ class ConfirmPages:
         log.info("password_confirmed", tenant=tenant, user_id=row.user_id)
         return self._message(request, 200, "done_title", "done_body", back=False)
 
-    async def _refused(self, request: web.Request, tenant: str, row: PendingPassword,
-                       exc: Auth0Error) -> web.Response:
+    async def _refused(self, request: web.Request, tenant: str, row: PendingPassword, exc: Auth0Error) -> web.Response:
         reason = policy_refusal(exc)
         if reason is not None:
             metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "policy").inc()
@@ -166,15 +186,30 @@ class ConfirmPages:
             return self._message(request, 400, "policy_title", f"policy_{reason}", "policy_hint")
         if isinstance(exc, UserNotFound) or (isinstance(exc, Auth0Permanent) and exc.status not in (401, 403)):
             metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "failed").inc()
-            log.warning("password_confirm_failed", tenant=tenant, user_id=row.user_id, status=exc.status,
-                        error_code=exc.error_code, error=str(exc))
+            log.warning(
+                "password_confirm_failed",
+                tenant=tenant,
+                user_id=row.user_id,
+                status=exc.status,
+                error_code=exc.error_code,
+                error=str(exc),
+            )
             return self._message(request, 410, "retry_title", "gone_body")
         # Transient, or our credentials/scopes (fixable by the operator): the link works again.
         assert row.sealed is not None
         restored = await self.store.restore_pending_password(row.id, row.sealed, now=self.clock())
         metrics.PASSWORD_CONFIRMATIONS.labels(tenant, "deferred").inc()
-        hint = ("grant update:users to streamer's application (Auth0 Management API)"
-                if exc.status in (401, 403) else None)
-        log.warning("password_confirm_deferred", tenant=tenant, user_id=row.user_id, status=exc.status,
-                    error_code=exc.error_code, error=str(exc), link_still_works=restored, hint=hint)
+        hint = (
+            "grant update:users to streamer's application (Auth0 Management API)" if exc.status in (401, 403) else None
+        )
+        log.warning(
+            "password_confirm_deferred",
+            tenant=tenant,
+            user_id=row.user_id,
+            status=exc.status,
+            error_code=exc.error_code,
+            error=str(exc),
+            link_still_works=restored,
+            hint=hint,
+        )
         return self._message(request, 503, "retry_title", "retry_body", back=not restored)

@@ -39,8 +39,9 @@ class CsrfTokens:
         if len(parts) != 4 or parts[0] != "v1":
             return None
         _, issued, nonce, signature = parts
-        if not hmac.compare_digest(signature.encode("ascii", "replace"),
-                                   self._sign(tenant, issued, nonce).encode("ascii")):
+        if not hmac.compare_digest(
+            signature.encode("ascii", "replace"), self._sign(tenant, issued, nonce).encode("ascii")
+        ):
             return None
         try:
             age = self._clock() - int(issued, 16) / 1000

@@ -44,9 +44,20 @@ def is_database_user(user: Mapping[str, Any]) -> bool:
     return str(user.get("user_id") or "").startswith("auth0|")
 
 
-async def request_reset(inbox: Inbox, apis: Mapping[str, UserLookup], vault: NewPasswordVault, tenant: str,
-                        address: str, client: ClientInfo, ip: str, user_agent: str, password: str | None, *,
-                        address_hash: str, warned_unrouted: set[str]) -> None:
+async def request_reset(
+    inbox: Inbox,
+    apis: Mapping[str, UserLookup],
+    vault: NewPasswordVault,
+    tenant: str,
+    address: str,
+    client: ClientInfo,
+    ip: str,
+    user_agent: str,
+    password: str | None,
+    *,
+    address_hash: str,
+    warned_unrouted: set[str],
+) -> None:
     """Look the address up and, for a database account, put the event in the inbox; never raises.
 
     The new password, if any, goes to `vault` under the event's log_id. `warned_unrouted`
@@ -60,15 +71,25 @@ async def request_reset(inbox: Inbox, apis: Mapping[str, UserLookup], vault: New
         try:
             users = await api.users_by_email(address)
         except Auth0Error as exc:
-            log.warning("password_reset_lookup_failed", tenant=tenant, address_hash=address_hash,
-                        error_kind=type(exc).__name__, status=exc.status, error_code=exc.error_code,
-                        error=_without(str(exc), address))
+            log.warning(
+                "password_reset_lookup_failed",
+                tenant=tenant,
+                address_hash=address_hash,
+                error_kind=type(exc).__name__,
+                status=exc.status,
+                error_code=exc.error_code,
+                error=_without(str(exc), address),
+            )
             return
         candidates = [u for u in users or [] if isinstance(u, Mapping) and u.get("user_id")]
         database_users = [u for u in candidates if is_database_user(u)]
         if not database_users:
-            log.info("password_reset_no_account", tenant=tenant, address_hash=address_hash,
-                     reason="no_database_identity" if candidates else "unknown_address")
+            log.info(
+                "password_reset_no_account",
+                tenant=tenant,
+                address_hash=address_hash,
+                reason="no_database_identity" if candidates else "unknown_address",
+            )
             return
         user = database_users[0]
         identities = user.get("identities") if isinstance(user.get("identities"), list) else []
@@ -76,9 +97,16 @@ async def request_reset(inbox: Inbox, apis: Mapping[str, UserLookup], vault: New
         connection = primary.get("connection") or ""
         now = datetime.now(UTC)
         event = {
-            "log_id": new_log_id(now), "type": EVENT_TYPE, "date": iso_ms(now),
-            "user_id": str(user["user_id"]), "client_id": client.id, "client_name": client.name,
-            "ip": ip, "user_agent": user_agent, "user_name": address, "connection": str(connection or ""),
+            "log_id": new_log_id(now),
+            "type": EVENT_TYPE,
+            "date": iso_ms(now),
+            "user_id": str(user["user_id"]),
+            "client_id": client.id,
+            "client_name": client.name,
+            "ip": ip,
+            "user_agent": user_agent,
+            "user_name": address,
+            "connection": str(connection or ""),
             "description": EVENT_DESCRIPTION,
         }
         if password is not None:
@@ -88,19 +116,30 @@ async def request_reset(inbox: Inbox, apis: Mapping[str, UserLookup], vault: New
         except Exception as exc:  # noqa: BLE001 - the user already has the generic answer
             if password is not None:
                 vault.take(event["log_id"])
-            log.error("password_reset_store_failed", tenant=tenant, log_id=event["log_id"],
-                      error_kind=type(exc).__name__)
+            log.error(
+                "password_reset_store_failed", tenant=tenant, log_id=event["log_id"], error_kind=type(exc).__name__
+            )
             return
         if not result.new:
             if password is not None:
                 vault.take(event["log_id"])
             if tenant not in warned_unrouted:
                 warned_unrouted.add(tenant)
-                log.warning("password_reset_event_not_routed", tenant=tenant, event_type=EVENT_TYPE,
-                            hint="no rule has `on: [password_reset_requested]`: no email will be sent")
+                log.warning(
+                    "password_reset_event_not_routed",
+                    tenant=tenant,
+                    event_type=EVENT_TYPE,
+                    hint="no rule has `on: [password_reset_requested]`: no email will be sent",
+                )
             return
-        log.info("password_reset_requested", tenant=tenant, log_id=event["log_id"], user_id=event["user_id"],
-                 client_id=client.id or None, database_users=len(database_users))
+        log.info(
+            "password_reset_requested",
+            tenant=tenant,
+            log_id=event["log_id"],
+            user_id=event["user_id"],
+            client_id=client.id or None,
+            database_users=len(database_users),
+        )
     except Exception as exc:  # noqa: BLE001 - never let a bug reach the user or leak the input
         log.error("password_reset_failed", tenant=tenant, address_hash=address_hash, error_kind=type(exc).__name__)
 

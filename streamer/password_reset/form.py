@@ -62,13 +62,18 @@ async def read_form(request: web.Request) -> tuple[Form, int | None]:
     values: dict[str, str] = {}
     for name, value in pairs:
         values.setdefault(name, value)
-    return Form(email=values.get("email", ""), password=values.get("password", ""),
-                password_confirm=values.get("password_confirm", ""),
-                csrf_token=values.get(CSRF_FIELD, ""), ticket=values.get("ticket", "")), None
+    return Form(
+        email=values.get("email", ""),
+        password=values.get("password", ""),
+        password_confirm=values.get("password_confirm", ""),
+        csrf_token=values.get(CSRF_FIELD, ""),
+        ticket=values.get("ticket", ""),
+    ), None
 
 
-def validate_form(form: Form, address: str, t: Mapping[str, str], *, new_password: bool,
-                 min_length: int) -> list[tuple[str, str]]:
+def validate_form(
+    form: Form, address: str, t: Mapping[str, str], *, new_password: bool, min_length: int
+) -> list[tuple[str, str]]:
     """(field, message) for each invalid field, in page order; passwords only with `new_password`."""
     errors: list[tuple[str, str]] = []
     if not valid_email(address):
@@ -79,7 +84,8 @@ def validate_form(form: Form, address: str, t: Mapping[str, str], *, new_passwor
         errors.append(("password", t["err_password_short"].format(n=min_length)))
     elif len(form.password) > MAX_PASSWORD_LENGTH:
         errors.append(("password", t["err_password_long"].format(n=MAX_PASSWORD_LENGTH)))
-    if not hmac.compare_digest(form.password.encode("utf-8", "surrogatepass"),
-                               form.password_confirm.encode("utf-8", "surrogatepass")):
+    if not hmac.compare_digest(
+        form.password.encode("utf-8", "surrogatepass"), form.password_confirm.encode("utf-8", "surrogatepass")
+    ):
         errors.append(("password_confirm", t["err_password_mismatch"]))
     return errors

@@ -33,23 +33,37 @@ class ResetLinks:
     #: `server.public_url`: the confirmation links point to it.
     public_url: str | None = None
 
-    async def __call__(self, api: Any, email: OutboxEmail, *, result_url: str | None,
-                       ttl_sec: int | None) -> ResetLink:
+    async def __call__(self, api: Any, email: OutboxEmail, *, result_url: str | None, ttl_sec: int | None) -> ResetLink:
         password = self._new_password(email)
         if password is None:
-            return ResetLink(await create_reset_ticket(api, self.vault, log_id=email.log_id, user_id=email.user_id,
-                                                       result_url=result_url, ttl_sec=ttl_sec))
+            return ResetLink(
+                await create_reset_ticket(
+                    api, self.vault, log_id=email.log_id, user_id=email.user_id, result_url=result_url, ttl_sec=ttl_sec
+                )
+            )
         assert self.pending_store is not None and self.public_url
         try:
             link = await issue_confirm_link(
-                self.pending_store, password, public_url=self.public_url, tenant=email.tenant,
-                user_id=email.user_id, connection=event_connection(email.context), ttl_sec=ttl_sec,
-                locale=email.locale, now=time.time())
+                self.pending_store,
+                password,
+                public_url=self.public_url,
+                tenant=email.tenant,
+                user_id=email.user_id,
+                connection=event_connection(email.context),
+                ttl_sec=ttl_sec,
+                locale=email.locale,
+                now=time.time(),
+            )
         except Exception as exc:  # noqa: BLE001 - the store is unavailable: try again later
             self.vault.put(email.log_id, password)
             raise TransientFailure(f"storing the pending password: {type(exc).__name__}") from None
-        log.info("password_confirm_link_issued", tenant=email.tenant, user_id=email.user_id,
-                 log_id=email.log_id, replaced=link.replaced)
+        log.info(
+            "password_confirm_link_issued",
+            tenant=email.tenant,
+            user_id=email.user_id,
+            log_id=email.log_id,
+            replaced=link.replaced,
+        )
         # A retried send seals the password again, under a new key.
         return ResetLink(link.url, confirmation=True, on_retry=lambda: self.vault.put(email.log_id, password))
 
@@ -64,12 +78,21 @@ class ResetLinks:
             return None
         password = self.vault.take(email.log_id)
         if password is None:
-            log.warning("password_confirm_unavailable", tenant=email.tenant, log_id=email.log_id,
-                        reason="not_in_memory",
-                        hint="the process restarted (or another replica took the email) between the form and "
-                             "the send: the email carries an Auth0 reset ticket instead")
+            log.warning(
+                "password_confirm_unavailable",
+                tenant=email.tenant,
+                log_id=email.log_id,
+                reason="not_in_memory",
+                hint="the process restarted (or another replica took the email) between the form and "
+                "the send: the email carries an Auth0 reset ticket instead",
+            )
         elif not self.public_url:
-            log.warning("password_confirm_unavailable", tenant=email.tenant, log_id=email.log_id,
-                        reason="no_public_url", hint="set server.public_url: the confirmation link points to it")
+            log.warning(
+                "password_confirm_unavailable",
+                tenant=email.tenant,
+                log_id=email.log_id,
+                reason="no_public_url",
+                hint="set server.public_url: the confirmation link points to it",
+            )
             return None
         return password

@@ -49,8 +49,10 @@ DEFAULT_MIN_RESPONSE_S = 0.6
 _WEB_DIR = Path(__file__).parent.parent / "web"
 _CSS = (_WEB_DIR / "password_reset.css").read_text(encoding="utf-8")
 _CSS_HASH = base64.b64encode(hashlib.sha256(_CSS.encode("utf-8")).digest()).decode("ascii")
-CONTENT_SECURITY_POLICY = (f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; img-src data:; "
-                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CONTENT_SECURITY_POLICY = (
+    f"default-src 'none'; style-src 'sha256-{_CSS_HASH}'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "Cache-Control": "no-store",
@@ -84,16 +86,28 @@ class ResetPageSettings:
 
     @classmethod
     def of(cls, config: Config) -> ResetPageSettings:
-        return cls(reset=config.password_reset, tenants=config.tenants, public_url=config.server.public_url,
-                   default_locale=config.templates.default_locale)
+        return cls(
+            reset=config.password_reset,
+            tenants=config.tenants,
+            public_url=config.server.public_url,
+            default_locale=config.templates.default_locale,
+        )
 
 
 class PasswordResetPages:
     """State of the hosted form for one process: CSRF key, rate limiters, in-flight work."""
 
-    def __init__(self, page_settings: ResetPageSettings, inbox: Inbox, apis: Mapping[str, UserLookup], *,
-                 vault: NewPasswordVault | None = None, clock: Callable[[], float] = time.monotonic,
-                 min_response_s: float = DEFAULT_MIN_RESPONSE_S, csrf_key: bytes | None = None):
+    def __init__(
+        self,
+        page_settings: ResetPageSettings,
+        inbox: Inbox,
+        apis: Mapping[str, UserLookup],
+        *,
+        vault: NewPasswordVault | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        min_response_s: float = DEFAULT_MIN_RESPONSE_S,
+        csrf_key: bytes | None = None,
+    ):
         self.page_settings = page_settings
         self.settings = page_settings.reset
         self.inbox = inbox
@@ -114,8 +128,10 @@ class PasswordResetPages:
     # --- wiring -------------------------------------------------------------------------------
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.get("/password-reset/{tenant}", self.get_form),
-                web.post("/password-reset/{tenant}", self.post_form)]
+        return [
+            web.get("/password-reset/{tenant}", self.get_form),
+            web.post("/password-reset/{tenant}", self.post_form),
+        ]
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait (bounded) for lookups still running after their answer was sent."""
@@ -134,10 +150,13 @@ class PasswordResetPages:
         return self.page_settings.tenants.get(request.match_info["tenant"])
 
     def _locale(self, request: web.Request, tenant: TenantConfig | None, client: ClientInfo) -> str:
-        return choose_locale(request.query.get("lang"), client.locale,
-                             *parse_accept_language(request.headers.get("Accept-Language")),
-                             tenant.default_locale if tenant else None,
-                             self.page_settings.default_locale)
+        return choose_locale(
+            request.query.get("lang"),
+            client.locale,
+            *parse_accept_language(request.headers.get("Accept-Language")),
+            tenant.default_locale if tenant else None,
+            self.page_settings.default_locale,
+        )
 
     @staticmethod
     def _query(request: web.Request, client: ClientInfo, lang: str | None = None) -> str:
@@ -149,20 +168,45 @@ class PasswordResetPages:
             params["lang"] = wanted
         return ("?" + urlencode(params)) if params else ""
 
-    def _page(self, request: web.Request, locale: str, *, status: int, page: str, title_key: str,
-              client: ClientInfo, paragraphs: tuple[str, ...] = (), back_text: str = "", form: Form | None = None,
-              csrf_token: str = "", headers: Mapping[str, str] | None = None,
-              extra: Mapping[str, Any] | None = None) -> web.Response:
+    def _page(
+        self,
+        request: web.Request,
+        locale: str,
+        *,
+        status: int,
+        page: str,
+        title_key: str,
+        client: ClientInfo,
+        paragraphs: tuple[str, ...] = (),
+        back_text: str = "",
+        form: Form | None = None,
+        csrf_token: str = "",
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> web.Response:
         t = MESSAGES[locale]
         base = f"/password-reset/{request.match_info['tenant']}"
         context: dict[str, Any] = {
-            "css": _CSS, "locale": locale, "t": t, "title": t[title_key], "client_name": client.name,
-            "page": page, "errors": [], "field_errors": dict.fromkeys(FIELDS, ""), "paragraphs": paragraphs,
+            "css": _CSS,
+            "locale": locale,
+            "t": t,
+            "title": t[title_key],
+            "client_name": client.name,
+            "page": page,
+            "errors": [],
+            "field_errors": dict.fromkeys(FIELDS, ""),
+            "paragraphs": paragraphs,
             "back_text": back_text,
-            "back_url": (base + self._query(request, client)) if back_text else "", "languages": [],
-            "new_password": self.settings.new_password, "min_length": self.settings.min_length,
-            "max_length": MAX_PASSWORD_LENGTH, "csrf_token": csrf_token, "email": "", "action": "",
-            "password_hint": t["password_hint"].format(n=self.settings.min_length), "confirm_ticket": "",
+            "back_url": (base + self._query(request, client)) if back_text else "",
+            "languages": [],
+            "new_password": self.settings.new_password,
+            "min_length": self.settings.min_length,
+            "max_length": MAX_PASSWORD_LENGTH,
+            "csrf_token": csrf_token,
+            "email": "",
+            "action": "",
+            "password_hint": t["password_hint"].format(n=self.settings.min_length),
+            "confirm_ticket": "",
             **(extra or {}),
         }
         if page == "form":
@@ -170,10 +214,18 @@ class PasswordResetPages:
             context.update(
                 errors=[{"field": name, "message": message} for name, message in form.errors],
                 field_errors={**dict.fromkeys(FIELDS, ""), **dict(reversed(form.errors))},
-                email=form.email[:MAX_EMAIL_LENGTH + 66],
+                email=form.email[: MAX_EMAIL_LENGTH + 66],
                 action=base + self._query(request, client),
-                languages=[{"code": code, "name": LANGUAGE_NAMES[code], "current": code == locale,
-                            "href": base + self._query(request, client, code)} for code in SUPPORTED_LOCALES])
+                languages=[
+                    {
+                        "code": code,
+                        "name": LANGUAGE_NAMES[code],
+                        "current": code == locale,
+                        "href": base + self._query(request, client, code),
+                    }
+                    for code in SUPPORTED_LOCALES
+                ],
+            )
         body = _templates.get_template("password_reset.html").render(context)
         response = web.Response(status=status, text=body, content_type="text/html", charset="utf-8")
         response.headers.update(SECURITY_HEADERS)
@@ -184,14 +236,28 @@ class PasswordResetPages:
 
     def _not_found(self, request: web.Request) -> web.Response:
         locale = self._locale(request, None, ClientInfo())
-        return self._page(request, locale, status=404, page="message", title_key="notfound_title",
-                          client=ClientInfo(), paragraphs=(MESSAGES[locale]["notfound_body"],))
+        return self._page(
+            request,
+            locale,
+            status=404,
+            page="message",
+            title_key="notfound_title",
+            client=ClientInfo(),
+            paragraphs=(MESSAGES[locale]["notfound_body"],),
+        )
 
     def _set_csrf_cookie(self, request: web.Request, response: web.Response, token: str) -> None:
         expires = (datetime.now(UTC) + timedelta(seconds=CSRF_TTL_S)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-        response.set_cookie(CSRF_COOKIE, token, max_age=int(CSRF_TTL_S), expires=expires, httponly=True,
-                            samesite="Strict", secure=request.secure or self._public_https,
-                            path=f"/password-reset/{request.match_info['tenant']}")
+        response.set_cookie(
+            CSRF_COOKIE,
+            token,
+            max_age=int(CSRF_TTL_S),
+            expires=expires,
+            httponly=True,
+            samesite="Strict",
+            secure=request.secure or self._public_https,
+            path=f"/password-reset/{request.match_info['tenant']}",
+        )
 
     def _csrf_token_for(self, request: web.Request, tenant_name: str) -> tuple[str, bool]:
         """(token, is_new): the cookie's own token while it is in its first half-life, else a new one."""
@@ -201,11 +267,20 @@ class PasswordResetPages:
             return current, False
         return self.csrf.issue(tenant_name), True
 
-    def _form_page(self, request: web.Request, tenant_name: str, locale: str, client: ClientInfo, *,
-                   status: int = 200, form: Form | None = None) -> web.Response:
+    def _form_page(
+        self,
+        request: web.Request,
+        tenant_name: str,
+        locale: str,
+        client: ClientInfo,
+        *,
+        status: int = 200,
+        form: Form | None = None,
+    ) -> web.Response:
         token, is_new = self._csrf_token_for(request, tenant_name)
-        response = self._page(request, locale, status=status, page="form", title_key="title", client=client,
-                              form=form, csrf_token=token)
+        response = self._page(
+            request, locale, status=status, page="form", title_key="title", client=client, form=form, csrf_token=token
+        )
         if is_new:
             self._set_csrf_cookie(request, response, token)
         return response
@@ -233,43 +308,91 @@ class PasswordResetPages:
         form, problem = await read_form(request)
         if problem is not None:
             metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_bad_request").inc()
-            return self._page(request, locale, status=problem, page="message", title_key="invalid_title",
-                              client=client, paragraphs=(t["invalid_body"],), back_text=t["back"])
+            return self._page(
+                request,
+                locale,
+                status=problem,
+                page="message",
+                title_key="invalid_title",
+                client=client,
+                paragraphs=(t["invalid_body"],),
+                back_text=t["back"],
+            )
         if not self.csrf.valid_pair(tenant_name, request.cookies.get(CSRF_COOKIE), form.csrf_token):
             metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_csrf").inc()
-            missing = [part for part, present in (("cookie", CSRF_COOKIE in request.cookies),
-                                                  ("field", bool(form.csrf_token))) if not present]
+            missing = [
+                part
+                for part, present in (("cookie", CSRF_COOKIE in request.cookies), ("field", bool(form.csrf_token)))
+                if not present
+            ]
             log.info("password_reset_csrf_rejected", tenant=tenant_name, missing=missing or None)
-            return self._page(request, locale, status=403, page="message", title_key="csrf_title", client=client,
-                              paragraphs=(t["csrf_body"], t["csrf_hint"]), back_text=t["back"])
+            return self._page(
+                request,
+                locale,
+                status=403,
+                page="message",
+                title_key="csrf_title",
+                client=client,
+                paragraphs=(t["csrf_body"], t["csrf_hint"]),
+                back_text=t["back"],
+            )
 
         address = normalize_email(form.email)
-        form.errors.extend(validate_form(form, address, t, new_password=self.settings.new_password,
-                                         min_length=self.settings.min_length))
+        form.errors.extend(
+            validate_form(
+                form, address, t, new_password=self.settings.new_password, min_length=self.settings.min_length
+            )
+        )
         if form.errors:
-            return self._form_page(request, tenant_name, locale, client, status=400,
-                                   form=Form(email=form.email, errors=form.errors))
+            return self._form_page(
+                request, tenant_name, locale, client, status=400, form=Form(email=form.email, errors=form.errors)
+            )
 
         ip = request.remote or ""  # the client a trusted proxy names (server.trusted_proxies), else the peer
         wait = max(self.ip_limiter.retry_after(ip_key(ip)), self.address_limiter.retry_after(address_key(address, ip)))
         if wait > 0:
             seconds = max(1, math.ceil(wait))
             metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_rate_limited").inc()
-            log.info("password_reset_rate_limited", tenant=tenant_name, address_hash=self.address_hash(address),
-                     retry_after_s=seconds)
-            text = t["rate_body"].format(wait=format_timedelta(timedelta(seconds=seconds), locale=locale,
-                                                               granularity="minute", threshold=1))
-            return self._page(request, locale, status=429, page="message", title_key="rate_title", client=client,
-                              paragraphs=(text,), back_text=t["back"], headers={"Retry-After": str(seconds)})
+            log.info(
+                "password_reset_rate_limited",
+                tenant=tenant_name,
+                address_hash=self.address_hash(address),
+                retry_after_s=seconds,
+            )
+            text = t["rate_body"].format(
+                wait=format_timedelta(timedelta(seconds=seconds), locale=locale, granularity="minute", threshold=1)
+            )
+            return self._page(
+                request,
+                locale,
+                status=429,
+                page="message",
+                title_key="rate_title",
+                client=client,
+                paragraphs=(text,),
+                back_text=t["back"],
+                headers={"Retry-After": str(seconds)},
+            )
         self.ip_limiter.hit(ip_key(ip))
         self.address_limiter.hit(address_key(address, ip))
 
         password = form.password if self.settings.new_password else None
         task = asyncio.create_task(
-            request_reset(self.inbox, self.apis, self.vault, tenant_name, address, client, ip,
-                          request.headers.get("User-Agent", "")[:MAX_USER_AGENT], password,
-                          address_hash=self.address_hash(address), warned_unrouted=self._warned_unrouted),
-            name="password-reset-request")
+            request_reset(
+                self.inbox,
+                self.apis,
+                self.vault,
+                tenant_name,
+                address,
+                client,
+                ip,
+                request.headers.get("User-Agent", "")[:MAX_USER_AGENT],
+                password,
+                address_hash=self.address_hash(address),
+                warned_unrouted=self._warned_unrouted,
+            ),
+            name="password-reset-request",
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         del form, password
@@ -279,18 +402,33 @@ class PasswordResetPages:
             remaining = started + self.min_response_s - asyncio.get_running_loop().time()
             if remaining > 0:
                 await asyncio.sleep(remaining)
-        return self._page(request, locale, status=200, page="message", title_key="sent_title", client=client,
-                          paragraphs=(t["sent_body"], t["sent_hint"]), back_text=t["sent_again"])
+        return self._page(
+            request,
+            locale,
+            status=200,
+            page="message",
+            title_key="sent_title",
+            client=client,
+            paragraphs=(t["sent_body"], t["sent_hint"]),
+            back_text=t["sent_again"],
+        )
 
 
-def password_reset_routes(config: Config, inbox: Inbox, apis: Mapping[str, UserLookup], *,
-                          vault: NewPasswordVault | None = None, clock: Callable[[], float] = time.monotonic,
-                          min_response_s: float = DEFAULT_MIN_RESPONSE_S) -> list[web.RouteDef]:
+def password_reset_routes(
+    config: Config,
+    inbox: Inbox,
+    apis: Mapping[str, UserLookup],
+    *,
+    vault: NewPasswordVault | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    min_response_s: float = DEFAULT_MIN_RESPONSE_S,
+) -> list[web.RouteDef]:
     """`GET/POST /password-reset/{tenant}` for `app.add_routes(...)`.
 
     Pass the `vault` the delivery side will `take()` from when `password_reset.new_password` is on.
     To await in-flight lookups at shutdown, build `PasswordResetPages` yourself and call `drain()`.
     """
-    pages = PasswordResetPages(ResetPageSettings.of(config), inbox, apis, vault=vault, clock=clock,
-                               min_response_s=min_response_s)
+    pages = PasswordResetPages(
+        ResetPageSettings.of(config), inbox, apis, vault=vault, clock=clock, min_response_s=min_response_s
+    )
     return pages.routes()

@@ -61,8 +61,9 @@ def _aad(tenant: str, user_id: str, pending_id: str) -> bytes:
 def seal(password: str, token: ConfirmToken, *, tenant: str, user_id: str) -> bytes:
     """nonce || AES-256-GCM(password) under the token's key."""
     nonce = secrets.token_bytes(NONCE_BYTES)
-    return nonce + AESGCM(token.key).encrypt(nonce, password.encode("utf-8", "surrogatepass"),
-                                             _aad(tenant, user_id, token.pending_id))
+    return nonce + AESGCM(token.key).encrypt(
+        nonce, password.encode("utf-8", "surrogatepass"), _aad(tenant, user_id, token.pending_id)
+    )
 
 
 def unseal(sealed: bytes | None, token: ConfirmToken, *, tenant: str, user_id: str) -> str | None:
@@ -70,8 +71,9 @@ def unseal(sealed: bytes | None, token: ConfirmToken, *, tenant: str, user_id: s
     if not sealed or len(sealed) <= NONCE_BYTES:
         return None
     try:
-        plain = AESGCM(token.key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:],
-                                          _aad(tenant, user_id, token.pending_id))
+        plain = AESGCM(token.key).decrypt(
+            sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _aad(tenant, user_id, token.pending_id)
+        )
     except (InvalidTag, ValueError):
         return None
     return plain.decode("utf-8", "surrogatepass")

@@ -12,13 +12,26 @@ log = get_logger(__name__)
 
 
 class TicketApi(Protocol):
-    async def create_password_change_ticket(self, *, user_id: str, result_url: str | None = None,
-                                            ttl_sec: int | None = None, new_password: str | None = None) -> str: ...
+    async def create_password_change_ticket(
+        self,
+        *,
+        user_id: str,
+        result_url: str | None = None,
+        ttl_sec: int | None = None,
+        new_password: str | None = None,
+    ) -> str: ...
 
 
-async def create_reset_ticket(api: TicketApi, vault: NewPasswordVault | None, *, log_id: str, user_id: str,
-                              result_url: str | None = None, ttl_sec: int | None = None,
-                              legacy_flow: bool = False) -> str:
+async def create_reset_ticket(
+    api: TicketApi,
+    vault: NewPasswordVault | None,
+    *,
+    log_id: str,
+    user_id: str,
+    result_url: str | None = None,
+    ttl_sec: int | None = None,
+    legacy_flow: bool = False,
+) -> str:
     """The password-change ticket for a `password_reset_requested` event.
 
     Always pops the event's new password from the vault. Current Auth0 tenants refuse
@@ -29,13 +42,18 @@ async def create_reset_ticket(api: TicketApi, vault: NewPasswordVault | None, *,
     password = vault.take(log_id) if vault is not None else None
     if password is not None and legacy_flow:
         try:
-            return await api.create_password_change_ticket(user_id=user_id, result_url=result_url,
-                                                           ttl_sec=ttl_sec, new_password=password)
+            return await api.create_password_change_ticket(
+                user_id=user_id, result_url=result_url, ttl_sec=ttl_sec, new_password=password
+            )
         except Auth0Permanent as exc:
             if exc.status != 400:
                 raise
-            log.warning("auth0_refused_new_password", log_id=log_id, error_code=exc.error_code,
-                        hint="this tenant uses Change Password flow v2: the ticket is created without it")
+            log.warning(
+                "auth0_refused_new_password",
+                log_id=log_id,
+                error_code=exc.error_code,
+                hint="this tenant uses Change Password flow v2: the ticket is created without it",
+            )
         except Exception:
             if vault is not None:
                 vault.put(log_id, password)

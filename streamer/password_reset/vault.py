@@ -15,8 +15,7 @@ class NewPasswordVault:
     password, later ones None; expired entries are gone. When full, the oldest entry is dropped.
     """
 
-    def __init__(self, ttl_s: float = 900.0, *, max_entries: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, ttl_s: float = 900.0, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._clock = clock

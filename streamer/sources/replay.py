@@ -36,7 +36,7 @@ async def replay_files(inbox: Inbox, tenant: str, files: list[str], *, chunk: in
         inbox.quarantine(tenant, batch.quarantined, source="replay")
         summary.read += len(batch.events)
         for start in range(0, len(batch.events), chunk):
-            part = batch.events[start:start + chunk]
+            part = batch.events[start : start + chunk]
             result = await inbox.accept(tenant, part, source="replay")
             summary.stored += result.new
             summary.duplicate += result.duplicate

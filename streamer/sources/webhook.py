@@ -58,8 +58,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
-                 max_body_bytes: int) -> Callable[[web.Request], Awaitable[web.Response]]:
+def make_handler(
+    tenants: Mapping[str, TenantConfig], inbox: Inbox, *, max_body_bytes: int
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def receive_logs(request: web.Request) -> web.Response:
         name = request.match_info["tenant"]
         tenant = tenants.get(name)
@@ -88,16 +89,31 @@ def make_handler(tenants: Mapping[str, TenantConfig], inbox: Inbox, *,
             result = await inbox.accept(name, batch.events, source="webhook", raw=body if whole else None)
         except Exception as exc:  # noqa: BLE001 - disk full, database down: Auth0 must send it again
             metrics.EVENTS_REJECTED.labels(name, "store_failed").inc()
-            log.error("webhook_store_failed", tenant=name, events=len(batch.events), error=redact_text(str(exc)),
-                      hint="nothing was stored; Auth0 delivers the batch again")
-            return _error(503, "the batch could not be stored; send it again",
-                          headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+            log.error(
+                "webhook_store_failed",
+                tenant=name,
+                events=len(batch.events),
+                error=redact_text(str(exc)),
+                hint="nothing was stored; Auth0 delivers the batch again",
+            )
+            return _error(
+                503, "the batch could not be stored; send it again", headers={"Retry-After": str(STORE_RETRY_AFTER_S)}
+            )
         # orjson into bytes: a third of json_response's cost, on the path every accepted batch takes.
-        return web.Response(body=orjson.dumps({
-            "received": len(batch.events), "stored": result.new, "duplicate": result.duplicate,
-            "ignored": len(batch.events) - result.new - result.duplicate, "skipped": len(batch.skipped),
-            "skipped_reasons": batch.skipped[:20], "quarantined": len(batch.quarantined),
-            "quarantined_reasons": [f"{q.log_id}: {q.reason}" for q in batch.quarantined[:20]]}),
-            content_type="application/json")
+        return web.Response(
+            body=orjson.dumps(
+                {
+                    "received": len(batch.events),
+                    "stored": result.new,
+                    "duplicate": result.duplicate,
+                    "ignored": len(batch.events) - result.new - result.duplicate,
+                    "skipped": len(batch.skipped),
+                    "skipped_reasons": batch.skipped[:20],
+                    "quarantined": len(batch.quarantined),
+                    "quarantined_reasons": [f"{q.log_id}: {q.reason}" for q in batch.quarantined[:20]],
+                }
+            ),
+            content_type="application/json",
+        )
 
     return receive_logs

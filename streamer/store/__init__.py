@@ -16,7 +16,7 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         from streamer.store.sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///"):])
+        return SqliteStore(url[len("sqlite:///") :])
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from streamer.store.postgres import PostgresStore

@@ -54,8 +54,10 @@ class PendingPassword:
     updated_at: float
 
     def __repr__(self) -> str:
-        return (f"PendingPassword(id={self.id!r}, tenant={self.tenant!r}, user_id={self.user_id!r}, "
-                f"state={self.state!r}, expires_at={self.expires_at})")
+        return (
+            f"PendingPassword(id={self.id!r}, tenant={self.tenant!r}, user_id={self.user_id!r}, "
+            f"state={self.state!r}, expires_at={self.expires_at})"
+        )
 
 
 class StoreInUse(RuntimeError):
@@ -95,8 +97,15 @@ class Store(ABC):
 
     # --- inbox ------------------------------------------------------------------------------
     @abstractmethod
-    async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+    async def add_events(
+        self,
+        tenant: str,
+        events: list[dict[str, Any]],
+        *,
+        now: float,
+        checkpoint: str | None = None,
+        raw: bytes | None = None,
+    ) -> IngestResult:
         """Store events (dedup by (tenant, log_id)) and, for pollers, the checkpoint, in one
         committed transaction. Returns only after the commit. `raw`, when given, is a body that
         parse_body() turns into exactly `events` and that holds no credential: a store may keep
@@ -110,8 +119,7 @@ class Store(ABC):
         """Pending events due now, oldest first; hidden from other claimers for `lease_s`."""
 
     @abstractmethod
-    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
-                            now: float) -> list[DueEmail]:
+    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *, now: float) -> list[DueEmail]:
         """Mark events done and queue their due emails, in one transaction. An email whose
         `once_key` has already fired (or is within its cooldown) is skipped; returns the queued."""
 
@@ -124,8 +132,9 @@ class Store(ABC):
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
         """Due emails, by next attempt time, set to `sending` and counted as an attempt."""
 
-    async def claim_emails_checked(self, *, limit: int, now: float, lease_s: float
-                                   ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
+    async def claim_emails_checked(
+        self, *, limit: int, now: float, lease_s: float
+    ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
         """`claim_emails`, and the suppression entries of the claimed recipients by tenant (None:
         that tenant's lookup failed, its emails must not be sent now). What the dispatcher needs
         before it sends; a store may get both in one round trip (SQLite: one hop to its thread)."""
@@ -179,14 +188,22 @@ class Store(ABC):
     async def mark_dead(self, email_id: int, *, error: str, now: float) -> None: ...
 
     @abstractmethod
-    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
+    async def list_emails(
+        self,
+        *,
+        states: tuple[EmailState, ...] | None,
+        tenant: str | None = None,
+        rule: str | None = None,
+        user_id: str | None = None,
+        recipient: str | None = None,
+        limit: int = 100,
+    ) -> list[OutboxEmail]:
         """Newest first; `recipient` ignores case (support looks up whatever the user typed)."""
 
     @abstractmethod
-    async def list_users_emails(self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str],
-                                limit: int = 100) -> dict[str, list[OutboxEmail]]:
+    async def list_users_emails(
+        self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str], limit: int = 100
+    ) -> dict[str, list[OutboxEmail]]:
         """list_emails for several users of one tenant, in one read (the processor asks after
         every batch of events): each user's newest `limit`, newest first; users with none left out."""
 
@@ -243,13 +260,15 @@ class Store(ABC):
         """The recipient is on the suppression list; nothing was sent."""
 
     @abstractmethod
-    async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
-                       now: float) -> bool:
+    async def suppress(
+        self, tenant: str, address: str, *, reason: Reason, source: str, detail: str, now: float
+    ) -> bool:
         """Put the address on the tenant's list (or update its reason). True if it was not on it."""
 
     @abstractmethod
-    async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
-                                 window_s: float, threshold: int) -> bool:
+    async def record_soft_bounce(
+        self, tenant: str, address: str, *, source: str, detail: str, now: float, window_s: float, threshold: int
+    ) -> bool:
         """Count one soft bounce; once `threshold` fall within `window_s`, suppress the address, in the
         same transaction. True if this bounce put it on the list."""
 
@@ -262,8 +281,9 @@ class Store(ABC):
         """Lower-cased address → its entry, for those of `addresses` on the tenant's list."""
 
     @abstractmethod
-    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
-                                limit: int = 100) -> list[Suppression]:
+    async def list_suppressions(
+        self, *, tenant: str | None = None, address: str | None = None, limit: int = 100
+    ) -> list[Suppression]:
         """Newest first."""
 
     @abstractmethod

@@ -14,8 +14,9 @@ GRACE_S = 10.0
 CHECK_EVERY_S = 2.0
 
 
-def judge(suspects: dict[int, float], free_now: set[int], *, now: float,
-          grace_s: float = GRACE_S) -> tuple[dict[int, float], set[int]]:
+def judge(
+    suspects: dict[int, float], free_now: set[int], *, now: float, grace_s: float = GRACE_S
+) -> tuple[dict[int, float], set[int]]:
     """(suspects to remember: id → first seen free, replicas now declared dead).
 
     `suspects` is the previous answer; `free_now` the ids whose claims exist but whose lock is

@@ -41,15 +41,17 @@ def load(folder: str = "postgres_migrations", *, first: int = 1) -> list[Migrati
     without gaps. No folder: none."""
     found: list[Migration] = []
     root = resources.files("streamer.store").joinpath(folder)
-    for entry in (root.iterdir() if root.is_dir() else ()):
+    for entry in root.iterdir() if root.is_dir() else ():
         match = _FILE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if versions != list(range(first, first + len(found))):
-        raise MigrationSetError(f"migrations in {folder} must be numbered {first}, {first + 1} … once each; found "
-                                f"{', '.join(map(str, found)) or 'none'}")
+        raise MigrationSetError(
+            f"migrations in {folder} must be numbered {first}, {first + 1} … once each; found "
+            f"{', '.join(map(str, found)) or 'none'}"
+        )
     return found
 
 

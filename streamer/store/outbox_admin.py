@@ -20,12 +20,21 @@ def shown_states(*, state: EmailState | None, everything: bool, one_person: bool
     return None if everything or one_person else OPEN_STATES
 
 
-async def list_emails(store: Store, *, state: EmailState | None = None, everything: bool = False,
-                      tenant: str | None = None, rule: str | None = None, user_id: str | None = None,
-                      recipient: str | None = None, limit: int = 100) -> list[OutboxEmail]:
+async def list_emails(
+    store: Store,
+    *,
+    state: EmailState | None = None,
+    everything: bool = False,
+    tenant: str | None = None,
+    rule: str | None = None,
+    user_id: str | None = None,
+    recipient: str | None = None,
+    limit: int = 100,
+) -> list[OutboxEmail]:
     states = shown_states(state=state, everything=everything, one_person=bool(user_id or recipient))
-    return await store.list_emails(states=states, tenant=tenant, rule=rule, user_id=user_id, recipient=recipient,
-                                   limit=limit)
+    return await store.list_emails(
+        states=states, tenant=tenant, rule=rule, user_id=user_id, recipient=recipient, limit=limit
+    )
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,16 @@ class BulkOutcome:
     refused: list[Refusal]
 
 
-async def apply(store: Store, command: Command, *, ids: list[int], state: EmailState | None = None,
-                tenant: str | None = None, rule: str | None = None, now: float) -> BulkOutcome:
+async def apply(
+    store: Store,
+    command: Command,
+    *,
+    ids: list[int],
+    state: EmailState | None = None,
+    tenant: str | None = None,
+    rule: str | None = None,
+    now: float,
+) -> BulkOutcome:
     """RETRY or CANCEL the emails `ids`, or (with `state`) every email in that state, of one
     tenant or rule if given. Emails whose state the command may not change are refused, not failed."""
     if command not in BULK_COMMANDS:
@@ -58,8 +75,11 @@ async def apply(store: Store, command: Command, *, ids: list[int], state: EmailS
     done: list[int] = []
     refused: list[Refusal] = []
     for email_id in selected:
-        changed = (await store.retry_email(email_id, now=now) if command is Command.RETRY
-                   else await store.cancel_email(email_id, now=now))
+        changed = (
+            await store.retry_email(email_id, now=now)
+            if command is Command.RETRY
+            else await store.cancel_email(email_id, now=now)
+        )
         if changed:
             done.append(email_id)
         else:

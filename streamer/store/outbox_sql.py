@@ -15,8 +15,10 @@ from streamer.outbox import TRANSITIONS, Command, EmailState, OutboxEmail, sourc
 from streamer.store.sql import Dialect, SqlStore
 
 #: The columns of an `OutboxEmail`, in its field order (`email_from_row`).
-OUTBOX_COLUMNS = ("id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
-                  "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context")
+OUTBOX_COLUMNS = (
+    "id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, attempts, "
+    "next_attempt_at, last_error, created_at, updated_at, sent_at, accepted_at, context"
+)
 _STATE, _CONTEXT = 9, 17
 
 
@@ -36,15 +38,19 @@ def email_from_row(row: Sequence[Any], loads: Callable[[str], Any] = orjson.load
 
 def transition_sql(command: Command, assignments: str) -> str:
     """`UPDATE … SET state = <target>, <assignments> WHERE id = ? AND state IN <sources>`."""
-    return (f"UPDATE outbox SET state = '{target(command).value}', {assignments} "
-            f"WHERE id = ? AND state IN {states_sql(sources(command))}")
+    return (
+        f"UPDATE outbox SET state = '{target(command).value}', {assignments} "
+        f"WHERE id = ? AND state IN {states_sql(sources(command))}"
+    )
 
 
 def requeue_sql(dialect: Dialect, condition: str | None = None) -> str:
     """Claims handed back (Command.REQUEUE), all or where `condition` holds; first parameter: now."""
-    return dialect.sql(f"UPDATE outbox SET state = '{target(Command.REQUEUE).value}', {dialect.release}, "
-                       f"updated_at = ? WHERE state IN {states_sql(sources(Command.REQUEUE))}"
-                       + (f" AND {condition}" if condition else ""))
+    return dialect.sql(
+        f"UPDATE outbox SET state = '{target(Command.REQUEUE).value}', {dialect.release}, "
+        f"updated_at = ? WHERE state IN {states_sql(sources(Command.REQUEUE))}"
+        + (f" AND {condition}" if condition else "")
+    )
 
 
 #: Retention (Command.PURGE); parameter: the cutoff.
@@ -61,28 +67,41 @@ class SqlOutbox(SqlStore):
         return bool(await self._change(self.dialect.sql(transition_sql(command, assignments)), (*args, email_id)))
 
     async def mark_sent(self, email_id: int, *, now: float) -> None:
-        await self._transition(Command.MARK_SENT, email_id,
-                               f"sent_at = ?, updated_at = ?, {self.dialect.release}, last_error = NULL",
-                               (now, now))
+        await self._transition(
+            Command.MARK_SENT,
+            email_id,
+            f"sent_at = ?, updated_at = ?, {self.dialect.release}, last_error = NULL",
+            (now, now),
+        )
 
     async def mark_failed(self, email_id: int, *, error: str, next_attempt_at: float, now: float) -> None:
-        await self._transition(Command.MARK_FAILED, email_id,
-                               f"last_error = ?, next_attempt_at = ?, updated_at = ?, {self.dialect.release}",
-                               (self._param(error[:1000]), next_attempt_at, now))
+        await self._transition(
+            Command.MARK_FAILED,
+            email_id,
+            f"last_error = ?, next_attempt_at = ?, updated_at = ?, {self.dialect.release}",
+            (self._param(error[:1000]), next_attempt_at, now),
+        )
 
     async def mark_dead(self, email_id: int, *, error: str, now: float) -> None:
-        await self._transition(Command.MARK_DEAD, email_id,
-                               f"last_error = ?, updated_at = ?, {self.dialect.release}",
-                               (self._param(error[:1000]), now))
+        await self._transition(
+            Command.MARK_DEAD,
+            email_id,
+            f"last_error = ?, updated_at = ?, {self.dialect.release}",
+            (self._param(error[:1000]), now),
+        )
 
     async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
-        await self._transition(Command.MARK_SUPPRESSED, email_id,
-                               f"last_error = ?, updated_at = ?, {self.dialect.release}",
-                               (self._param(error[:1000]), now))
+        await self._transition(
+            Command.MARK_SUPPRESSED,
+            email_id,
+            f"last_error = ?, updated_at = ?, {self.dialect.release}",
+            (self._param(error[:1000]), now),
+        )
 
     async def retry_email(self, email_id: int, *, now: float) -> bool:
-        return await self._transition(Command.RETRY, email_id, "attempts = 0, next_attempt_at = ?, updated_at = ?",
-                                      (now, now))
+        return await self._transition(
+            Command.RETRY, email_id, "attempts = 0, next_attempt_at = ?, updated_at = ?", (now, now)
+        )
 
     async def cancel_email(self, email_id: int, *, now: float) -> bool:
         return await self._transition(Command.CANCEL, email_id, "updated_at = ?", (now,))
@@ -90,9 +109,16 @@ class SqlOutbox(SqlStore):
     async def requeue_stale(self, *, now: float) -> int:
         return await self._change(requeue_sql(self.dialect, "lease_until < ?"), (now, now))
 
-    async def list_emails(self, *, states: tuple[EmailState, ...] | None, tenant: str | None = None,
-                          rule: str | None = None, user_id: str | None = None, recipient: str | None = None,
-                          limit: int = 100) -> list[OutboxEmail]:
+    async def list_emails(
+        self,
+        *,
+        states: tuple[EmailState, ...] | None,
+        tenant: str | None = None,
+        rule: str | None = None,
+        user_id: str | None = None,
+        recipient: str | None = None,
+        limit: int = 100,
+    ) -> list[OutboxEmail]:
         where: list[str] = []
         args: list[Any] = []
         if states:
@@ -106,20 +132,26 @@ class SqlOutbox(SqlStore):
             where.append(self.dialect.recipient_is)
             args.append(self._param(recipient))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._select(self.dialect.sql(
-            f"SELECT {OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?"), (*args, limit))
+        rows = await self._select(
+            self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?"), (*args, limit)
+        )
         return [self._email(row) for row in rows]
 
-    async def list_users_emails(self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str],
-                                limit: int = 100) -> dict[str, list[OutboxEmail]]:
+    async def list_users_emails(
+        self, *, states: tuple[EmailState, ...], tenant: str, user_ids: list[str], limit: int = 100
+    ) -> dict[str, list[OutboxEmail]]:
         found: dict[str, list[OutboxEmail]] = {}
         for start in range(0, len(user_ids), 500):  # well under either database's limit of parameters
-            chunk = user_ids[start:start + 500]
-            rows = await self._select(self.dialect.sql(
-                f"SELECT {OUTBOX_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) "
-                f"AS newest FROM outbox WHERE user_id IN ({', '.join('?' * len(chunk))}) AND tenant = ? "
-                f"AND state IN ({', '.join('?' * len(states))})) AS pending WHERE newest <= ? ORDER BY id DESC"),
-                (*[self._param(user_id) for user_id in chunk], self._param(tenant), *[s.value for s in states], limit))
+            chunk = user_ids[start : start + 500]
+            rows = await self._select(
+                self.dialect.sql(
+                    f"SELECT {OUTBOX_COLUMNS} FROM (SELECT *, "
+                    "row_number() OVER (PARTITION BY user_id ORDER BY id DESC) "
+                    f"AS newest FROM outbox WHERE user_id IN ({', '.join('?' * len(chunk))}) AND tenant = ? "
+                    f"AND state IN ({', '.join('?' * len(states))})) AS pending WHERE newest <= ? ORDER BY id DESC"
+                ),
+                (*[self._param(user_id) for user_id in chunk], self._param(tenant), *[s.value for s in states], limit),
+            )
             for email in map(self._email, rows):
                 found.setdefault(email.user_id, []).append(email)
         return found

@@ -79,8 +79,9 @@ _PENDING_NAMESPACE = 0x50574443  # "PWDC", one writer per user's pending passwor
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
-_DIALECT = Dialect(numbered=True, release="lease_until = NULL, claimed_by = NULL",
-                   recipient_is="lower(recipient) = lower(?)")
+_DIALECT = Dialect(
+    numbered=True, release="lease_until = NULL, claimed_by = NULL", recipient_is="lower(recipient) = lower(?)"
+)
 
 
 class PostgresStoreError(RuntimeError):
@@ -179,6 +180,7 @@ FROM due WHERE e.tenant = due.tenant AND e.log_id = due.log_id
 RETURNING e.tenant, e.log_id, e.type, e.user_id, e.body, e.received_at, e.attempts
 """
 
+
 # One statement per due email: the ledger upsert gates the outbox insert (the CTE's RETURNING is
 # empty when the once_key already fired / is within its cooldown). Returns the outbox id if queued.
 # $1 once_key, $2 now, [$3 cooldown cutoff], then the outbox columns.
@@ -269,18 +271,27 @@ async def _apply_migrations(conn: asyncpg.Connection, url: str) -> list[Migratio
         if current > SCHEMA_VERSION:
             raise PostgresStoreError(
                 f"the database ({url}) has schema version {current}, newer than this streamer's "
-                f"{SCHEMA_VERSION}: upgrade streamer")
+                f"{SCHEMA_VERSION}: upgrade streamer"
+            )
         todo = migrations.pending(MIGRATIONS, current)
         if todo:
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations(version integer PRIMARY KEY, "
-                               "name text NOT NULL, applied_at double precision NOT NULL)")
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations(version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at double precision NOT NULL)"
+            )
         for migration in todo:
             await conn.execute(migration.sql)
-            await conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', $1) "
-                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(migration.version))
-            await conn.execute("INSERT INTO schema_migrations(version, name, applied_at) "
-                               "VALUES ($1, $2, extract(epoch from clock_timestamp()))",
-                               migration.version, migration.name)
+            await conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', $1) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                str(migration.version),
+            )
+            await conn.execute(
+                "INSERT INTO schema_migrations(version, name, applied_at) "
+                "VALUES ($1, $2, extract(epoch from clock_timestamp()))",
+                migration.version,
+                migration.name,
+            )
         return todo
 
 
@@ -296,9 +307,11 @@ async def _status(conn: asyncpg.Connection) -> tuple[int, list[Migration]]:
 
 async def apply_migrations(url: str) -> tuple[int, list[Migration]]:
     """(version before, migrations applied now)."""
+
     async def run(conn: asyncpg.Connection) -> tuple[int, list[Migration]]:
         before = await _schema_version(conn)
         return before, await _apply_migrations(conn, mask_url(url))
+
     return await _with_connection(url, run)
 
 
@@ -356,8 +369,12 @@ class PostgresStore(SqlOutbox, SqlRecords):
         error: PostgresStoreError | None = None
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min_size, max_size=self._max_size, timeout=30,
-                server_settings={"application_name": "streamer", **_KEEPALIVES})
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=30,
+                server_settings={"application_name": "streamer", **_KEEPALIVES},
+            )
             async with self._connection() as conn:
                 await _apply_migrations(conn, self.url)
                 self.replica_id = await conn.fetchval("SELECT nextval('replica_ids')::integer")
@@ -405,7 +422,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
             except _RETRYABLE:
                 if attempt + 1 == _RETRIES:
                     raise
-                await asyncio.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+                await asyncio.sleep(random.uniform(0, 0.02 * 2**attempt))
         raise AssertionError("unreachable")
 
     async def _execute(self, sql: str, *args: Any) -> str:
@@ -435,18 +452,36 @@ class PostgresStore(SqlOutbox, SqlRecords):
         return email_from_row(row, json.loads)
 
     # --- inbox ------------------------------------------------------------------------------
-    async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+    async def add_events(
+        self,
+        tenant: str,
+        events: list[dict[str, Any]],
+        *,
+        now: float,
+        checkpoint: str | None = None,
+        raw: bytes | None = None,
+    ) -> IngestResult:
         # Sorted by log_id (stable: of two copies in one batch the first is kept, as in SQLite) so that
         # concurrent batches lock their rows in one order.
-        rows = sorted(((_text(e["log_id"]), _text(e["type"]), _text(user_id_of(e)),
-                        json.dumps(scrub(e), separators=(",", ":"))) for e in events), key=lambda r: r[0])
+        rows = sorted(
+            (
+                (
+                    _text(e["log_id"]),
+                    _text(e["type"]),
+                    _text(user_id_of(e)),
+                    json.dumps(scrub(e), separators=(",", ":")),
+                )
+                for e in events
+            ),
+            key=lambda r: r[0],
+        )
         columns = (list(column) for column in zip(*rows, strict=True)) if rows else ([], [], [], [])
         log_ids, types, user_ids, bodies = columns
 
         async def insert(conn: asyncpg.Connection) -> int:
-            new: int = await conn.fetchval(_ADD_EVENTS, _text(tenant), now, log_ids, types, user_ids, bodies,
-                                           _text(checkpoint))
+            new: int = await conn.fetchval(
+                _ADD_EVENTS, _text(tenant), now, log_ids, types, user_ids, bodies, _text(checkpoint)
+            )
             return new
 
         new = await self._retrying(insert)
@@ -454,8 +489,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
 
     async def get_checkpoint(self, tenant: str) -> str | None:
         async with self._connection() as conn:
-            log_id: str | None = await conn.fetchval("SELECT log_id FROM checkpoints WHERE tenant = $1",
-                                                     _text(tenant))
+            log_id: str | None = await conn.fetchval("SELECT log_id FROM checkpoints WHERE tenant = $1", _text(tenant))
         return log_id
 
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
@@ -464,8 +498,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
         rows.sort(key=lambda r: r[1])
         return [InboxEvent(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
 
-    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
-                            now: float) -> list[DueEmail]:
+    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *, now: float) -> list[DueEmail]:
         # Ledger rows are locked in once_key order (a stable sort: within a key the first email still
         # wins) so that two replicas settling overlapping keys rarely deadlock; the result keeps the
         # callers' order.
@@ -478,9 +511,18 @@ class PostgresStore(SqlOutbox, SqlRecords):
             async with conn.transaction():
                 for i in order:
                     email = emails[i]
-                    common = (_text(email.key), _text(email.tenant), _text(email.rule), _text(email.template),
-                              _text(email.user_id), _text(email.log_id), _text(email.recipient),
-                              _text(email.locale), email.accepted_at, _json(email.context))
+                    common = (
+                        _text(email.key),
+                        _text(email.tenant),
+                        _text(email.rule),
+                        _text(email.template),
+                        _text(email.user_id),
+                        _text(email.log_id),
+                        _text(email.recipient),
+                        _text(email.locale),
+                        email.accepted_at,
+                        _json(email.context),
+                    )
                     if email.cooldown_s is None:
                         args: tuple[Any, ...] = (_text(email.once_key), now, *common)
                         email_id = await conn.fetchval(_SETTLE_ONCE, *args)
@@ -497,8 +539,13 @@ class PostgresStore(SqlOutbox, SqlRecords):
 
     async def defer_events(self, keys: list[tuple[str, str]], *, until: float, error: str) -> None:
         if keys:
-            await self._execute(_DEFER_EVENTS, until, _text(error[:500]), [_text(t) for t, _ in keys],
-                                [_text(log_id) for _, log_id in keys])
+            await self._execute(
+                _DEFER_EVENTS,
+                until,
+                _text(error[:500]),
+                [_text(t) for t, _ in keys],
+                [_text(log_id) for _, log_id in keys],
+            )
 
     # --- outbox -----------------------------------------------------------------------------
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
@@ -507,13 +554,20 @@ class PostgresStore(SqlOutbox, SqlRecords):
         return sorted((self._email(r) for r in rows), key=lambda e: (e.next_attempt_at, e.id))
 
     async def release_orphaned_emails(self, *, keep: set[int], now: float) -> int:
-        return await self._change(requeue_sql(_DIALECT, "claimed_by = ? AND NOT (id = ANY(?::bigint[]))"),
-                                  (now, self.replica_id, sorted(keep)))
+        return await self._change(
+            requeue_sql(_DIALECT, "claimed_by = ? AND NOT (id = ANY(?::bigint[]))"),
+            (now, self.replica_id, sorted(keep)),
+        )
 
     async def release_orphaned_events(self, *, now: float) -> int:
-        return _count(await self._execute(
-            "UPDATE events SET next_attempt_at = $1, claimed_by = NULL "
-            "WHERE state = 'pending' AND claimed_by = $2 AND next_attempt_at > $1", now, self.replica_id))
+        return _count(
+            await self._execute(
+                "UPDATE events SET next_attempt_at = $1, claimed_by = NULL "
+                "WHERE state = 'pending' AND claimed_by = $2 AND next_attempt_at > $1",
+                now,
+                self.replica_id,
+            )
+        )
 
     async def reclaim_dead(self, *, now: float) -> int:
         """Hold this replica's liveness lock (taken again if its session was lost), then give the
@@ -558,24 +612,46 @@ class PostgresStore(SqlOutbox, SqlRecords):
                 "        FROM (SELECT state, count(*) AS n FROM outbox WHERE state = ANY($1::text[]) "
                 "              GROUP BY state) s), "
                 f"       (SELECT min(created_at) FROM outbox WHERE state IN {states_sql(IN_FLIGHT_STATES)}), "
-                "       (SELECT count(*) FROM events WHERE state = 'pending')", [s.value for s in COUNTED_STATES])
+                "       (SELECT count(*) FROM events WHERE state = 'pending')",
+                [s.value for s in COUNTED_STATES],
+            )
         counts, oldest, pending = json.loads(row[0]), row[1], row[2]
-        return {"outbox": {s.value: counts.get(s.value, 0) for s in COUNTED_STATES},
-                "oldest_open_age_s": (now - oldest) if oldest else 0.0, "inbox_pending": pending}
+        return {
+            "outbox": {s.value: counts.get(s.value, 0) for s in COUNTED_STATES},
+            "oldest_open_age_s": (now - oldest) if oldest else 0.0,
+            "inbox_pending": pending,
+        }
 
     # --- pending passwords --------------------------------------------------------------------
     async def save_pending_password(self, pending: PendingPassword, *, now: float) -> int:
         async with self._connection() as conn, conn.transaction():
             # Two replicas sending for one user at once: the second waits, then replaces the first.
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_NAMESPACE,
-                               f"{pending.tenant}|{pending.user_id}")
-            replaced = _count(await conn.execute(
-                "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = $1 "
-                "WHERE tenant = $2 AND user_id = $3 AND state = 'pending'", now, pending.tenant, pending.user_id))
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                _PENDING_NAMESPACE,
+                f"{pending.tenant}|{pending.user_id}",
+            )
+            replaced = _count(
+                await conn.execute(
+                    "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = $1 "
+                    "WHERE tenant = $2 AND user_id = $3 AND state = 'pending'",
+                    now,
+                    pending.tenant,
+                    pending.user_id,
+                )
+            )
             await conn.execute(
                 f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                pending.id, pending.tenant, pending.user_id, pending.connection, pending.state, pending.sealed,
-                pending.created_at, pending.expires_at, pending.updated_at)
+                pending.id,
+                pending.tenant,
+                pending.user_id,
+                pending.connection,
+                pending.state,
+                pending.sealed,
+                pending.created_at,
+                pending.expires_at,
+                pending.updated_at,
+            )
         return replaced
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
@@ -583,58 +659,91 @@ class PostgresStore(SqlOutbox, SqlRecords):
             row = await conn.fetchrow("SELECT tenant, user_id FROM pending_passwords WHERE id = $1", pending_id)
             if row is None:
                 return False
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _PENDING_NAMESPACE,
-                               f"{row['tenant']}|{row['user_id']}")
-            return bool(_count(await conn.execute(
-                "UPDATE pending_passwords SET state = 'pending', sealed = $1, updated_at = $2 "
-                "WHERE id = $3 AND state = 'used' AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer "
-                "WHERE newer.tenant = $4 AND newer.user_id = $5 AND newer.state = 'pending')",
-                sealed, now, pending_id, row["tenant"], row["user_id"])))
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                _PENDING_NAMESPACE,
+                f"{row['tenant']}|{row['user_id']}",
+            )
+            return bool(
+                _count(
+                    await conn.execute(
+                        "UPDATE pending_passwords SET state = 'pending', sealed = $1, updated_at = $2 "
+                        "WHERE id = $3 AND state = 'used' AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer "
+                        "WHERE newer.tenant = $4 AND newer.user_id = $5 AND newer.state = 'pending')",
+                        sealed,
+                        now,
+                        pending_id,
+                        row["tenant"],
+                        row["user_id"],
+                    )
+                )
+            )
 
     async def purge(self, *, before: float) -> int:
         async with self._connection() as conn, conn.transaction():
-            events = _count(await conn.execute(
-                "DELETE FROM events WHERE state = 'done' AND processed_at < $1", before))
+            events = _count(await conn.execute("DELETE FROM events WHERE state = 'done' AND processed_at < $1", before))
             emails = _count(await conn.execute(_DIALECT.sql(PURGE_EMAILS), before))
         return events + emails
 
     # --- suppression list, return paths and unsubscribes --------------------------------------
     @staticmethod
-    async def _upsert_suppression(conn: asyncpg.Connection, tenant: str, address: str, reason: Reason,
-                                  source: str, detail: str, now: float) -> bool:
+    async def _upsert_suppression(
+        conn: asyncpg.Connection, tenant: str, address: str, reason: Reason, source: str, detail: str, now: float
+    ) -> bool:
         # xmax = 0 only for a row this statement inserted (an update sets it).
-        return bool(await conn.fetchval(
-            f"INSERT INTO suppressions({SUPPRESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) "
-            "ON CONFLICT (tenant, address) DO UPDATE SET reason = excluded.reason, source = excluded.source, "
-            "detail = excluded.detail, updated_at = excluded.updated_at RETURNING xmax = 0",
-            _text(tenant), _text(address), reason.value, _text(source), _text(detail[:500]), now))
+        return bool(
+            await conn.fetchval(
+                f"INSERT INTO suppressions({SUPPRESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6) "
+                "ON CONFLICT (tenant, address) DO UPDATE SET reason = excluded.reason, source = excluded.source, "
+                "detail = excluded.detail, updated_at = excluded.updated_at RETURNING xmax = 0",
+                _text(tenant),
+                _text(address),
+                reason.value,
+                _text(source),
+                _text(detail[:500]),
+                now,
+            )
+        )
 
-    async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
-                       now: float) -> bool:
+    async def suppress(
+        self, tenant: str, address: str, *, reason: Reason, source: str, detail: str, now: float
+    ) -> bool:
         async def upsert(conn: asyncpg.Connection) -> bool:
-            return await self._upsert_suppression(conn, tenant, normalize_address(address), reason, source,
-                                                  detail, now)
+            return await self._upsert_suppression(conn, tenant, normalize_address(address), reason, source, detail, now)
 
         return await self._retrying(upsert)
 
-    async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
-                                 window_s: float, threshold: int) -> bool:
+    async def record_soft_bounce(
+        self, tenant: str, address: str, *, source: str, detail: str, now: float, window_s: float, threshold: int
+    ) -> bool:
         address = normalize_address(address)
 
         async def record(conn: asyncpg.Connection) -> bool:
             async with conn.transaction():
                 # One address's bounces are counted one at a time (two replicas may get two reports).
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _text(f"{tenant}\n{address}"))
-                await conn.execute("DELETE FROM soft_bounces WHERE tenant = $1 AND address = $2 AND at <= $3",
-                                   _text(tenant), _text(address), now - window_s)
-                await conn.execute("INSERT INTO soft_bounces(tenant, address, at) VALUES ($1, $2, $3)",
-                                   _text(tenant), _text(address), now)
-                count = await conn.fetchval("SELECT count(*) FROM soft_bounces WHERE tenant = $1 AND address = $2",
-                                            _text(tenant), _text(address))
+                await conn.execute(
+                    "DELETE FROM soft_bounces WHERE tenant = $1 AND address = $2 AND at <= $3",
+                    _text(tenant),
+                    _text(address),
+                    now - window_s,
+                )
+                await conn.execute(
+                    "INSERT INTO soft_bounces(tenant, address, at) VALUES ($1, $2, $3)",
+                    _text(tenant),
+                    _text(address),
+                    now,
+                )
+                count = await conn.fetchval(
+                    "SELECT count(*) FROM soft_bounces WHERE tenant = $1 AND address = $2",
+                    _text(tenant),
+                    _text(address),
+                )
                 if count < threshold:
                     return False
-                return await self._upsert_suppression(conn, tenant, address, Reason.SOFT_BOUNCE, source,
-                                                      f"{count} soft bounces; last: {detail}", now)
+                return await self._upsert_suppression(
+                    conn, tenant, address, Reason.SOFT_BOUNCE, source, f"{count} soft bounces; last: {detail}", now
+                )
 
         return await self._retrying(record)
 
@@ -643,8 +752,11 @@ class PostgresStore(SqlOutbox, SqlRecords):
         if not wanted:
             return {}
         async with self._connection() as conn:
-            rows = await conn.fetch(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions "
-                                    "WHERE tenant = $1 AND address = ANY($2::text[])", _text(tenant), wanted)
+            rows = await conn.fetch(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = $1 AND address = ANY($2::text[])",
+                _text(tenant),
+                wanted,
+            )
         return {row[1]: suppression_from_row(row) for row in rows}
 
     async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
@@ -652,8 +764,11 @@ class PostgresStore(SqlOutbox, SqlRecords):
         if not wanted:
             return {}
         async with self._connection() as conn:
-            rows = await conn.fetch("SELECT user_id, rule FROM unsubscribes WHERE tenant = $1 "
-                                    "AND user_id = ANY($2::text[])", _text(tenant), wanted)
+            rows = await conn.fetch(
+                "SELECT user_id, rule FROM unsubscribes WHERE tenant = $1 AND user_id = ANY($2::text[])",
+                _text(tenant),
+                wanted,
+            )
         found: dict[str, set[str]] = {}
         for user_id, rule in rows:
             found.setdefault(user_id, set()).add(rule)
@@ -684,8 +799,14 @@ class PostgresStore(SqlOutbox, SqlRecords):
                     await self._drop_lead_connection()  # the session (and its locks) may be gone
             try:
                 conn = await self._lead_connection()
-                got = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))",
-                                               _LEAD_NAMESPACE, _text(name), timeout=_LEAD_CHECK_TIMEOUT_S))
+                got = bool(
+                    await conn.fetchval(
+                        "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                        _LEAD_NAMESPACE,
+                        _text(name),
+                        timeout=_LEAD_CHECK_TIMEOUT_S,
+                    )
+                )
             except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await self._drop_lead_connection()
                 return False
@@ -703,8 +824,12 @@ class PostgresStore(SqlOutbox, SqlRecords):
             if conn is None or conn.is_closed():
                 return
             try:
-                await conn.fetchval("SELECT pg_advisory_unlock($1, hashtext($2))", _LEAD_NAMESPACE, _text(name),
-                                    timeout=_LEAD_CHECK_TIMEOUT_S)
+                await conn.fetchval(
+                    "SELECT pg_advisory_unlock($1, hashtext($2))",
+                    _LEAD_NAMESPACE,
+                    _text(name),
+                    timeout=_LEAD_CHECK_TIMEOUT_S,
+                )
             except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await self._drop_lead_connection()  # ending the session releases its locks
 
@@ -712,15 +837,22 @@ class PostgresStore(SqlOutbox, SqlRecords):
         if self._lead_conn is None or self._lead_conn.is_closed():
             self._leads.clear()
             self._alive = False
-            conn = await asyncpg.connect(self._dsn, timeout=_LEAD_CHECK_TIMEOUT_S,
-                                         server_settings={"application_name": f"streamer-lead-{self.replica_id}",
-                                                          **_KEEPALIVES})
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=_LEAD_CHECK_TIMEOUT_S,
+                server_settings={"application_name": f"streamer-lead-{self.replica_id}", **_KEEPALIVES},
+            )
             conn.add_termination_listener(self._on_lead_lost)
             self._lead_conn = conn
         if not self._alive and self.replica_id is not None:
-            self._alive = bool(await self._lead_conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, $2)", _LIVE_NAMESPACE, self.replica_id,
-                timeout=_LEAD_CHECK_TIMEOUT_S))
+            self._alive = bool(
+                await self._lead_conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1, $2)",
+                    _LIVE_NAMESPACE,
+                    self.replica_id,
+                    timeout=_LEAD_CHECK_TIMEOUT_S,
+                )
+            )
         return self._lead_conn
 
     def _on_lead_lost(self, conn: asyncpg.Connection) -> None:

@@ -31,26 +31,44 @@ class SqlRecords(SqlStore):
         return PendingPassword(*row) if row else None
 
     async def use_pending_password(self, pending_id: str, *, now: float) -> bool:
-        return bool(await self._change(self.dialect.sql(
-            "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = ? "
-            "WHERE id = ? AND state = 'pending' AND expires_at > ? AND sealed IS NOT NULL"), (now, pending_id, now)))
+        return bool(
+            await self._change(
+                self.dialect.sql(
+                    "UPDATE pending_passwords SET state = 'used', sealed = NULL, updated_at = ? "
+                    "WHERE id = ? AND state = 'pending' AND expires_at > ? AND sealed IS NOT NULL"
+                ),
+                (now, pending_id, now),
+            )
+        )
 
     async def purge_pending_passwords(self, *, now: float, before: float) -> int:
-        _, deleted = await self._change_all([
-            (self.dialect.sql("UPDATE pending_passwords SET sealed = NULL, updated_at = ? "
-                              "WHERE expires_at <= ? AND sealed IS NOT NULL"), (now, now)),
-            (self.dialect.sql("DELETE FROM pending_passwords WHERE expires_at < ?"), (before,))])
+        _, deleted = await self._change_all(
+            [
+                (
+                    self.dialect.sql(
+                        "UPDATE pending_passwords SET sealed = NULL, updated_at = ? "
+                        "WHERE expires_at <= ? AND sealed IS NOT NULL"
+                    ),
+                    (now, now),
+                ),
+                (self.dialect.sql("DELETE FROM pending_passwords WHERE expires_at < ?"), (before,)),
+            ]
+        )
         return deleted
 
     async def unsuppress(self, tenant: str, address: str) -> bool:
         key = (self._param(tenant), self._param(normalize_address(address)))
-        _, removed = await self._change_all([
-            (self.dialect.sql("DELETE FROM soft_bounces WHERE tenant = ? AND address = ?"), key),
-            (self.dialect.sql("DELETE FROM suppressions WHERE tenant = ? AND address = ?"), key)])
+        _, removed = await self._change_all(
+            [
+                (self.dialect.sql("DELETE FROM soft_bounces WHERE tenant = ? AND address = ?"), key),
+                (self.dialect.sql("DELETE FROM suppressions WHERE tenant = ? AND address = ?"), key),
+            ]
+        )
         return removed == 1
 
-    async def list_suppressions(self, *, tenant: str | None = None, address: str | None = None,
-                                limit: int = 100) -> list[Suppression]:
+    async def list_suppressions(
+        self, *, tenant: str | None = None, address: str | None = None, limit: int = 100
+    ) -> list[Suppression]:
         where: list[str] = []
         args: list[Any] = []
         if tenant:
@@ -60,21 +78,35 @@ class SqlRecords(SqlStore):
             where.append("address = ?")
             args.append(self._param(normalize_address(address)))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._select(self.dialect.sql(
-            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {clause} ORDER BY updated_at DESC LIMIT ?"),
-            (*args, limit))
+        rows = await self._select(
+            self.dialect.sql(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions {clause} ORDER BY updated_at DESC LIMIT ?"
+            ),
+            (*args, limit),
+        )
         return [suppression_from_row(row) for row in rows]
 
     async def remember_return_path(self, token: str, tenant: str, address: str, *, now: float) -> None:
-        await self._change(self.dialect.sql(
-            "INSERT INTO return_paths(token, tenant, address, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-            (self._param(token), self._param(tenant), self._param(normalize_address(address)), now))
+        await self._change(
+            self.dialect.sql(
+                "INSERT INTO return_paths(token, tenant, address, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            (self._param(token), self._param(tenant), self._param(normalize_address(address)), now),
+        )
 
     async def find_return_path(self, token: str) -> tuple[str, str] | None:
         row = await self._one("SELECT tenant, address FROM return_paths WHERE token = ?", (self._param(token),))
         return (row[0], row[1]) if row else None
 
     async def set_unsubscribed(self, tenant: str, user_id: str, rule: str, *, now: float) -> bool:
-        return await self._change(self.dialect.sql(
-            "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-            (self._param(tenant), self._param(user_id), self._param(rule), now)) == 1
+        return (
+            await self._change(
+                self.dialect.sql(
+                    "INSERT INTO unsubscribes(tenant, user_id, rule, created_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                (self._param(tenant), self._param(user_id), self._param(rule), now),
+            )
+            == 1
+        )

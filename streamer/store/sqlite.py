@@ -79,14 +79,17 @@ CREATE INDEX IF NOT EXISTS outbox_leased ON outbox(lease_until) WHERE state = 's
 INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '2'), ('inbox_done', '0'), ('inbox_done_at', '0');
 """
 
-def _upsert_suppression(conn: sqlite3.Connection, tenant: str, address: str, reason: Reason, source: str,
-                        detail: str, now: float) -> bool:
+
+def _upsert_suppression(
+    conn: sqlite3.Connection, tenant: str, address: str, reason: Reason, source: str, detail: str, now: float
+) -> bool:
     known = conn.execute("SELECT 1 FROM suppressions WHERE tenant = ? AND address = ?", (tenant, address)).fetchone()
     conn.execute(
         "INSERT INTO suppressions(tenant, address, reason, source, detail, created_at, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(tenant, address) DO UPDATE SET reason = excluded.reason, "
         "source = excluded.source, detail = excluded.detail, updated_at = excluded.updated_at",
-        (tenant, address, reason.value, source, detail[:500], now, now))
+        (tenant, address, reason.value, source, detail[:500], now, now),
+    )
     return known is None
 
 
@@ -94,8 +97,11 @@ def _suppressions_in(conn: sqlite3.Connection, tenant: str, addresses: list[str]
     """Lower-cased address → entry, for those of `addresses` on the tenant's suppression list."""
     found = {}
     for chunk in _chunks(sorted({normalize_address(a) for a in addresses})):
-        for row in conn.execute(f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = ? "
-                                f"AND address IN ({', '.join('?' * len(chunk))})", (tenant, *chunk)):
+        for row in conn.execute(
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE tenant = ? "
+            f"AND address IN ({', '.join('?' * len(chunk))})",
+            (tenant, *chunk),
+        ):
             found[row[1]] = suppression_from_row(row)
     return found
 
@@ -125,16 +131,20 @@ _IN_CHUNK = 500
 
 def _chunks(log_ids: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(log_ids), _IN_CHUNK):
-        yield log_ids[start:start + _IN_CHUNK]
+        yield log_ids[start : start + _IN_CHUNK]
 
 
 def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list[str]) -> set[str]:
     """Which of `log_ids` the table (`seen` or `retries`) holds for the tenant."""
     found: set[str] = set()
     for chunk in _chunks(log_ids):
-        found.update(row[0] for row in conn.execute(
-            f"SELECT log_id FROM {table} WHERE tenant = ? AND log_id IN ({', '.join('?' * len(chunk))})",
-            (tenant, *chunk)))
+        found.update(
+            row[0]
+            for row in conn.execute(
+                f"SELECT log_id FROM {table} WHERE tenant = ? AND log_id IN ({', '.join('?' * len(chunk))})",
+                (tenant, *chunk),
+            )
+        )
     return found
 
 
@@ -144,15 +154,21 @@ def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now:
     back, and on one core that costs more than the insert itself."""
     new: set[str] = set()
     for chunk in _chunks(log_ids):
-        new.update(row[0] for row in conn.execute(
-            f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
-            f"ON CONFLICT DO NOTHING RETURNING log_id", [value for log_id in chunk for value in (tenant, log_id, now)]))
+        new.update(
+            row[0]
+            for row in conn.execute(
+                f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
+                f"ON CONFLICT DO NOTHING RETURNING log_id",
+                [value for log_id in chunk for value in (tenant, log_id, now)],
+            )
+        )
     return new
 
 
 @dataclass
 class _Lease:
     """An inbox row the processor holds: the events of it not yet settled or deferred."""
+
     tenant: str
     open: set[str]
     lease_until: float
@@ -165,23 +181,29 @@ _DIALECT = Dialect(numbered=False, release="lease_until = NULL", recipient_is="r
 #: (streamer_emails_sent_total): the gauges run every few seconds and must not scan it.
 OUTBOX_COUNTS = f"SELECT state, count(*) FROM outbox WHERE state IN {states_sql(COUNTED_STATES)} GROUP BY state"
 #: Ids grow with time: the open email with the lowest id is the oldest, found in the state index.
-OLDEST_OPEN = ("SELECT created_at FROM outbox WHERE id = (SELECT min(id) FROM outbox "
-               f"WHERE state IN {states_sql(IN_FLIGHT_STATES)})")
+OLDEST_OPEN = (
+    "SELECT created_at FROM outbox WHERE id = (SELECT min(id) FROM outbox "
+    f"WHERE state IN {states_sql(IN_FLIGHT_STATES)})"
+)
 #: Events stored but not yet through the rules: the rows after the cursor, and the retries.
-INBOX_PENDING = ("SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
-                 "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)")
+INBOX_PENDING = (
+    "SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
+    "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)"
+)
 #: INDEXED BY: without statistics SQLite picks outbox_state, reads every queued row and sorts them
 #: all for each claim, which turns working off a large backlog (an SMTP outage) quadratic.
 CLAIM_EMAILS = (
     f"UPDATE outbox SET state = '{target(Command.CLAIM).value}', lease_until = ?, attempts = attempts + 1, "
     f"updated_at = ? WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state IN "
     f"{states_sql(sources(Command.CLAIM))} AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
-    f"RETURNING {OUTBOX_COLUMNS}")
+    f"RETURNING {OUTBOX_COLUMNS}"
+)
 CLAIM_RETRIES = (
     "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
     "WHERE (tenant, log_id) IN (SELECT tenant, log_id FROM retries INDEXED BY retries_due "
     "WHERE next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
-    "RETURNING tenant, log_id, body, received_at, attempts")
+    "RETURNING tenant, log_id, body, received_at, attempts"
+)
 
 
 def _lock(path: Path) -> int:
@@ -197,8 +219,9 @@ def _lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise StoreInUse(f"another `streamer run` is using {path}; one process per SQLite store "
-                         "(use PostgreSQL to run several)") from None
+        raise StoreInUse(
+            f"another `streamer run` is using {path}; one process per SQLite store (use PostgreSQL to run several)"
+        ) from None
     return fd
 
 
@@ -217,7 +240,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
         # The processor's claims on inbox rows. Touched on the event loop only, after commits.
         self._leases: dict[int, _Lease] = {}
         self._claimed_upto = 0  # highest inbox row ever claimed by this process
-        self._done = 0          # every inbox row up to this one is settled (persisted as inbox_done)
+        self._done = 0  # every inbox row up to this one is settled (persisted as inbox_done)
         self._claiming = asyncio.Lock()
         # Events of inbox rows this process stored and the processor has not claimed yet, so that
         # it need not read and parse them back (bounded; rows beyond it are read from the file).
@@ -249,12 +272,15 @@ class SqliteStore(SqlOutbox, SqlRecords):
         latest = max(BASE_VERSION, migrations.latest(MIGRATIONS))
         if version > latest:
             conn.close()
-            raise RuntimeError(f"{self.path} has schema version {version}, newer than this streamer's {latest}: "
-                               "upgrade streamer")
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this streamer's {latest}: upgrade streamer"
+            )
         for migration in migrations.pending(MIGRATIONS, version):
             try:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n;UPDATE meta SET value = "
-                                   f"'{migration.version}' WHERE key = 'schema_version'; COMMIT;")
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{migration.sql}\n;UPDATE meta SET value = "
+                    f"'{migration.version}' WHERE key = 'schema_version'; COMMIT;"
+                )
             except sqlite3.Error:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -374,8 +400,15 @@ class SqliteStore(SqlOutbox, SqlRecords):
         return outcomes
 
     # --- inbox ------------------------------------------------------------------------------
-    async def add_events(self, tenant: str, events: list[dict[str, Any]], *, now: float,
-                         checkpoint: str | None = None, raw: bytes | None = None) -> IngestResult:
+    async def add_events(
+        self,
+        tenant: str,
+        events: list[dict[str, Any]],
+        *,
+        now: float,
+        checkpoint: str | None = None,
+        raw: bytes | None = None,
+    ) -> IngestResult:
         unique = {e["log_id"]: e for e in reversed(events)}  # of two copies in one batch, the first is kept
         log_ids = list(unique)
 
@@ -389,13 +422,16 @@ class SqliteStore(SqlOutbox, SqlRecords):
                 else:
                     stored = [scrub(unique[log_id]) for log_id in reversed(new)]
                     body = orjson.dumps(stored)
-                row_id = conn.execute("INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
-                                      (tenant, body, len(new), now)).lastrowid
+                row_id = conn.execute(
+                    "INSERT INTO inbox(tenant, body, events, received_at) VALUES (?, ?, ?, ?)",
+                    (tenant, body, len(new), now),
+                ).lastrowid
             if checkpoint is not None:
                 conn.execute(
                     "INSERT INTO checkpoints(tenant, log_id, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(tenant) DO UPDATE SET log_id = excluded.log_id, updated_at = excluded.updated_at",
-                    (tenant, checkpoint, now))
+                    (tenant, checkpoint, now),
+                )
             return IngestResult(new=len(new), duplicate=len(events) - len(new)), row_id, stored
 
         result, row_id, stored = await self._write(insert)
@@ -405,8 +441,9 @@ class SqliteStore(SqlOutbox, SqlRecords):
         return result
 
     async def get_checkpoint(self, tenant: str) -> str | None:
-        row = await self._read(lambda c: c.execute(
-            "SELECT log_id FROM checkpoints WHERE tenant = ?", (tenant,)).fetchone())
+        row = await self._read(
+            lambda c: c.execute("SELECT log_id FROM checkpoints WHERE tenant = ?", (tenant,)).fetchone()
+        )
         return row[0] if row else None
 
     async def claim_events(self, *, limit: int, now: float, lease_s: float) -> list[InboxEvent]:
@@ -417,21 +454,30 @@ class SqliteStore(SqlOutbox, SqlRecords):
             def claim(conn: sqlite3.Connection) -> tuple[list[Any], list[int], dict[int, tuple[Any, ...]], bool]:
                 retried = conn.execute(CLAIM_RETRIES, (now + lease_s, now, limit)).fetchall()
                 wanted, total = list(expired), len(retried)
-                for row_id, count in conn.execute("SELECT id, events FROM inbox WHERE id > ? ORDER BY id LIMIT ?",
-                                                  (after, max(1, limit - total))):
+                for row_id, count in conn.execute(
+                    "SELECT id, events FROM inbox WHERE id > ? ORDER BY id LIMIT ?", (after, max(1, limit - total))
+                ):
                     if total >= limit:
                         break
                     wanted.append(row_id)
                     total += count
                 unread = [row_id for row_id in wanted if row_id not in self._fresh]  # `in` is atomic
-                rows = {row_id: (tenant, body, received_at) for row_id, tenant, body, received_at in conn.execute(
-                    f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(unread))})",
-                    unread)}
+                rows = {
+                    row_id: (tenant, body, received_at)
+                    for row_id, tenant, body, received_at in conn.execute(
+                        f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(unread))})",
+                        unread,
+                    )
+                }
                 return retried, wanted, rows, conn.execute("SELECT 1 FROM retries LIMIT 1").fetchone() is not None
 
             retried, wanted, rows, any_retries = await self._write(claim)
-            claimed = [InboxEvent(t, log_id, (event := orjson.loads(body))["type"], user_id_of(event), event,
-                                  received_at, attempts) for t, log_id, body, received_at, attempts in retried]
+            claimed = [
+                InboxEvent(
+                    t, log_id, (event := orjson.loads(body))["type"], user_id_of(event), event, received_at, attempts
+                )
+                for t, log_id, body, received_at, attempts in retried
+            ]
             for row_id in wanted:
                 lease = self._leases.get(row_id)
                 attempts = lease.attempts + 1 if lease else 1
@@ -441,8 +487,9 @@ class SqliteStore(SqlOutbox, SqlRecords):
                 elif row_id in rows:
                     tenant, body, received_at = rows[row_id]
                     try:  # a large row (a 5 MB webhook body) is parsed off the event loop
-                        events = (await asyncio.to_thread(parse_body, body) if len(body) > 256 * 1024
-                                  else parse_body(body)).events
+                        events = (
+                            await asyncio.to_thread(parse_body, body) if len(body) > 256 * 1024 else parse_body(body)
+                        ).events
                     except BodyError as exc:  # it parsed when stored: the file was damaged since
                         log.error("inbox_row_unreadable", row=row_id, tenant=tenant, error=str(exc))
                         events = []
@@ -456,8 +503,9 @@ class SqliteStore(SqlOutbox, SqlRecords):
                     events = [e for e in events if e["log_id"] not in deferred]
                 self._leases[row_id] = _Lease(tenant, {e["log_id"] for e in events}, now + lease_s, attempts)
                 self._claimed_upto = max(self._claimed_upto, row_id)
-                claimed += [InboxEvent(tenant, e["log_id"], e["type"], user_id_of(e), e, received_at, attempts)
-                            for e in events]
+                claimed += [
+                    InboxEvent(tenant, e["log_id"], e["type"], user_id_of(e), e, received_at, attempts) for e in events
+                ]
             self._close_finished_leases()
             # A row read from the file because its commit was still being acknowledged: drop its copy.
             for row_id in list(itertools.takewhile(lambda r: r <= self._claimed_upto, self._fresh)):
@@ -471,8 +519,11 @@ class SqliteStore(SqlOutbox, SqlRecords):
     def _done_after(self, keys: list[tuple[str, str]]) -> int:
         """The inbox cursor once `keys` are settled: below the lowest row still holding other events."""
         leaving = set(keys)
-        still_open = [row_id for row_id, lease in self._leases.items()
-                      if any((lease.tenant, log_id) not in leaving for log_id in lease.open)]
+        still_open = [
+            row_id
+            for row_id, lease in self._leases.items()
+            if any((lease.tenant, log_id) not in leaving for log_id in lease.open)
+        ]
         return min(still_open) - 1 if still_open else self._claimed_upto
 
     def _release(self, keys: list[tuple[str, str]], done: int) -> None:
@@ -488,8 +539,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
         conn.execute("UPDATE meta SET value = max(CAST(value AS INTEGER), ?) WHERE key = 'inbox_done'", (done,))
         conn.execute("UPDATE meta SET value = ? WHERE key = 'inbox_done_at'", (repr(now),))
 
-    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *,
-                            now: float) -> list[DueEmail]:
+    async def settle_events(self, keys: list[tuple[str, str]], emails: list[DueEmail], *, now: float) -> list[DueEmail]:
         done = self._done_after(keys)
         leased = {(lease.tenant, log_id) for lease in self._leases.values() for log_id in lease.open}
         retried = [key for key in keys if key not in leased]
@@ -498,22 +548,37 @@ class SqliteStore(SqlOutbox, SqlRecords):
             queued = []
             for email in emails:
                 if email.cooldown_s is None:
-                    cursor = conn.execute("INSERT INTO once_keys(key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                          (email.once_key, now))
+                    cursor = conn.execute(
+                        "INSERT INTO once_keys(key, at) VALUES (?, ?) ON CONFLICT DO NOTHING", (email.once_key, now)
+                    )
                 else:
                     cursor = conn.execute(
                         "INSERT INTO once_keys(key, at) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET at = excluded.at WHERE once_keys.at <= ?",
-                        (email.once_key, now, now - email.cooldown_s))
+                        (email.once_key, now, now - email.cooldown_s),
+                    )
                 if cursor.rowcount != 1:
                     continue
                 cursor = conn.execute(
                     "INSERT INTO outbox(key, tenant, rule, template, user_id, log_id, recipient, locale, state, "
                     "next_attempt_at, created_at, updated_at, accepted_at, context) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-                    (email.key, email.tenant, email.rule, email.template, email.user_id, email.log_id,
-                     email.recipient, email.locale, now, now, now, email.accepted_at,
-                     orjson.dumps(scrub(email.context), default=str).decode()))
+                    (
+                        email.key,
+                        email.tenant,
+                        email.rule,
+                        email.template,
+                        email.user_id,
+                        email.log_id,
+                        email.recipient,
+                        email.locale,
+                        now,
+                        now,
+                        now,
+                        email.accepted_at,
+                        orjson.dumps(scrub(email.context), default=str).decode(),
+                    ),
+                )
                 if cursor.rowcount == 1:
                     queued.append(email)
             if retried:
@@ -537,30 +602,40 @@ class SqliteStore(SqlOutbox, SqlRecords):
                 "INSERT INTO retries(tenant, log_id, body, received_at, attempts, next_attempt_at, last_error) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET next_attempt_at = excluded.next_attempt_at, "
                 "last_error = excluded.last_error",
-                [(t, log_id, *bodies[(t, log_id)], until, error[:500]) for t, log_id in from_inbox])
-            conn.executemany("UPDATE retries SET next_attempt_at = ?, last_error = ? WHERE tenant = ? AND log_id = ?",
-                             [(until, error[:500], t, log_id) for t, log_id in keys if (t, log_id) not in leased])
+                [(t, log_id, *bodies[(t, log_id)], until, error[:500]) for t, log_id in from_inbox],
+            )
+            conn.executemany(
+                "UPDATE retries SET next_attempt_at = ?, last_error = ? WHERE tenant = ? AND log_id = ?",
+                [(until, error[:500], t, log_id) for t, log_id in keys if (t, log_id) not in leased],
+            )
             if from_inbox:
                 self._advance(conn, done, now)
 
         await self._write(defer)
         self._release(from_inbox, done)
 
-    async def _read_bodies(self, keys: list[tuple[str, str]], leased: dict[tuple[str, str], int]
-                           ) -> dict[tuple[str, str], tuple[bytes, float, int]]:
+    async def _read_bodies(
+        self, keys: list[tuple[str, str]], leased: dict[tuple[str, str], int]
+    ) -> dict[tuple[str, str], tuple[bytes, float, int]]:
         """(scrubbed event JSON, received_at, attempts) of events still inside their inbox rows."""
         row_ids = sorted({leased[key] for key in keys})
         if not row_ids:
             return {}
-        rows = await self._read(lambda c: c.execute(
-            f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(row_ids))})",
-            row_ids).fetchall())
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT id, tenant, body, received_at FROM inbox WHERE id IN ({', '.join('?' * len(row_ids))})",
+                row_ids,
+            ).fetchall()
+        )
         wanted, found = set(keys), {}
         for row_id, tenant, body, received_at in rows:
             for event in parse_body(body).events:
                 if (tenant, event["log_id"]) in wanted:
-                    found[(tenant, event["log_id"])] = (orjson.dumps(scrub(event)), received_at,
-                                                        self._leases[row_id].attempts)
+                    found[(tenant, event["log_id"])] = (
+                        orjson.dumps(scrub(event)),
+                        received_at,
+                        self._leases[row_id].attempts,
+                    )
         return found
 
     # --- outbox -----------------------------------------------------------------------------
@@ -571,17 +646,20 @@ class SqliteStore(SqlOutbox, SqlRecords):
 
         return await self._write(claim)
 
-    async def claim_emails_checked(self, *, limit: int, now: float, lease_s: float
-                                   ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
+    async def claim_emails_checked(
+        self, *, limit: int, now: float, lease_s: float
+    ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
         """One hop to the store's thread for both: on one core each hop costs as much as its SQL."""
+
         def claim(conn: sqlite3.Connection) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
             rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
             emails = sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
             by_tenant: dict[str, list[str]] = {}
             for email in emails:
                 by_tenant.setdefault(email.tenant, []).append(email.recipient)
-            return emails, {tenant: _suppressions_in(conn, tenant, recipients)
-                            for tenant, recipients in by_tenant.items()}
+            return emails, {
+                tenant: _suppressions_in(conn, tenant, recipients) for tenant, recipients in by_tenant.items()
+            }
 
         return await self._write(claim)
 
@@ -591,8 +669,9 @@ class SqliteStore(SqlOutbox, SqlRecords):
         self._claimed_upto = self._done
 
         def release(conn: sqlite3.Connection) -> int:
-            events = conn.execute("UPDATE retries SET next_attempt_at = ? WHERE next_attempt_at > ? "
-                                  "AND last_error IS NULL", (now, now)).rowcount
+            events = conn.execute(
+                "UPDATE retries SET next_attempt_at = ? WHERE next_attempt_at > ? AND last_error IS NULL", (now, now)
+            ).rowcount
             emails = conn.execute(requeue_sql(_DIALECT), (now,)).rowcount
             return events + emails
 
@@ -603,8 +682,11 @@ class SqliteStore(SqlOutbox, SqlRecords):
             counts = dict(conn.execute(OUTBOX_COUNTS).fetchall())
             oldest = conn.execute(OLDEST_OPEN).fetchone()
             pending = conn.execute(INBOX_PENDING).fetchone()[0]
-            return {"outbox": {state.value: counts.get(state.value, 0) for state in COUNTED_STATES},
-                    "oldest_open_age_s": (now - oldest[0]) if oldest else 0.0, "inbox_pending": pending}
+            return {
+                "outbox": {state.value: counts.get(state.value, 0) for state in COUNTED_STATES},
+                "oldest_open_age_s": (now - oldest[0]) if oldest else 0.0,
+                "inbox_pending": pending,
+            }
 
         return await self._read(read)
 
@@ -614,21 +696,41 @@ class SqliteStore(SqlOutbox, SqlRecords):
             replaced = conn.execute(
                 "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
                 "WHERE tenant = ? AND user_id = ? AND state = 'pending'",
-                (now, pending.tenant, pending.user_id)).rowcount
-            conn.execute(f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (pending.id, pending.tenant, pending.user_id, pending.connection, pending.state,
-                          pending.sealed, pending.created_at, pending.expires_at, pending.updated_at))
+                (now, pending.tenant, pending.user_id),
+            ).rowcount
+            conn.execute(
+                f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    pending.id,
+                    pending.tenant,
+                    pending.user_id,
+                    pending.connection,
+                    pending.state,
+                    pending.sealed,
+                    pending.created_at,
+                    pending.expires_at,
+                    pending.updated_at,
+                ),
+            )
             return replaced
 
         return await self._write(save)
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:
-        return bool(await self._write(lambda c: c.execute(
-            "UPDATE pending_passwords SET state = 'pending', sealed = ?, updated_at = ? "
-            "WHERE id = ? AND state = 'used' "
-            "AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer WHERE newer.tenant = pending_passwords.tenant "
-            "AND newer.user_id = pending_passwords.user_id AND newer.state = 'pending')",
-            (sealed, now, pending_id)).rowcount))
+        return bool(
+            await self._write(
+                lambda c: (
+                    c.execute(
+                        "UPDATE pending_passwords SET state = 'pending', sealed = ?, updated_at = ? "
+                        "WHERE id = ? AND state = 'used' "
+                        "AND NOT EXISTS (SELECT 1 FROM pending_passwords AS newer "
+                        "WHERE newer.tenant = pending_passwords.tenant "
+                        "AND newer.user_id = pending_passwords.user_id AND newer.state = 'pending')",
+                        (sealed, now, pending_id),
+                    ).rowcount
+                )
+            )
+        )
 
     async def purge(self, *, before: float) -> int:
         def purge(conn: sqlite3.Connection) -> int:
@@ -643,25 +745,31 @@ class SqliteStore(SqlOutbox, SqlRecords):
         return await self._write(purge)
 
     # --- suppression list, return paths and unsubscribes --------------------------------------
-    async def suppress(self, tenant: str, address: str, *, reason: Reason, source: str, detail: str,
-                       now: float) -> bool:
+    async def suppress(
+        self, tenant: str, address: str, *, reason: Reason, source: str, detail: str, now: float
+    ) -> bool:
         address = normalize_address(address)
         return await self._write(lambda c: _upsert_suppression(c, tenant, address, reason, source, detail, now))
 
-    async def record_soft_bounce(self, tenant: str, address: str, *, source: str, detail: str, now: float,
-                                 window_s: float, threshold: int) -> bool:
+    async def record_soft_bounce(
+        self, tenant: str, address: str, *, source: str, detail: str, now: float, window_s: float, threshold: int
+    ) -> bool:
         address = normalize_address(address)
 
         def record(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM soft_bounces WHERE tenant = ? AND address = ? AND at <= ?",
-                         (tenant, address, now - window_s))
+            conn.execute(
+                "DELETE FROM soft_bounces WHERE tenant = ? AND address = ? AND at <= ?",
+                (tenant, address, now - window_s),
+            )
             conn.execute("INSERT INTO soft_bounces(tenant, address, at) VALUES (?, ?, ?)", (tenant, address, now))
-            count = conn.execute("SELECT count(*) FROM soft_bounces WHERE tenant = ? AND address = ?",
-                                 (tenant, address)).fetchone()[0]
+            count = conn.execute(
+                "SELECT count(*) FROM soft_bounces WHERE tenant = ? AND address = ?", (tenant, address)
+            ).fetchone()[0]
             if count < threshold:
                 return False
-            return _upsert_suppression(conn, tenant, address, Reason.SOFT_BOUNCE, source,
-                                       f"{count} soft bounces; last: {detail}", now)
+            return _upsert_suppression(
+                conn, tenant, address, Reason.SOFT_BOUNCE, source, f"{count} soft bounces; last: {detail}", now
+            )
 
         return await self._write(record)
 
@@ -679,8 +787,10 @@ class SqliteStore(SqlOutbox, SqlRecords):
             found: dict[str, set[str]] = {}
             for chunk in _chunks(wanted):
                 for user_id, rule in conn.execute(
-                        f"SELECT user_id, rule FROM unsubscribes WHERE tenant = ? "
-                        f"AND user_id IN ({', '.join('?' * len(chunk))})", (tenant, *chunk)):
+                    f"SELECT user_id, rule FROM unsubscribes WHERE tenant = ? "
+                    f"AND user_id IN ({', '.join('?' * len(chunk))})",
+                    (tenant, *chunk),
+                ):
                     found.setdefault(user_id, set()).add(rule)
             return found
 

@@ -45,8 +45,15 @@ _SEVERITY = {Kind.COMPLAINT: 3, Kind.HARD: 2, Kind.SOFT: 1}
 class InboundHandler:
     """aiosmtpd hooks (handle_RCPT, handle_DATA) over the store."""
 
-    def __init__(self, store: Store, return_paths: ReturnPaths, recorder: SuppressionRecorder, *,
-                 unsubscribe_tokens: UnsubscribeTokens | None = None, unsubscribe_address: str | None = None):
+    def __init__(
+        self,
+        store: Store,
+        return_paths: ReturnPaths,
+        recorder: SuppressionRecorder,
+        *,
+        unsubscribe_tokens: UnsubscribeTokens | None = None,
+        unsubscribe_address: str | None = None,
+    ):
         self.store = store
         self.return_paths = return_paths
         self.recorder = recorder
@@ -60,8 +67,9 @@ class InboundHandler:
             return None
         return found
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         token = self.return_paths.token_of(address)
         if token is not None:
             try:
@@ -70,8 +78,10 @@ class InboundHandler:
             except Exception:  # noqa: BLE001 - store hiccup: the sender retries
                 log.exception("inbound_lookup_failed")
                 return TRY_LATER
-        elif not (self.return_paths.is_bare(address)
-                  or (self.unsubscribe_address and normalize_address(address) == self.unsubscribe_address)):
+        elif not (
+            self.return_paths.is_bare(address)
+            or (self.unsubscribe_address and normalize_address(address) == self.unsubscribe_address)
+        ):
             return NO_SUCH_MAILBOX
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -110,8 +120,11 @@ class InboundHandler:
                 break
         if owner is None:
             metrics.BOUNCE_REPORTS.labels(parsed.format, "ignored").inc()
-            log.warning("inbound_report_unmatched", format=parsed.format,
-                        reason="no return-path token of ours in the recipient or the report")
+            log.warning(
+                "inbound_report_unmatched",
+                format=parsed.format,
+                reason="no return-path token of ours in the recipient or the report",
+            )
             return
         tenant, address = owner
         finding = max(parsed.findings, key=lambda f: _SEVERITY[f.kind])
@@ -121,7 +134,7 @@ class InboundHandler:
         subject = str(email.message_from_bytes(data, policy=policy.default).get("Subject", ""))
         token = subject.strip()
         if token.lower().startswith(MAILTO_SUBJECT_PREFIX.strip()):
-            token = token[len(MAILTO_SUBJECT_PREFIX.strip()):].strip()
+            token = token[len(MAILTO_SUBJECT_PREFIX.strip()) :].strip()
         subscription = self.unsubscribe_tokens.read(token) if self.unsubscribe_tokens else None
         if subscription is None:
             log.warning("unsubscribe_mail_without_valid_token")
@@ -142,8 +155,14 @@ class InboundListener:
 
     def _protocol(self) -> SMTP:
         cls = LMTP if self.config.protocol == "lmtp" else SMTP
-        return cls(self.handler, hostname=self.hostname, ident="streamer bounces",
-                   data_size_limit=self.config.max_message_bytes, loop=asyncio.get_running_loop(), timeout=60)
+        return cls(
+            self.handler,
+            hostname=self.hostname,
+            ident="streamer bounces",
+            data_size_limit=self.config.max_message_bytes,
+            loop=asyncio.get_running_loop(),
+            timeout=60,
+        )
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()

@@ -15,13 +15,14 @@ from enum import StrEnum
 
 class Reason(StrEnum):
     HARD_BOUNCE = "hard_bounce"
-    SOFT_BOUNCE = "soft_bounce"      # the soft-bounce threshold was reached
+    SOFT_BOUNCE = "soft_bounce"  # the soft-bounce threshold was reached
     COMPLAINT = "complaint"
-    MANUAL = "manual"                # `streamer suppression add`
+    MANUAL = "manual"  # `streamer suppression add`
 
 
 class Kind(StrEnum):
     """What one report says about one recipient."""
+
     HARD = "hard"
     SOFT = "soft"
     COMPLAINT = "complaint"
@@ -32,7 +33,7 @@ class Suppression:
     tenant: str
     address: str
     reason: Reason
-    source: str                      # dsn, arf, ses, postmark, cli
+    source: str  # dsn, arf, ses, postmark, cli
     detail: str
     created_at: float
     updated_at: float
@@ -41,6 +42,7 @@ class Suppression:
 @dataclass(frozen=True)
 class Report:
     """One recipient's outcome, read from a DSN, an ARF report or a provider's webhook."""
+
     kind: Kind
     address: str
     detail: str
@@ -63,13 +65,13 @@ def classify_status(status: str | None, action: str | None = None) -> Kind | Non
     """An RFC 3464 Status (`5.1.1`) and Action (`failed`, `delayed` …) → hard, soft or None (no bounce)."""
     action = (action or "failed").strip().lower()
     if action not in ("failed", "delayed"):
-        return None                  # delivered, relayed, expanded
+        return None  # delivered, relayed, expanded
     match = _STATUS.match(status or "")
     if not match:
         return Kind.SOFT if action == "failed" else None
     klass, subject, detail = (int(g) for g in match.groups())
     if klass == 2 or action == "delayed":
-        return None                  # still being retried by the remote queue: no bounce yet
+        return None  # still being retried by the remote queue: no bounce yet
     if klass == 4:
         return Kind.SOFT
     if (subject, detail) in _SOFT_PERMANENT or subject == 7:
@@ -80,6 +82,7 @@ def classify_status(status: str | None, action: str | None = None) -> Kind | Non
 @dataclass(frozen=True)
 class SoftBouncePolicy:
     """`count` soft bounces within `window_s` seconds suppress the address."""
+
     count: int
     window_s: float
 

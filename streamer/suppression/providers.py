@@ -19,8 +19,17 @@ from streamer.suppression.policy import Kind, Report
 
 _SES_BOUNCE = {"Permanent": Kind.HARD, "Transient": Kind.SOFT, "Undetermined": Kind.SOFT}
 _POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
-_POSTMARK_SOFT = {"Transient", "SoftBounce", "DnsError", "SpamNotification", "Blocked", "DMARCPolicy",
-                  "Unknown", "VirusNotification", "ChallengeVerification"}
+_POSTMARK_SOFT = {
+    "Transient",
+    "SoftBounce",
+    "DnsError",
+    "SpamNotification",
+    "Blocked",
+    "DMARCPolicy",
+    "Unknown",
+    "VirusNotification",
+    "ChallengeVerification",
+}
 
 
 def _addresses(items: Any, key: str) -> list[str]:
@@ -40,16 +49,24 @@ def ses_reports(notification: dict[str, Any]) -> list[Report]:
             if not isinstance(recipient, dict) or not isinstance(recipient.get("emailAddress"), str):
                 continue
             detail = " ".join(str(recipient.get(k) or "") for k in ("status", "diagnosticCode")).strip()
-            reports.append(Report(kind, recipient["emailAddress"], f"{bounce.get('bounceType')}/{subtype} {detail}"
-                                  .strip()[:300], "ses"))
+            reports.append(
+                Report(
+                    kind,
+                    recipient["emailAddress"],
+                    f"{bounce.get('bounceType')}/{subtype} {detail}".strip()[:300],
+                    "ses",
+                )
+            )
         return reports
     if kind_name == "Complaint":
         complaint = notification.get("complaint") or {}
         feedback = str(complaint.get("complaintFeedbackType") or "abuse")
         if feedback == "not-spam":
             return []
-        return [Report(Kind.COMPLAINT, address, f"feedback-type {feedback}", "ses")
-                for address in _addresses(complaint.get("complainedRecipients"), "emailAddress")]
+        return [
+            Report(Kind.COMPLAINT, address, f"feedback-type {feedback}", "ses")
+            for address in _addresses(complaint.get("complainedRecipients"), "emailAddress")
+        ]
     return []
 
 
@@ -70,6 +87,6 @@ def postmark_reports(payload: dict[str, Any]) -> list[Report]:
     elif bounce_type == "SpamComplaint":
         kind = Kind.COMPLAINT
     else:
-        return []                    # AutoResponder, Subscribe, Unsubscribe, AddressChange, OpenRelayTest …
+        return []  # AutoResponder, Subscribe, Unsubscribe, AddressChange, OpenRelayTest …
     detail = f"{bounce_type} {payload.get('Details') or payload.get('Description') or ''}".strip()
     return [Report(kind, address, detail[:300], "postmark")]

@@ -31,16 +31,30 @@ class SuppressionRecorder:
         metrics.BOUNCE_REPORTS.labels(report.source, report.kind.value).inc()
         if report.kind is Kind.SOFT:
             added = await self.store.record_soft_bounce(
-                tenant, address, source=report.source, detail=report.detail, now=now,
-                window_s=self.soft.window_s, threshold=self.soft.count)
+                tenant,
+                address,
+                source=report.source,
+                detail=report.detail,
+                now=now,
+                window_s=self.soft.window_s,
+                threshold=self.soft.count,
+            )
             reason = Reason.SOFT_BOUNCE
         else:
             reason = _REASON[report.kind]
-            added = await self.store.suppress(tenant, address, reason=reason, source=report.source,
-                                              detail=report.detail, now=now)
+            added = await self.store.suppress(
+                tenant, address, reason=reason, source=report.source, detail=report.detail, now=now
+            )
         if added:
             metrics.SUPPRESSIONS_ADDED.labels(tenant, reason.value, report.source).inc()
         # The address is personal data: its domain is enough to spot a provider-wide problem.
-        log.info("bounce_report", tenant=tenant, kind=report.kind.value, source=report.source,
-                 domain=address.rpartition("@")[2], suppressed=added, detail=report.detail[:200])
+        log.info(
+            "bounce_report",
+            tenant=tenant,
+            kind=report.kind.value,
+            source=report.source,
+            domain=address.rpartition("@")[2],
+            suppressed=added,
+            detail=report.detail[:200],
+        )
         return added

@@ -26,13 +26,13 @@ _NOT_COMPLAINTS = {"not-spam"}
 @dataclass(frozen=True)
 class Finding:
     kind: Kind
-    address: str            # as the report states it (may be empty: FBLs often redact recipients)
+    address: str  # as the report states it (may be empty: FBLs often redact recipients)
     detail: str
 
 
 @dataclass
 class ParsedReport:
-    format: str | None                          # "dsn", "arf" or None (not a report)
+    format: str | None  # "dsn", "arf" or None (not a report)
     findings: list[Finding] = field(default_factory=list)
     #: Envelope senders the report says the original mail had (ARF Original-Mail-From, the returned
     #: message's Return-Path): where a VERP token can be found when the report came to another address.
@@ -79,7 +79,7 @@ def parse_report(data: bytes) -> ParsedReport:
         for part in message.walk():
             if part.get_content_type() != "message/delivery-status":
                 continue
-            for block in _blocks(part)[1:]:               # the first block is per-message
+            for block in _blocks(part)[1:]:  # the first block is per-message
                 recipient = _address_field(_value(block, "Final-Recipient") or _value(block, "Original-Recipient"))
                 status, action = _value(block, "Status"), _value(block, "Action")
                 kind = classify_status(status, action)
@@ -100,8 +100,13 @@ def parse_report(data: bytes) -> ParsedReport:
                     parsed.original_senders.append(sender)
                 if feedback_type in _NOT_COMPLAINTS:
                     continue
-                parsed.findings.append(Finding(Kind.COMPLAINT, _address_field(_value(block, "Original-Rcpt-To")),
-                                               f"feedback-type {feedback_type}"))
+                parsed.findings.append(
+                    Finding(
+                        Kind.COMPLAINT,
+                        _address_field(_value(block, "Original-Rcpt-To")),
+                        f"feedback-type {feedback_type}",
+                    )
+                )
         parsed.original_senders += [o for o in originals if o]
         return parsed
     return ParsedReport(None)

@@ -48,8 +48,13 @@ def is_sns_url(url: str) -> bool:
         parts = urlsplit(url)
     except ValueError:
         return False
-    return parts.scheme == "https" and parts.port in (None, 443) and bool(SNS_HOST.match(parts.hostname or "")) \
-        and not parts.username and not parts.password
+    return (
+        parts.scheme == "https"
+        and parts.port in (None, 443)
+        and bool(SNS_HOST.match(parts.hostname or ""))
+        and not parts.username
+        and not parts.password
+    )
 
 
 def string_to_sign(message: dict[str, Any]) -> bytes:

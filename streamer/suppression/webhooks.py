@@ -124,11 +124,13 @@ class SuppressionWebhooks:
             return False
         expected = settings.password.get_secret_value()
         return hmac.compare_digest(username.encode(), settings.username.encode()) & hmac.compare_digest(
-            password.encode(), expected.encode())
+            password.encode(), expected.encode()
+        )
 
     async def postmark(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return web.Response(status=401, text="unauthorized\n",
-                                headers={"WWW-Authenticate": 'Basic realm="streamer"'})
+            return web.Response(
+                status=401, text="unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="streamer"'}
+            )
         payload = await self._json(request)
         return await self._record(request.match_info["tenant"], postmark_reports(payload))

@@ -26,10 +26,15 @@ def links(public_url: str, token: str, locale: str | None, mailto: str | None) -
 
 async def record_unsubscribe(store: Store, subscription: Subscription, *, source: str) -> bool:
     """Store the preference (rules see it from the next event on); True if it is new."""
-    added = await store.set_unsubscribed(subscription.tenant, subscription.user_id, subscription.rule,
-                                         now=time.time())
+    added = await store.set_unsubscribed(subscription.tenant, subscription.user_id, subscription.rule, now=time.time())
     if added:
         metrics.UNSUBSCRIBES.labels(subscription.tenant, subscription.rule).inc()
-    log.info("unsubscribed", tenant=subscription.tenant, rule=subscription.rule, user_id=subscription.user_id,
-             source=source, new=added)
+    log.info(
+        "unsubscribed",
+        tenant=subscription.tenant,
+        rule=subscription.rule,
+        user_id=subscription.user_id,
+        source=source,
+        new=added,
+    )
     return added

@@ -7,7 +7,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "confirm_title": "Unsubscribe from these emails?",
         "confirm_body": "You will no longer receive this kind of notice from us.",
         "confirm_note": "Emails you need to use your account, such as address verification and password "
-                        "resets, will still reach you.",
+        "resets, will still reach you.",
         "button": "Unsubscribe",
         "done_title": "You're unsubscribed",
         "done_body": "You will no longer receive this kind of notice from us.",
@@ -20,7 +20,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "confirm_title": "Vous désabonner de ces e-mails ?",
         "confirm_body": "Vous ne recevrez plus ce type de notification de notre part.",
         "confirm_note": "Les e-mails nécessaires à l’utilisation de votre compte, comme la vérification de "
-                        "votre adresse ou la réinitialisation de votre mot de passe, vous parviendront toujours.",
+        "votre adresse ou la réinitialisation de votre mot de passe, vous parviendront toujours.",
         "button": "Me désabonner",
         "done_title": "Votre désabonnement est enregistré",
         "done_body": "Vous ne recevrez plus ce type de notification de notre part.",
@@ -33,7 +33,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "confirm_title": "Diese E-Mails abbestellen?",
         "confirm_body": "Sie erhalten diese Art von Benachrichtigung dann nicht mehr von uns.",
         "confirm_note": "E-Mails, die Sie für Ihr Konto brauchen, etwa zur Bestätigung Ihrer Adresse oder zum "
-                        "Zurücksetzen Ihres Passworts, erhalten Sie weiterhin.",
+        "Zurücksetzen Ihres Passworts, erhalten Sie weiterhin.",
         "button": "Abbestellen",
         "done_title": "Sie haben diese E-Mails abbestellt",
         "done_body": "Sie erhalten diese Art von Benachrichtigung nicht mehr von uns.",
@@ -46,7 +46,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "confirm_title": "¿Quieres darte de baja de estos correos?",
         "confirm_body": "Dejarás de recibir este tipo de aviso de nuestra parte.",
         "confirm_note": "Los correos que necesitas para usar tu cuenta, como la verificación de tu dirección o "
-                        "el restablecimiento de tu contraseña, te seguirán llegando.",
+        "el restablecimiento de tu contraseña, te seguirán llegando.",
         "button": "Darme de baja",
         "done_title": "Te has dado de baja",
         "done_body": "Ya no recibirás este tipo de aviso de nuestra parte.",

@@ -29,9 +29,13 @@ from streamer.unsubscribe.messages import MESSAGES
 from streamer.unsubscribe.tokens import Subscription, UnsubscribeTokens
 
 log = get_logger(__name__)
-_templates = jinja2.Environment(loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "web")),
-                                autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                                lstrip_blocks=True)
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(Path(__file__).parent.parent / "web")),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 MAX_BODY_BYTES = 4096
 
 
@@ -46,21 +50,43 @@ class UnsubscribePages:
 
     def _locale(self, request: web.Request, subscription: Subscription | None) -> str:
         tenant = self.config.tenants.get(subscription.tenant) if subscription else None
-        return choose_locale(request.query.get("lang"), *parse_accept_language(request.headers.get("Accept-Language")),
-                             tenant.default_locale if tenant else None, self.config.templates.default_locale)
+        return choose_locale(
+            request.query.get("lang"),
+            *parse_accept_language(request.headers.get("Accept-Language")),
+            tenant.default_locale if tenant else None,
+            self.config.templates.default_locale,
+        )
 
-    def _page(self, request: web.Request, subscription: Subscription | None, *, status: int, title: str,
-              paragraphs: tuple[str, ...], with_button: bool = False) -> web.Response:
+    def _page(
+        self,
+        request: web.Request,
+        subscription: Subscription | None,
+        *,
+        status: int,
+        title: str,
+        paragraphs: tuple[str, ...],
+        with_button: bool = False,
+    ) -> web.Response:
         locale = self._locale(request, subscription)
         t = MESSAGES.get(locale, MESSAGES["en"])
         action = f"/unsubscribe/{quote(request.match_info['token'], safe='.-_')}"
         if lang := request.query.get("lang"):
             action += f"?lang={quote(lang[:35])}"
         html = _templates.get_template("unsubscribe.html").render(
-            css=_CSS, locale=locale if locale in MESSAGES else "en", title=t[title],
-            paragraphs=[t[p] for p in paragraphs], button=t["button"] if with_button else "", action=action)
-        return web.Response(status=status, text=html, content_type="text/html", charset="utf-8",
-                            headers={**SECURITY_HEADERS, "Content-Language": locale})
+            css=_CSS,
+            locale=locale if locale in MESSAGES else "en",
+            title=t[title],
+            paragraphs=[t[p] for p in paragraphs],
+            button=t["button"] if with_button else "",
+            action=action,
+        )
+        return web.Response(
+            status=status,
+            text=html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={**SECURITY_HEADERS, "Content-Language": locale},
+        )
 
     def _subscription(self, request: web.Request) -> Subscription | None:
         subscription = self.tokens.read(request.match_info["token"])
@@ -72,8 +98,14 @@ class UnsubscribePages:
         subscription = self._subscription(request)
         if subscription is None:
             return self._page(request, None, status=404, title="invalid_title", paragraphs=("invalid_body",))
-        return self._page(request, subscription, status=200, title="confirm_title",
-                          paragraphs=("confirm_body", "confirm_note"), with_button=True)
+        return self._page(
+            request,
+            subscription,
+            status=200,
+            title="confirm_title",
+            paragraphs=("confirm_body", "confirm_note"),
+            with_button=True,
+        )
 
     async def post(self, request: web.Request) -> web.Response:
         await request.content.read(MAX_BODY_BYTES)  # `List-Unsubscribe=One-Click`; its presence changes nothing

@@ -52,7 +52,7 @@ class UnsubscribeTokens:
         except (binascii.Error, ValueError):
             return None
         if _b64(payload) != payload_text or _b64(mac) != mac_text:
-            return None              # non-canonical base64 (spare bits set): one token, one spelling
+            return None  # non-canonical base64 (spare bits set): one token, one spelling
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
         parts = payload.decode("utf-8", "replace").split("\n")

@@ -58,20 +58,33 @@ def to_json(value: Any) -> str:
 # --- strategies -------------------------------------------------------------------------------
 
 _surrogates = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
-_odd_text = st.text(st.one_of(st.characters(), _surrogates, st.sampled_from("\x00\n\r\"\\<>&%{}")), max_size=12)
-_numbers = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                     st.integers(1, 6000).map(lambda n: Raw("9" * n)),
-                     st.sampled_from([Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("-0")]))
+_odd_text = st.text(st.one_of(st.characters(), _surrogates, st.sampled_from('\x00\n\r"\\<>&%{}')), max_size=12)
+_numbers = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(1, 6000).map(lambda n: Raw("9" * n)),
+    st.sampled_from([Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("-0")]),
+)
 _scalars = st.one_of(st.none(), st.booleans(), _numbers, _odd_text)
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4)
-                       | st.dictionaries(_odd_text, inner, max_size=4), max_leaves=16)
-_types = st.one_of(st.sampled_from(["ss", "s", "sv", "scp", "svr", "fp", "sapi", "password_reset_requested"]),
-                   _odd_text)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_odd_text, inner, max_size=4), max_leaves=16
+)
+_types = st.one_of(
+    st.sampled_from(["ss", "s", "sv", "scp", "svr", "fp", "sapi", "password_reset_requested"]), _odd_text
+)
 _events = st.fixed_dictionaries(
     {"log_id": st.one_of(st.text(min_size=1, max_size=20), _odd_text, _numbers), "type": _types},
-    optional={"user_id": st.one_of(_odd_text, st.just("auth0|65f0c0ffee0000000000a001")), "date": _values,
-              "client_id": _values, "description": _values, "details": _values, "user_name": _odd_text,
-              "ip": _odd_text, "user_agent": _odd_text})
+    optional={
+        "user_id": st.one_of(_odd_text, st.just("auth0|65f0c0ffee0000000000a001")),
+        "date": _values,
+        "client_id": _values,
+        "description": _values,
+        "details": _values,
+        "user_name": _odd_text,
+        "ip": _odd_text,
+        "user_agent": _odd_text,
+    },
+)
 
 
 @st.composite
@@ -94,15 +107,26 @@ def webhook_json(draw) -> bytes:
 def webhook_deep(draw) -> bytes:
     """Nesting and numbers beyond what parsers and stores take, alone or inside an event."""
     depth = draw(st.integers(1, 6000))
-    inner = draw(st.sampled_from(["[" * depth + "]" * depth, "{\"a\": " * depth + "1" + "}" * depth,
-                                  "9" * depth, "-" + "1" * depth, "0." + "5" * depth + "e99999"]))
+    inner = draw(
+        st.sampled_from(
+            [
+                "[" * depth + "]" * depth,
+                '{"a": ' * depth + "1" + "}" * depth,
+                "9" * depth,
+                "-" + "1" * depth,
+                "0." + "5" * depth + "e99999",
+            ]
+        )
+    )
     if draw(st.booleans()):
         return inner.encode()
     return f'[{{"log_id": "deep", "type": "ss", "details": {inner}}}, {{"log_id": "ok", "type": "s"}}]'.encode()
 
 
-_FIXTURE_BODIES = [(FIXTURES / "webhook" / name).read_bytes()
-                   for name in ("body_JSONARRAY.json", "body_JSONLINES.jsonl", "body_JSONOBJECT.json")]
+_FIXTURE_BODIES = [
+    (FIXTURES / "webhook" / name).read_bytes()
+    for name in ("body_JSONARRAY.json", "body_JSONLINES.jsonl", "body_JSONOBJECT.json")
+]
 
 
 @st.composite
@@ -117,7 +141,7 @@ def webhook_mutated(draw) -> bytes:
         elif action == "replace" and at < len(body):
             body[at] = draw(st.integers(0, 255))
         elif action == "cut":
-            del body[at:at + draw(st.integers(1, 40))]
+            del body[at : at + draw(st.integers(1, 40))]
         else:
             body[at:at] = draw(st.sampled_from([b"\\ud800", b"\\udfff", b"\\u0000", b"\\", b'"', b"\xed\xa0\x80"]))
     return bytes(body)
@@ -127,8 +151,9 @@ _header_value = st.binary(max_size=40).map(lambda b: b.replace(b"\r", b"").repla
 _token = st.text("abcdefghijklmnopqrstuvwxyz-ABCXYZ0123456789", min_size=1, max_size=20)
 
 
-def http_request(method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, *,
-                 chunked: bool = False) -> bytes:
+def http_request(
+    method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, *, chunked: bool = False
+) -> bytes:
     lines = [method + b" " + path + b" HTTP/1.1", b"Host: streamer.test", b"Connection: close"]
     lines += [name + b": " + value for name, value in headers]
     if chunked:
@@ -151,8 +176,15 @@ GOOD_AUTH = b"Bearer " + WEBHOOK_TOKEN.encode()
 def webhook_headers(draw) -> bytes:
     """A small valid body with odd methods, paths, Authorization and other headers."""
     body = json.dumps([sample_event("ss", user_id="auth0|nobody-fuzz")]).encode()
-    auth = draw(st.one_of(st.just(GOOD_AUTH), st.just(WEBHOOK_TOKEN.encode()), _header_value,
-                          _header_value.map(lambda v: b"Bearer " + v), st.just(GOOD_AUTH + b"\xff")))
+    auth = draw(
+        st.one_of(
+            st.just(GOOD_AUTH),
+            st.just(WEBHOOK_TOKEN.encode()),
+            _header_value,
+            _header_value.map(lambda v: b"Bearer " + v),
+            st.just(GOOD_AUTH + b"\xff"),
+        )
+    )
     headers = _auth(auth) if draw(st.integers(0, 5)) else []  # mostly with one
     headers += draw(st.lists(st.tuples(_token.map(str.encode), _header_value), max_size=4))
     if draw(st.booleans()):
@@ -181,19 +213,36 @@ def reset_post_strategy(csrf: tuple[str, str] | None):
     @st.composite
     def reset_post(draw) -> bytes:
         fields = []
-        email = draw(st.one_of(st.emails().map(str.encode), st.just(b"ana.silva@example.com"),
-                               st.binary(max_size=40), _odd_text.map(lambda t: t.encode("utf-8", "surrogatepass"))))
+        email = draw(
+            st.one_of(
+                st.emails().map(str.encode),
+                st.just(b"ana.silva@example.com"),
+                st.binary(max_size=40),
+                _odd_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+            )
+        )
         fields.append(b"email=" + quote_from_bytes(email).encode())
         genuine = csrf is not None and draw(st.booleans())
         token = csrf[1].encode() if genuine else draw(st.binary(max_size=30))
         fields.append(b"csrf_token=" + quote_from_bytes(token).encode())
-        fields += [quote_from_bytes(k).encode() + b"=" + quote_from_bytes(v).encode()
-                   for k, v in draw(st.lists(st.tuples(st.binary(max_size=10), st.binary(max_size=20)), max_size=4))]
+        fields += [
+            quote_from_bytes(k).encode() + b"=" + quote_from_bytes(v).encode()
+            for k, v in draw(st.lists(st.tuples(st.binary(max_size=10), st.binary(max_size=20)), max_size=4))
+        ]
         body = b"&".join(draw(st.permutations(fields)))
         if draw(st.integers(0, 4)) == 0:
             body = draw(st.binary(max_size=200))
-        headers = [(b"Content-Type", draw(st.sampled_from([b"application/x-www-form-urlencoded"] * 4 + [
-            b"multipart/form-data; boundary=x", b"application/json", b"text/plain"])))]
+        headers = [
+            (
+                b"Content-Type",
+                draw(
+                    st.sampled_from(
+                        [b"application/x-www-form-urlencoded"] * 4
+                        + [b"multipart/form-data; boundary=x", b"application/json", b"text/plain"]
+                    )
+                ),
+            )
+        ]
         cookie = csrf[0].encode() if genuine else draw(_header_value)
         headers.append((b"Cookie", b"pr_csrf=" + cookie))
         headers.append((b"Accept-Language", draw(_header_value)))
@@ -203,18 +252,60 @@ def reset_post_strategy(csrf: tuple[str, str] | None):
     return reset_post()
 
 
-CONFIG_KEYS = ["server", "store", "smtp", "delivery", "templates", "redirects", "tenants", "rules",
-               "password_reset", "listen", "max_body_bytes", "on", "if", "once", "ticket", "template", "mark",
-               "header_timeout_s", "body_timeout_s", "max_connections", "poll", "domain", "webhook_token"]
+CONFIG_KEYS = [
+    "server",
+    "store",
+    "smtp",
+    "delivery",
+    "templates",
+    "redirects",
+    "tenants",
+    "rules",
+    "password_reset",
+    "listen",
+    "max_body_bytes",
+    "on",
+    "if",
+    "once",
+    "ticket",
+    "template",
+    "mark",
+    "header_timeout_s",
+    "body_timeout_s",
+    "max_connections",
+    "poll",
+    "domain",
+    "webhook_token",
+]
 
 
 @st.composite
 def config_texts(draw, base: str) -> str:
     """YAML: the test config with lines cut, swapped or changed, or YAML-ish noise."""
     if draw(st.integers(0, 5)) == 0:
-        words = st.one_of(st.sampled_from(CONFIG_KEYS + [":", "- ", "{", "}", "[", "]", "\n", "  ", "${X}",
-                                                         "${", "!!python/object:os.system", "&a", "*a", "'", '"']),
-                          st.text(max_size=6))
+        words = st.one_of(
+            st.sampled_from(
+                CONFIG_KEYS
+                + [
+                    ":",
+                    "- ",
+                    "{",
+                    "}",
+                    "[",
+                    "]",
+                    "\n",
+                    "  ",
+                    "${X}",
+                    "${",
+                    "!!python/object:os.system",
+                    "&a",
+                    "*a",
+                    "'",
+                    '"',
+                ]
+            ),
+            st.text(max_size=6),
+        )
         return "".join(draw(st.lists(words, max_size=40)))
     lines = base.splitlines()
     for _ in range(draw(st.integers(1, 5))):
@@ -232,8 +323,24 @@ def config_texts(draw, base: str) -> str:
             lines[at] = line[:cut] + draw(st.text(max_size=8)) + line[cut:]
         else:
             key = lines[at].split(":")[0]
-            odd = st.sampled_from(["-1", "0", "1e999", "null", "[]", "{}", "yes", "'x'", "${NOPE}", "${NOPE:-}", "~",
-                                   ".inf", "0x10", "\"\\ud800\""])
+            odd = st.sampled_from(
+                [
+                    "-1",
+                    "0",
+                    "1e999",
+                    "null",
+                    "[]",
+                    "{}",
+                    "yes",
+                    "'x'",
+                    "${NOPE}",
+                    "${NOPE:-}",
+                    "~",
+                    ".inf",
+                    "0x10",
+                    '"\\ud800"',
+                ]
+            )
             value = draw(st.one_of(odd, st.text(max_size=8)))
             lines[at] = f"{key}: {value}"
         if not lines:
@@ -242,6 +349,7 @@ def config_texts(draw, base: str) -> str:
 
 
 # --- the target -------------------------------------------------------------------------------
+
 
 def status_class(status: int | None) -> str:
     return "no answer" if status is None else f"{status // 100}xx"
@@ -283,8 +391,7 @@ class FuzzTarget:
         await self.catcher.start()
         text = config_text(self.workdir, self.standin, self.catcher, extra_rules=RESET_RULE)
         text = text.replace('server: {listen: "127.0.0.1:0"}', SERVER)
-        text += ('password_reset: {enabled: true, rate_limit: {per_ip: "1000000/hour", '
-                 'per_address: "1000000/hour"}}\n')
+        text += 'password_reset: {enabled: true, rate_limit: {per_ip: "1000000/hour", per_address: "1000000/hour"}}\n'
         self.config_text = text
         path = self.workdir / "streamer.yaml"
         path.write_text(text)
@@ -350,8 +457,7 @@ class FuzzTarget:
         address = f"{user_id[6:]}@example.com"
         self.run(self._add_user(user_id, address))
         event = sample_event("ss", log_id=f"after-{time.monotonic_ns()}", user_id=user_id)
-        status, _ = self.send(http_request(b"POST", b"/logs/acme", _auth(GOOD_AUTH),
-                                                json.dumps([event]).encode()))
+        status, _ = self.send(http_request(b"POST", b"/logs/acme", _auth(GOOD_AUTH), json.dumps([event]).encode()))
         if status != 200:
             return False
         deadline = time.monotonic() + timeout
@@ -367,4 +473,4 @@ class FuzzTarget:
     def tracebacks(self) -> list[str]:
         """Tracebacks in the daemon's log (structlog's exception field, or a plain one), a few lines each."""
         lines = self.logs.getvalue().splitlines()
-        return ["\n".join(lines[max(0, i - 2):i + 25]) for i, line in enumerate(lines) if "Traceback" in line][:5]
+        return ["\n".join(lines[max(0, i - 2) : i + 25]) for i, line in enumerate(lines) if "Traceback" in line][:5]

@@ -10,9 +10,16 @@ from conftest import WEBHOOK_TOKEN
 
 async def start_run(config_path, port: int) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamer", "run", "-c", str(config_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=open(config_path.parent / "daemon.log", "ab"))
-    deadline = asyncio.get_running_loop().time() + 60   # a busy machine starts Python slowly
+        sys.executable,
+        "-m",
+        "streamer",
+        "run",
+        "-c",
+        str(config_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=open(config_path.parent / "daemon.log", "ab"),
+    )
+    deadline = asyncio.get_running_loop().time() + 60  # a busy machine starts Python slowly
     async with aiohttp.ClientSession() as session:
         while asyncio.get_running_loop().time() < deadline:
             try:
@@ -30,8 +37,9 @@ async def start_run(config_path, port: int) -> asyncio.subprocess.Process:
 async def post(session, port, events) -> int:
     body = [{"log_id": e["log_id"], "data": e} for e in events]
     try:
-        async with session.post(f"http://127.0.0.1:{port}/logs/acme", json=body,
-                                headers={"Authorization": WEBHOOK_TOKEN}) as response:
+        async with session.post(
+            f"http://127.0.0.1:{port}/logs/acme", json=body, headers={"Authorization": WEBHOOK_TOKEN}
+        ) as response:
             return response.status
     except aiohttp.ClientError:
         return 0  # the daemon died mid-request: Auth0 would retry

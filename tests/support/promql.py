@@ -6,7 +6,7 @@ import promql_parser
 
 from streamer import metrics
 
-PROMETHEUS_LABELS = {"job", "instance"}     # added by the scrape
+PROMETHEUS_LABELS = {"job", "instance"}  # added by the scrape
 
 
 def exposed() -> dict[str, set[str]]:

@@ -28,11 +28,23 @@ from conftest import config_text
 from support.clock import FakeClock
 from support.users import ANA, ANA_EMAIL
 
-__all__ = ["ANA", "ANA_EMAIL", "BRUNO_EMAIL", "NOBODY_EMAIL", "PATH", "RESET_RULE", "SECRET_PASSWORD", "SHOP",
-           "Harness", "csrf_from", "harnesses", "make_config"]
+__all__ = [
+    "ANA",
+    "ANA_EMAIL",
+    "BRUNO_EMAIL",
+    "NOBODY_EMAIL",
+    "PATH",
+    "RESET_RULE",
+    "SECRET_PASSWORD",
+    "SHOP",
+    "Harness",
+    "csrf_from",
+    "harnesses",
+    "make_config",
+]
 
 NOBODY_EMAIL = "nobody.here@example.com"
-BRUNO_EMAIL = "bruno.costa@example.com"          # google-oauth2 only: no database identity
+BRUNO_EMAIL = "bruno.costa@example.com"  # google-oauth2 only: no database identity
 SHOP = "shopClient0123456789"
 PATH = "/password-reset/acme"
 SECRET_PASSWORD = "Tr0ub4dor&3-Zebra-Quartz-91"
@@ -61,8 +73,9 @@ class Harness:
         assert response.status == 200
         return csrf_from(await response.text())
 
-    async def submit(self, email: str, *, query: str = "", token: str | None = None, headers=None,
-                     **fields) -> tuple[int, dict, str]:
+    async def submit(
+        self, email: str, *, query: str = "", token: str | None = None, headers=None, **fields
+    ) -> tuple[int, dict, str]:
         token = token if token is not None else await self.token(query)
         data = {"csrf_token": token, "email": email, **fields}
         response = await self.client.post(PATH + query, data=data, headers=headers or {})
@@ -84,19 +97,34 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-def make_config(tmp_path, standin, *, enabled=True, new_password=False, per_ip="1000/hour",
-                per_address="1000/hour", default_locale: str | None = None, trusted_proxies: list | None = None):
+def make_config(
+    tmp_path,
+    standin,
+    *,
+    enabled=True,
+    new_password=False,
+    per_ip="1000/hour",
+    per_address="1000/hour",
+    default_locale: str | None = None,
+    trusted_proxies: list | None = None,
+):
     text = config_text(tmp_path, standin, SimpleNamespace(port=2525), extra_rules=RESET_RULE)
     if trusted_proxies is not None:
-        text = text.replace('server: {listen: "127.0.0.1:0"}',
-                            f'server: {{listen: "127.0.0.1:0", trusted_proxies: {json.dumps(trusted_proxies)}}}')
-    text = text.replace('vars: {app_url: "https://app.acme.test"}',
-                        'vars: {app_url: "https://app.acme.test", clients: {'
-                        f'{SHOP}: {{name: "Acme <Shop>", locale: fr}}, plainClient: {{name: "Plain"}}}}}}')
+        text = text.replace(
+            'server: {listen: "127.0.0.1:0"}',
+            f'server: {{listen: "127.0.0.1:0", trusted_proxies: {json.dumps(trusted_proxies)}}}',
+        )
+    text = text.replace(
+        'vars: {app_url: "https://app.acme.test"}',
+        'vars: {app_url: "https://app.acme.test", clients: {'
+        f'{SHOP}: {{name: "Acme <Shop>", locale: fr}}, plainClient: {{name: "Plain"}}}}}}',
+    )
     if default_locale:
         text = text.replace("    poll:", f"    default_locale: {default_locale}\n    poll:")
-    text += (f"password_reset: {{enabled: {str(enabled).lower()}, new_password: {str(new_password).lower()}, "
-             f'min_length: 10, rate_limit: {{per_ip: "{per_ip}", per_address: "{per_address}"}}}}\n')
+    text += (
+        f"password_reset: {{enabled: {str(enabled).lower()}, new_password: {str(new_password).lower()}, "
+        f'min_length: 10, rate_limit: {{per_ip: "{per_ip}", per_address: "{per_address}"}}}}\n'
+    )
     return parse_config(text, env={}, base_dir=tmp_path)
 
 
@@ -121,8 +149,14 @@ async def harnesses(tmp_path, standin):
             stack.push_async_callback(api.close)
             clock = FakeClock(10_000.0)
             vault = NewPasswordVault(clock=clock)
-            pages = PasswordResetPages(ResetPageSettings.of(config), Inbox(store, config.listened_types()),
-                                       {"acme": api}, vault=vault, clock=clock, min_response_s=min_response_s)
+            pages = PasswordResetPages(
+                ResetPageSettings.of(config),
+                Inbox(store, config.listened_types()),
+                {"acme": api},
+                vault=vault,
+                clock=clock,
+                min_response_s=min_response_s,
+            )
             if "trusted_proxies" in options:  # the daemon's own app, with its forwarded-client middleware
                 app = build_app(config, Inbox(store, config.listened_types()), Readiness({}), pages.routes())
             else:

@@ -31,14 +31,30 @@ def build_app(tenant: Tenant) -> web.Application:
 class Auth0StandIn(Tenant):
     """One emulated tenant. `await start()` → base_url; `await stop()` when done."""
 
-    def __init__(self, *, domain: str = "acme-test.us.auth0.com", client_id: str = "standin-client",
-                 client_secret: str = "standin-secret", users: list[JSON] | None = None,
-                 rate_limit: tuple[int, float] | None = None, token_ttl_s: int = 86400,
-                 legacy_password_flow: bool = False, search_lag_s: float = 0.0, latency_s: float = 0.0,
-                 plan: str | None = None):
-        super().__init__(domain=domain, client_id=client_id, client_secret=client_secret, token_ttl_s=token_ttl_s,
-                         legacy_password_flow=legacy_password_flow, search_lag_s=search_lag_s,
-                         latency_s=latency_s, granted_scopes=tokens.SCOPES)
+    def __init__(
+        self,
+        *,
+        domain: str = "acme-test.us.auth0.com",
+        client_id: str = "standin-client",
+        client_secret: str = "standin-secret",
+        users: list[JSON] | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        token_ttl_s: int = 86400,
+        legacy_password_flow: bool = False,
+        search_lag_s: float = 0.0,
+        latency_s: float = 0.0,
+        plan: str | None = None,
+    ):
+        super().__init__(
+            domain=domain,
+            client_id=client_id,
+            client_secret=client_secret,
+            token_ttl_s=token_ttl_s,
+            legacy_password_flow=legacy_password_flow,
+            search_lag_s=search_lag_s,
+            latency_s=latency_s,
+            granted_scopes=tokens.SCOPES,
+        )
         self._runner: web.AppRunner | None = None
         self._delivery: StreamDelivery | None = None
         self._delivery_task: asyncio.Task[None] | None = None

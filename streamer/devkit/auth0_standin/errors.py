@@ -7,14 +7,39 @@ from typing import Any
 
 from aiohttp import web
 
-REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 410: "Gone", 413: "Payload Too Large", 429: "Too Many Requests",
-           500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
-_DEFAULT_CODES = {400: "invalid_body", 403: "insufficient_scope", 404: "inexistent_user", 409: "conflict",
-                  429: "too_many_requests", 500: "internal_error", 502: "bad_gateway",
-                  503: "service_unavailable", 504: "gateway_timeout"}
-_DEFAULT_MESSAGES = {429: "Global limit has been reached", 500: "Internal Server Error",
-                     503: "Service Unavailable", 404: "Not Found", 400: "Bad Request"}
+REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+_DEFAULT_CODES = {
+    400: "invalid_body",
+    403: "insufficient_scope",
+    404: "inexistent_user",
+    409: "conflict",
+    429: "too_many_requests",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+_DEFAULT_MESSAGES = {
+    429: "Global limit has been reached",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    404: "Not Found",
+    400: "Bad Request",
+}
 
 
 class ApiProblem(Exception):
@@ -29,8 +54,11 @@ class ApiProblem(Exception):
 
 def error_body(status: int, message: str | None = None, error_code: str | None = None) -> dict[str, Any]:
     """Auth0's Management API error shape: statusCode, error, message, errorCode."""
-    body: dict[str, Any] = {"statusCode": status, "error": REASONS.get(status, "Error"),
-                            "message": message or _DEFAULT_MESSAGES.get(status, REASONS.get(status, "Error"))}
+    body: dict[str, Any] = {
+        "statusCode": status,
+        "error": REASONS.get(status, "Error"),
+        "message": message or _DEFAULT_MESSAGES.get(status, REASONS.get(status, "Error")),
+    }
     code = error_code or _DEFAULT_CODES.get(status)
     if status == 401:  # Auth0's 401s carry attributes.error instead of errorCode
         body["attributes"] = {"error": body["message"]}
@@ -39,8 +67,9 @@ def error_body(status: int, message: str | None = None, error_code: str | None =
     return body
 
 
-def api_error(status: int, message: str | None = None, error_code: str | None = None,
-              headers: dict[str, str] | None = None) -> web.Response:
+def api_error(
+    status: int, message: str | None = None, error_code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.json_response(error_body(status, message, error_code), status=status, headers=headers)
 
 

@@ -19,19 +19,28 @@ LIMIT_REACHED = "Global limit has been reached"
 #: endpoints combined"; the other buckets are endpoint groups Auth0 limits on their own.
 RATE_LIMIT_PLANS: dict[str, dict[str, tuple[int, float]]] = {
     "free": {"global": (2, 2.0)},
-    "essentials": {"global": (10, 150 / 60), "read_users": (40, 500 / 60), "write_users": (20, 200 / 60),
-                   "delete_users": (20, 200 / 60), "read_logs": (10, 100 / 60)},
+    "essentials": {
+        "global": (10, 150 / 60),
+        "read_users": (40, 500 / 60),
+        "write_users": (20, 200 / 60),
+        "delete_users": (20, 200 / 60),
+        "read_logs": (10, 100 / 60),
+    },
     "enterprise": {"global": (50, 16.0)},
     "enterprise-nonprod": {"global": (10, 2.0)},
 }
 RATE_LIMIT_PLANS["professional"] = RATE_LIMIT_PLANS["b2b"] = RATE_LIMIT_PLANS["essentials"]
 #: Endpoint groups with a bucket of their own on some plans: (method, path pattern, bucket).
-ENDPOINT_BUCKETS = tuple((method, re.compile(pattern), name) for method, pattern, name in (
-    ("GET", r"/api/v2/users(/|-by-email|$)", "read_users"),
-    ("POST", r"/api/v2/users(/|$)", "write_users"),
-    ("PATCH", r"/api/v2/users/", "write_users"),
-    ("DELETE", r"/api/v2/users/", "delete_users"),
-    ("GET", r"/api/v2/logs(/|$)", "read_logs")))
+ENDPOINT_BUCKETS = tuple(
+    (method, re.compile(pattern), name)
+    for method, pattern, name in (
+        ("GET", r"/api/v2/users(/|-by-email|$)", "read_users"),
+        ("POST", r"/api/v2/users(/|$)", "write_users"),
+        ("PATCH", r"/api/v2/users/", "write_users"),
+        ("DELETE", r"/api/v2/users/", "delete_users"),
+        ("GET", r"/api/v2/logs(/|$)", "read_logs"),
+    )
+)
 
 
 @dataclass
@@ -63,8 +72,11 @@ class TokenBucket:
         """x-ratelimit-*: reset is the epoch second (rounded up) when the bucket is full again."""
         self._refill(now)
         full_at = now + (self.burst - self.tokens) / self.per_second if self.per_second > 0 else now + 3600
-        return {"x-ratelimit-limit": str(self.burst), "x-ratelimit-remaining": str(int(math.floor(self.tokens))),
-                "x-ratelimit-reset": str(int(math.ceil(full_at)))}
+        return {
+            "x-ratelimit-limit": str(self.burst),
+            "x-ratelimit-remaining": str(int(math.floor(self.tokens))),
+            "x-ratelimit-reset": str(int(math.ceil(full_at))),
+        }
 
 
 def plan_buckets(plan: str, now: float) -> tuple[TokenBucket, dict[str, TokenBucket]]:
@@ -75,8 +87,9 @@ def plan_buckets(plan: str, now: float) -> tuple[TokenBucket, dict[str, TokenBuc
     return buckets.pop("global"), buckets
 
 
-def bucket_for(method: str, path: str, global_bucket: TokenBucket | None,
-               endpoint_buckets: dict[str, TokenBucket]) -> TokenBucket | None:
+def bucket_for(
+    method: str, path: str, global_bucket: TokenBucket | None, endpoint_buckets: dict[str, TokenBucket]
+) -> TokenBucket | None:
     """The endpoint group's own bucket when the plan has one, else the global one."""
     if endpoint_buckets:
         for wanted, pattern, name in ENDPOINT_BUCKETS:

@@ -76,9 +76,15 @@ def add_log(tenant: Tenant, event: JSON) -> JSON:
 def user_fields(tenant: Tenant, user: JSON) -> JSON:
     """The fields of a log event about a user: where it happened and whose identity."""
     connection, provider = first_identity(user)
-    return {"hostname": tenant.domain, "tenant_name": tenant.tenant_name, "connection": connection,
-            "connection_id": connection_id(connection), "strategy": provider, "user_id": user["user_id"],
-            "user_name": user.get("email", "")}
+    return {
+        "hostname": tenant.domain,
+        "tenant_name": tenant.tenant_name,
+        "connection": connection,
+        "connection_id": connection_id(connection),
+        "strategy": provider,
+        "user_id": user["user_id"],
+        "user_name": user.get("email", ""),
+    }
 
 
 def change_event(tenant: Tenant, kind: str, ticket: JSON, user: JSON, request: web.Request) -> JSON:
@@ -86,8 +92,11 @@ def change_event(tenant: Tenant, kind: str, ticket: JSON, user: JSON, request: w
     without the ticket id)."""
     fields = user_fields(tenant, user)
     query: dict[str, Any] = {
-        "email": user.get("email"), "user_id": user["user_id"], "tenant": tenant.tenant_name,
-        "client_id": ticket.get("client_id") or "", "connection": fields["connection"],
+        "email": user.get("email"),
+        "user_id": user["user_id"],
+        "tenant": tenant.tenant_name,
+        "client_id": ticket.get("client_id") or "",
+        "connection": fields["connection"],
         "resultUrl": ticket["result_url"],
     }
     if kind == "sv":
@@ -100,9 +109,16 @@ def change_event(tenant: Tenant, kind: str, ticket: JSON, user: JSON, request: w
         title, description = "Change Password", "Password changed successfully"
     query["includeEmailInRedirect"] = ticket["include_email_in_redirect"]
     return {
-        "type": kind, "description": description, "client_id": ticket.get("client_id") or "", "client_name": "",
-        "ip": request.remote or "127.0.0.1", "user_agent": request.headers.get("User-Agent", "unknown"),
-        "environment_name": "standin", "isMobile": False, "$event_schema": {"version": "1.0.0"}, **fields,
+        "type": kind,
+        "description": description,
+        "client_id": ticket.get("client_id") or "",
+        "client_name": "",
+        "ip": request.remote or "127.0.0.1",
+        "user_agent": request.headers.get("User-Agent", "unknown"),
+        "environment_name": "standin",
+        "isMobile": False,
+        "$event_schema": {"version": "1.0.0"},
+        **fields,
         "strategy_type": "database" if fields["strategy"] == "auth0" else "social",
         "details": {"title": title, "email": user.get("email"), "body": details_body, "query": query},
     }
@@ -114,16 +130,21 @@ async def get_logs(request: web.Request) -> web.Response:
         return _logs_by_checkpoint(request)
     page, per_page = paging(request)
     if page * per_page >= 1000:
-        raise ApiProblem(400, f"Requesting page {page + 1} exceeds the allowed maximum of 1000 records: "
-                         "please consider searching by checkpoint", "invalid_paging")
+        raise ApiProblem(
+            400,
+            f"Requesting page {page + 1} exceeds the allowed maximum of 1000 records: "
+            "please consider searching by checkpoint",
+            "invalid_paging",
+        )
     terms = query_terms(request.query.get("q") or request.query.get("search"))
     found = [e for e in tenant_of(request).logs if matches(e, terms)]
     ascending = request.query.get("sort", "date:-1").strip() == "date:1"
     found.sort(key=lambda e: (e.get("date", ""), log_id_key(e["log_id"])), reverse=not ascending)
-    window = [project(e, *fields_param(request)) for e in found[page * per_page:(page + 1) * per_page]]
+    window = [project(e, *fields_param(request)) for e in found[page * per_page : (page + 1) * per_page]]
     if include_totals(request):
-        return web.json_response({"start": page * per_page, "limit": per_page, "length": len(window),
-                                  "total": len(found), "logs": window})
+        return web.json_response(
+            {"start": page * per_page, "limit": per_page, "length": len(window), "total": len(found), "logs": window}
+        )
     return web.json_response(window)
 
 
@@ -133,8 +154,9 @@ def _logs_by_checkpoint(request: web.Request) -> web.Response:
     if not start.isdigit():
         raise query_problem("'String does not match pattern ^\\d+$' on property from")
     take = int_param(request, "take", DEFAULT_TAKE, 1, MAX_PER_PAGE)
-    newer = sorted((e for e in tenant.logs if log_id_key(e["log_id"]) > log_id_key(start)),
-                   key=lambda e: log_id_key(e["log_id"]))[:take]
+    newer = sorted(
+        (e for e in tenant.logs if log_id_key(e["log_id"]) > log_id_key(start)), key=lambda e: log_id_key(e["log_id"])
+    )[:take]
     following = newer[-1]["log_id"] if newer else start
     link = f'<{tenant.base_url}/api/v2/logs?{urlencode({"from": following, "take": take})}>; rel="next"'
     return web.json_response(newer, headers={"Link": link})

@@ -40,8 +40,13 @@ def _injected(path: str, status: int, headers: dict[str, str], now: float) -> we
     if status == 429:
         headers = exhausted_headers(headers, now)
     if path == "/oauth/token":
-        return web.json_response({"error": "server_error" if status >= 500 else "access_denied",
-                                  "error_description": REASONS.get(status, "Error")}, status=status)
+        return web.json_response(
+            {
+                "error": "server_error" if status >= 500 else "access_denied",
+                "error_description": REASONS.get(status, "Error"),
+            },
+            status=status,
+        )
     return api_error(status, None, None, headers or None)
 
 

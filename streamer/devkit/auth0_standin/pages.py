@@ -10,9 +10,11 @@ from aiohttp import web
 
 from streamer.devkit.auth0_standin.state import JSON
 
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;"
-          "line-height:1.5}label{display:block;margin-top:1rem}input{width:100%;padding:.5rem;font-size:1rem}"
-          "button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}[role=alert]{color:#a00}")
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5}label{display:block;margin-top:1rem}input{width:100%;padding:.5rem;font-size:1rem}"
+    "button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}[role=alert]{color:#a00}"
+)
 
 
 def page(title: str, body: str, status: int = 200) -> web.Response:
@@ -21,7 +23,8 @@ def page(title: str, body: str, status: int = 200) -> web.Response:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style>"
         f"</head><body><main><h1>{html.escape(title)}</h1>{body}"
-        '<p><small>Auth0 stand-in (local development)</small></p></main></body></html>')
+        "<p><small>Auth0 stand-in (local development)</small></p></main></body></html>"
+    )
     return web.Response(text=document, status=status, content_type="text/html", charset="utf-8")
 
 
@@ -41,12 +44,14 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 
 def _password_inputs(described: str) -> str:
-    return ('<label for="newPassword">New password</label>'
-            '<input id="newPassword" name="newPassword" type="password" autocomplete="new-password" '
-            f'required minlength="8"{described}>'
-            '<label for="confirmNewPassword">Confirm new password</label>'
-            '<input id="confirmNewPassword" name="confirmNewPassword" type="password" '
-            f'autocomplete="new-password" required minlength="8"{described}>')
+    return (
+        '<label for="newPassword">New password</label>'
+        '<input id="newPassword" name="newPassword" type="password" autocomplete="new-password" '
+        f'required minlength="8"{described}>'
+        '<label for="confirmNewPassword">Confirm new password</label>'
+        '<input id="confirmNewPassword" name="confirmNewPassword" type="password" '
+        f'autocomplete="new-password" required minlength="8"{described}>'
+    )
 
 
 def reset_page(ticket_id: str, ticket: JSON, user: JSON, error: str | None = None, status: int = 200) -> web.Response:
@@ -55,10 +60,14 @@ def reset_page(ticket_id: str, ticket: JSON, user: JSON, error: str | None = Non
     alert = f'<p role="alert" id="form-error">{html.escape(error)}</p>' if error else ""
     intro = f"<p>Change the password of {html.escape(user.get('email') or user['user_id'])}.</p>"
     if "new_password" in ticket:
-        form = (f'{alert}<form method="post" action="{action}"><p>Confirm to set the password you chose.</p>'
-                '<button type="submit">Confirm new password</button></form>')
+        form = (
+            f'{alert}<form method="post" action="{action}"><p>Confirm to set the password you chose.</p>'
+            '<button type="submit">Confirm new password</button></form>'
+        )
     else:
         inputs = _password_inputs(' aria-describedby="form-error"' if error else "")
-        form = (f'{alert}<form method="post" action="{action}" novalidate>{inputs}'
-                '<button type="submit">Reset password</button></form>')
+        form = (
+            f'{alert}<form method="post" action="{action}" novalidate>{inputs}'
+            '<button type="submit">Reset password</button></form>'
+        )
     return page("Change your password", intro + form, status)

@@ -69,8 +69,9 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ApiProblem(400, "Invalid request payload JSON format", "invalid_body") from None
     if not isinstance(body, dict):
         kind = "array" if isinstance(body, list) else type(body).__name__
-        raise ApiProblem(400, f"Payload validation error: 'Expected type object but found type {kind}'.",
-                         "invalid_body")
+        raise ApiProblem(
+            400, f"Payload validation error: 'Expected type object but found type {kind}'.", "invalid_body"
+        )
     return body
 
 

@@ -16,8 +16,20 @@ PASSWORD_POLICY_ERRORS = {
     "user_info": "PasswordNoUserInfoError: Password contains user information",
     "history": "PasswordHistoryError: Password has previously been used",
 }
-COMMON_PASSWORDS = frozenset({"password1!", "passw0rd!", "p@ssw0rd", "p@ssword1", "welcome1!", "qwerty123!",
-                              "letmein123!", "password123!", "iloveyou1!", "admin123!"})
+COMMON_PASSWORDS = frozenset(
+    {
+        "password1!",
+        "passw0rd!",
+        "p@ssw0rd",
+        "p@ssword1",
+        "welcome1!",
+        "qwerty123!",
+        "letmein123!",
+        "password123!",
+        "iloveyou1!",
+        "admin123!",
+    }
+)
 
 
 def digest(password: str) -> str:
@@ -43,8 +55,12 @@ def _too_weak(password: str, min_length: int) -> bool:
 
 def _personal(user: JSON, password: str) -> bool:
     lowered = password.lower()
-    personal = [str(user.get("email") or "").split("@")[0], str(user.get("given_name") or ""),
-                str(user.get("family_name") or ""), str(user.get("nickname") or "")]
+    personal = [
+        str(user.get("email") or "").split("@")[0],
+        str(user.get("given_name") or ""),
+        str(user.get("family_name") or ""),
+        str(user.get("nickname") or ""),
+    ]
     return any(len(part) >= 3 and part.lower() in lowered for part in personal)
 
 

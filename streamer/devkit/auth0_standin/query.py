@@ -10,8 +10,10 @@ from typing import Any
 Terms = list[tuple[str, list[str]]]
 
 _VALUE = r'"(?:[^"\\]|\\.)*"'
-_TERM = re.compile(r'\s*(?P<field>[A-Za-z_$][\w.$]*):(?:(?P<quoted>' + _VALUE + r')|\((?P<group>[^()]*)\)'
-                   r'|(?P<bare>[^\s"()]+))\s*')
+_TERM = re.compile(
+    r"\s*(?P<field>[A-Za-z_$][\w.$]*):(?:(?P<quoted>" + _VALUE + r")|\((?P<group>[^()]*)\)"
+    r'|(?P<bare>[^\s"()]+))\s*'
+)
 _AND = re.compile(r"AND\s+")
 
 

@@ -162,8 +162,7 @@ class Tenant:
     def set_search_lag(self, seconds: float) -> None:
         """From now on the users search lags `seconds` behind writes (users so far are indexed)."""
         self.search_lag_s = seconds
-        self.versions = ({uid: [(-math.inf, copy.deepcopy(u))] for uid, u in self.users.items()}
-                         if seconds > 0 else {})
+        self.versions = {uid: [(-math.inf, copy.deepcopy(u))] for uid, u in self.users.items()} if seconds > 0 else {}
 
     def user_changed(self, user_id: str) -> None:
         """A write to the user (or its deletion) the search index sees only `search_lag_s` later;
@@ -177,7 +176,7 @@ class Tenant:
         # Only the newest version the index already shows is still needed, and the ones after it.
         settled = [i for i, (t, _) in enumerate(versions) if t <= now - self.search_lag_s]
         if settled:
-            del versions[:settled[-1]]
+            del versions[: settled[-1]]
 
     def search_view(self, user_id: str, now: float) -> JSON | None:
         """The user as the search index shows it at monotonic `now` (None: not in the index)."""

@@ -82,10 +82,10 @@ class StreamDelivery:
         stream = self.tenant.log_streams.get(stream_id)
         if stream is None:
             return
-        if stream.get("status") != "active":              # paused or suspended meanwhile: kept
+        if stream.get("status") != "active":  # paused or suspended meanwhile: kept
             self.tenant.stream_held.setdefault(stream_id, []).extend(events)
         elif not is_loopback_url(stream.get("sink", {}).get("httpEndpoint", "")):
-            self.tenant.stream_deliveries.append((stream_id, -1, len(events)))   # kept, not delivered
+            self.tenant.stream_deliveries.append((stream_id, -1, len(events)))  # kept, not delivered
         elif not await self._post(stream, events):
             self._failed(stream, events)
 
@@ -114,7 +114,7 @@ class StreamDelivery:
         failures = tenant.stream_failures[stream["id"]] = tenant.stream_failures.get(stream["id"], 0) + 1
         if failures >= tenant.stream_suspend_after and stream.get("status") == "active":
             stream["status"] = "suspended"
-        if stream.get("status") == "active":                # retried later, until it works
+        if stream.get("status") == "active":  # retried later, until it works
             asyncio.get_running_loop().call_later(0.5, tenant.queue_events, stream["id"], events)
         else:
             tenant.stream_held.setdefault(stream["id"], []).extend(events)

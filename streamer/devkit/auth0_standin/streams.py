@@ -40,8 +40,9 @@ def _check(body: JSON, allowed: set[str]) -> None:
     additional_properties(body, allowed)
     if "status" in body and body["status"] not in _STATUSES:
         raise payload_problem("'Invalid value' on property status")
-    if "filters" in body and not (isinstance(body["filters"], list)
-                                  and all(isinstance(f, dict) and f.get("name") for f in body["filters"])):
+    if "filters" in body and not (
+        isinstance(body["filters"], list) and all(isinstance(f, dict) and f.get("name") for f in body["filters"])
+    ):
         raise payload_problem("'Expected an array of {type, name}' on property filters")
     if "sink" in body and not isinstance(body["sink"], dict):
         raise payload_problem("'Expected type object' on property sink")
@@ -72,8 +73,13 @@ async def create_stream(request: web.Request) -> web.Response:
     body = await json_object(request)
     _check_create(body)
     stream_id = f"lst_{len(tenant.log_streams) + 1 + secrets.randbelow(10**6) * 100:016d}"
-    stream = {"id": stream_id, "name": body.get("name") or f"{body['type']} stream", "type": body["type"],
-              "status": "active", "sink": body["sink"]}
+    stream = {
+        "id": stream_id,
+        "name": body.get("name") or f"{body['type']} stream",
+        "type": body["type"],
+        "status": "active",
+        "sink": body["sink"],
+    }
     for key in ("filters", "isPriority", "pii_config"):
         if key in body:
             stream[key] = body[key]

@@ -22,11 +22,28 @@ from streamer.devkit.auth0_standin.passwords import digest
 from streamer.devkit.auth0_standin.state import JSON, Tenant, connection_id, now_iso, tenant_of
 from streamer.devkit.auth0_standin.users import user_or_404
 
-DEFAULT_TICKET_TTL_S = 432000            # 5 days, Auth0's default for both ticket kinds
-_EMAIL_TICKET_PROPS = {"user_id", "result_url", "client_id", "organization_id", "ttl_sec", "includeEmailInRedirect",
-                       "identity"}
-_PASSWORD_TICKET_PROPS = {"result_url", "user_id", "client_id", "organization_id", "connection_id", "email",
-                          "ttl_sec", "mark_email_as_verified", "includeEmailInRedirect", "identity"}
+DEFAULT_TICKET_TTL_S = 432000  # 5 days, Auth0's default for both ticket kinds
+_EMAIL_TICKET_PROPS = {
+    "user_id",
+    "result_url",
+    "client_id",
+    "organization_id",
+    "ttl_sec",
+    "includeEmailInRedirect",
+    "identity",
+}
+_PASSWORD_TICKET_PROPS = {
+    "result_url",
+    "user_id",
+    "client_id",
+    "organization_id",
+    "connection_id",
+    "email",
+    "ttl_sec",
+    "mark_email_as_verified",
+    "includeEmailInRedirect",
+    "identity",
+}
 
 routes = web.RouteTableDef()
 
@@ -35,8 +52,13 @@ def new_ticket(tenant: Tenant, kind: str, user: JSON, body: JSON) -> str:
     ticket_id = secrets.token_urlsafe(24)
     ttl = body.get("ttl_sec") or DEFAULT_TICKET_TTL_S
     tenant.tickets[ticket_id] = {
-        "kind": kind, "user_id": user["user_id"], "result_url": body.get("result_url"), "ttl_sec": ttl,
-        "client_id": body.get("client_id"), "used": False, "expires_at": time.time() + ttl,
+        "kind": kind,
+        "user_id": user["user_id"],
+        "result_url": body.get("result_url"),
+        "ttl_sec": ttl,
+        "client_id": body.get("client_id"),
+        "used": False,
+        "expires_at": time.time() + ttl,
         "include_email_in_redirect": bool(body.get("includeEmailInRedirect", False)),
         "mark_email_as_verified": bool(body.get("mark_email_as_verified", False)),
     }
@@ -51,8 +73,7 @@ def _check_body(body: JSON, allowed: set[str]) -> None:
     if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
         raise payload_problem("'Expected type integer, minimum 0' on property ttl_sec")
     if body.get("result_url") and (body.get("client_id") or body.get("organization_id")):
-        raise ApiProblem(400, "The result_url parameter cannot be used together with client_id or "
-                         "organization_id.")
+        raise ApiProblem(400, "The result_url parameter cannot be used together with client_id or organization_id.")
 
 
 @routes.post("/api/v2/tickets/email-verification")
@@ -184,7 +205,7 @@ async def reset_submit(request: web.Request, link: _Link) -> web.Response:
         return password
     ticket["used"] = True
     ticket.pop("new_password", None)
-    tenant.passwords[user["user_id"]] = digest(password)   # the page checks only length and confirmation
+    tenant.passwords[user["user_id"]] = digest(password)  # the page checks only length and confirmation
     user["last_password_reset"] = user["updated_at"] = now_iso()
     if ticket["mark_email_as_verified"]:
         user["email_verified"] = True

@@ -17,12 +17,15 @@ from aiohttp import web
 from streamer.devkit.auth0_standin.state import Tenant, tenant_of
 
 #: Everything streamer may ask for: what the stand-in's M2M application is granted by default.
-SCOPES = ("read:users update:users update:users_app_metadata delete:users create:user_tickets read:logs "
-          "read:logs_users "
-          "read:log_streams create:log_streams update:log_streams delete:log_streams")
+SCOPES = (
+    "read:users update:users update:users_app_metadata delete:users create:user_tickets read:logs "
+    "read:logs_users "
+    "read:log_streams create:log_streams update:log_streams delete:log_streams"
+)
 #: Scopes each Management API endpoint wants (any one of them), as Auth0 documents them.
 ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tuple(
-    (method, re.compile(pattern), scopes) for method, pattern, scopes in (
+    (method, re.compile(pattern), scopes)
+    for method, pattern, scopes in (
         ("GET", r"/api/v2/users(/[^/]+)?$", ("read:users",)),
         ("GET", r"/api/v2/users-by-email$", ("read:users",)),
         ("PATCH", r"/api/v2/users/[^/]+$", ("update:users", "update:users_app_metadata")),
@@ -32,7 +35,9 @@ ENDPOINT_SCOPES: tuple[tuple[str, re.Pattern[str], tuple[str, ...]], ...] = tupl
         ("GET", r"/api/v2/log-streams", ("read:log_streams",)),
         ("POST", r"/api/v2/log-streams$", ("create:log_streams",)),
         ("PATCH", r"/api/v2/log-streams/", ("update:log_streams",)),
-        ("DELETE", r"/api/v2/log-streams/", ("delete:log_streams",))))
+        ("DELETE", r"/api/v2/log-streams/", ("delete:log_streams",)),
+    )
+)
 
 routes = web.RouteTableDef()
 
@@ -45,11 +50,20 @@ def new_token(tenant: Tenant, ttl_s: int) -> str:
     """A JWT-shaped access token (its signature is random: nobody verifies it but the stand-in)."""
     now = int(time.time())
     header = {"alg": "RS256", "typ": "JWT", "kid": "standin"}
-    claims = {"iss": f"https://{tenant.domain}/", "sub": f"{tenant.client_id}@clients", "aud": tenant.audience,
-              "iat": now, "exp": now + ttl_s, "scope": tenant.granted_scopes, "gty": "client-credentials",
-              "azp": tenant.client_id, "jti": secrets.token_hex(8)}
-    token = ".".join([_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()),
-                      _b64(secrets.token_bytes(64))])
+    claims = {
+        "iss": f"https://{tenant.domain}/",
+        "sub": f"{tenant.client_id}@clients",
+        "aud": tenant.audience,
+        "iat": now,
+        "exp": now + ttl_s,
+        "scope": tenant.granted_scopes,
+        "gty": "client-credentials",
+        "azp": tenant.client_id,
+        "jti": secrets.token_hex(8),
+    }
+    token = ".".join(
+        [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(secrets.token_bytes(64))]
+    )
     tenant.tokens[token] = time.time() + ttl_s
     tenant.token_scopes[token] = frozenset(tenant.granted_scopes.split())
     return token
@@ -111,6 +125,12 @@ async def oauth_token(request: web.Request) -> web.Response:
         return _oauth_error(401, "access_denied", "Unauthorized")
     if data.get("audience") != tenant.audience:
         return _oauth_error(403, "access_denied", f"Service not enabled within domain: {data.get('audience')}")
-    return web.json_response({"access_token": new_token(tenant, tenant.token_ttl_s), "expires_in": tenant.token_ttl_s,
-                              "scope": tenant.granted_scopes, "token_type": "Bearer"},
-                             headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+    return web.json_response(
+        {
+            "access_token": new_token(tenant, tenant.token_ttl_s),
+            "expires_in": tenant.token_ttl_s,
+            "scope": tenant.granted_scopes,
+            "token_type": "Bearer",
+        },
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )

@@ -57,8 +57,14 @@ def _with_defaults(profile: JSON, now: str) -> JSON:
     provider, _, sub = user_id.partition("|")
     if "identities" not in user:
         social = provider not in ("auth0", "email", "sms")
-        user["identities"] = [{"connection": provider if social else "Username-Password-Authentication",
-                               "provider": provider, "user_id": sub, "isSocial": social}]
+        user["identities"] = [
+            {
+                "connection": provider if social else "Username-Password-Authentication",
+                "provider": provider,
+                "user_id": sub,
+                "isSocial": social,
+            }
+        ]
     if "email" in user:
         user.setdefault("email_verified", False)
         user.setdefault("name", user["email"])
@@ -82,7 +88,7 @@ def add_user(tenant: Tenant, profile: JSON, *, indexed: bool | None = None) -> J
     else:
         tenant.unindexed.discard(user_id)
     tenant.versions.pop(user_id, None)
-    if tenant.search_lag_s > 0:   # long-standing users are in the index since "always"
+    if tenant.search_lag_s > 0:  # long-standing users are in the index since "always"
         tenant.versions[user_id] = [(-math.inf if indexed else time.monotonic(), public_user(user))]
     return public_user(user)
 
@@ -100,10 +106,27 @@ def delete_user(tenant: Tenant, user_id: str) -> None:
     del tenant.users[user_id]
     tenant.user_changed(user_id)
     connection, _ = first_identity(user)
-    add_log(tenant, {"type": "sdu", "description": "", "client_id": "", "client_name": "", "ip": "127.0.0.1",
-                     "user_agent": "unknown", **user_fields(tenant, user), "strategy_type": "database",
-                     "details": {"body": {"tenant": tenant.tenant_name, "connection": connection,
-                                          "user_id": user_id, "email": user.get("email")}}})
+    add_log(
+        tenant,
+        {
+            "type": "sdu",
+            "description": "",
+            "client_id": "",
+            "client_name": "",
+            "ip": "127.0.0.1",
+            "user_agent": "unknown",
+            **user_fields(tenant, user),
+            "strategy_type": "database",
+            "details": {
+                "body": {
+                    "tenant": tenant.tenant_name,
+                    "connection": connection,
+                    "user_id": user_id,
+                    "email": user.get("email"),
+                }
+            },
+        },
+    )
 
 
 @routes.get("/api/v2/users/{id}")
@@ -116,7 +139,7 @@ def _search_candidates(tenant: Tenant, terms: list[tuple[str, list[str]]]) -> li
     """The user ids a search looks at: `user_id:("a" OR "b")` is a direct index read, not a scan."""
     id_terms = [values for name, values in terms if name == "user_id" and not any("*" in v for v in values)]
     if id_terms:
-        known = tenant.users.keys() | tenant.versions.keys()   # a deleted user stays found for the lag
+        known = tenant.users.keys() | tenant.versions.keys()  # a deleted user stays found for the lag
         return [uid for uid in dict.fromkeys(id_terms[0]) if uid in known]
     return list(tenant.users) + [uid for uid in tenant.versions if uid not in tenant.users]
 
@@ -138,13 +161,17 @@ async def search_users(request: web.Request) -> web.Response:
     totals = include_totals(request)
     found = search(tenant_of(request), query_terms(request.query.get("q")), request.query.get("sort"))
     if page * per_page >= 1000:
-        raise ApiProblem(400, "You can only page through the first 1000 records. See "
-                         "https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation",
-                         "invalid_paging")
-    window = [project(public_user(u), *fields_param(request)) for u in found[page * per_page:(page + 1) * per_page]]
+        raise ApiProblem(
+            400,
+            "You can only page through the first 1000 records. See "
+            "https://auth0.com/docs/users/search/v3/view-search-results-by-page#limitation",
+            "invalid_paging",
+        )
+    window = [project(public_user(u), *fields_param(request)) for u in found[page * per_page : (page + 1) * per_page]]
     if totals:
-        return web.json_response({"start": page * per_page, "limit": per_page, "length": len(window),
-                                  "total": len(found), "users": window})
+        return web.json_response(
+            {"start": page * per_page, "limit": per_page, "length": len(window), "total": len(found), "users": window}
+        )
     return web.json_response(window)
 
 
@@ -181,8 +208,12 @@ def _change_password(tenant: Tenant, user: JSON, body: JSON, request: web.Reques
     set_password(tenant, user["user_id"], str(body["password"]))
     user["last_password_reset"] = user["updated_at"]
     tenant.password_changes.append({"user_id": user["user_id"], "connection": body.get("connection")})
-    no_ticket: dict[str, Any] = {"client_id": "", "result_url": None, "mark_email_as_verified": False,
-                                 "include_email_in_redirect": False}
+    no_ticket: dict[str, Any] = {
+        "client_id": "",
+        "result_url": None,
+        "mark_email_as_verified": False,
+        "include_email_in_redirect": False,
+    }
     add_log(tenant, change_event(tenant, "scp", no_ticket, user, request))
 
 
