@@ -318,24 +318,9 @@ class PasswordResetPages:
                 paragraphs=(t["invalid_body"],),
                 back_text=t["back"],
             )
-        if not self.csrf.valid_pair(tenant_name, request.cookies.get(CSRF_COOKIE), form.csrf_token):
-            metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_csrf").inc()
-            missing = [
-                part
-                for part, present in (("cookie", CSRF_COOKIE in request.cookies), ("field", bool(form.csrf_token)))
-                if not present
-            ]
-            log.info("password_reset_csrf_rejected", tenant=tenant_name, missing=missing or None)
-            return self._page(
-                request,
-                locale,
-                status=403,
-                page="message",
-                title_key="csrf_title",
-                client=client,
-                paragraphs=(t["csrf_body"], t["csrf_hint"]),
-                back_text=t["back"],
-            )
+        refusal = self._csrf_refusal(request, tenant_name, locale, client, form.csrf_token)
+        if refusal is not None:
+            return refusal
 
         address = normalize_email(form.email)
         form.errors.extend(
@@ -349,34 +334,87 @@ class PasswordResetPages:
             )
 
         ip = request.remote or ""  # the client a trusted proxy names (server.trusted_proxies), else the peer
-        wait = max(self.ip_limiter.retry_after(ip_key(ip)), self.address_limiter.retry_after(address_key(address, ip)))
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
-            metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_rate_limited").inc()
-            log.info(
-                "password_reset_rate_limited",
-                tenant=tenant_name,
-                address_hash=self.address_hash(address),
-                retry_after_s=seconds,
-            )
-            text = t["rate_body"].format(
-                wait=format_timedelta(timedelta(seconds=seconds), locale=locale, granularity="minute", threshold=1)
-            )
-            return self._page(
-                request,
-                locale,
-                status=429,
-                page="message",
-                title_key="rate_title",
-                client=client,
-                paragraphs=(text,),
-                back_text=t["back"],
-                headers={"Retry-After": str(seconds)},
-            )
+        refusal = self._rate_limit_refusal(request, tenant_name, locale, client, address, ip)
+        if refusal is not None:
+            return refusal
         self.ip_limiter.hit(ip_key(ip))
         self.address_limiter.hit(address_key(address, ip))
 
         password = form.password if self.settings.new_password else None
+        task = self._start_reset(request, tenant_name, address, client, ip, password)
+        del form, password
+        await self._answer_no_sooner_than(started + self.min_response_s, task)
+        return self._page(
+            request,
+            locale,
+            status=200,
+            page="message",
+            title_key="sent_title",
+            client=client,
+            paragraphs=(t["sent_body"], t["sent_hint"]),
+            back_text=t["sent_again"],
+        )
+
+    def _csrf_refusal(
+        self, request: web.Request, tenant_name: str, locale: str, client: ClientInfo, csrf_token: str
+    ) -> web.Response | None:
+        """A 403 page when the form's token does not pair with the cookie (the form was not ours)."""
+        if self.csrf.valid_pair(tenant_name, request.cookies.get(CSRF_COOKIE), csrf_token):
+            return None
+        t = MESSAGES[locale]
+        metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_csrf").inc()
+        missing = [
+            part
+            for part, present in (("cookie", CSRF_COOKIE in request.cookies), ("field", bool(csrf_token)))
+            if not present
+        ]
+        log.info("password_reset_csrf_rejected", tenant=tenant_name, missing=missing or None)
+        return self._page(
+            request,
+            locale,
+            status=403,
+            page="message",
+            title_key="csrf_title",
+            client=client,
+            paragraphs=(t["csrf_body"], t["csrf_hint"]),
+            back_text=t["back"],
+        )
+
+    def _rate_limit_refusal(
+        self, request: web.Request, tenant_name: str, locale: str, client: ClientInfo, address: str, ip: str
+    ) -> web.Response | None:
+        """A 429 page, with Retry-After, while this client IP or this address from it is over its limit."""
+        wait = max(self.ip_limiter.retry_after(ip_key(ip)), self.address_limiter.retry_after(address_key(address, ip)))
+        if wait <= 0:
+            return None
+        t = MESSAGES[locale]
+        seconds = max(1, math.ceil(wait))
+        metrics.EVENTS_REJECTED.labels(tenant_name, "password_reset_rate_limited").inc()
+        log.info(
+            "password_reset_rate_limited",
+            tenant=tenant_name,
+            address_hash=self.address_hash(address),
+            retry_after_s=seconds,
+        )
+        text = t["rate_body"].format(
+            wait=format_timedelta(timedelta(seconds=seconds), locale=locale, granularity="minute", threshold=1)
+        )
+        return self._page(
+            request,
+            locale,
+            status=429,
+            page="message",
+            title_key="rate_title",
+            client=client,
+            paragraphs=(text,),
+            back_text=t["back"],
+            headers={"Retry-After": str(seconds)},
+        )
+
+    def _start_reset(
+        self, request: web.Request, tenant_name: str, address: str, client: ClientInfo, ip: str, password: str | None
+    ) -> asyncio.Task[None]:
+        """The reset itself runs on its own, so the page answers alike whether the address exists."""
         task = asyncio.create_task(
             request_reset(
                 self.inbox,
@@ -395,23 +433,17 @@ class PasswordResetPages:
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        del form, password
-        remaining = started + self.min_response_s - asyncio.get_running_loop().time()
+        return task
+
+    @staticmethod
+    async def _answer_no_sooner_than(deadline: float, task: asyncio.Task[None]) -> None:
+        """Every answer takes at least min_response_s, so its timing tells nothing about the address."""
+        remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
             await asyncio.wait({task}, timeout=remaining)
-            remaining = started + self.min_response_s - asyncio.get_running_loop().time()
+            remaining = deadline - asyncio.get_running_loop().time()
             if remaining > 0:
                 await asyncio.sleep(remaining)
-        return self._page(
-            request,
-            locale,
-            status=200,
-            page="message",
-            title_key="sent_title",
-            client=client,
-            paragraphs=(t["sent_body"], t["sent_hint"]),
-            back_text=t["sent_again"],
-        )
 
 
 def password_reset_routes(
