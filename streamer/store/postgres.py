@@ -59,7 +59,14 @@ from streamer.store.outbox_sql import (
     requeue_sql,
     states_sql,
 )
-from streamer.store.records_sql import PENDING_COLUMNS, SUPPRESSION_COLUMNS, SqlRecords, suppression_from_row
+from streamer.store.records_sql import (
+    INSERT_PENDING,
+    REPLACE_PENDING,
+    SUPPRESSION_COLUMNS,
+    SqlRecords,
+    pending_row,
+    suppression_from_row,
+)
 from streamer.store.sql import Dialect
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
@@ -632,26 +639,9 @@ class PostgresStore(SqlOutbox, SqlRecords):
                 f"{pending.tenant}|{pending.user_id}",
             )
             replaced = _count(
-                await conn.execute(
-                    "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = $1 "
-                    "WHERE tenant = $2 AND user_id = $3 AND state = 'pending'",
-                    now,
-                    pending.tenant,
-                    pending.user_id,
-                )
+                await conn.execute(self.dialect.sql(REPLACE_PENDING), now, pending.tenant, pending.user_id)
             )
-            await conn.execute(
-                f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                pending.id,
-                pending.tenant,
-                pending.user_id,
-                pending.connection,
-                pending.state,
-                pending.sealed,
-                pending.created_at,
-                pending.expires_at,
-                pending.updated_at,
-            )
+            await conn.execute(self.dialect.sql(INSERT_PENDING), *pending_row(pending))
         return replaced
 
     async def restore_pending_password(self, pending_id: str, sealed: bytes, *, now: float) -> bool:

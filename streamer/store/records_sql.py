@@ -6,6 +6,7 @@ way of matching many keys stays in the backend."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 from typing import Any
 
 from streamer.store.base import PendingPassword
@@ -14,6 +15,18 @@ from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 SUPPRESSION_COLUMNS = "tenant, address, reason, source, detail, created_at, updated_at"
 PENDING_COLUMNS = "id, tenant, user_id, connection, state, sealed, created_at, expires_at, updated_at"
+#: Saving a pending password (under the backend's per-user lock): the user's older one is replaced,
+#: then the new row goes in, its values in PendingPassword's field order (`pending_row`).
+REPLACE_PENDING = (
+    "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
+    "WHERE tenant = ? AND user_id = ? AND state = 'pending'"
+)
+INSERT_PENDING = f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+
+
+def pending_row(pending: PendingPassword) -> tuple[Any, ...]:
+    """The row of PENDING_COLUMNS (PendingPassword's fields are declared in that order)."""
+    return astuple(pending)
 
 
 def suppression_from_row(row: Sequence[Any]) -> Suppression:

@@ -44,7 +44,14 @@ from streamer.store.outbox_sql import (
     requeue_sql,
     states_sql,
 )
-from streamer.store.records_sql import PENDING_COLUMNS, SUPPRESSION_COLUMNS, SqlRecords, suppression_from_row
+from streamer.store.records_sql import (
+    INSERT_PENDING,
+    REPLACE_PENDING,
+    SUPPRESSION_COLUMNS,
+    SqlRecords,
+    pending_row,
+    suppression_from_row,
+)
 from streamer.store.sql import Dialect
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
@@ -693,25 +700,8 @@ class SqliteStore(SqlOutbox, SqlRecords):
     # --- pending passwords --------------------------------------------------------------------
     async def save_pending_password(self, pending: PendingPassword, *, now: float) -> int:
         def save(conn: sqlite3.Connection) -> int:
-            replaced = conn.execute(
-                "UPDATE pending_passwords SET state = 'replaced', sealed = NULL, updated_at = ? "
-                "WHERE tenant = ? AND user_id = ? AND state = 'pending'",
-                (now, pending.tenant, pending.user_id),
-            ).rowcount
-            conn.execute(
-                f"INSERT INTO pending_passwords({PENDING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    pending.id,
-                    pending.tenant,
-                    pending.user_id,
-                    pending.connection,
-                    pending.state,
-                    pending.sealed,
-                    pending.created_at,
-                    pending.expires_at,
-                    pending.updated_at,
-                ),
-            )
+            replaced = conn.execute(REPLACE_PENDING, (now, pending.tenant, pending.user_id)).rowcount
+            conn.execute(INSERT_PENDING, pending_row(pending))
             return replaced
 
         return await self._write(save)
