@@ -4,7 +4,6 @@ catcher, the Auth0 stand-in (polled, so the `scp` it logs comes back as an event
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 import sqlite3
@@ -18,6 +17,7 @@ from browser import chromium
 from conftest import config_text
 from support.ports import free_port
 from support.processes import start_run
+from support.waiting import wait_until
 
 ANA = "auth0|65f0c0ffee0000000000a001"
 ANA_EMAIL = "ana.silva@example.com"
@@ -131,13 +131,6 @@ def confirmations(outcome: str) -> float:
 
     value = REGISTRY.get_sample_value("streamer_password_confirmations_total", {"tenant": "acme", "outcome": outcome})
     return value or 0.0
-
-
-async def wait_until(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
-        await asyncio.sleep(0.02)
 
 
 # --- the whole flow, in a browser ------------------------------------------------------------------
@@ -269,7 +262,9 @@ async def test_auth0_policy_refusals_say_what_to_do(daemon, standin, catcher, pa
         assert (await press_confirm(confirm_link((await catcher.wait_for(1))[0])))[0] == 200
     before = len(catcher.messages)
     await ask_for_reset(daemon.base, password)
-    await wait_until(lambda: any("/confirm?" in "".join(m.links) for m in catcher.messages[before:]))
+    await wait_until(
+        lambda: any("/confirm?" in "".join(m.links) for m in catcher.messages[before:]), what="the confirmation email"
+    )
     link = confirm_link(next(m for m in catcher.messages[before:] if "/confirm?" in "".join(m.links)))
     changes = list(standin.password_changes)
     status, html = await press_confirm(link)

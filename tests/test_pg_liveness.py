@@ -12,6 +12,7 @@ from streamer.store.postgres import PostgresStore
 
 import pg
 from support.outbox import NOW, due
+from support.waiting import wait_until
 
 GRACE = liveness.GRACE_S
 
@@ -210,9 +211,12 @@ async def test_a_claim_whose_answer_is_lost_is_released_by_the_claimer_not_left_
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop, idle_s=0.05))
         try:
-            async with asyncio.timeout(30):  # the lease is 300 s
-                while len({e.id for e in await store.list_emails(states=None) if e.state.value == "sent"}) < 6:
-                    await asyncio.sleep(0.05)
+
+            async def six_sent() -> bool:
+                return len({e.id for e in await store.list_emails(states=None) if e.state.value == "sent"}) >= 6
+
+            # the lease is 300 s
+            await wait_until(six_sent, timeout=30, interval=0.05, what="six emails sent")
         finally:
             stop.set()
             await task

@@ -13,6 +13,7 @@ from streamer.rules import compile_rules
 from streamer.store.base import InboxEvent
 
 from conftest import config_text, sample_event
+from support.waiting import wait_until
 
 
 class _Endpoint:  # config_text needs somewhere to point the tenant and the SMTP server
@@ -88,9 +89,11 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
-        async with asyncio.timeout(30):
-            while (await sqlite_store.stats(now=0))["inbox_pending"]:
-                await asyncio.sleep(0.05)
+
+        async def drained() -> bool:
+            return not (await sqlite_store.stats(now=0))["inbox_pending"]
+
+        await wait_until(drained, timeout=30, interval=0.05, what="every stored event processed")
     finally:
         stop.set()
         await task
@@ -177,9 +180,12 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
-        async with asyncio.timeout(30):  # the event lease is 120 s: only a retry gets here in time
-            while len(await sqlite_store.list_emails(states=None)) < 3:
-                await asyncio.sleep(0.05)
+
+        async def three_emails() -> bool:
+            return len(await sqlite_store.list_emails(states=None)) >= 3
+
+        # the event lease is 120 s: only a retry gets here in time
+        await wait_until(three_emails, timeout=30, interval=0.05, what="three emails queued")
     finally:
         stop.set()
         await task
