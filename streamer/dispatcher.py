@@ -125,26 +125,20 @@ class Dispatcher:
     ) -> list[OutboxEmail]:
         """The claimed emails whose recipient is not on their tenant's suppression list; the others
         become `suppressed` (before any ticket or render). The entries come with the claim."""
-        if not emails:
-            return emails
-        by_tenant: dict[str, list[OutboxEmail]] = {}
-        for email in emails:
-            by_tenant.setdefault(email.tenant, []).append(email)
         deliver = []
-        for tenant, batch in by_tenant.items():
-            found = suppressions.get(tenant)
+        for email in emails:
+            found = suppressions.get(email.tenant)
             if found is None:  # unknown (the store logged why): not sent now; the lease brings them back
                 continue
-            for email in batch:
-                entry = found.get(normalize_address(email.recipient))
-                if entry is None:
-                    deliver.append(email)
-                    continue
-                reason = f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
-                try:
-                    await self._suppressed(email, reason[:500])
-                except Exception:  # noqa: BLE001
-                    log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
+            entry = found.get(normalize_address(email.recipient))
+            if entry is None:
+                deliver.append(email)
+                continue
+            reason = f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
+            try:
+                await self._suppressed(email, reason[:500])
+            except Exception:  # noqa: BLE001
+                log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
         return deliver
 
     async def _requeue_stale(self, now: float) -> None:

@@ -17,6 +17,14 @@ from streamer.suppression.policy import Reason, Suppression
 log = get_logger(__name__)
 
 
+def recipients_by_tenant(emails: list[OutboxEmail]) -> dict[str, list[str]]:
+    """The recipients of claimed emails, by tenant: one suppression lookup per tenant."""
+    by_tenant: dict[str, list[str]] = {}
+    for email in emails:
+        by_tenant.setdefault(email.tenant, []).append(email.recipient)
+    return by_tenant
+
+
 @dataclass(frozen=True)
 class InboxEvent:
     tenant: str
@@ -139,11 +147,8 @@ class Store(ABC):
         that tenant's lookup failed, its emails must not be sent now). What the dispatcher needs
         before it sends; a store may get both in one round trip (SQLite: one hop to its thread)."""
         emails = await self.claim_emails(limit=limit, now=now, lease_s=lease_s)
-        by_tenant: dict[str, list[str]] = {}
-        for email in emails:
-            by_tenant.setdefault(email.tenant, []).append(email.recipient)
         found: dict[str, dict[str, Suppression] | None] = {}
-        for tenant, recipients in by_tenant.items():
+        for tenant, recipients in recipients_by_tenant(emails).items():
             try:
                 found[tenant] = await self.get_suppressions(tenant, recipients)
             except Exception:  # noqa: BLE001 - unknown: the caller holds these back (the lease brings them back)

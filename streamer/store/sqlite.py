@@ -35,7 +35,7 @@ from streamer.events import BodyError, parse_body, scrub, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import COUNTED_STATES, IN_FLIGHT_STATES, Command, DueEmail, OutboxEmail, sources, target
 from streamer.store import migrations
-from streamer.store.base import InboxEvent, IngestResult, PendingPassword, StoreInUse
+from streamer.store.base import InboxEvent, IngestResult, PendingPassword, StoreInUse, recipients_by_tenant
 from streamer.store.outbox_sql import (
     OUTBOX_COLUMNS,
     PURGE_EMAILS,
@@ -661,11 +661,9 @@ class SqliteStore(SqlOutbox, SqlRecords):
         def claim(conn: sqlite3.Connection) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
             rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
             emails = sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
-            by_tenant: dict[str, list[str]] = {}
-            for email in emails:
-                by_tenant.setdefault(email.tenant, []).append(email.recipient)
             return emails, {
-                tenant: _suppressions_in(conn, tenant, recipients) for tenant, recipients in by_tenant.items()
+                tenant: _suppressions_in(conn, tenant, recipients)
+                for tenant, recipients in recipients_by_tenant(emails).items()
             }
 
         return await self._write(claim)
