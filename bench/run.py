@@ -1,7 +1,7 @@
 """streamer benchmark: five figures, each against a ceiling (or floor) measured in the same run.
 
     python bench/run.py [--quick] [--only ingest|delivery|api|latency|dkim]
-    # ≤ 6 min (quick ≤ 90 s); writes bench/RESULTS.md (a whole run only)
+    # ≤ 9 min (quick ≤ 90 s); writes bench/RESULTS.md (a whole run only)
 
 What is under test always runs on core 0 (`taskset -c 0`): the real daemon (`python -m streamer
 run`, a subprocess with its own SQLite store) or the ceiling script standing in for it. Core 1
