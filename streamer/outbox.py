@@ -61,10 +61,16 @@ class Transition:
 
 _ALL = tuple(EmailState)
 
+#: The states a send attempt's outcome may find its email in: still being sent, or handed back
+#: (its lease ran out) and not yet settled by anyone else.
+_UNSETTLED = (EmailState.QUEUED, EmailState.SENDING, EmailState.FAILED)
+
 #: The outbox state machine: the one place that says which command may move an email from which
 #: states to which. The stores build their SQL from it, the CLI its choices, the README its table
-#: (`transitions_table`). A send outcome applies whatever the row's state meanwhile (its lease may
-#: have run out and the row been requeued, even cancelled): the send happened, the row must say so.
+#: (`transitions_table`). An outcome may arrive late (the lease ran out, the row was requeued, even
+#: cancelled or sent by another attempt). `sent` applies whatever the state: the email went out, the
+#: row must say so. The others apply only to an unsettled email: a late `failed` must not queue a
+#: cancelled or sent email again, and `dead`/`suppressed` must not overwrite an operator's cancel.
 TRANSITIONS: Mapping[Command, Transition] = MappingProxyType(
     {
         Command.CLAIM: Transition(
@@ -74,9 +80,13 @@ TRANSITIONS: Mapping[Command, Transition] = MappingProxyType(
             (EmailState.SENDING,), EmailState.QUEUED, "lease over, restart, dead replica: the claim is handed back"
         ),
         Command.MARK_SENT: Transition(_ALL, EmailState.SENT, "the SMTP server took it"),
-        Command.MARK_FAILED: Transition(_ALL, EmailState.FAILED, "a temporary error: tried again after a backoff"),
-        Command.MARK_DEAD: Transition(_ALL, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
-        Command.MARK_SUPPRESSED: Transition(_ALL, EmailState.SUPPRESSED, "the recipient is on the suppression list"),
+        Command.MARK_FAILED: Transition(
+            _UNSETTLED, EmailState.FAILED, "a temporary error: tried again after a backoff"
+        ),
+        Command.MARK_DEAD: Transition(_UNSETTLED, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
+        Command.MARK_SUPPRESSED: Transition(
+            _UNSETTLED, EmailState.SUPPRESSED, "the recipient is on the suppression list"
+        ),
         Command.RETRY: Transition(
             (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),
             EmailState.QUEUED,

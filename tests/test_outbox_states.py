@@ -15,6 +15,8 @@ from streamer.store import open_store, outbox_sql
 from streamer.store.sql import Dialect
 from streamer.store.sqlite import CLAIM_EMAILS, OLDEST_OPEN, OUTBOX_COUNTS
 
+from support.outbox import NOW, due
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -92,3 +94,65 @@ async def test_the_released_postgresql_check_allows_exactly_the_table_states(pos
     finally:
         await conn.close()
     assert set(re.findall(r"'(\w+)'", check)) == {state.value for state in EmailState}
+
+
+# --- a send outcome that arrives late: its lease ran out, the row moved on meanwhile ---------------
+
+LEASE_S = 60
+
+
+async def _claimed_then_requeued(store) -> int:
+    """An email whose sender is still at it after its lease ran out: the row is queued again."""
+    await store.settle_events([], [due()], now=NOW)
+    [email] = await store.claim_emails(limit=1, now=NOW, lease_s=LEASE_S)
+    assert await store.requeue_stale(now=NOW + LEASE_S + 1) == 1
+    return email.id
+
+
+async def _late(store, outcome: str, email_id: int) -> None:
+    now = NOW + 10 * LEASE_S
+    if outcome == "sent":
+        await store.mark_sent(email_id, now=now)
+    elif outcome == "failed":
+        await store.mark_failed(email_id, error="451 late", next_attempt_at=now, now=now)
+    else:
+        await getattr(store, f"mark_{outcome}")(email_id, error="late", now=now)
+
+
+@pytest.mark.parametrize("outcome", ["failed", "dead", "suppressed"])
+async def test_a_late_failure_keeps_the_operators_cancel(store, outcome):
+    """A late `failed` would queue a cancelled email again; `dead`/`suppressed` would overwrite the
+    operator's decision. Nothing was sent: the cancel stands."""
+    email_id = await _claimed_then_requeued(store)
+    assert await store.cancel_email(email_id, now=NOW + 2 * LEASE_S)
+    await _late(store, outcome, email_id)
+    email = await store.get_email(email_id)
+    assert (email.state, email.last_error) == (EmailState.CANCELLED, None)
+    assert await store.claim_emails(limit=1, now=NOW + 100 * LEASE_S, lease_s=LEASE_S) == []
+
+
+@pytest.mark.parametrize("outcome", ["failed", "dead", "suppressed"])
+async def test_a_late_failure_does_not_reopen_an_email_another_attempt_sent(store, outcome):
+    """The row was claimed again and sent meanwhile: a late `failed` would send it a second time."""
+    email_id = await _claimed_then_requeued(store)
+    [again] = await store.claim_emails(limit=1, now=NOW + 2 * LEASE_S, lease_s=LEASE_S)
+    await store.mark_sent(again.id, now=NOW + 2 * LEASE_S)
+    await _late(store, outcome, email_id)
+    assert (await store.get_email(email_id)).state is EmailState.SENT
+    assert await store.claim_emails(limit=1, now=NOW + 100 * LEASE_S, lease_s=LEASE_S) == []
+
+
+async def test_a_late_sent_is_recorded_even_over_a_cancel(store):
+    """The SMTP server took it: the row must say so, whatever the operator did meanwhile."""
+    email_id = await _claimed_then_requeued(store)
+    assert await store.cancel_email(email_id, now=NOW + 2 * LEASE_S)
+    await _late(store, "sent", email_id)
+    assert (await store.get_email(email_id)).state is EmailState.SENT
+
+
+@pytest.mark.parametrize("outcome", ["failed", "dead", "suppressed"])
+async def test_a_late_failure_still_counts_on_a_requeued_email(store, outcome):
+    """Requeued and not yet claimed again: the outcome of the attempt is the news about the email."""
+    email_id = await _claimed_then_requeued(store)
+    await _late(store, outcome, email_id)
+    assert (await store.get_email(email_id)).state is EmailState(outcome)
