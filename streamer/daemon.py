@@ -179,6 +179,7 @@ class Daemon:
             concurrency=config.delivery.workers,
             wake=outbox_wake,
             lease_s=config.delivery.lease_s,
+            unsubscribable=frozenset(rule.name for rule in rules if rule.config.unsubscribe),
         )
         recorder = SuppressionRecorder(store, config.suppression)
         reset_pages, routes = self._pages(store, inbox, apis, recorder, links)

@@ -21,9 +21,11 @@ from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
 from streamer.logs import get_logger, redact_text
 from streamer.outbox import OutboxEmail, RetryPolicy
+from streamer.rules import UNSUBSCRIBED, SkipReason
 from streamer.store import Store
+from streamer.store.base import RecipientChecks
 from streamer.store.liveness import CHECK_EVERY_S
-from streamer.suppression.policy import Suppression, normalize_address
+from streamer.suppression.policy import normalize_address
 
 log = get_logger(__name__)
 
@@ -43,8 +45,12 @@ class Dispatcher:
         concurrency: int,
         wake: asyncio.Event,
         lease_s: float = LEASE_S,
+        unsubscribable: frozenset[str] = frozenset(),
     ):
         self.store = store
+        #: The rules with `unsubscribe: true`: their emails are not sent to a user who unsubscribed
+        #: after they were queued (the processor decides only for new events).
+        self.unsubscribable = unsubscribable
         self.lease_s = lease_s
         self.deliverer = deliverer
         self.policy = policy
@@ -76,7 +82,7 @@ class Dispatcher:
                 await self._requeue_stale(now)
             free = self.concurrency - len(self._in_flight)
             emails: list[OutboxEmail] = []
-            suppressions: dict[str, dict[str, Suppression] | None] = {}
+            checks: dict[str, RecipientChecks | None] = {}
             if free > 0:
                 try:
                     if orphans:
@@ -84,13 +90,13 @@ class Dispatcher:
                         orphans = False
                         if released:
                             log.warning("outbox_orphaned_claims_released", count=released)
-                    emails, suppressions = await self.store.claim_emails_checked(
-                        limit=free, now=time.time(), lease_s=self.lease_s
+                    emails, checks = await self.store.claim_emails_checked(
+                        limit=free, now=time.time(), lease_s=self.lease_s, unsubscribable=self.unsubscribable
                     )
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
                     orphans = True  # the claim may have committed with its answer lost
-            for email in await self._hold_back_suppressed(emails, suppressions):
+            for email in await self._hold_back(emails, checks):
                 self._sending.add(email.id)
                 task = asyncio.create_task(self._deliver(email))
                 self._in_flight.add(task)
@@ -120,23 +126,29 @@ class Dispatcher:
         if waiter is not None and not waiter.done() and len(self._in_flight) <= self.concurrency // 2:
             waiter.set_result(None)
 
-    async def _hold_back_suppressed(
-        self, emails: list[OutboxEmail], suppressions: dict[str, dict[str, Suppression] | None]
+    async def _hold_back(
+        self, emails: list[OutboxEmail], checks: dict[str, RecipientChecks | None]
     ) -> list[OutboxEmail]:
-        """The claimed emails whose recipient is not on their tenant's suppression list; the others
-        become `suppressed` (before any ticket or render). The entries come with the claim."""
+        """The claimed emails to send: not to a suppressed address (those become `suppressed`), nor
+        of a rule the user unsubscribed from since (`cancelled`), settled before any ticket or
+        render. The checks come with the claim."""
         deliver = []
         for email in emails:
-            found = suppressions.get(email.tenant)
+            found = checks.get(email.tenant)
             if found is None:  # unknown (the store logged why): not sent now; the lease brings them back
                 continue
-            entry = found.get(normalize_address(email.recipient))
-            if entry is None:
-                deliver.append(email)
-                continue
-            reason = f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
+            entry = found.suppressions.get(normalize_address(email.recipient))
+            unsubscribed = email.rule in self.unsubscribable and email.rule in found.unsubscribed.get(email.user_id, ())
             try:
-                await self._suppressed(email, reason[:500])
+                if entry is not None:
+                    reason = (
+                        f"recipient is on the suppression list: {entry.reason.value} ({entry.source}: {entry.detail})"
+                    )
+                    await self._suppressed(email, reason[:500])
+                elif unsubscribed:
+                    await self._unsubscribed(email)
+                else:
+                    deliver.append(email)
             except Exception:  # noqa: BLE001
                 log.exception("outbox_update_failed", email_id=email.id, tenant=email.tenant, rule=email.rule)
         return deliver
@@ -267,3 +279,10 @@ class Dispatcher:
         await self.store.mark_suppressed(email.id, error=reason, now=time.time())
         metrics.EMAILS_SUPPRESSED.labels(email.tenant, email.rule).inc()
         log.info("email_suppressed", email_id=email.id, tenant=email.tenant, rule=email.rule, reason=reason)
+
+    async def _unsubscribed(self, email: OutboxEmail) -> None:
+        """`cancelled`, not `suppressed`: the address is fine and on no list; the rule no longer
+        applies to this user, as when the processor cancels an email its rule would not send."""
+        await self.store.mark_unsubscribed(email.id, error=UNSUBSCRIBED, now=time.time())
+        metrics.EMAILS_DROPPED.labels(email.tenant, email.rule, SkipReason.UNSUBSCRIBED.value).inc()
+        log.info("email_cancelled", email_id=email.id, tenant=email.tenant, rule=email.rule, reason=UNSUBSCRIBED)

@@ -41,6 +41,8 @@ class Command(StrEnum):
     MARK_FAILED = "mark_failed"
     MARK_DEAD = "mark_dead"
     MARK_SUPPRESSED = "mark_suppressed"
+    #: The dispatcher, before sending: the user unsubscribed from the rule since it was queued.
+    MARK_UNSUBSCRIBED = "mark_unsubscribed"
     #: `streamer outbox retry` (suppressed: after `streamer suppression remove`).
     RETRY = "retry"
     #: `streamer outbox cancel`, and the processor when a user's deletion or new state voids the rule.
@@ -86,6 +88,9 @@ TRANSITIONS: Mapping[Command, Transition] = MappingProxyType(
         Command.MARK_DEAD: Transition(_UNSETTLED, EmailState.DEAD, "a permanent error, or `max_attempts` reached"),
         Command.MARK_SUPPRESSED: Transition(
             _UNSETTLED, EmailState.SUPPRESSED, "the recipient is on the suppression list"
+        ),
+        Command.MARK_UNSUBSCRIBED: Transition(
+            _UNSETTLED, EmailState.CANCELLED, "the user unsubscribed from the rule after it was queued"
         ),
         Command.RETRY: Transition(
             (EmailState.FAILED, EmailState.DEAD, EmailState.CANCELLED, EmailState.SUPPRESSED),

@@ -540,9 +540,23 @@ async def test_a_checked_claim_brings_the_suppression_entries_of_its_recipients(
     assert sorted(e.user_id for e in emails) == ["u1", "u2"]
     assert {e.state for e in emails} == {EmailState.SENDING}
     assert list(found) == ["acme"]
-    assert list(found["acme"]) == [recipients["u2"].lower()]
-    assert found["acme"][recipients["u2"].lower()].reason is Reason.HARD_BOUNCE
+    assert list(found["acme"].suppressions) == [recipients["u2"].lower()]
+    assert found["acme"].suppressions[recipients["u2"].lower()].reason is Reason.HARD_BOUNCE
+    assert found["acme"].unsubscribed == {}
     assert await store.claim_emails_checked(limit=10, now=NOW + 2, lease_s=60) == ([], {})
+
+
+async def test_a_checked_claim_brings_the_unsubscribes_from_the_rules_asked_about(store):
+    """Only the users of emails whose rule offers unsubscribing are looked up (none: no read)."""
+    emails = [due("L1", user="u1", rule="digest"), due("L2", user="u2", rule="verify"), due("L3", user="u3")]
+    await store.settle_events([], emails, now=NOW)
+    for user, rule in (("u1", "digest"), ("u1", "news"), ("u2", "digest")):
+        await store.set_unsubscribed("acme", user, rule, now=NOW)
+    claimed, found = await store.claim_emails_checked(
+        limit=10, now=NOW + 1, lease_s=60, unsubscribable=frozenset({"digest"})
+    )
+    assert len(claimed) == 3
+    assert found["acme"].unsubscribed == {"u1": {"digest", "news"}}  # u2's email is of another rule
 
 
 async def test_return_paths_and_unsubscribes_are_remembered(store):
@@ -590,9 +604,8 @@ async def _apply(store, command: Command, email_id: int) -> None:
         await store.mark_sent(email_id, now=now)
     elif command is Command.MARK_FAILED:
         await store.mark_failed(email_id, error="451", next_attempt_at=now, now=now)
-    elif command in (Command.MARK_DEAD, Command.MARK_SUPPRESSED):
-        mark = store.mark_dead if command is Command.MARK_DEAD else store.mark_suppressed
-        await mark(email_id, error="x", now=now)
+    elif command in (Command.MARK_DEAD, Command.MARK_SUPPRESSED, Command.MARK_UNSUBSCRIBED):
+        await getattr(store, command.value)(email_id, error="x", now=now)
     else:
         change = store.retry_email if command is Command.RETRY else store.cancel_email
         before = (await store.get_email(email_id)).state

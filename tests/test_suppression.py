@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import aiohttp
 import aiosmtplib
@@ -493,6 +494,39 @@ async def test_one_click_unsubscribe_stops_the_next_new_device_email(running, ca
         timeout=10,
     )
     assert len(catcher.messages) == 1
+
+
+async def test_an_email_queued_before_the_unsubscribe_click_is_not_sent(running, catcher):
+    """The processor only decides for new events: an email already queued (here: dead after an SMTP
+    outage, then retried by the operator) is checked again when it is claimed, and cancelled."""
+    await running.post_events(sample_event("s_new_device", user_id=CHLOE, log_id="900501", ip="192.0.2.51"))
+    [message] = await catcher.wait_for(1)
+    https, _ = unsubscribe_link(message)
+    catcher.fail_next(451, count=100)  # an outage: the next email cannot be sent for now
+    await running.post_events(sample_event("s_new_device", user_id=CHLOE, log_id="900502", ip="192.0.2.52"))
+    emails = await wait_emails(
+        running.store, lambda es: any(e.log_id == "900502" and e.state.value == "dead" for e in es)
+    )
+    [queued] = [e for e in emails if e.log_id == "900502"]
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            running.url + https[len(PUBLIC_URL) :],
+            data="List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ) as response:
+            assert response.status == 200
+    catcher.clear_failures()
+    assert await running.store.retry_email(queued.id, now=time.time())  # `streamer outbox retry` after the outage
+    await wait_emails(running.store, lambda es: any(e.id == queued.id and e.state.value == "cancelled" for e in es))
+    assert len(catcher.messages) == 1
+    shown = run_cli("outbox", "show", str(queued.id), "-c", str(running.path))
+    assert shown.returncode == 0, shown.stderr
+    email = json.loads(shown.stdout)
+    assert (email["state"], email["last_error"]) == ("cancelled", "user unsubscribed from this rule's emails")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{running.url}/metrics") as response:
+            text = await response.text()
+    assert 'streamer_emails_dropped_total{reason="unsubscribed",rule="new-device",tenant="acme"} 1.0' in text
 
 
 async def test_mailto_unsubscribe_through_the_inbound_listener(running, catcher):

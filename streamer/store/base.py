@@ -25,6 +25,28 @@ def recipients_by_tenant(emails: list[OutboxEmail]) -> dict[str, list[str]]:
     return by_tenant
 
 
+def users_by_tenant(emails: list[OutboxEmail], rules: frozenset[str]) -> dict[str, list[str]]:
+    """The users of claimed emails whose rule is in `rules` (those with an unsubscribe link), by
+    tenant: one unsubscribe lookup per tenant, none when no rule offers one."""
+    by_tenant: dict[str, list[str]] = {}
+    for email in emails:
+        if email.rule in rules:
+            by_tenant.setdefault(email.tenant, []).append(email.user_id)
+    return by_tenant
+
+
+@dataclass(frozen=True)
+class RecipientChecks:
+    """What a tenant's store says about the recipients of claimed emails, read with the claim: the
+    dispatcher must not send to a suppressed address, nor a rule's email to a user who unsubscribed
+    from it after it was queued."""
+
+    #: Lower-cased address → its entry, for the addresses on the tenant's suppression list.
+    suppressions: dict[str, Suppression]
+    #: user_id → the rules they unsubscribed from (only users who did, of the rules asked about).
+    unsubscribed: dict[str, set[str]]
+
+
 @dataclass(frozen=True)
 class InboxEvent:
     tenant: str
@@ -141,16 +163,21 @@ class Store(ABC):
         """Due emails, by next attempt time, set to `sending` and counted as an attempt."""
 
     async def claim_emails_checked(
-        self, *, limit: int, now: float, lease_s: float
-    ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
-        """`claim_emails`, and the suppression entries of the claimed recipients by tenant (None:
-        that tenant's lookup failed, its emails must not be sent now). What the dispatcher needs
-        before it sends; a store may get both in one round trip (SQLite: one hop to its thread)."""
+        self, *, limit: int, now: float, lease_s: float, unsubscribable: frozenset[str] = frozenset()
+    ) -> tuple[list[OutboxEmail], dict[str, RecipientChecks | None]]:
+        """`claim_emails`, and the checks of the claimed recipients by tenant: suppression entries,
+        and unsubscribes from the rules in `unsubscribable` (None: that tenant's lookup failed, its
+        emails must not be sent now). What the dispatcher needs before it sends; a store may get it
+        all in one round trip (SQLite: one hop to its thread)."""
         emails = await self.claim_emails(limit=limit, now=now, lease_s=lease_s)
-        found: dict[str, dict[str, Suppression] | None] = {}
+        users = users_by_tenant(emails, unsubscribable)
+        found: dict[str, RecipientChecks | None] = {}
         for tenant, recipients in recipients_by_tenant(emails).items():
             try:
-                found[tenant] = await self.get_suppressions(tenant, recipients)
+                found[tenant] = RecipientChecks(
+                    await self.get_suppressions(tenant, recipients),
+                    await self.get_unsubscribed(tenant, users[tenant]) if tenant in users else {},
+                )
             except Exception:  # noqa: BLE001 - unknown: the caller holds these back (the lease brings them back)
                 log.exception("suppression_lookup_failed", tenant=tenant, emails=len(recipients))
                 found[tenant] = None
@@ -263,6 +290,10 @@ class Store(ABC):
     @abstractmethod
     async def mark_suppressed(self, email_id: int, *, error: str, now: float) -> None:
         """The recipient is on the suppression list; nothing was sent."""
+
+    @abstractmethod
+    async def mark_unsubscribed(self, email_id: int, *, error: str, now: float) -> None:
+        """Cancelled at send time: the user unsubscribed from the rule after it was queued."""
 
     @abstractmethod
     async def suppress(

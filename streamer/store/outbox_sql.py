@@ -98,6 +98,14 @@ class SqlOutbox(SqlStore):
             (self._param(error[:1000]), now),
         )
 
+    async def mark_unsubscribed(self, email_id: int, *, error: str, now: float) -> None:
+        await self._transition(
+            Command.MARK_UNSUBSCRIBED,
+            email_id,
+            f"last_error = ?, updated_at = ?, {self.dialect.release}",
+            (self._param(error[:1000]), now),
+        )
+
     async def retry_email(self, email_id: int, *, now: float) -> bool:
         return await self._transition(
             Command.RETRY, email_id, "attempts = 0, next_attempt_at = ?, updated_at = ?", (now, now)

@@ -35,7 +35,15 @@ from streamer.events import BodyError, parse_body, scrub, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import COUNTED_STATES, IN_FLIGHT_STATES, Command, DueEmail, OutboxEmail, sources, target
 from streamer.store import migrations
-from streamer.store.base import InboxEvent, IngestResult, PendingPassword, StoreInUse, recipients_by_tenant
+from streamer.store.base import (
+    InboxEvent,
+    IngestResult,
+    PendingPassword,
+    RecipientChecks,
+    StoreInUse,
+    recipients_by_tenant,
+    users_by_tenant,
+)
 from streamer.store.outbox_sql import (
     OUTBOX_COLUMNS,
     PURGE_EMAILS,
@@ -110,6 +118,18 @@ def _suppressions_in(conn: sqlite3.Connection, tenant: str, addresses: list[str]
             (tenant, *chunk),
         ):
             found[row[1]] = suppression_from_row(row)
+    return found
+
+
+def _unsubscribed_in(conn: sqlite3.Connection, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
+    """user_id → the rules they unsubscribed from, for those of `user_ids` who did."""
+    found: dict[str, set[str]] = {}
+    for chunk in _chunks(sorted(set(user_ids))):
+        for user_id, rule in conn.execute(
+            f"SELECT user_id, rule FROM unsubscribes WHERE tenant = ? AND user_id IN ({', '.join('?' * len(chunk))})",
+            (tenant, *chunk),
+        ):
+            found.setdefault(user_id, set()).add(rule)
     return found
 
 
@@ -654,19 +674,35 @@ class SqliteStore(SqlOutbox, SqlRecords):
         return await self._write(claim)
 
     async def claim_emails_checked(
-        self, *, limit: int, now: float, lease_s: float
-    ) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
-        """One hop to the store's thread for both: on one core each hop costs as much as its SQL."""
+        self, *, limit: int, now: float, lease_s: float, unsubscribable: frozenset[str] = frozenset()
+    ) -> tuple[list[OutboxEmail], dict[str, RecipientChecks | None]]:
+        """One hop to the store's thread for all: on one core each hop costs as much as its SQL.
+        A tenant whose checks fail is None (its emails wait for their lease), the claim stands."""
+        failures: dict[str, tuple[Exception, int]] = {}
 
-        def claim(conn: sqlite3.Connection) -> tuple[list[OutboxEmail], dict[str, dict[str, Suppression] | None]]:
+        def claim(conn: sqlite3.Connection) -> tuple[list[OutboxEmail], dict[str, RecipientChecks | None]]:
+            failures.clear()  # a group commit that failed runs its operations again
             rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
             emails = sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
-            return emails, {
-                tenant: _suppressions_in(conn, tenant, recipients)
-                for tenant, recipients in recipients_by_tenant(emails).items()
-            }
+            users = users_by_tenant(emails, unsubscribable)
+            found: dict[str, RecipientChecks | None] = {}
+            for tenant, recipients in recipients_by_tenant(emails).items():
+                try:
+                    found[tenant] = RecipientChecks(
+                        _suppressions_in(conn, tenant, recipients),
+                        _unsubscribed_in(conn, tenant, users.get(tenant, [])),
+                    )
+                except Exception as exc:  # noqa: BLE001 - that tenant's emails are held back, not the others'
+                    if not conn.in_transaction:  # SQLite rolled the whole transaction back: the claim too
+                        raise
+                    failures[tenant] = (exc, len(recipients))
+                    found[tenant] = None
+            return emails, found
 
-        return await self._write(claim)
+        result = await self._write(claim)
+        for tenant, (exc, count) in failures.items():
+            log.error("suppression_lookup_failed", tenant=tenant, emails=count, exc_info=exc)
+        return result
 
     async def resume_after_restart(self, *, now: float) -> int:
         held = sum(len(lease.open) for lease in self._leases.values())
@@ -767,19 +803,6 @@ class SqliteStore(SqlOutbox, SqlRecords):
         return await self._read(partial(_suppressions_in, tenant=tenant, addresses=addresses))
 
     async def get_unsubscribed(self, tenant: str, user_ids: list[str]) -> dict[str, set[str]]:
-        wanted = sorted(set(user_ids))
-        if not wanted:
+        if not user_ids:
             return {}
-
-        def read(conn: sqlite3.Connection) -> dict[str, set[str]]:
-            found: dict[str, set[str]] = {}
-            for chunk in _chunks(wanted):
-                for user_id, rule in conn.execute(
-                    f"SELECT user_id, rule FROM unsubscribes WHERE tenant = ? "
-                    f"AND user_id IN ({', '.join('?' * len(chunk))})",
-                    (tenant, *chunk),
-                ):
-                    found.setdefault(user_id, set()).add(rule)
-            return found
-
-        return await self._read(read)
+        return await self._read(partial(_unsubscribed_in, tenant=tenant, user_ids=user_ids))
