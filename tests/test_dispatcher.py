@@ -99,3 +99,23 @@ async def test_a_sent_mark_the_store_refuses_is_kept_and_written_when_the_store_
     events = [entry["event"] for entry in logs]
     assert events.count("outbox_outcome_unrecorded") == 1  # one warning per kept outcome, not one per retry
     assert await sqlite_store.requeue_stale(now=time.time() + 10_000) == 0
+
+
+async def test_an_unsubscribe_holds_back_only_the_emails_of_rules_that_offer_it(sqlite_store):
+    """u0 unsubscribed from `r`, which offers unsubscribing: cancelled. Then `r` no longer offers it
+    (the config changed): u4's old preference does not apply, the email is sent."""
+    deliverer = ScriptedDeliverer()
+    policy = RetryPolicy(3, 0.01, 0.02)
+    for user in ("u0", "u4"):
+        await sqlite_store.set_unsubscribed("acme", user, "r", now=time.time())
+    await sqlite_store.settle_events([], [due(0)], now=time.time())
+    offering = Dispatcher(
+        sqlite_store, deliverer, policy, concurrency=4, wake=asyncio.Event(), unsubscribable=frozenset({"r"})
+    )
+    await run_until(sqlite_store, offering, lambda emails: emails[0].state == EmailState.CANCELLED)
+    [cancelled] = await sqlite_store.list_emails(states=None)
+    assert cancelled.last_error == "user unsubscribed from this rule's emails"
+    await sqlite_store.settle_events([], [due(4)], now=time.time())
+    not_offering = Dispatcher(sqlite_store, deliverer, policy, concurrency=4, wake=asyncio.Event())
+    await run_until(sqlite_store, not_offering, lambda emails: emails[0].state == EmailState.SENT)
+    assert deliverer.attempts == {4: 1}

@@ -559,6 +559,39 @@ async def test_a_checked_claim_brings_the_unsubscribes_from_the_rules_asked_abou
     assert found["acme"].unsubscribed == {"u1": {"digest", "news"}}  # u2's email is of another rule
 
 
+async def test_a_failed_suppression_read_holds_back_only_that_tenants_emails(store, monkeypatch):
+    """The claim stands; the tenant whose read failed is None (its emails wait for their lease)."""
+    from streamer.store import sqlite as sqlite_module
+
+    if isinstance(store, SqliteStore):  # the read runs inside the claim's transaction
+        read = sqlite_module._suppressions_in
+
+        def read_or_fail(conn, tenant, addresses):
+            if tenant == "globex":
+                raise sqlite3.OperationalError("disk I/O error")
+            return read(conn, tenant, addresses)
+
+        monkeypatch.setattr(sqlite_module, "_suppressions_in", read_or_fail)
+    else:  # a read of its own after the claim
+        get = store.get_suppressions
+
+        async def get_or_fail(tenant, addresses):
+            if tenant == "globex":
+                raise ConnectionResetError("connection reset by peer")
+            return await get(tenant, addresses)
+
+        monkeypatch.setattr(store, "get_suppressions", get_or_fail)
+    await store.settle_events([], [due("L1", user="u1"), replace(due("L2", user="u2"), tenant="globex")], now=NOW)
+    with capture_logs() as logs:
+        emails, found = await store.claim_emails_checked(limit=10, now=NOW, lease_s=60)
+    assert sorted((e.tenant, e.state) for e in emails) == [("acme", EmailState.SENDING), ("globex", EmailState.SENDING)]
+    assert found["globex"] is None and found["acme"].suppressions == {}
+    assert [(e["event"], e["tenant"]) for e in logs if e["log_level"] == "error"] == [
+        ("suppression_lookup_failed", "globex")
+    ]
+    assert await store.claim_emails_checked(limit=10, now=NOW + 1, lease_s=60) == ([], {})  # the claim was kept
+
+
 async def test_return_paths_and_unsubscribes_are_remembered(store):
     await store.remember_return_path("tok1", "acme", "Ana@Example.com", now=NOW)
     await store.remember_return_path("tok1", "acme", "ana@example.com", now=NOW + 1)  # idempotent
