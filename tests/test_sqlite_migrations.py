@@ -158,3 +158,21 @@ async def test_an_existing_version_2_database_upgrades_to_what_a_new_one_is(tmp_
         await store.close()
     assert _version(old) == _version(fresh) == str(LATEST)
     assert _schema(old) == _schema(fresh)
+
+
+async def test_a_new_database_says_once_that_it_was_created_at_the_latest_version(tmp_path):
+    """Not one `store_migrated` per file: a new database has nothing to migrate."""
+    import io
+
+    from structlog.testing import capture_logs
+
+    from streamer import logs as streamer_logs
+
+    streamer_logs.configure("info", stream=io.StringIO())  # conftest leaves "warning": info would be dropped
+    path = tmp_path / "store.db"
+    with capture_logs() as logs:
+        await _store_with_an_email(path)
+        await _store_with_an_email(path)  # opened again: nothing to say
+    said = [(e["event"], e.get("version")) for e in logs if e["event"].startswith("store_")]
+    assert said == [("store_created", LATEST)]
+    assert _version(path) == str(LATEST)

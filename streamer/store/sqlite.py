@@ -286,15 +286,18 @@ class SqliteStore(SqlOutbox, SqlRecords):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
         legacy = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone()
+        new = not legacy and not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
         conn.executescript(SCHEMA)
         if legacy:
             conn.executescript(f"BEGIN IMMEDIATE; {MIGRATE_FROM_1} COMMIT;")
-        self._migrate(conn)
+        self._migrate(conn, new=new)
         self._done = int(conn.execute("SELECT value FROM meta WHERE key = 'inbox_done'").fetchone()[0])
         self._claimed_upto = self._done
         self._conn = conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _migrate(self, conn: sqlite3.Connection, *, new: bool = False) -> None:
+        """Apply the pending files; `new`: the database was just made, so it says once that it was
+        created (at the latest version) instead of once per file."""
         version = int(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
         latest = max(BASE_VERSION, migrations.latest(MIGRATIONS))
         if version > latest:
@@ -313,7 +316,10 @@ class SqliteStore(SqlOutbox, SqlRecords):
                     conn.execute("ROLLBACK")
                 conn.close()
                 raise
-            log.info("store_migrated", path=str(self.path), migration=str(migration))
+            if not new:
+                log.info("store_migrated", path=str(self.path), migration=str(migration))
+        if new:
+            log.info("store_created", path=str(self.path), version=latest)
 
     async def open(self, *, exclusive: bool = False) -> None:
         if exclusive:
