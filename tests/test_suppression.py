@@ -111,6 +111,12 @@ class FakeSns:
         return {**message, "Signature": base64.b64encode(signature).decode()}
 
 
+def sns_time(seconds_ago: float = 0.0) -> str:
+    """An SNS Timestamp (publish time, ISO 8601 in UTC with milliseconds)."""
+    moment = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds_ago)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def notification(payload_file: str, **changes) -> dict:
     return {
         "Type": "Notification",
@@ -118,7 +124,7 @@ def notification(payload_file: str, **changes) -> dict:
         "TopicArn": TOPIC,
         "Subject": "Amazon SES Email Event Notification",
         "Message": (BOUNCES / payload_file).read_text(),
-        "Timestamp": "2026-12-01T10:00:40.000Z",
+        "Timestamp": sns_time(40),
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe",
         **changes,
     }
@@ -392,7 +398,7 @@ async def test_ses_notifications_are_believed_only_with_a_valid_sns_signature(ru
             "TopicArn": TOPIC,
             "Message": "You have chosen to subscribe to the topic.",
             "SubscribeURL": SUBSCRIBE_URL,
-            "Timestamp": "2026-12-01T09:00:00.000Z",
+            "Timestamp": sns_time(60),
         }
     )
     assert (await post_json(url, confirm))[0] == 200 and SUBSCRIBE_URL in sns.fetched
@@ -428,6 +434,20 @@ async def test_ses_notifications_are_believed_only_with_a_valid_sns_signature(ru
     assert sns.fetched.count(CERT_URL) == 1  # cached
     assert (await post_json(f"{running.url}/webhooks/ses/nobody", signed))[0] == 404
     assert (await post_json(url, b"{not json"))[0] == 400
+
+
+async def test_a_captured_sns_notification_cannot_be_replayed_later(running):
+    """SNS stops retrying an HTTP/S delivery within an hour and a retry keeps its Timestamp: a
+    genuinely signed message older than that (plus 5 minutes of clock skew) is a replay."""
+    url = f"{running.url}/webhooks/ses/acme"
+    for timestamp in (sns_time(3600 + 301), sns_time(-301), "yesterday"):
+        status, text = await post_json(url, running.sns.sign(notification("ses_bounce.json", Timestamp=timestamp)))
+        assert status == 403 and "Timestamp" in text, (timestamp, text)
+    assert await running.store.list_suppressions() == []
+    assert "ses_webhook_rejected" in running.logs.getvalue()
+    status, _ = await post_json(url, running.sns.sign(notification("ses_bounce.json", Timestamp=sns_time(3600))))
+    assert status == 200  # SNS's last retry, an hour after publishing
+    assert [e.address for e in await running.store.list_suppressions()] == [DAVE_EMAIL]
 
 
 async def test_postmark_webhooks_need_the_basic_credentials(running):

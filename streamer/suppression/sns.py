@@ -9,6 +9,9 @@ certificate at `SigningCertURL`: RSA PKCS#1 v1.5 with SHA-1 (SignatureVersion 1)
 The certificate is only ever fetched over HTTPS from `sns.<region>.amazonaws.com` (or `.com.cn`):
 otherwise anyone could sign a message with their own certificate and point at it. Fetched
 certificates are cached by URL. The fetcher is injectable so tests use a locally made certificate.
+
+A signature never expires, so a captured message could be posted again forever: its signed
+`Timestamp` (when SNS published it) must be recent, as AWS suggests checking (see MAX_AGE_S).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +38,13 @@ _FIELDS = {
 }
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
 MAX_CERT_BYTES = 64 * 1024
+
+#: The oldest a genuine message can be: SNS gives up retrying an HTTP/S delivery after at most
+#: 3,600 s (a hard limit of its delivery policies) and a retry keeps the published Timestamp;
+#: plus 5 minutes for the clock difference between AWS and this host. Older: a replay.
+MAX_AGE_S = 3600 + 300
+#: Ahead of this host's clock by more than the skew allowance: not a time SNS signed.
+MAX_AHEAD_S = 300
 
 #: url → PEM bytes
 CertFetcher = Callable[[str], Awaitable[bytes]]
@@ -71,10 +83,31 @@ def string_to_sign(message: dict[str, Any]) -> bytes:
     return "".join(lines).encode("utf-8")
 
 
+def check_fresh(message: dict[str, Any], *, now: float) -> None:
+    """Raise SnsRejected unless the message's Timestamp is within MAX_AGE_S before `now` (and at
+    most MAX_AHEAD_S after it)."""
+    timestamp = str(message.get("Timestamp", ""))
+    try:
+        published = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        raise SnsRejected(f"Timestamp {timestamp[:40]!r} is not an ISO 8601 time") from None
+    if published.tzinfo is None:
+        raise SnsRejected(f"Timestamp {timestamp[:40]!r} has no time zone")
+    age = now - published.timestamp()
+    if age > MAX_AGE_S:
+        raise SnsRejected(
+            f"Timestamp {timestamp[:40]} is {age / 60:.0f} minutes old: SNS stops retrying within an hour, "
+            "so this is a replayed message"
+        )
+    if age < -MAX_AHEAD_S:
+        raise SnsRejected(f"Timestamp {timestamp[:40]} is in the future (check this host's clock)")
+
+
 class SnsVerifier:
-    def __init__(self, fetch_cert: CertFetcher, *, allowed_topics: list[str]):
+    def __init__(self, fetch_cert: CertFetcher, *, allowed_topics: list[str], clock: Callable[[], float] = time.time):
         self.fetch_cert = fetch_cert
         self.allowed_topics = set(allowed_topics)
+        self.clock = clock
         self._keys: dict[str, rsa.RSAPublicKey] = {}
 
     async def _key(self, url: str) -> rsa.RSAPublicKey:
@@ -93,7 +126,7 @@ class SnsVerifier:
         return key
 
     async def verify(self, message: dict[str, Any]) -> None:
-        """Raise SnsRejected unless the message is signed by SNS and comes from an allowed topic."""
+        """Raise SnsRejected unless the message is signed by SNS, recent, and comes from an allowed topic."""
         if message.get("TopicArn") not in self.allowed_topics:
             raise SnsRejected(f"topic {str(message.get('TopicArn'))[:200]!r} is not in webhooks.ses.topic_arns")
         algorithm = _HASHES.get(str(message.get("SignatureVersion")))
@@ -108,3 +141,4 @@ class SnsVerifier:
             key.verify(signature, string_to_sign(message), padding.PKCS1v15(), algorithm())
         except InvalidSignature:
             raise SnsRejected("the signature does not match") from None
+        check_fresh(message, now=self.clock())  # after the signature: only then is the Timestamp SNS's

@@ -4,8 +4,8 @@
 The tenant is in the path: point each tenant's relay configuration at its own URL. Answers:
 200 once stored (or ignored: a delivery notice, an unknown record type); 400 not JSON; 401
 Postmark without the configured Basic credentials; 403 an SNS message whose signature or topic
-is not right; 404 unknown tenant or provider not configured; 413 over 256 KiB; 503 the store
-failed (both providers retry).
+is not right, or older than an hour (a replay: `streamer.suppression.sns.MAX_AGE_S`); 404 unknown
+tenant or provider not configured; 413 over 256 KiB; 503 the store failed (both providers retry).
 """
 
 from __future__ import annotations
