@@ -20,6 +20,7 @@ from streamer import metrics
 from streamer.auth0 import ManagementApi
 from streamer.auth0.freshness import DELETED_TYPES
 from streamer.auth0.scopes import needed_scopes, report_access
+from streamer.auth0.token import SCOPE_RECHECK_S
 from streamer.config import Config
 from streamer.delivery import Deliverer, DeliverySettings
 from streamer.dispatcher import Dispatcher
@@ -65,6 +66,8 @@ class Daemon:
     url: str | None = None
     #: Fetches SNS signing certificates and subscription URLs (tests pass a local one).
     sns_fetch: Any = None
+    #: After a 403, a token at least this old is fetched again (tests shorten it).
+    scope_recheck_s: float = SCOPE_RECHECK_S
     #: The inbound bounce listener's port once started (suppression.inbound).
     inbound_port: int | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -141,7 +144,10 @@ class Daemon:
     async def _wire(self, store: Store, rules: list[CompiledRule], templates: Templates) -> _Parts:
         """Every part built and connected (sources → inbox → processor → outbox → dispatcher), none started."""
         config = self.config
-        apis = {name: ManagementApi(tenant, name=name) for name, tenant in config.tenants.items()}
+        apis = {
+            name: ManagementApi(tenant, name=name, scope_recheck_s=self.scope_recheck_s)
+            for name, tenant in config.tenants.items()
+        }
         smtp = SmtpPool(config.smtp)
         processor_wake, outbox_wake = asyncio.Event(), asyncio.Event()
         # Deletions are kept even when no rule listens: they cancel the user's queued emails.

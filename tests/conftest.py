@@ -8,6 +8,7 @@ import io
 import json
 import json as _json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -152,12 +153,12 @@ async def start_daemon(tmp_path):
 
     started: list[RunningDaemon] = []
 
-    async def start(text: str) -> RunningDaemon:
+    async def start(text: str, **options: Any) -> RunningDaemon:
         path = tmp_path / "streamer.yaml"
         path.write_text(text)
         buffer = io.StringIO()
         logs.configure("debug", stream=buffer)
-        daemon = Daemon(load_config(path, env={}))
+        daemon = Daemon(load_config(path, env={}), **options)
         ready = asyncio.Event()
         task = asyncio.create_task(daemon.run(install_signals=False, on_ready=lambda url: ready.set()))
         done, _ = await asyncio.wait(

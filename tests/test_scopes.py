@@ -125,11 +125,12 @@ async def test_after_a_403_a_token_older_than_a_minute_is_fetched_again_at_most_
 
 
 async def test_granting_the_missing_scope_sends_the_waiting_email_without_a_restart(
-    tmp_path, standin, catcher, start_daemon, monkeypatch
+    tmp_path, standin, catcher, start_daemon
 ):
-    monkeypatch.setattr("streamer.auth0.token.SCOPE_RECHECK_S", 0.2)
     standin.granted_scopes = SCOPES.replace("create:user_tickets ", "")
-    daemon = await start_daemon(config_text(tmp_path, standin, catcher).replace("max_attempts: 4", "max_attempts: 100"))
+    daemon = await start_daemon(
+        config_text(tmp_path, standin, catcher).replace("max_attempts: 4", "max_attempts: 100"), scope_recheck_s=0.2
+    )
     assert (await daemon.post([sample_event("ss", user_id=ANA)]))[0] == 200
     store = daemon.daemon.store
 

@@ -55,7 +55,7 @@ from streamer.auth0.freshness import (
 )
 from streamer.auth0.pacer import READ_USERS, TenantPacer, bucket_family
 from streamer.auth0.token import ENDPOINT as TOKEN_ENDPOINT
-from streamer.auth0.token import TokenSource
+from streamer.auth0.token import SCOPE_RECHECK_S, TokenSource
 from streamer.backoff import Backoff
 from streamer.config import TenantConfig
 from streamer.events import load_json
@@ -348,6 +348,7 @@ class ManagementApi:
         pacer: TenantPacer | None = None,
         token_source: TokenSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scope_recheck_s: float = SCOPE_RECHECK_S,
     ):
         self.tenant_name = name or tenant.domain
         self.calls_made = 0
@@ -360,7 +361,7 @@ class ManagementApi:
         transport = _PacedTransport(inner, self.pacer, urlsplit(self._api_base).path, self._record)
         self._http = httpx.AsyncClient(transport=transport, timeout=timeout_s)
         self._owns_tokens = token_source is None
-        self.tokens = token_source or TokenSource(tenant, timeout_s=timeout_s)
+        self.tokens = token_source or TokenSource(tenant, timeout_s=timeout_s, scope_recheck_s=scope_recheck_s)
         self._sdk = AsyncAuth0(
             base_url=self._api_base,
             token="unused",

@@ -42,8 +42,10 @@ class TokenSource:
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         timeout_s: float = 15.0,
+        scope_recheck_s: float = SCOPE_RECHECK_S,
     ):
         self._tenant = tenant
+        self._scope_recheck_s = scope_recheck_s
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout_s)
         self._clock = clock
@@ -80,7 +82,11 @@ class TokenSource:
     def invalidate_after_refusal(self, generation: int) -> bool:
         """After a 403: forget the token if it is old enough that the grant may have changed since
         (at most one new token a minute for a scope still missing). True if it was dropped."""
-        if generation != self.generation or self._token is None or self._clock() - self._fetched_at < SCOPE_RECHECK_S:
+        if (
+            generation != self.generation
+            or self._token is None
+            or self._clock() - self._fetched_at < self._scope_recheck_s
+        ):
             return False
         self.invalidate(generation)
         return True
