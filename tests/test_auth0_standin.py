@@ -386,6 +386,37 @@ async def test_password_change_ticket_flow(standin, http):
     assert (await http.post(action, data={"newPassword": "x" * 9, "confirmNewPassword": "x" * 9})).status_code == 410
 
 
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("alllowercaseletters", "PasswordStrengthError: Password is too weak"),
+        ("Password123!", "PasswordDictionaryError: Password is too common"),
+        ("x-Ana.Silva-9", "PasswordNoUserInfoError: Password contains user information"),
+    ],
+)
+async def test_the_reset_page_applies_the_password_policy_as_patch_does(standin, http, password, message):
+    """The hosted form refuses what PATCH refuses, with the same words, and the link still works."""
+    url = (await http.post("/api/v2/tickets/password-change", json={"user_id": ANA})).json()["ticket"]
+    action = url.rstrip("#").removeprefix(standin.base_url)
+    refused = await http.post(action, data={"newPassword": password, "confirmNewPassword": password})
+    assert refused.status_code == 400 and f'role="alert" id="form-error">{message}<' in refused.text
+    assert not standin.password_matches(ANA, password)
+    assert not [e for e in standin.logs if e["type"] == "scp"]
+    done = await http.post(action, data={"newPassword": "Strong-Enough-7", "confirmNewPassword": "Strong-Enough-7"})
+    assert done.status_code == 200 and standin.password_matches(ANA, "Strong-Enough-7")
+
+
+async def test_the_reset_page_refuses_a_recent_password(standin, http):
+    """The page keeps the history PATCH reads: the password it replaced cannot come straight back."""
+    for password in ("First-Pass-01", "Second-Pass-02"):
+        url = (await http.post("/api/v2/tickets/password-change", json={"user_id": ANA})).json()["ticket"]
+        action = url.rstrip("#").removeprefix(standin.base_url)
+        answer = await http.post(action, data={"newPassword": password, "confirmNewPassword": password})
+        assert answer.status_code == 200
+    again = await http.patch(f"/api/v2/users/{ANA}", json={"password": "First-Pass-01"})
+    assert again.status_code == 400 and again.json()["message"].startswith("PasswordHistoryError")
+
+
 async def test_legacy_password_flow_accepts_new_password():
     async with Auth0StandIn(users=load_sample_users(), legacy_password_flow=True) as server:
         token = server.issue_token()

@@ -15,8 +15,9 @@ Deliberate differences, because it runs on a developer's machine:
 
 `PATCH /api/v2/users/{id}` with `password` applies a database connection's password policy
 (`password_policy`, on by default: Auth0's "fair" strength, a small dictionary, no personal
-info, a history of 5) and refuses with Auth0's 400 bodies (`PASSWORD_POLICY_ERRORS`). An
-accepted change logs `scp`, which streamer's "password changed" rule listens to.
+info, a history of 5) and refuses with Auth0's 400 bodies (`PASSWORD_POLICY_ERRORS`); the hosted
+reset form (`/u/reset-verify`) applies the same policy and shows the same words. An accepted
+change logs `scp`, which streamer's "password changed" rule listens to.
 
 Test hooks: `calls`, `tickets`, `logs`, `users`, `add_user`, `add_log`, `fail_next`,
 `set_rate_limit`, `unindexed` / `freeze_search` (search index lag), `stream_deliveries`.

@@ -1,5 +1,5 @@
 """A database connection's passwords: stored as digests (never the password), and the password
-policy Auth0 applies on `PATCH /api/v2/users/{id}` (its "fair" strength, a small dictionary, no
+policy Auth0 applies on `PATCH /api/v2/users/{id}` and its reset form (its "fair" strength, a small dictionary, no
 personal info, a history), with Auth0's refusal messages."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from streamer.devkit.auth0_standin.errors import ApiProblem, additional_properti
 from streamer.devkit.auth0_standin.logs import VERIFIED_MESSAGE, add_log, change_event
 from streamer.devkit.auth0_standin.pages import alert_page, page, redirect, reset_page, with_query
 from streamer.devkit.auth0_standin.params import json_object, required
-from streamer.devkit.auth0_standin.passwords import digest
+from streamer.devkit.auth0_standin.passwords import policy_refusal, set_password
 from streamer.devkit.auth0_standin.state import JSON, Tenant, connection_id, now_iso, tenant_of
 from streamer.devkit.auth0_standin.users import user_or_404
 
@@ -193,6 +193,9 @@ async def _chosen_password(request: web.Request, link: _Link) -> str | web.Respo
         return reset_page(link.ticket_id, link.ticket, link.user, "The password must have at least 8 characters.", 400)
     if password != confirm:
         return reset_page(link.ticket_id, link.ticket, link.user, "The passwords do not match.", 400)
+    refusal = policy_refusal(link.tenant, link.user, password)  # the connection's policy, as PATCH applies it
+    if refusal is not None:
+        return reset_page(link.ticket_id, link.ticket, link.user, refusal, 400)
     return password
 
 
@@ -205,7 +208,7 @@ async def reset_submit(request: web.Request, link: _Link) -> web.Response:
         return password
     ticket["used"] = True
     ticket.pop("new_password", None)
-    tenant.passwords[user["user_id"]] = digest(password)  # the page checks only length and confirmation
+    set_password(tenant, user["user_id"], password)
     user["last_password_reset"] = user["updated_at"] = now_iso()
     if ticket["mark_email_as_verified"]:
         user["email_verified"] = True
