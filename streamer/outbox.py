@@ -1,7 +1,8 @@
 """The outbox's vocabulary: email states, the row, and the retry decision (pure).
 
 An email moves queued → sending → sent, or → failed (waiting to retry) → sending …, or → dead
-(permanent error or `max_attempts` reached), or → cancelled by an operator, or → suppressed (the
+(permanent error or `max_attempts` reached), or → cancelled (by an operator, or because its rule
+no longer applies: the user was deleted, changed, or unsubscribed), or → suppressed (the
 recipient is on the tenant's suppression list: nothing was sent, and nothing is wrong with the email). Rows are never
 deleted before `retention_days`, so dead letters stay visible in `streamer outbox list`.
 """
