@@ -536,6 +536,7 @@ async def test_an_email_queued_before_the_unsubscribe_click_is_not_sent(running,
         ) as response:
             assert response.status == 200
     catcher.clear_failures()
+    drops_before = await unsubscribed_drops(running)
     assert await running.store.retry_email(queued.id, now=time.time())  # `streamer outbox retry` after the outage
     await wait_emails(running.store, lambda es: any(e.id == queued.id and e.state.value == "cancelled" for e in es))
     assert len(catcher.messages) == 1
@@ -543,10 +544,17 @@ async def test_an_email_queued_before_the_unsubscribe_click_is_not_sent(running,
     assert shown.returncode == 0, shown.stderr
     email = json.loads(shown.stdout)
     assert (email["state"], email["last_error"]) == ("cancelled", "user unsubscribed from this rule's emails")
+    assert await unsubscribed_drops(running) == drops_before + 1
+
+
+async def unsubscribed_drops(running) -> float:
+    """The daemon's count of new-device emails not sent because the user unsubscribed (the metrics
+    live as long as the test process: compare before and after)."""
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{running.url}/metrics") as response:
             text = await response.text()
-    assert 'streamer_emails_dropped_total{reason="unsubscribed",rule="new-device",tenant="acme"} 1.0' in text
+    series = 'streamer_emails_dropped_total{reason="unsubscribed",rule="new-device",tenant="acme"} '
+    return next((float(line[len(series) :]) for line in text.splitlines() if line.startswith(series)), 0.0)
 
 
 async def test_mailto_unsubscribe_through_the_inbound_listener(running, catcher):
