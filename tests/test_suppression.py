@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import aiohttp
 import aiosmtplib
@@ -120,7 +121,7 @@ def sns_time(seconds_ago: float = 0.0) -> str:
 def notification(payload_file: str, **changes) -> dict:
     return {
         "Type": "Notification",
-        "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+        "MessageId": str(uuid.uuid4()),  # SNS gives every message its own
         "TopicArn": TOPIC,
         "Subject": "Amazon SES Email Event Notification",
         "Message": (BOUNCES / payload_file).read_text(),
@@ -448,6 +449,43 @@ async def test_a_captured_sns_notification_cannot_be_replayed_later(running):
     status, _ = await post_json(url, running.sns.sign(notification("ses_bounce.json", Timestamp=sns_time(3600))))
     assert status == 200  # SNS's last retry, an hour after publishing
     assert [e.address for e in await running.store.list_suppressions()] == [DAVE_EMAIL]
+
+
+async def test_an_sns_message_posted_again_within_the_window_counts_once(running):
+    """SNS may deliver a message twice, and a captured one can be replayed until it is too old:
+    a soft bounce must not count twice (two would suppress the address here). One that the
+    store failed to record (503) is taken when SNS retries it."""
+    url = f"{running.url}/webhooks/ses/acme"
+    soft = notification("ses_bounce.json")
+    soft["Message"] = soft["Message"].replace('"Permanent"', '"Transient"')
+    signed = running.sns.sign(soft)
+    assert (await post_json(url, signed))[0] == 200
+    status, text = await post_json(url, signed)
+    assert status == 200 and "already received" in text
+    assert await running.store.list_suppressions() == []
+    again = running.sns.sign({**soft, "MessageId": "5e8d0d7a-0000-4000-8000-000000000002"})
+    original = running.store.record_soft_bounce
+
+    async def store_away(*args, **kwargs):
+        raise OSError("database is away")
+
+    running.store.record_soft_bounce = store_away
+    assert (await post_json(url, again))[0] == 503
+    running.store.record_soft_bounce = original
+    assert (await post_json(url, again))[0] == 200  # SNS's retry of the same message
+    assert [e.address for e in await running.store.list_suppressions()] == [DAVE_EMAIL]
+
+
+def test_recent_messages_are_forgotten_once_too_old_to_pass_or_beyond_the_limit():
+    from streamer.suppression.sns import RecentMessages
+
+    recent = RecentMessages(keep_s=100, limit=2)
+    recent.add("a", now=0)
+    assert recent.seen("a", now=99) and not recent.seen("b", now=99)
+    assert not recent.seen("a", now=100)  # the Timestamp check refuses it by now
+    recent.add("b", now=1)
+    recent.add("c", now=2)
+    assert not recent.seen("a", now=3) and recent.seen("b", now=3) and recent.seen("c", now=3)  # oldest went first
 
 
 async def test_postmark_webhooks_need_the_basic_credentials(running):

@@ -103,6 +103,29 @@ def check_fresh(message: dict[str, Any], *, now: float) -> None:
         raise SnsRejected(f"Timestamp {timestamp[:40]} is in the future (check this host's clock)")
 
 
+class RecentMessages:
+    """The MessageIds recorded lately, kept as long as `check_fresh` would still let them in: SNS
+    delivers at least once, and a captured message can be posted again until it is too old. In
+    memory (per process), bounded: beyond `limit` the oldest are forgotten first."""
+
+    def __init__(self, *, keep_s: float = MAX_AGE_S + MAX_AHEAD_S, limit: int = 100_000):
+        self.keep_s = keep_s
+        self.limit = limit
+        self._until: dict[str, float] = {}  # MessageId → when it may be forgotten, oldest first
+
+    def seen(self, message_id: str, *, now: float) -> bool:
+        return self._until.get(message_id, 0.0) > now
+
+    def add(self, message_id: str, *, now: float) -> None:
+        self._until.pop(message_id, None)
+        self._until[message_id] = now + self.keep_s
+        while self._until:
+            oldest, until = next(iter(self._until.items()))
+            if until > now and len(self._until) <= self.limit:
+                break
+            del self._until[oldest]
+
+
 class SnsVerifier:
     def __init__(self, fetch_cert: CertFetcher, *, allowed_topics: list[str], clock: Callable[[], float] = time.time):
         self.fetch_cert = fetch_cert

@@ -6,6 +6,7 @@ The tenant is in the path: point each tenant's relay configuration at its own UR
 Postmark without the configured Basic credentials; 403 an SNS message whose signature or topic
 is not right, or older than an hour (a replay: `streamer.suppression.sns.MAX_AGE_S`); 404 unknown
 tenant or provider not configured; 413 over 256 KiB; 503 the store failed (both providers retry).
+An SNS message already recorded (same MessageId, within that hour) is answered 200 and ignored.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import binascii
 import hmac
 import json
+import time
 from typing import Any
 
 import httpx
@@ -24,7 +26,7 @@ from streamer.logs import get_logger
 from streamer.suppression.policy import Report
 from streamer.suppression.providers import postmark_reports, ses_reports
 from streamer.suppression.recorder import SuppressionRecorder
-from streamer.suppression.sns import CertFetcher, SnsRejected, SnsVerifier, is_sns_url
+from streamer.suppression.sns import CertFetcher, RecentMessages, SnsRejected, SnsVerifier, is_sns_url
 
 log = get_logger(__name__)
 MAX_BODY_BYTES = 256 * 1024
@@ -45,6 +47,7 @@ class SuppressionWebhooks:
         self.recorder = recorder
         self.fetch = fetch
         self.sns = SnsVerifier(fetch, allowed_topics=self.settings.ses.topic_arns) if self.settings.ses else None
+        self.recent = RecentMessages()
 
     def routes(self) -> list[web.RouteDef]:
         routes = []
@@ -105,12 +108,19 @@ class SuppressionWebhooks:
             return web.Response(text="subscription confirmed\n")
         if kind != "Notification":
             return web.Response(text="ok\n")
+        message_id = f"{tenant}/{message.get('MessageId')}"
+        if self.recent.seen(message_id, now=time.time()):
+            log.info("ses_webhook_duplicate", tenant=tenant, message_id=str(message.get("MessageId"))[:100])
+            return web.Response(text="ignored: already received\n")
         try:
             notification = json.loads(message.get("Message") or "")
         except ValueError:
             log.warning("ses_webhook_not_json", tenant=tenant)
             return web.Response(text="ignored: Message is not JSON\n")
-        return await self._record(tenant, ses_reports(notification) if isinstance(notification, dict) else [])
+        response = await self._record(tenant, ses_reports(notification) if isinstance(notification, dict) else [])
+        if response.status == 200:  # not after a 503: SNS's retry of it must be taken
+            self.recent.add(message_id, now=time.time())
+        return response
 
     def _authorized(self, request: web.Request) -> bool:
         settings = self.settings.postmark
