@@ -1,18 +1,23 @@
-"""`check --online`: do the From domain's DNS records let receivers trust this mail?
+"""`check --online`: do the sending domains' DNS records let receivers trust this mail?
 
-Three lookups per sending domain: the DKIM selector's TXT record (and whether it publishes the
-configured key), SPF, and DMARC. Reading the records is the only I/O, through a resolver that
-tests replace; judging them is pure (`judge_dkim`, `judge_spf`, `judge_dmarc`).
+Three lookups: the DKIM selector's TXT record (and whether it publishes the configured key), SPF
+of the envelope sender's domain (receivers judge SPF on MAIL FROM, which is the VERP return path
+when one is configured, not the From header), and DMARC of the From domain, plus whether SPF can
+align with From under that DMARC record. Reading the records is the only I/O, through a resolver
+that tests replace; judging them is pure (`judge_dkim`, `judge_spf`, `judge_dmarc`,
+`judge_spf_alignment`).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
+from publicsuffixlist import PublicSuffixList
 
 from streamer.config import Config
 from streamer.dkim_signing import DkimKeyError, SigningKey, load_key
@@ -97,8 +102,64 @@ def judge_dkim(key: SigningKey, records: list[str]) -> Finding:
     return Finding("ok", f"{where}: publishes the configured key")
 
 
-def judge_spf(domain: str, records: list[str]) -> Finding:
-    where = f"SPF {domain}"
+def envelope_sender_domain(config: Config) -> tuple[str, str]:
+    """(the domain of the envelope sender streamer sends with, why that one): SPF is checked there."""
+    from streamer.message import parse_mailbox
+
+    from_domain = parse_mailbox(config.smtp.from_, "sender")[1].rpartition("@")[2]
+    return_path = config.suppression.return_path
+    if return_path:
+        domain = return_path.rpartition("@")[2].lower()
+        return domain, (
+            f"the envelope sender's domain: suppression.return_path makes MAIL FROM "
+            f"{return_path.rpartition('@')[0]}+<token>@{domain}, and receivers check SPF there"
+            + ("" if domain == from_domain else f", not on the From domain {from_domain}")
+        )
+    return from_domain, "the envelope sender's domain: MAIL FROM is smtp.from (no suppression.return_path)"
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """Parsed once (it takes ~50 ms); only `check --online` needs it."""
+    return PublicSuffixList()
+
+
+def organizational_domain(domain: str) -> str:
+    """DMARC's organizational domain (RFC 7489 3.2): one label below the public suffix, by the
+    Public Suffix List (`publicsuffixlist` ships it), so acme.co.uk is not mistaken for co.uk."""
+    return (_public_suffixes().privatesuffix(domain.lower().rstrip(".")) or domain).lower()
+
+
+def judge_spf_alignment(from_domain: str, envelope_domain: str, dmarc_record: str | None) -> Finding | None:
+    """Can SPF pass DMARC for this mail? It needs the MAIL FROM domain aligned with From: the same
+    organizational domain (relaxed, the default) or the very domain (aspf=s). None when they are
+    the same domain (always aligned)."""
+    if envelope_domain == from_domain:
+        return None
+    where = f"SPF alignment {envelope_domain} / {from_domain}"
+    dkim_note = (
+        "DMARC can still pass through DKIM alignment (a DKIM signature with d= the From domain or "
+        "its organizational domain: a dkim: key here, or your relay's)"
+    )
+    strict = (_tags(dmarc_record).get("aspf", "r").lower() == "s") if dmarc_record else False
+    if organizational_domain(envelope_domain) != organizational_domain(from_domain):
+        return Finding(
+            "warning",
+            f"{where}: the return-path domain is not under the From domain's organizational domain "
+            f"{organizational_domain(from_domain)}, so SPF never aligns and cannot make DMARC pass; "
+            f"{dkim_note}. To align SPF too, use a return path under {organizational_domain(from_domain)}",
+        )
+    if strict:
+        return Finding(
+            "warning",
+            f"{where}: the DMARC record says aspf=s (strict): SPF aligns only when MAIL FROM's domain "
+            f"is exactly {from_domain}; {dkim_note}",
+        )
+    return Finding("ok", f"{where}: same organizational domain, so SPF aligns with From (relaxed alignment)")
+
+
+def judge_spf(domain: str, records: list[str], why: str = "") -> Finding:
+    where = f"SPF {domain}" + (f" ({why})" if why else "")
     spf = [r for r in records if r.lower() == "v=spf1" or r.lower().startswith("v=spf1 ")]
     if not spf:
         return Finding(
@@ -151,6 +212,7 @@ async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None
 
     resolver = resolver or DnsPythonResolver()
     from_domain = parse_mailbox(config.smtp.from_, "sender")[1].rpartition("@")[2]
+    spf_domain, spf_why = envelope_sender_domain(config)
     findings: list[Finding] = []
 
     async def lookup(name: str, judge) -> None:
@@ -174,10 +236,16 @@ async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None
                 "your SMTP relay signs with d=" + from_domain + " (see README)",
             )
         )
-    await lookup(from_domain, lambda records: judge_spf(from_domain, records))
+    await lookup(spf_domain, lambda records: judge_spf(spf_domain, records, spf_why))
+    dmarc_record = None
     try:
         looked_up, records = await _dmarc_records(resolver, from_domain)
         findings.append(judge_dmarc(from_domain, looked_up, records))
+        dmarc = [r for r in records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+        dmarc_record = dmarc[0] if len(dmarc) == 1 else None
     except LookupFailed as exc:
         findings.append(Finding("warning", f"DNS _dmarc.{from_domain}: no answer ({exc}); cannot check it from here"))
+    alignment = judge_spf_alignment(from_domain, spf_domain, dmarc_record)
+    if alignment is not None:
+        findings.append(alignment)
     return findings

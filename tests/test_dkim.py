@@ -391,3 +391,67 @@ def test_list_unsubscribe_headers_are_signed_when_present(tmp_path):
     assert dkim.verify(raw, dnsfunc=dnsfunc)
     assert not dkim.verify(raw.replace(b"/u/abc>", b"/u/evil>"), dnsfunc=dnsfunc)
     assert "list-unsubscribe" not in signed_header_names(sign(built, key))  # absent: not signed
+
+
+async def test_check_online_judges_spf_on_the_verp_return_path_domain_and_its_alignment(tmp_path):
+    """With VERP, MAIL FROM is bounces+<token>@<return-path domain>: receivers check SPF there, and
+    DMARC's SPF alignment compares that domain's organizational domain with From's."""
+    from streamer.mail_dns import DnsPythonResolver, mail_auth_findings
+
+    def config_with(return_path: str):
+        return parse_config(
+            f"""\
+smtp: {{from: "Acme <no-reply@acme.co.uk>"}}
+tenants: {{acme: {{domain: a.eu.auth0.com, client_id: x, client_secret: y}}}}
+rules: [{{name: r, on: [s], template: welcome}}]
+suppression: {{return_path: "{return_path}", secret: "0123456789abcdef0123"}}
+""",
+            base_dir=tmp_path,
+            env={},
+        )
+
+    records = {
+        "acme.co.uk": ["v=spf1 include:relay.test -all"],  # the From domain: SPF fine, but not where receivers look
+        "_dmarc.acme.co.uk": ["v=DMARC1; p=reject"],
+    }
+    with dns_server(records) as port:
+        resolver = DnsPythonResolver(["127.0.0.1"], port)
+
+        async def findings(return_path: str) -> dict[str, tuple[str, str]]:
+            found = await mail_auth_findings(config_with(return_path), resolver)
+            return {f.text.split(":", 1)[0].split(" (", 1)[0]: (f.level, f.text) for f in found}
+
+        same_org = await findings("bounces@bounces.acme.co.uk")
+        level, text = same_org["SPF bounces.acme.co.uk"]
+        assert level == "warning" and "no SPF record" in text, same_org
+        assert "suppression.return_path" in text and "not on the From domain acme.co.uk" in text
+        assert "SPF acme.co.uk" not in same_org
+        assert same_org["SPF alignment bounces.acme.co.uk / acme.co.uk"][0] == "ok"
+
+        records["bounces.acme.co.uk"] = ["v=spf1 include:relay.test -all"]
+        assert (await findings("bounces@bounces.acme.co.uk"))["SPF bounces.acme.co.uk"][0] == "ok"
+
+        records["_dmarc.acme.co.uk"] = ["v=DMARC1; p=reject; aspf=s"]
+        strict = (await findings("bounces@bounces.acme.co.uk"))["SPF alignment bounces.acme.co.uk / acme.co.uk"]
+        assert strict[0] == "warning" and "aspf=s" in strict[1] and "DKIM alignment" in strict[1]
+
+        # co.uk is a public suffix: another .co.uk domain is another organization, never aligned.
+        other = (await findings("bounces@bounces.mailer.co.uk"))["SPF alignment bounces.mailer.co.uk / acme.co.uk"]
+        assert other[0] == "warning" and "not under the From domain's organizational domain acme.co.uk" in other[1]
+        assert "DMARC can still pass through DKIM alignment" in other[1]
+
+
+def test_without_a_return_path_spf_is_checked_on_the_from_domain_and_says_why():
+    from streamer.mail_dns import envelope_sender_domain, judge_spf_alignment
+
+    config = parse_config(
+        """\
+smtp: {from: "Acme <no-reply@acme.test>"}
+tenants: {acme: {domain: a.eu.auth0.com, client_id: x, client_secret: y}}
+rules: [{name: r, on: [s], template: welcome}]
+""",
+        env={},
+    )
+    domain, why = envelope_sender_domain(config)
+    assert domain == "acme.test" and "smtp.from" in why
+    assert judge_spf_alignment("acme.test", "acme.test", "v=DMARC1; p=reject; aspf=s") is None
