@@ -25,6 +25,7 @@ from streamer.rules import (
 )
 from streamer.sample_context import sample_context
 from streamer.store import StoreUrlError, open_store
+from streamer.suppression.inbound_tls import check_inbound_tls
 from streamer.templates import Templates
 
 #: Transactional mail: a user cannot opt out of it, so no unsubscribe link (Gmail/Yahoo's sender
@@ -135,6 +136,9 @@ def check_config(config: Config) -> CheckReport:
     report.errors += dkim_errors
     report.warnings += dkim_warnings
     report.errors += unsubscribe_problems(config)
+    tls_errors, tls_warnings = check_inbound_tls(config)
+    report.errors += tls_errors
+    report.warnings += tls_warnings
     if any(rule.unsubscribe for rule in config.rules) and not (config.server.public_url or "").startswith("https://"):
         report.warnings.append(
             f"{config.source}: server.public_url: mailbox providers only offer one-click "

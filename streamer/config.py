@@ -345,6 +345,21 @@ class InboundConfig(_Listener):
     listen: str = "127.0.0.1:2525"
     protocol: Literal["smtp", "lmtp"] = "smtp"
     max_message_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    #: PEM certificate (with its chain) and private key, relative to the config file: the listener
+    #: then offers STARTTLS, as MTAs that deliver to a public MX expect.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Refuse MAIL until the client has done STARTTLS (needs the certificate). Off by default: many
+    #: MTAs still fall back to plain text, and a refused bounce is a lost bounce.
+    require_starttls: bool = False
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> InboundConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file (or neither)")
+        if self.require_starttls and self.tls_cert_file is None:
+            raise ValueError("require_starttls needs tls_cert_file and tls_key_file (STARTTLS needs a certificate)")
+        return self
 
 
 class SesWebhookConfig(_Strict):

@@ -41,6 +41,7 @@ from streamer.sources.stream_watch import StreamWatch
 from streamer.store import Store, open_store
 from streamer.store.base import StoreInUse
 from streamer.suppression.inbound import InboundHandler, InboundListener
+from streamer.suppression.inbound_tls import inbound_tls_context
 from streamer.suppression.recorder import SuppressionRecorder
 from streamer.suppression.verp import ReturnPaths
 from streamer.suppression.webhooks import SuppressionWebhooks
@@ -200,6 +201,7 @@ class Daemon:
                     unsubscribe_address=config.unsubscribe.mailto,
                 ),
                 hostname=links.return_paths.domain,
+                tls_context=inbound_tls_context(config.suppression.inbound, config.base_dir),
             )
             if config.suppression.inbound and links.return_paths
             else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import ssl
 from email import policy
 from typing import Any
 
@@ -145,10 +146,19 @@ class InboundHandler:
 class InboundListener:
     """Runs SMTP or LMTP (aiosmtpd) for the handler on the running loop."""
 
-    def __init__(self, config: InboundConfig, handler: InboundHandler, *, hostname: str = "localhost"):
+    def __init__(
+        self,
+        config: InboundConfig,
+        handler: InboundHandler,
+        *,
+        hostname: str = "localhost",
+        tls_context: ssl.SSLContext | None = None,
+    ):
         self.config = config
         self.handler = handler
         self.hostname = hostname
+        #: Offered as STARTTLS (suppression.inbound.tls_cert_file/tls_key_file; see inbound_tls).
+        self.tls_context = tls_context
         self.port: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._protocols: set[Any] = set()
@@ -162,13 +172,24 @@ class InboundListener:
             data_size_limit=self.config.max_message_bytes,
             loop=asyncio.get_running_loop(),
             timeout=60,
+            tls_context=self.tls_context,
+            require_starttls=self.requires_starttls,
         )
+
+    @property
+    def requires_starttls(self) -> bool:
+        return self.config.require_starttls and self.tls_context is not None
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, self.config.host, self.config.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("inbound_listening", listen=f"{self.config.host}:{self.port}", protocol=self.config.protocol)
+        log.info(
+            "inbound_listening",
+            listen=f"{self.config.host}:{self.port}",
+            protocol=self.config.protocol,
+            starttls="required" if self.requires_starttls else "offered" if self.tls_context else "off",
+        )
         return self.port
 
     async def stop(self) -> None:
