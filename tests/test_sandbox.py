@@ -1,6 +1,7 @@
 """`streamer dev` as a newcomer uses it: sample emails arrive, the link verifies, welcome follows."""
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import io
@@ -132,3 +133,77 @@ def test_a_second_streamer_dev_in_the_same_folder_says_so_in_one_line_and_exits_
     finally:
         first.terminate()
         first.wait(timeout=30)
+
+
+async def test_sandbox_new_device_notices_carry_a_working_unsubscribe_link(tmp_path):
+    """The optional notices show List-Unsubscribe (header and mail page); the link's page and its
+    POST work against the sandbox daemon, and the next new-device notice to that user is not sent."""
+    port = free_port_block()
+    out = io.StringIO()
+    workdir = tmp_path / "dev"
+    task = asyncio.create_task(run_sandbox(port=port, workdir=workdir, open_for_s=120, out=out))
+    daemon, page = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 2}"
+
+    def new_device_notices(address: str) -> list:
+        return [m for m in saved_mail(workdir) if to(m) == address and m["List-Unsubscribe"] is not None]
+
+    try:
+        for _ in range(400):
+            if new_device_notices("erik.schmidt@example.com") and new_device_notices("chloe.tremblay@example.com"):
+                break
+            await asyncio.sleep(0.05)
+        [notice] = new_device_notices("erik.schmidt@example.com")
+        assert notice["Subject"] == "Neue Anmeldung in Ihrem Konto bei Acme"
+        assert notice["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        link = re.fullmatch(r"<(\S+)>", str(notice["List-Unsubscribe"])).group(1)
+        assert link.startswith(f"{daemon}/unsubscribe/") and link.endswith("?lang=de")
+        transactional = [m for m in saved_mail(workdir) if m["List-Unsubscribe"] is None]
+        assert {m["Subject"] for m in transactional} >= {"Ihr Passwort für Acme wurde geändert"}  # scp: none
+        assert "List-Unsubscribe" in out.getvalue() and "Unsubscribe link" in out.getvalue()  # the welcome says so
+
+        [eml] = [p for p in (workdir / "mail").glob("*.eml") if b"Neue Anmeldung" in p.read_bytes()]
+        mail_id = eml.stem.rpartition("-")[2]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{page}/mail/{mail_id}") as response:
+                shown = await response.text()
+            assert response.status == 200 and "<dt>Unsubscribe</dt>" in shown
+            assert f'<a href="{link.replace("&", "&amp;")}" rel="noreferrer" class="unsubscribe">' in shown
+            assert "one-click" in shown
+            async with session.get(link) as response:  # clicking it: the daemon's page, with a button
+                assert response.status == 200 and "<form" in await response.text()
+            async with session.post(link, data="List-Unsubscribe=One-Click") as response:  # the button / one-click
+                assert response.status == 200
+
+            # Erik and Chloé log in from yet another device: only Chloé (still subscribed) is told.
+            token = re.search(r'webhook_token: "([^"]+)"', (workdir / "streamer.yaml").read_text()).group(1)
+            events = [
+                {**event, "log_id": "901" + event["log_id"][3:], "ip": "192.0.2.99", "user_agent": "Other/1.0"}
+                for event in _sample_logins(workdir)
+            ]
+            async with session.post(
+                f"{daemon}/logs/acme", json=events, headers={"Authorization": f"Bearer {token}"}
+            ) as response:
+                assert response.status == 200
+            for _ in range(400):
+                async with session.get(f"{daemon}/metrics") as response:
+                    metrics = await response.text()
+                dropped = re.search(r'streamer_emails_dropped_total\{[^}]*reason="unsubscribed"[^}]*\} (\S+)', metrics)
+                if len(new_device_notices("chloe.tremblay@example.com")) == 2 and dropped and float(dropped[1]) >= 1:
+                    break
+                await asyncio.sleep(0.05)
+        assert len(new_device_notices("chloe.tremblay@example.com")) == 2
+        assert dropped and float(dropped[1]) >= 1, metrics
+        assert [m["Message-ID"] for m in new_device_notices("erik.schmidt@example.com")] == [notice["Message-ID"]]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _sample_logins(workdir) -> list[dict]:
+    """The sandbox's sample `s` events of Erik and Chloé (returning users on a phone)."""
+    from streamer.devkit.auth0_standin import load_sample_users
+    from streamer.devkit.sandbox import sample_events
+
+    wanted = {"erik.schmidt@example.com", "chloe.tremblay@example.com"}
+    return [e for e in sample_events(load_sample_users()) if e["type"] == "s" and e["user_name"] in wanted]

@@ -4,7 +4,8 @@
 
     /                   caught emails, newest first; live through Server-Sent Events, works without JS
     /events             the SSE stream (`event: mail`, JSON data), fed by `catcher.subscribe()`
-    /mail/{id}          one email: headers, HTML / text / source tabs (?view=), links found in it
+    /mail/{id}          one email: headers (List-Unsubscribe as links), HTML / text / source tabs
+                        (?view=), links found in it
     /mail/{id}/html     the HTML part, for a sandboxed iframe, under a CSP that runs no script
     /mail/{id}/raw      the message source as text/plain
     /mail/{id}.eml      the message as a download
@@ -106,6 +107,21 @@ def _links(message: CaughtMessage) -> list[str]:
 
 def _clickable(url: str) -> bool:
     return urlsplit(url).scheme.lower() in ("http", "https", "mailto") if url else False
+
+
+def _unsubscribe_html(message: CaughtMessage) -> str:
+    """The List-Unsubscribe targets as links, as a webmail's "Unsubscribe" button would use them
+    (a link opens the daemon's page, whose button POSTs); "" when the email has none."""
+    targets = re.findall(r"<([^<>\s]+)>", _header(message, "list-unsubscribe"))
+    if not targets:
+        return ""
+    links = " · ".join(
+        f'<a href="{_e(url)}" rel="noreferrer" class="unsubscribe">{_e(url)}</a>' if _clickable(url) else _e(url)
+        for url in targets
+    )
+    one_click = _header(message, "list-unsubscribe-post").replace(" ", "").lower() == "list-unsubscribe=one-click"
+    note = " (one-click, RFC 8058: a mailbox provider POSTs to the link)" if one_click else ""
+    return f"<dt>Unsubscribe</dt><dd>{links}{_e(note)}</dd>"
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -422,6 +438,7 @@ async def _mail(request: web.Request) -> web.Response:
         ),
     ]
     header_html = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in headers)
+    header_html += _unsubscribe_html(message)
 
     tabs = []
     for key, label in _VIEWS.items():

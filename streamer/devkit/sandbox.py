@@ -60,6 +60,7 @@ def sandbox_config(
     workdir: Path,
     templates: Path,
     webhook_token: str,
+    unsubscribe_secret: str,
     new_password: bool = False,
 ) -> str:
     # Confirming a typed password: every request sends its email (a cooldown would drop the newer password).
@@ -101,6 +102,7 @@ rules:
     if: "user.logins_count > 1"
     once: {{key: "{{{{ event.ip }}}} {{{{ event.user_agent }}}}"}}
     template: new_device
+    unsubscribe: true  # an optional notice: List-Unsubscribe (one-click) to <public_url>/unsubscribe/<token>
   - name: password-changed
     on: [scp]
     once: per_event
@@ -112,6 +114,7 @@ rules:
     template: password_change
 # new_password: true: the form asks for the new password; the email's link confirms it (PATCH, then `scp`).
 password_reset: {{enabled: true, new_password: {str(new_password).lower()}, rate_limit: {{per_ip: "30/hour", per_address: "5/hour"}}}}
+unsubscribe: {{secret: "{unsubscribe_secret}"}}
 """  # noqa: E501
 
 
@@ -266,6 +269,7 @@ async def _run_sandbox(
             workdir=workdir,
             templates=templates_dir,
             webhook_token=webhook_token,
+            unsubscribe_secret=secrets.token_urlsafe(24),
             new_password=new_password,
         )
     )
@@ -376,7 +380,10 @@ streamer dev is running. Open:
 
 Posted {answer.get("received", 0)} sample log events as an Auth0 log stream would: new users get a
 verification (or welcome) email, returning users a new-device notice, one a password-changed
-notice. Click a verification link and the welcome email follows. {reset_hint} Ctrl+C stops everything.
+notice. Click a verification link and the welcome email follows. {reset_hint}
+New-device notices are optional mail (`unsubscribe: true`): they carry List-Unsubscribe (one-click);
+open one on the mail page and click its Unsubscribe link: the next new-device notice to that user
+is not sent. Ctrl+C stops everything.
 """,
         file=out,
         flush=True,
