@@ -115,7 +115,10 @@ def envelope_sender_domain(config: Config) -> tuple[str, str]:
             f"{return_path.rpartition('@')[0]}+<token>@{domain}, and receivers check SPF there"
             + ("" if domain == from_domain else f", not on the From domain {from_domain}")
         )
-    return from_domain, "the envelope sender's domain: MAIL FROM is smtp.from (no suppression.return_path)"
+    return from_domain, (
+        "the envelope sender's domain: MAIL FROM is smtp.from, no suppression.return_path being set; "
+        "a relay that puts its own return path there is judged on that domain instead"
+    )
 
 
 @functools.cache
