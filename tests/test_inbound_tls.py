@@ -172,6 +172,10 @@ def test_check_reads_the_certificate_and_key_and_matches_them(tmp_path):
     assert code == 1 and "holds no PEM certificate" in out, out
     code, out = run_check(tmp_path, inbound("old.crt", "old.key"))
     assert code == 0 and "warning" in out and "the certificate expired on" in out, out
+    code, out = run_check(tmp_path, '{listen: "0.0.0.0:2525"}')
+    assert code == 0 and "listens on 0.0.0.0:2525 without STARTTLS" in out, out
+    code, out = run_check(tmp_path, '{listen: "10.0.0.5:2525", protocol: lmtp}')  # behind a relay: plain is usual
+    assert code == 0 and "STARTTLS" not in out, out
     code, out = run_check(tmp_path, "{listen: 127.0.0.1:2525, tls_cert_file: mx.crt}")
     assert code != 0 and "give both tls_cert_file and tls_key_file" in out, out
     code, out = run_check(tmp_path, "{listen: 127.0.0.1:2525, require_starttls: true}")

@@ -8,6 +8,7 @@ file or a key of another certificate instead of the listener failing at its firs
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,12 +76,30 @@ def inbound_tls_context(inbound: InboundConfig, base_dir: Path) -> ssl.SSLContex
     return context
 
 
+def faces_internet(host: str) -> bool:
+    """Whether a listener on `host` may take connections from the internet: any address (0.0.0.0,
+    ::), a public IP or a name; not loopback or private addresses (behind a relay, plain is usual)."""
+    if host in ("", "localhost"):
+        return host == ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    return address.is_unspecified or address.is_global
+
+
 def check_inbound_tls(config: Config, now: datetime | None = None) -> tuple[list[str], list[str]]:
     """(errors, warnings) for `streamer check`: the pair loads and matches; an expired certificate
-    is a warning (MTAs that deliver opportunistically still use it, strict ones fall back or defer)."""
+    is a warning (MTAs that deliver opportunistically still use it, strict ones fall back or defer),
+    and so is a plain SMTP listener that faces the internet."""
     inbound = config.suppression.inbound
     if inbound is None:
         return [], []
+    if inbound.tls_cert_file is None and inbound.protocol == "smtp" and faces_internet(inbound.host):
+        return [], [
+            f"{config.source}: {LABEL}: listens on {inbound.listen} without STARTTLS: MTAs that deliver "
+            "to a public MX expect it, and reports quote the original email; set tls_cert_file and tls_key_file"
+        ]
     try:
         certificate = load_certificate(inbound, config.base_dir)
         if certificate is not None:
