@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable
 from typing import Protocol
 
 import dns.asyncresolver
@@ -218,7 +219,7 @@ async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None
     spf_domain, spf_why = envelope_sender_domain(config)
     findings: list[Finding] = []
 
-    async def lookup(name: str, judge) -> None:
+    async def lookup(name: str, judge: Callable[[list[str]], Finding]) -> None:
         try:
             findings.append(judge(await resolver.txt(name)))
         except LookupFailed as exc:
@@ -230,7 +231,7 @@ async def mail_auth_findings(config: Config, resolver: TxtResolver | None = None
         except DkimKeyError as exc:
             findings.append(Finding("error", str(exc)))
             continue
-        await lookup(loaded.dns_name, lambda records, loaded=loaded: judge_dkim(loaded, records))
+        await lookup(loaded.dns_name, functools.partial(judge_dkim, loaded))
     if not config.dkim:
         findings.append(
             Finding(
