@@ -176,3 +176,38 @@ async def test_a_new_database_says_once_that_it_was_created_at_the_latest_versio
     said = [(e["event"], e.get("version")) for e in logs if e["event"].startswith("store_")]
     assert said == [("store_created", LATEST)]
     assert _version(path) == str(LATEST)
+
+
+async def test_emails_queued_before_the_context_moved_out_keep_it_and_retention_takes_it_along(tmp_path):
+    """0006 moves each email's context out of `outbox` (whose rows change state and must stay small)
+    into `outbox_context`: an email queued at version 5 is read, claimed and purged whole."""
+    path = tmp_path / "store.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(sqlite_module.SCHEMA)
+        for migration in SHIPPED:
+            if migration.version <= 5:
+                conn.executescript(migration.sql)
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        for email_id, state in ((1, "sent"), (2, "queued")):
+            conn.execute(
+                "INSERT INTO outbox(id, key, tenant, rule, template, user_id, log_id, recipient, locale, state, "
+                "next_attempt_at, created_at, updated_at, accepted_at, context) "
+                "VALUES (?, ?, 'acme', 'verify', 'verify_email', 'auth0|1', ?, 'ana@example.com', 'fr', ?, "
+                "?, ?, ?, ?, ?)",
+                (email_id, f"k{email_id}", f"L{email_id}", state, NOW, NOW, NOW, NOW, f'{{"n": {email_id}}}'),
+            )
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert (await store.get_email(1)).context == {"n": 1}
+        [claimed] = await store.claim_emails(limit=5, now=NOW + 1, lease_s=60)
+        assert (claimed.id, claimed.context) == (2, {"n": 2})
+        assert [e.context for e in await store.list_emails(states=None)] == [{"n": 2}, {"n": 1}]
+        assert await store.purge(before=NOW + 10) == 1  # the sent one
+        assert await store.get_email(1) is None
+    finally:
+        await store.close()
+    assert _version(path) == str(LATEST)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT id FROM outbox_context").fetchall() == [(2,)]
+        assert "context" not in {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}

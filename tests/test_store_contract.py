@@ -301,6 +301,8 @@ def test_claims_walk_the_due_index_instead_of_sorting_the_whole_backlog(statemen
 
     db = sqlite3.connect(":memory:")
     db.executescript(module.SCHEMA)
+    for migration in module.MIGRATIONS:  # the schema a store has
+        db.executescript(migration.sql)
     sql = getattr(module, statement)
     plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, (0,) * sql.count("?")))
     assert "TEMP B-TREE" not in plan and "_due" in plan, plan

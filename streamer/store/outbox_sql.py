@@ -141,7 +141,8 @@ class SqlOutbox(SqlStore):
             args.append(self._param(recipient))
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._select(
-            self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM outbox {clause} ORDER BY id DESC LIMIT ?"), (*args, limit)
+            self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM {self.dialect.emails} {clause} ORDER BY id DESC LIMIT ?"),
+            (*args, limit),
         )
         return [self._email(row) for row in rows]
 
@@ -155,7 +156,8 @@ class SqlOutbox(SqlStore):
                 self.dialect.sql(
                     f"SELECT {OUTBOX_COLUMNS} FROM (SELECT *, "
                     "row_number() OVER (PARTITION BY user_id ORDER BY id DESC) "
-                    f"AS newest FROM outbox WHERE user_id IN ({', '.join('?' * len(chunk))}) AND tenant = ? "
+                    f"AS newest FROM {self.dialect.emails} "
+                    f"WHERE user_id IN ({', '.join('?' * len(chunk))}) AND tenant = ? "
                     f"AND state IN ({', '.join('?' * len(states))})) AS pending WHERE newest <= ? ORDER BY id DESC"
                 ),
                 (*[self._param(user_id) for user_id in chunk], self._param(tenant), *[s.value for s in states], limit),
@@ -165,5 +167,7 @@ class SqlOutbox(SqlStore):
         return found
 
     async def get_email(self, email_id: int) -> OutboxEmail | None:
-        rows = await self._select(self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?"), (email_id,))
+        rows = await self._select(
+            self.dialect.sql(f"SELECT {OUTBOX_COLUMNS} FROM {self.dialect.emails} WHERE id = ?"), (email_id,)
+        )
         return self._email(rows[0]) if rows else None

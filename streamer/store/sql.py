@@ -29,6 +29,9 @@ class Dialect:
     release: str
     #: The recipient equals a parameter, in any case.
     recipient_is: str
+    #: What whole emails (`OUTBOX_COLUMNS`) are read from: SQLite keeps the context in a table of
+    #: its own (its migration 0006), so that the rows that change state stay small.
+    emails: str = "outbox"
 
     def sql(self, text: str) -> str:
         """`text` written with `?` placeholders, in this dialect."""

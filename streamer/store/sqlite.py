@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from streamer.events import BodyError, parse_body, scrub, user_id_of
+from streamer.events import BodyError, parse_body, scrub, scrubbed_json, user_id_of
 from streamer.logs import get_logger
 from streamer.outbox import COUNTED_STATES, IN_FLIGHT_STATES, Command, DueEmail, OutboxEmail, sources, target
 from streamer.store import migrations
@@ -202,7 +202,9 @@ class _Lease:
     attempts: int
 
 
-_DIALECT = Dialect(numbered=False, release="lease_until = NULL", recipient_is="recipient = ? COLLATE NOCASE")
+_DIALECT = Dialect(
+    numbered=False, release="lease_until = NULL", recipient_is="recipient = ? COLLATE NOCASE", emails="outbox_emails"
+)
 
 #: Every state but `sent`, which grows with the retention and is counted as it happens
 #: (streamer_emails_sent_total): the gauges run every few seconds and must not scan it.
@@ -217,13 +219,17 @@ INBOX_PENDING = (
     "SELECT (SELECT coalesce(sum(events), 0) FROM inbox WHERE id > (SELECT CAST(value AS INTEGER) "
     "FROM meta WHERE key = 'inbox_done')) + (SELECT count(*) FROM retries)"
 )
+#: `OUTBOX_COLUMNS` of a row of `outbox` being changed: RETURNING cannot join, so its context is a subquery.
+_CHANGED_EMAIL = OUTBOX_COLUMNS.removesuffix("context") + (
+    "(SELECT context FROM outbox_context WHERE outbox_context.id = outbox.id)"
+)
 #: INDEXED BY: without statistics SQLite picks outbox_state, reads every queued row and sorts them
 #: all for each claim, which turns working off a large backlog (an SMTP outage) quadratic.
 CLAIM_EMAILS = (
     f"UPDATE outbox SET state = '{target(Command.CLAIM).value}', lease_until = ?, attempts = attempts + 1, "
     f"updated_at = ? WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state IN "
     f"{states_sql(sources(Command.CLAIM))} AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?) "
-    f"RETURNING {OUTBOX_COLUMNS}"
+    f"RETURNING {_CHANGED_EMAIL}"
 )
 CLAIM_RETRIES = (
     "UPDATE retries SET next_attempt_at = ?, attempts = attempts + 1, last_error = NULL "
@@ -594,8 +600,8 @@ class SqliteStore(SqlOutbox, SqlRecords):
                     continue
                 cursor = conn.execute(
                     "INSERT INTO outbox(key, tenant, rule, template, user_id, log_id, recipient, locale, state, "
-                    "next_attempt_at, created_at, updated_at, accepted_at, context) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+                    "next_attempt_at, created_at, updated_at, accepted_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
                     (
                         email.key,
                         email.tenant,
@@ -609,10 +615,13 @@ class SqliteStore(SqlOutbox, SqlRecords):
                         now,
                         now,
                         email.accepted_at,
-                        orjson.dumps(scrub(email.context), default=str).decode(),
                     ),
                 )
                 if cursor.rowcount == 1:
+                    conn.execute(
+                        "INSERT INTO outbox_context(id, context) VALUES (?, ?)",
+                        (cursor.lastrowid, scrubbed_json(email.context).decode()),
+                    )
                     queued.append(email)
             if retried:
                 conn.executemany("DELETE FROM retries WHERE tenant = ? AND log_id = ?", retried)
