@@ -13,6 +13,7 @@ from streamer.events import parse_body, scrub
 from streamer.outbox import TRANSITIONS, Command, EmailState, Transition, allows, sources
 from streamer.store.base import StoreInUse
 from streamer.store.sqlite import SqliteStore
+from streamer.suppression.policy import Reason
 
 from conftest import sample_event
 from support.outbox import NOW, due
@@ -181,6 +182,37 @@ async def test_one_failing_write_in_a_group_commit_does_not_fail_the_others(sqli
     assert await sqlite_store.get_checkpoint("x") is None  # the failed op's first statement rolled back
     with pytest.raises(sqlite3.OperationalError):
         await sqlite_store._write(broken)
+
+
+def _sync_level_of_each_commit(statements: list[str]) -> list[str]:
+    """The `synchronous` level each COMMIT ran at, from the statements the connection traced."""
+    level, levels = "FULL", []
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous="):
+            level = statement.split("=", 1)[1]
+        elif statement == "COMMIT":
+            levels.append(level)
+    return levels
+
+
+async def test_only_a_commit_of_claims_alone_skips_its_fsync(sqlite_store):
+    """A claim lost in a power cut is harmless (the email is still queued; a restart hands claims
+    back anyway), so a commit of claims alone skips the fsync; every other commit, and any group a
+    durable change joins, is FULL. A process crash loses neither: the WAL is written either way."""
+    await sqlite_store.settle_events([], [due(log_id=f"L{i}", user=f"auth0|{i}") for i in range(3)], now=NOW)
+    traced: list[str] = []
+    sqlite_store._conn.set_trace_callback(traced.append)
+    [first] = await sqlite_store.claim_emails(limit=1, now=NOW, lease_s=60)
+    await sqlite_store.mark_sent(first.id, now=NOW)
+    await sqlite_store.claim_emails_checked(limit=1, now=NOW, lease_s=60)
+    together = await asyncio.gather(
+        sqlite_store.claim_emails(limit=1, now=NOW, lease_s=60),
+        sqlite_store.suppress("acme", "x@example.com", reason=Reason.MANUAL, source="test", detail="", now=NOW),
+    )
+    await sqlite_store.claim_events(limit=10, now=NOW, lease_s=60)
+    sqlite_store._conn.set_trace_callback(None)
+    assert len(together[0]) == 1
+    assert _sync_level_of_each_commit(traced) == ["NORMAL", "FULL", "NORMAL", "FULL", "NORMAL"]
 
 
 async def test_a_restart_releases_the_dead_process_claims_but_not_deferrals(sqlite_store):

@@ -266,9 +266,12 @@ class SqliteStore(SqlOutbox, SqlRecords):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self._synchronous = synchronous
+        #: For commits of changes a power cut may lose (`_write(durable=False)`): WAL, no fsync.
+        self._synchronous_lazy = "NORMAL" if synchronous.upper() in ("FULL", "EXTRA") else synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]] = []
+        self._synced = True  # whether commits run at the configured `synchronous` (else NORMAL)
         self._flushing = False
         # The processor's claims on inbox rows. Touched on the event loop only, after commits.
         self._leases: dict[int, _Lease] = {}
@@ -365,10 +368,15 @@ class SqliteStore(SqlOutbox, SqlRecords):
     async def _select(self, sql: str, args: Sequence[Any]) -> list[Sequence[Any]]:
         return await self._read(lambda c: c.execute(sql, args).fetchall())
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` inside the next group commit; resolve once it is committed."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run `fn` inside the next group commit; resolve once it is committed.
+
+        `durable=False`: a change whose loss in a power cut (not a process crash: the WAL is
+        written either way) is harmless, such as a claim, which a restart hands back anyway. A
+        commit of such changes alone skips its fsync; the next durable commit covers it (the
+        WAL is one ordered file)."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, future, durable))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().create_task(self._flush())
@@ -385,13 +393,15 @@ class SqliteStore(SqlOutbox, SqlRecords):
                 group, self._pending = self._pending, []
                 previous = len(group)
                 try:
-                    outcomes = await self._run(self._commit_group, [fn for fn, _ in group])
+                    outcomes = await self._run(
+                        self._commit_group, [fn for fn, _, _ in group], any(durable for _, _, durable in group)
+                    )
                 except BaseException as exc:  # the commit itself failed: every op in it failed
-                    for _, future in group:
+                    for _, future, _ in group:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+                for (_, future, _), (ok, value) in zip(group, outcomes, strict=True):
                     if future.done():
                         continue
                     if ok:
@@ -401,11 +411,14 @@ class SqliteStore(SqlOutbox, SqlRecords):
         finally:
             self._flushing = False
 
-    def _commit_group(self, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    def _commit_group(self, fns: list[Callable[[sqlite3.Connection], Any]], durable: bool) -> list[tuple[bool, Any]]:
         """Fast path: all operations in one plain transaction. If one fails, roll back and
         run them again, each in its own SAVEPOINT, so only the failing one fails."""
         conn = self._conn
         assert conn is not None, "store is not open"
+        if durable != self._synced:  # a pragma SQLite refuses inside a transaction: set between them
+            conn.execute(f"PRAGMA synchronous={self._synchronous if durable else self._synchronous_lazy}")
+            self._synced = durable
         if len(fns) > 1:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -510,7 +523,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
                 }
                 return retried, wanted, rows, conn.execute("SELECT 1 FROM retries LIMIT 1").fetchone() is not None
 
-            retried, wanted, rows, any_retries = await self._write(claim)
+            retried, wanted, rows, any_retries = await self._write(claim, durable=False)
             claimed = [
                 InboxEvent(
                     t, log_id, (event := orjson.loads(body))["type"], user_id_of(event), event, received_at, attempts
@@ -686,7 +699,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
             rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
             return sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
 
-        return await self._write(claim)
+        return await self._write(claim, durable=False)
 
     async def claim_emails_checked(
         self, *, limit: int, now: float, lease_s: float, unsubscribable: frozenset[str] = frozenset()
@@ -714,7 +727,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
                     found[tenant] = None
             return emails, found
 
-        result = await self._write(claim)
+        result = await self._write(claim, durable=False)
         for tenant, (exc, count) in failures.items():
             log.error("suppression_lookup_failed", tenant=tenant, emails=count, exc_info=exc)
         return result
