@@ -23,7 +23,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -61,6 +60,7 @@ from streamer.store.records_sql import (
     suppression_from_row,
 )
 from streamer.store.sql import Dialect
+from streamer.store.store_thread import StoreThread
 from streamer.suppression.policy import Reason, Suppression, normalize_address
 
 T = TypeVar("T")
@@ -268,7 +268,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
         self._synchronous = synchronous
         #: For commits of changes a power cut may lose (`_write(durable=False)`): WAL, no fsync.
         self._synchronous_lazy = "NORMAL" if synchronous.upper() in ("FULL", "EXTRA") else synchronous
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._thread = StoreThread("sqlite")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]] = []
         self._synced = True  # whether commits run at the configured `synchronous` (else NORMAL)
@@ -286,7 +286,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
 
     # --- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await self._thread.run(fn, *args)
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,7 +351,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
             if self._conn is not None:
                 await self._run(self._conn.close)
                 self._conn = None
-            self._executor.shutdown(wait=True)
+            self._thread.shutdown()
         finally:
             self._unlock()
 
