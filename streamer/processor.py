@@ -260,8 +260,10 @@ class Processor:
             log.warning("event_rejected", tenant=tenant, log_id=event.log_id, type=event.type, reason=reason)
         tenant_ctx = tenant_view(tenant, tenant_config)
         due = await self._decide(tenant, tenant_ctx, events, profiles)
-        await self._settle(tenant, [*events, *(event for event, _ in rejected)], due)
+        # Cancellations first: once the settle commits, these events are never evaluated again, so a
+        # crash between the two would lose them; and the read finds no email this batch queues.
         await self._cancel_superseded(tenant, tenant_ctx, events, profiles)
+        await self._settle(tenant, [*events, *(event for event, _ in rejected)], due)
 
     def _set_aside(
         self, tenant: str, events: list[InboxEvent]

@@ -125,6 +125,29 @@ async def test_no_verification_email_goes_to_a_user_verified_in_the_meantime(ten
     assert by_rule["welcome"].state == EmailState.QUEUED
 
 
+class _Crash(BaseException):
+    """The process dies here."""
+
+
+async def test_a_crash_right_after_the_settle_loses_no_cancellation(tenant, sqlite_store, processor, monkeypatch):
+    """Once its settle is committed an event is never evaluated again: the emails it makes obsolete
+    must be cancelled by then (and reading them before the settle finds none of its own)."""
+    await handle(sqlite_store, processor, sample_event("s", log_id="login-3", date=now_iso(), user_id=ANA))
+    settle = sqlite_store.settle_events
+
+    async def settle_then_die(*args, **kwargs):
+        await settle(*args, **kwargs)
+        raise _Crash
+
+    monkeypatch.setattr(sqlite_store, "settle_events", settle_then_die)
+    await sqlite_store.add_events("acme", [verify(tenant, ANA)], now=time.time())
+    with pytest.raises(_Crash):
+        await processor.process_once()
+    by_rule = {e.rule: e for e in await emails(sqlite_store)}
+    assert by_rule["verify-email"].state == EmailState.CANCELLED
+    assert by_rule["welcome"].state == EmailState.QUEUED
+
+
 async def test_a_login_decided_after_a_verification_sees_the_verification(tenant, sqlite_store, processor):
     """A login dated before the sv but decided after it: the index (lagging) says unverified."""
     login = sample_event("s", log_id="login-early", date=now_iso(), user_id=ANA)
