@@ -10,8 +10,8 @@ queueing their emails is one transaction, and the `once` ledger makes a second p
 
 Ingest first: a 200 is what Auth0 waits for, and a log stream whose endpoint stays slow is
 retried and then paused by Auth0. While batches are waiting for their commit, the processor
-evaluates at most RATE_WHILE_INGESTING events per second (about a fifth of a core); the events
-are stored, and it catches up at full speed as soon as the burst ends.
+takes at most SHARE_WHILE_INGESTING of the core's time (a fifth), whatever an event costs to
+evaluate; the events are stored, and it catches up at full speed as soon as the burst ends.
 
 Profiles are read as streamer.auth0.freshness allows (never older than the event). A user the
 users search cannot show yet, while the Management API budget is taken by tickets, makes its
@@ -51,9 +51,12 @@ BATCH = 200
 #: (verified, email changed, password changed, username/phone changed).
 PROFILE_CHANGING_TYPES = frozenset({"sv", "sce", "scp", "scu", "scpn"})
 LEASE_S = 120.0
-#: Events per second the processor evaluates at most while the inbox is busy accepting batches:
-#: more than one event per request at the webhook's full speed, so small batches never queue up.
-RATE_WHILE_INGESTING = 10_000
+#: The share of the time the processor takes at most while the inbox is busy accepting batches.
+#: A share, not an event rate: it stays a fifth of the core when evaluation gets cheaper or dearer.
+SHARE_WHILE_INGESTING = 0.2
+#: The longest step aside after one round: a round slowed by Auth0 (latency, 429 waits) used
+#: little CPU, and must not hold the next one back for long.
+MAX_PAUSE_S = 0.5
 
 
 class UserSource(Protocol):
@@ -62,10 +65,12 @@ class UserSource(Protocol):
     ) -> dict[str, dict[str, Any] | None]: ...
 
 
-def pause_after(events: int, spent_s: float, ingesting: bool, rate: float = RATE_WHILE_INGESTING) -> float:
-    """How long the processor steps aside after evaluating `events` in `spent_s`: while batches
-    wait for their commit, long enough to stay at `rate` events per second; else not at all."""
-    return max(0.0, events / rate - spent_s) if ingesting else 0.0
+def pause_after(spent_s: float, ingesting: bool, share: float = SHARE_WHILE_INGESTING) -> float:
+    """How long the processor steps aside after a round that took `spent_s`: while batches wait
+    for their commit, long enough that its rounds take `share` of the time; else not at all.
+    `spent_s` is the round's wall time, which also counts its waits (commits, Auth0) while other
+    tasks ran: its CPU share is at most `share`. Never longer than MAX_PAUSE_S."""
+    return min(MAX_PAUSE_S, max(0.0, spent_s) * (1.0 - share) / share) if ingesting else 0.0
 
 
 #: Events whose users could not be fetched (Auth0 429/5xx) wait 2, 4, 8 … up to 300 s.
@@ -130,7 +135,7 @@ class Processor:
         wake: asyncio.Event,
         outbox_wake: asyncio.Event,
         ingesting: Callable[[], bool] = lambda: False,
-        rate_while_ingesting: float = RATE_WHILE_INGESTING,
+        share_while_ingesting: float = SHARE_WHILE_INGESTING,
     ):
         self.tenants = tenants
         self.store = store
@@ -140,7 +145,7 @@ class Processor:
         self.wake = wake
         self.outbox_wake = outbox_wake
         self.ingesting = ingesting
-        self.rate_while_ingesting = rate_while_ingesting
+        self.share_while_ingesting = share_while_ingesting
         self._stop = asyncio.Event()
         self._orphans = False
         self._rules = {rule.name: rule for rule in rules}
@@ -186,7 +191,7 @@ class Processor:
                 await wait_any(stop, [self.wake.wait()], timeout=timeout)
             else:
                 await sleep_unless_stopped(
-                    stop, pause_after(handled, time.monotonic() - started, self.ingesting(), self.rate_while_ingesting)
+                    stop, pause_after(time.monotonic() - started, self.ingesting(), self.share_while_ingesting)
                 )
 
     async def process_once(self) -> int:

@@ -30,13 +30,12 @@ METHOD = """\
    runs). The daemon is complete during the measurement: its processor evaluates the shipped
    verification + welcome rules on every event, with profiles from the stand-in, but the users
    are verified returning users so no email becomes due: ingest shares the core with rule
-   processing, not with SMTP delivery. While batches wait for their commit the processor
-   evaluates at most 10,000 events/s (streamer/processor.py): at one event per request it keeps
-   up; at the larger batch sizes it falls behind and works off the backlog afterwards, at the
-   rate reported as "settled alone". Why it matters: a 200 is Auth0's promise that the batch is
-   ours, so this is the rate a log stream can reach. py-spy counts a thread waiting for the GIL
-   as busy: the profile's shares of the SQLite thread are upper bounds; the per-thread CPU split
-   comes from /proc."""
+   processing, not with SMTP delivery. While batches wait for their commit the processor takes
+   at most a fifth of the core's time (streamer/processor.py): when it cannot keep up it works
+   off the backlog afterwards, at the rate reported as "settled alone". Why it matters: a 200 is
+   Auth0's promise that the batch is ours, so this is the rate a log stream can reach. py-spy
+   counts a thread waiting for the GIL as busy: the profile's shares of the SQLite thread are
+   upper bounds; the per-thread CPU split comes from /proc."""
 INGEST_BATCHES = (1, 10, 100)
 WRK_CONNECTIONS = 32
 BODY_VARIANTS = 20  # pre-generated bodies per batch size, rotated by wrk
