@@ -60,6 +60,22 @@ def test_non_events_are_reported_not_fatal():
     assert "entry 0: not an object but int" in batch.skipped
 
 
+@pytest.mark.parametrize("encode", [lambda body: body, lambda body: body.decode(), lambda body: b"\xef\xbb\xbf" + body])
+@pytest.mark.parametrize("name", ["webhook/body_JSONARRAY.json", "webhook/body_JSONLINES.jsonl"])
+def test_bytes_text_and_a_byte_order_mark_give_the_same_events(name, encode):
+    """orjson reads the bytes as they came; what it refuses (a BOM, JSON lines) takes the long way."""
+    assert parse_body(encode(sample_bytes(name))).events == parse_body(sample_bytes(name)).events
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [(b"", "empty"), (b" \n ", "empty"), (b"[1, \xff]", "not UTF-8"), (b'{"a": 1}\n{oops', "line 2")],
+)
+def test_a_body_error_says_what_is_wrong(body, says):
+    with pytest.raises(BodyError, match=says):
+        parse_body(body)
+
+
 @pytest.mark.parametrize("body", [b"", b"   ", b"{not json", b"\xff\xfe\x00", b"[1, 2", b'{"a": 1}\n{oops'])
 def test_a_body_that_is_not_json_is_a_body_error(body):
     with pytest.raises(BodyError):

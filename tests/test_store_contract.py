@@ -37,6 +37,17 @@ async def test_concurrent_ingest_is_group_committed_and_loses_nothing(store):
     assert stats["inbox_pending"] == 1000
 
 
+async def test_overlapping_batches_committed_together_store_each_log_id_once(store):
+    """Batches written in one group commit that share log_ids (Auth0 sending a batch again while
+    the first try is still being written): each log_id is new once, a duplicate otherwise."""
+    batches = [[sample_event("ss", log_id=f"OV{i + j}") for j in range(4)] for i in range(6)]  # OV0 … OV8
+    results = await asyncio.gather(*(store.add_events("acme", b, now=NOW) for b in batches))
+    assert sum(r.new for r in results) == 9
+    assert sum(r.duplicate for r in results) == 6 * 4 - 9
+    claimed = await store.claim_events(limit=100, now=NOW, lease_s=60)
+    assert sorted(e.log_id for e in claimed) == sorted(f"OV{k}" for k in range(9))
+
+
 async def test_events_are_claimed_once_then_settled(store):
     signup = sample_event("ss")
     signup["details"]["body"]["password"] = "hunter2"  # Auth0 masks it as "*****"; a real one must go
