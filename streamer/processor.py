@@ -34,6 +34,7 @@ from streamer.auth0.client import user_id_problem
 from streamer.auth0.errors import Auth0Error, Auth0Permanent, Auth0Transient
 from streamer.auth0.freshness import DELETED_TYPES, PROVEN, Need, epoch
 from streamer.backoff import Backoff
+from streamer.busy_time import BusyClock
 from streamer.config import TenantConfig
 from streamer.durable import persist
 from streamer.lifecycle import sleep_unless_stopped, wait_any
@@ -54,8 +55,7 @@ LEASE_S = 120.0
 #: The share of the time the processor takes at most while the inbox is busy accepting batches.
 #: A share, not an event rate: it stays a fifth of the core when evaluation gets cheaper or dearer.
 SHARE_WHILE_INGESTING = 0.2
-#: The longest step aside after one round: a round slowed by Auth0 (latency, 429 waits) used
-#: little CPU, and must not hold the next one back for long.
+#: The longest step aside after one round.
 MAX_PAUSE_S = 0.5
 
 
@@ -65,12 +65,12 @@ class UserSource(Protocol):
     ) -> dict[str, dict[str, Any] | None]: ...
 
 
-def pause_after(spent_s: float, ingesting: bool, share: float = SHARE_WHILE_INGESTING) -> float:
-    """How long the processor steps aside after a round that took `spent_s`: while batches wait
-    for their commit, long enough that its rounds take `share` of the time; else not at all.
-    `spent_s` is the round's wall time, which also counts its waits (commits, Auth0) while other
-    tasks ran: its CPU share is at most `share`. Never longer than MAX_PAUSE_S."""
-    return min(MAX_PAUSE_S, max(0.0, spent_s) * (1.0 - share) / share) if ingesting else 0.0
+def pause_after(busy_s: float, round_s: float, ingesting: bool, share: float = SHARE_WHILE_INGESTING) -> float:
+    """How long the processor steps aside after a round that took `round_s`, of which its own
+    code ran `busy_s` (its waits for commits and Auth0 left out): while batches wait for their
+    commit, long enough that it runs `share` of the time; else not at all. A round that waited
+    long has already given the time away. Never longer than MAX_PAUSE_S."""
+    return min(MAX_PAUSE_S, max(0.0, busy_s / share - round_s)) if ingesting else 0.0
 
 
 #: Events whose users could not be fetched (Auth0 429/5xx) wait 2, 4, 8 … up to 300 s.
@@ -147,6 +147,8 @@ class Processor:
         self.ingesting = ingesting
         self.share_while_ingesting = share_while_ingesting
         self._stop = asyncio.Event()
+        #: The time the processor's own code ran (its rounds and their per-tenant tasks).
+        self.busy = BusyClock()
         self._orphans = False
         self._rules = {rule.name: rule for rule in rules}
         #: Events waiting for the users search to have their user: tenant → user → (retry at, events).
@@ -175,12 +177,12 @@ class Processor:
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
         self._stop = stop
         while not stop.is_set():
-            started = time.monotonic()
+            started, busy_before = time.monotonic(), self.busy.busy_s
             try:
                 if self._orphans:  # nothing is in hand between rounds: whatever we hold is orphaned
                     await self.store.release_orphaned_events(now=time.time())
                     self._orphans = False
-                handled = await self.process_once()
+                handled = await self.busy.timed(self.process_once())
             except Exception:  # noqa: BLE001 - keep the loop alive; the events stay pending
                 log.exception("processor_failed")
                 handled = 0
@@ -190,8 +192,9 @@ class Processor:
                 timeout = idle_s if retry_in is None else min(idle_s, max(0.01, retry_in))
                 await wait_any(stop, [self.wake.wait()], timeout=timeout)
             else:
+                busy_s, round_s = self.busy.busy_s - busy_before, time.monotonic() - started
                 await sleep_unless_stopped(
-                    stop, pause_after(time.monotonic() - started, self.ingesting(), self.share_while_ingesting)
+                    stop, pause_after(busy_s, round_s, self.ingesting(), self.share_while_ingesting)
                 )
 
     async def process_once(self) -> int:
@@ -208,7 +211,9 @@ class Processor:
         by_tenant: dict[str, list[InboxEvent]] = defaultdict(list)
         for event in events:
             by_tenant[event.tenant].append(event)
-        await asyncio.gather(*(self._process_tenant(tenant, batch) for tenant, batch in by_tenant.items()))
+        await asyncio.gather(
+            *(self.busy.timed(self._process_tenant(tenant, batch)) for tenant, batch in by_tenant.items())
+        )
         return len(events)
 
     async def _recipients(self, tenant: str, profiles: dict[str, dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
