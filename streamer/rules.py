@@ -32,9 +32,30 @@ CONTEXT_NAMES = frozenset({"event", "user", "client", "tenant", "locale", "recip
 #: What rules see as `recipient` when nothing is known about the address (and in `check`'s samples).
 NO_RECIPIENT_FACTS: dict[str, Any] = {"suppressed": False, "reason": None, "unsubscribed": []}
 
-# Immutable: an expression cannot change the (shared, cached) profiles it reads.
-_expressions = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
-_strings = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+#: What `x.name` can find on a plain dict besides its keys: its type's attributes (methods).
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _RuleEnvironment(ImmutableSandboxedEnvironment):
+    """Immutable: an expression cannot change the (shared, cached) profiles it reads.
+
+    Rules read plain dicts (`user.email_verified`, `event.type`): Jinja tries the attribute
+    first, which on a dict fails with an AttributeError raised and caught on every read, most of
+    the cost of a simple `if`. A plain dict has no attributes but its type's, so a name outside
+    those is looked up as a key directly: the same result, without the exception.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+
+_expressions = _RuleEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+_strings = _RuleEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class RuleError(ValueError):

@@ -307,3 +307,49 @@ def test_an_event_without_a_readable_date_is_dated_when_received():
     assert email.context["event"]["date"] == "1970-01-01T00:00:01.000Z"
     [email], _ = run(sample_event("scp"), UNVERIFIED)
     assert email.context["event"]["date"] == sample_event("scp")["date"]
+
+
+_READS = [
+    "user.email_verified",
+    "user.logins_count <= 1",
+    "user.app_metadata.plan",
+    "user.missing.deeper",
+    "user.missing is defined",
+    "event.details.body.email",
+    "user.keys",  # a key named like a dict method: the method wins, as in Jinja
+    "user.get('email')",
+    "user.items() | list | length",
+    "user['keys']",
+    "user.__class__",
+    "user.__class__.__mro__",
+    "user.app_metadata.update(x=1)",
+    "event.type == 'ss' and user.identities[0].provider",
+]
+
+
+@pytest.mark.parametrize("expression", _READS)
+def test_a_rule_reads_a_dict_exactly_as_jinjas_own_sandbox_does(expression):
+    """The rules' environment reads a plain dict's keys without Jinja's failed attribute lookup
+    first (rules._RuleEnvironment): same value, same undefined, same refusal as the stock sandbox."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from streamer.rules import _expressions
+
+    user = {
+        **UNVERIFIED,
+        "keys": "a key, not the method",
+        "app_metadata": {"plan": "pro"},
+        "identities": [{"provider": "auth0"}],
+    }
+    context = {"user": user, "event": sample_event("ss")}
+    stock = ImmutableSandboxedEnvironment(undefined=jinja2.ChainableUndefined, autoescape=False)
+
+    def outcome(environment):
+        try:
+            value = environment.compile_expression(expression, undefined_to_none=False)(**context)
+            return ("value", repr(value), type(value).__name__, str(value) if not callable(value) else "callable")
+        except Exception as exc:  # noqa: BLE001 - the refusal itself is what is compared
+            return ("error", type(exc).__name__)
+
+    assert outcome(_expressions) == outcome(stock)
