@@ -176,21 +176,19 @@ def _log_ids_in(conn: sqlite3.Connection, table: str, tenant: str, log_ids: list
 
 
 def _insert_seen(conn: sqlite3.Connection, tenant: str, log_ids: list[str], now: float) -> set[str]:
-    """Record log_ids as seen; return those that were new. Per chunk, a lookup of the known ones
-    (no row in the common case) and one multi-row insert of the others: each statement step
-    hands the GIL to the event loop and back, and on one core that costs more than the insert
-    itself, so not an executemany nor an insert RETURNING a row per new log_id. The caller's
-    transaction holds the write lock: nothing can insert in between."""
+    """Record log_ids as seen; return those that were new. One multi-row statement per chunk,
+    not a lookup and an executemany: each statement step hands the GIL to the event loop and
+    back, and on one core that costs more than the insert itself."""
     new: set[str] = set()
     for chunk in _chunks(log_ids):
-        known = _log_ids_in(conn, "seen", tenant, chunk)
-        fresh = [log_id for log_id in chunk if log_id not in known] if known else chunk
-        if fresh:
-            conn.execute(
-                f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(fresh))}",
-                [value for log_id in fresh for value in (tenant, log_id, now)],
+        new.update(
+            row[0]
+            for row in conn.execute(
+                f"INSERT INTO seen(tenant, log_id, at) VALUES {', '.join(['(?, ?, ?)'] * len(chunk))} "
+                f"ON CONFLICT DO NOTHING RETURNING log_id",
+                [value for log_id in chunk for value in (tenant, log_id, now)],
             )
-            new.update(fresh)
+        )
     return new
 
 
