@@ -9,9 +9,11 @@ log_id) and the others go on. Marking the events done and
 queueing their emails is one transaction, and the `once` ledger makes a second pass harmless.
 
 Ingest first: a 200 is what Auth0 waits for, and a log stream whose endpoint stays slow is
-retried and then paused by Auth0. While batches are waiting for their commit, the processor
-takes at most SHARE_WHILE_INGESTING of the core's time (a fifth), whatever an event costs to
-evaluate; the events are stored, and it catches up at full speed as soon as the burst ends.
+retried and then paused by Auth0. While batches are waiting for their commit and the processor
+is behind (its last round was a full batch), it takes at most SHARE_WHILE_INGESTING of the
+core's time (a fifth), whatever an event costs to evaluate; the events are stored, and it
+catches up at full speed as soon as the burst ends. A processor that keeps up never pauses:
+its work is the events arriving, which waiting would only delay.
 
 Profiles are read as streamer.auth0.freshness allows (never older than the event). A user the
 users search cannot show yet, while the Management API budget is taken by tickets, makes its
@@ -193,8 +195,9 @@ class Processor:
                 await wait_any(stop, [self.wake.wait()], timeout=timeout)
             else:
                 busy_s, round_s = self.busy.busy_s - busy_before, time.monotonic() - started
+                behind = handled >= BATCH  # a full round: more events are waiting
                 await sleep_unless_stopped(
-                    stop, pause_after(busy_s, round_s, self.ingesting(), self.share_while_ingesting)
+                    stop, pause_after(busy_s, round_s, behind and self.ingesting(), self.share_while_ingesting)
                 )
 
     async def process_once(self) -> int:

@@ -74,11 +74,13 @@ async def test_the_inbox_counts_batches_waiting_for_their_commit(sqlite_store):
     assert inbox.accepting == 0  # a failed commit does not leave the processor paused forever
 
 
-async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path, monkeypatch):
+async def _run_while_ingesting(store, tmp_path, monkeypatch, rows: int, per_row: int) -> tuple[list, list]:
+    """Store `rows` inbox rows of `per_row` events, run a processor that is always told batches are
+    waiting for their commit until everything is processed: (times it asked, pauses it took)."""
     config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
-    for batch in range(5):
-        await sqlite_store.add_events(
-            "acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}") for i in range(300)], now=0
+    for batch in range(rows):
+        await store.add_events(
+            "acme", [sample_event("ss", log_id=f"B{batch}-{i}", user_id=f"auth0|{i}") for i in range(per_row)], now=0
         )
     asked, pauses = [], []
     real_sleep = processor_module.sleep_unless_stopped
@@ -90,7 +92,7 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     monkeypatch.setattr(processor_module, "sleep_unless_stopped", recorded_sleep)  # observed, not replaced
     processor = Processor(
         config.tenants,
-        sqlite_store,
+        store,
         compile_rules(config.rules),
         {"acme": _Users()},
         lambda *_: "en",
@@ -104,15 +106,27 @@ async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_s
     try:
 
         async def drained() -> bool:
-            return not (await sqlite_store.stats(now=0))["inbox_pending"]
+            return not (await store.stats(now=0))["inbox_pending"]
 
         await wait_until(drained, timeout=30, interval=0.05, what="every stored event processed")
     finally:
         stop.set()
         await task
-    # Stepped aside: asked after every batch it handled, and paused after each (at a share of 1%,
-    # 100 times as long as its own code ran, less the round's waits).
+    return asked, pauses
+
+
+async def test_a_processor_that_steps_aside_still_works_off_the_backlog(sqlite_store, tmp_path, monkeypatch):
+    asked, pauses = await _run_while_ingesting(sqlite_store, tmp_path, monkeypatch, rows=5, per_row=300)
+    # Behind (every round a full batch): asked after each, and paused after each (at a share of
+    # 1%, 100 times as long as its own code ran, less the round's waits).
     assert len(asked) == len(pauses) >= 2 and all(p > 0 for p in pauses)
+
+
+async def test_a_processor_that_keeps_up_never_pauses(sqlite_store, tmp_path, monkeypatch):
+    """A round smaller than a batch is the events arriving: pausing would only delay their emails
+    (at 50 events/s it made them wait seconds)."""
+    _, pauses = await _run_while_ingesting(sqlite_store, tmp_path, monkeypatch, rows=3, per_row=5)
+    assert pauses and all(p == 0 for p in pauses)
 
 
 async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_store):
