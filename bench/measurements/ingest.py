@@ -30,9 +30,9 @@ METHOD = """\
    runs). The daemon is complete during the measurement: its processor evaluates the shipped
    verification + welcome rules on every event, with profiles from the stand-in, but the users
    are verified returning users so no email becomes due: ingest shares the core with rule
-   processing, not with SMTP delivery. While batches wait for their commit the processor takes
-   at most a fifth of the core's time (streamer/processor.py): when it cannot keep up it works
-   off the backlog afterwards, at the rate reported as "settled alone". Why it matters: a 200 is
+   processing, not with SMTP delivery. While batches wait for their commit and it is behind, the
+   processor takes at most a fifth of the core's time (streamer/processor.py) and works off the
+   backlog afterwards, at the rate reported as "settled alone". Why it matters: a 200 is
    Auth0's promise that the batch is ours, so this is the rate a log stream can reach. py-spy
    counts a thread waiting for the GIL as busy: the profile's shares of the SQLite thread are
    upper bounds; the per-thread CPU split comes from /proc."""
