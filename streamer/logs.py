@@ -52,15 +52,22 @@ def redact(value: Any, key: str | None = None) -> Any:
     return value
 
 
+#: Keys structlog fills in: never masked by name (only a ticket link in their text would be).
+_META_KEYS = frozenset(("event", "level", "timestamp", "logger"))
+#: Values with nothing inside to redact (unless their key names a secret).
+_SCALARS = frozenset((int, float, type(None)))
+
+
 def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            v
-            if k in ("event", "level", "timestamp", "logger") and not isinstance(v, str)
-            else redact(v, k if k not in ("event", "level", "timestamp", "logger") else None)
-        )
-        for k, v in event_dict.items()
-    }
+    """In place (structlog hands each line its own dict): most values are ids and counts, so
+    they are passed over with one type check."""
+    for key, value in event_dict.items():
+        if key in _META_KEYS:
+            if isinstance(value, str):
+                event_dict[key] = redact_text(value)
+        elif value.__class__ not in _SCALARS or _is_secret_key(key):
+            event_dict[key] = redact(value, key)
+    return event_dict
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
@@ -76,7 +83,8 @@ def configure(level: str = "info", stream: Any = None) -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        # One write per line (PrintLogger's print() makes two: the line, then its newline).
+        logger_factory=structlog.WriteLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 
