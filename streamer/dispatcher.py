@@ -110,7 +110,7 @@ class Dispatcher:
                 self._sending.add(email.id)
                 self._ready.append(email)
             self._start_ready()
-            if emails and len(emails) == room:
+            if len(emails) == room:  # full (or no room left to claim into)
                 await self._until_half_free(stopping)
                 continue
             if not emails:
