@@ -100,6 +100,9 @@ class Dispatcher:
                         orphans = False
                         if released:
                             log.warning("outbox_orphaned_claims_released", count=released)
+                    # Cleared before the claim, not after: a wake set while it runs may be for rows it
+                    # did not see, and must not be lost (the loop would sleep idle_s with work due).
+                    self.wake.clear()
                     emails, checks = await self.store.claim_emails_checked(
                         limit=room, now=time.time(), lease_s=self.lease_s, unsubscribable=self.unsubscribable
                     )
@@ -114,7 +117,6 @@ class Dispatcher:
                 await self._until_half_free(stopping)
                 continue
             if not emails:
-                self.wake.clear()
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
 
     def _room(self) -> int:

@@ -251,3 +251,28 @@ async def test_while_the_store_refuses_outcomes_the_sends_stop_at_a_bound(sqlite
         stop.set()
         await task
     assert sorted(deliverer.delivered) == list(range(30))  # each once
+
+
+async def test_work_queued_while_a_claim_runs_is_not_left_waiting(sqlite_store):
+    """The processor queues an email (and wakes the dispatcher) while a claim that cannot see it is
+    under way: the wake-up must not be lost, or the email waits for `idle_s`."""
+    original, queued = sqlite_store.claim_emails_checked, []
+    wake = asyncio.Event()
+
+    async def claim_racing_the_processor(**kwargs):
+        found = await original(**kwargs)
+        if not found[0] and not queued:  # the claim saw nothing; meanwhile the processor queues one
+            queued.append(await sqlite_store.settle_events([], [due(0)], now=time.time()))
+            wake.set()
+        return found
+
+    sqlite_store.claim_emails_checked = claim_racing_the_processor
+    deliverer = GatedDeliverer()
+    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2, wake=wake)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop, idle_s=60))
+    try:
+        await wait_until(lambda: _equal(sent_ids(sqlite_store), {0}), timeout=10, what="the email sent before idle_s")
+    finally:
+        stop.set()
+        await task
