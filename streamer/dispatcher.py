@@ -4,12 +4,6 @@ Rows are claimed by next attempt time, so one poison email never blocks the othe
 is counted when the row is claimed, so even an email that crashes the process cannot loop
 forever. On stop, no new rows are claimed and in-flight sends are awaited.
 
-A slot that frees must not wait for a claim (a commit on the store's thread) while the core
-idles: claims run ahead, up to `concurrency` claimed emails wait in memory for a slot, and a
-slot that frees takes the next one at once. A send keeps its slot until its outcome is
-committed, so at most `concurrency` emails are ever sent without their mark written. On stop,
-the claimed emails not started yet go back to the store.
-
 An outcome (sent, failed, dead) that cannot be written because the store is away is kept in
 memory and written when the store is back: a lost "sent" mark would mean a second copy later.
 """
@@ -18,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -64,12 +57,10 @@ class Dispatcher:
         self.concurrency = concurrency
         self.wake = wake
         self._in_flight: set[asyncio.Task[None]] = set()
-        #: Claimed, waiting for a slot (see `_room`).
-        self._ready: deque[OutboxEmail] = deque()
-        self._sending: set[int] = set()  # ids of the emails claimed and not yet recorded
+        self._sending: set[int] = set()  # ids of the emails in flight
         self._stop = asyncio.Event()
-        #: Resolved by the send that makes a claim worth it (see `_until_half_free`).
-        self._half_freed: asyncio.Future[None] | None = None
+        #: Resolved by the send that leaves half the slots free (see `_until_half_free`).
+        self._half_free: asyncio.Future[None] | None = None
         self._sent_metrics: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     async def run(self, stop: asyncio.Event, *, idle_s: float = 1.0) -> None:
@@ -79,7 +70,6 @@ class Dispatcher:
             await self._run(stop, stopping, idle_s)
         finally:
             stopping.cancel()
-        await self._hand_back_unstarted()
         await self.drain()
 
     async def _run(self, stop: asyncio.Event, stopping: asyncio.Future[Any], idle_s: float) -> None:
@@ -90,10 +80,10 @@ class Dispatcher:
             if now >= next_stale_check:
                 next_stale_check = now + STALE_CHECK_S
                 await self._requeue_stale(now)
-            room = self._room()
+            free = self.concurrency - len(self._in_flight)
             emails: list[OutboxEmail] = []
             checks: dict[str, RecipientChecks | None] = {}
-            if room > 0:
+            if free > 0:
                 try:
                     if orphans:
                         released = await self.store.release_orphaned_emails(keep=set(self._sending), now=time.time())
@@ -104,69 +94,38 @@ class Dispatcher:
                     # did not see, and must not be lost (the loop would sleep idle_s with work due).
                     self.wake.clear()
                     emails, checks = await self.store.claim_emails_checked(
-                        limit=room, now=time.time(), lease_s=self.lease_s, unsubscribable=self.unsubscribable
+                        limit=free, now=time.time(), lease_s=self.lease_s, unsubscribable=self.unsubscribable
                     )
                 except Exception:  # noqa: BLE001 - store hiccup: try again shortly
                     log.exception("outbox_claim_failed")
                     orphans = True  # the claim may have committed with its answer lost
             for email in await self._hold_back(emails, checks):
                 self._sending.add(email.id)
-                self._ready.append(email)
-            self._start_ready()
-            if len(emails) == room:  # full (or no room left to claim into)
+                task = asyncio.create_task(self._deliver(email))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+            if emails and len(emails) == free:
                 await self._until_half_free(stopping)
                 continue
             if not emails:
                 await wait_any(stop, [self.wake.wait()], timeout=idle_s)
 
-    def _room(self) -> int:
-        """How many emails a claim may take: enough for every slot, and as many again waiting for
-        the next slot that frees."""
-        return 2 * self.concurrency - len(self._in_flight) - len(self._ready)
-
-    def _half_free(self) -> bool:
-        return self._room() >= self.concurrency - self.concurrency // 2
-
-    def _start_ready(self) -> None:
-        """Fill the free slots from the claimed emails (none once stopping)."""
-        while self._ready and len(self._in_flight) < self.concurrency and not self._stop.is_set():
-            email = self._ready.popleft()
-            task = asyncio.create_task(self._deliver(email))
-            self._in_flight.add(task)
-            task.add_done_callback(self._finished)
-
-    async def _hand_back_unstarted(self) -> None:
-        """On stop: claimed emails that never got a slot go back to the store (a single-process
-        store gives them back at its next start, see `Store.resume_after_restart`)."""
-        if not self._ready:
-            return
-        unstarted = len(self._ready)
-        self._sending.difference_update(email.id for email in self._ready)
-        self._ready.clear()
-        try:
-            released = await self.store.release_orphaned_emails(keep=set(self._sending), now=time.time())
-        except Exception:  # noqa: BLE001 - the lease brings them back
-            log.exception("outbox_release_failed", emails=unstarted)
-            return
-        log.info("outbox_unstarted_released", emails=unstarted, released=released)
-
     async def _until_half_free(self, stopping: asyncio.Future[Any]) -> None:
-        """Full: wait until half a claim's room is free (or stop), so that one claim transaction
-        serves several emails instead of one. One wait per claim, not one per finished send: the
-        send that frees the room resolves `_half_freed` (in `_finished`)."""
-        if self._half_free() or stopping.done():
+        """Full: wait until half the slots are free (or stop), so that one claim transaction serves
+        several emails instead of one. One wait per claim, not one per finished send: the send that
+        frees the slot resolves `_half_free` (in `_finished`)."""
+        if len(self._in_flight) <= self.concurrency // 2 or stopping.done():
             return
-        self._half_freed = asyncio.get_running_loop().create_future()
+        self._half_free = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait((self._half_freed, stopping), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((self._half_free, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._half_freed = None
+            self._half_free = None
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._start_ready()
-        waiter = self._half_freed
-        if waiter is not None and not waiter.done() and self._half_free():
+        waiter = self._half_free
+        if waiter is not None and not waiter.done() and len(self._in_flight) <= self.concurrency // 2:
             waiter.set_result(None)
 
     async def _hold_back(
@@ -315,7 +274,7 @@ class Dispatcher:
 
     async def _record(self, email: OutboxEmail, outcome: str, write: Callable[[], Awaitable[None]]) -> None:
         """Write an outcome, retrying while the store is away (the slot stays taken meanwhile, so
-        nothing new is sent)."""
+        nothing new is claimed)."""
         await persist(write, stop=self._stop, what="outbox_outcome", email_id=email.id, outcome=outcome)
 
     async def _suppressed(self, email: OutboxEmail, reason: str) -> None:

@@ -153,80 +153,10 @@ async def _equal(awaitable, expected):
     return await awaitable == expected
 
 
-async def claimed(store):
-    return sum(e.state == EmailState.SENDING for e in await store.list_emails(states=None))
-
-
-async def test_claims_run_ahead_of_the_slots(sqlite_store):
-    """A slot that frees takes an email already claimed: it does not wait for the next claim."""
-    await sqlite_store.settle_events([], [due(i) for i in range(10)], now=time.time())
-    original, claims, unblocked = sqlite_store.claim_emails_checked, [], asyncio.Event()
-
-    async def one_claim_then_stuck(**kwargs):
-        claims.append(kwargs["limit"])
-        if len(claims) > 1:
-            await unblocked.wait()  # the store is slow to answer the next claim
-        return await original(**kwargs)
-
-    sqlite_store.claim_emails_checked = one_claim_then_stuck
-    deliverer = GatedDeliverer()
-    dispatcher = Dispatcher(sqlite_store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2, wake=asyncio.Event())
-    stop, task = start(dispatcher)
-    try:
-        await wait_until(lambda: _equal(sent_ids(sqlite_store), {0, 1, 2, 3}), what="the first claim's 4 emails sent")
-        assert claims[0] == 4 and len(claims) == 2  # 2 slots' worth and as many ready; the second claim waits
-        assert deliverer.delivered == [0, 1, 2, 3]
-        unblocked.set()
-        await wait_until(lambda: _equal(sent_ids(sqlite_store), set(range(10))), what="all sent")
-    finally:
-        unblocked.set()
-        stop.set()
-        await task
-    assert sorted(deliverer.delivered) == list(range(10))  # each once
-
-
-async def test_stop_finishes_the_sends_under_way_and_hands_back_the_unstarted(store):
-    """On stop, sends under way end and are recorded; claimed emails that never got a slot are not
-    sent, and go back to the queue (a single-process store: at its next start) to be sent once."""
-    await store.settle_events([], [due(i) for i in range(10)], now=time.time())
-    deliverer = GatedDeliverer()
-    deliverer.gate.clear()  # the SMTP replies are slow to come
-    dispatcher = Dispatcher(store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2, wake=asyncio.Event())
-    stop, task = start(dispatcher)
-    await wait_until(lambda: len(deliverer.delivered) == 2, what="both slots sending")
-    await wait_until(lambda: _equal(claimed(store), 4), what="two more claimed ahead")
-    original, releases = store.release_orphaned_emails, []
-
-    async def release(*, keep, now):
-        releases.append(keep)
-        return await original(keep=keep, now=now)
-
-    store.release_orphaned_emails = release
-    stop.set()
-    await wait_until(lambda: releases, what="the unstarted handed back")
-    assert len(releases[0]) == 2  # it keeps the two under way, and only them
-    assert not task.done()  # it waits for the two sends under way
-    deliverer.gate.set()
-    await asyncio.wait_for(task, 10)
-    assert await sent_ids(store) == {0, 1}
-    assert deliverer.delivered == [0, 1]  # nothing started after the stop
-
-    if store.single_process:
-        await store.resume_after_restart(now=time.time())
-    again = Dispatcher(store, deliverer, RetryPolicy(3, 0.01, 0.02), concurrency=2, wake=asyncio.Event())
-    stop, task = start(again)
-    try:
-        await wait_until(lambda: _equal(sent_ids(store), set(range(10))), what="the rest sent")
-    finally:
-        stop.set()
-        await task
-    assert sorted(deliverer.delivered) == list(range(10))  # each exactly once
-
-
 async def test_while_the_store_refuses_outcomes_the_sends_stop_at_a_bound(sqlite_store):
     """Outcomes the store cannot take are kept in memory, each holding its slot: no more than
-    `concurrency` emails are ever sent without their mark written (emails claimed ahead wait).
-    All are written when the store is back."""
+    `concurrency` emails are ever sent without their mark written (README, "the window"). All are
+    written when the store is back."""
     await sqlite_store.settle_events([], [due(i) for i in range(30)], now=time.time())
     original, refused, away = sqlite_store.mark_sent, [], True
 
