@@ -180,6 +180,9 @@ class Processor:
         self._stop = stop
         while not stop.is_set():
             started, busy_before = time.monotonic(), self.busy.busy_s
+            # Cleared before the claim, not after it: a batch stored while the claim runs (which
+            # cannot see it) sets the wake-up again, and it must not be lost (it would wait idle_s).
+            self.wake.clear()
             try:
                 if self._orphans:  # nothing is in hand between rounds: whatever we hold is orphaned
                     await self.store.release_orphaned_events(now=time.time())
@@ -189,7 +192,6 @@ class Processor:
                 log.exception("processor_failed")
                 handled = 0
             if handled == 0:
-                self.wake.clear()
                 retry_in = self._next_retry_in(time.time())
                 timeout = idle_s if retry_in is None else min(idle_s, max(0.01, retry_in))
                 await wait_any(stop, [self.wake.wait()], timeout=timeout)

@@ -1,6 +1,7 @@
 """The processor steps aside while the inbox is accepting batches, and still works everything off."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -127,6 +128,42 @@ async def test_a_processor_that_keeps_up_never_pauses(sqlite_store, tmp_path, mo
     (at 50 events/s it made them wait seconds)."""
     _, pauses = await _run_while_ingesting(sqlite_store, tmp_path, monkeypatch, rows=3, per_row=5)
     assert pauses and all(p == 0 for p in pauses)
+
+
+async def test_events_stored_while_a_claim_runs_are_not_left_waiting(sqlite_store, tmp_path):
+    """The inbox stores a batch (and wakes the processor) while a claim that cannot see it is under
+    way: the wake-up must not be lost, or the batch waits for `idle_s`."""
+    config = parse_config(config_text(tmp_path, _Endpoint(), _Endpoint()), env={})
+    original, stored, wake = sqlite_store.claim_events, [], asyncio.Event()
+
+    async def claim_racing_the_inbox(**kwargs):
+        found = await original(**kwargs)
+        if not found and not stored:  # the claim saw nothing; meanwhile a batch arrives
+            stored.append(await sqlite_store.add_events("acme", [sample_event("ss", log_id="W1")], now=time.time()))
+            wake.set()
+        return found
+
+    sqlite_store.claim_events = claim_racing_the_inbox
+    processor = Processor(
+        config.tenants,
+        sqlite_store,
+        compile_rules(config.rules),
+        {"acme": _Users()},
+        lambda *_: "en",
+        wake=wake,
+        outbox_wake=asyncio.Event(),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(processor.run(stop, idle_s=60))
+    try:
+
+        async def evaluated() -> bool:
+            return bool(stored) and not (await sqlite_store.stats(now=time.time()))["inbox_pending"]
+
+        await wait_until(evaluated, timeout=10, interval=0.05, what="the batch evaluated before idle_s")
+    finally:
+        stop.set()
+        await task
 
 
 async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_store):
