@@ -46,16 +46,17 @@ async def test_errors_and_cancellation_reach_the_coroutine():
     with pytest.raises(ValueError, match="boom"):
         await clock.timed(failing())
 
-    cleaned_up = asyncio.Event()
+    started, cleaned_up = asyncio.Event(), asyncio.Event()
 
     async def waiting() -> None:
+        started.set()
         try:
             await asyncio.sleep(30)
         finally:
             cleaned_up.set()
 
     task = asyncio.ensure_future(clock.timed(waiting()))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(started.wait(), timeout=10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -15,6 +15,7 @@ from streamer.devkit.sandbox import find_templates, run_sandbox
 
 from conftest import REPO
 from support.ports import free_port_block
+from support.waiting import wait_until
 
 
 def saved_mail(workdir) -> list:
@@ -148,10 +149,12 @@ async def test_sandbox_new_device_notices_carry_a_working_unsubscribe_link(tmp_p
         return [m for m in saved_mail(workdir) if to(m) == address and m["List-Unsubscribe"] is not None]
 
     try:
-        for _ in range(400):
-            if new_device_notices("erik.schmidt@example.com") and new_device_notices("chloe.tremblay@example.com"):
-                break
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: new_device_notices("erik.schmidt@example.com") and new_device_notices("chloe.tremblay@example.com"),
+            timeout=20,
+            interval=0.05,
+            what="a new-device notice to Erik and to Chloé",
+        )
         [notice] = new_device_notices("erik.schmidt@example.com")
         assert notice["Subject"] == "Neue Anmeldung in Ihrem Konto bei Acme"
         assert notice["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -184,15 +187,20 @@ async def test_sandbox_new_device_notices_carry_a_working_unsubscribe_link(tmp_p
                 f"{daemon}/logs/acme", json=events, headers={"Authorization": f"Bearer {token}"}
             ) as response:
                 assert response.status == 200
-            for _ in range(400):
+
+            async def unsubscribed_dropped() -> float:
                 async with session.get(f"{daemon}/metrics") as response:
                     metrics = await response.text()
-                dropped = re.search(r'streamer_emails_dropped_total\{[^}]*reason="unsubscribed"[^}]*\} (\S+)', metrics)
-                if len(new_device_notices("chloe.tremblay@example.com")) == 2 and dropped and float(dropped[1]) >= 1:
-                    break
-                await asyncio.sleep(0.05)
-        assert len(new_device_notices("chloe.tremblay@example.com")) == 2
-        assert dropped and float(dropped[1]) >= 1, metrics
+                found = re.search(r'streamer_emails_dropped_total\{[^}]*reason="unsubscribed"[^}]*\} (\S+)', metrics)
+                return float(found[1]) if found else 0.0
+
+            await wait_until(
+                lambda: len(new_device_notices("chloe.tremblay@example.com")) == 2,
+                timeout=20,
+                interval=0.05,
+                what="Chloé's second new-device notice",
+            )
+            await wait_until(unsubscribed_dropped, timeout=20, interval=0.05, what="Erik's notice counted as dropped")
         assert [m["Message-ID"] for m in new_device_notices("erik.schmidt@example.com")] == [notice["Message-ID"]]
     finally:
         task.cancel()
