@@ -37,6 +37,20 @@ class _Users:
         }
 
 
+def _processor(config, store, users, *, wake=None, **options) -> Processor:
+    """A processor of the test config's tenant `acme`, its rules, `users` as its profiles."""
+    return Processor(
+        config.tenants,
+        store,
+        compile_rules(config.rules),
+        {"acme": users},
+        lambda *_: "en",
+        wake=wake or asyncio.Event(),
+        outbox_wake=asyncio.Event(),
+        **options,
+    )
+
+
 def test_the_pause_keeps_the_processor_to_its_share_of_the_time_only_while_ingesting():
     assert pause_after(0.005, 0.005, ingesting=False) == 0.0
     for busy in (0.001, 0.005, 0.02):  # cheap or dear rounds: the same share of the time
@@ -91,16 +105,8 @@ async def _run_while_ingesting(store, tmp_path, monkeypatch, rows: int, per_row:
         await real_sleep(stop, seconds)
 
     monkeypatch.setattr(processor_module, "sleep_unless_stopped", recorded_sleep)  # observed, not replaced
-    processor = Processor(
-        config.tenants,
-        store,
-        compile_rules(config.rules),
-        {"acme": _Users()},
-        lambda *_: "en",
-        wake=asyncio.Event(),
-        outbox_wake=asyncio.Event(),
-        ingesting=lambda: asked.append(True) or True,
-        share_while_ingesting=0.01,
+    processor = _processor(
+        config, store, _Users(), ingesting=lambda: asked.append(True) or True, share_while_ingesting=0.01
     )
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
@@ -144,15 +150,7 @@ async def test_events_stored_while_a_claim_runs_are_not_left_waiting(sqlite_stor
         return found
 
     sqlite_store.claim_events = claim_racing_the_inbox
-    processor = Processor(
-        config.tenants,
-        sqlite_store,
-        compile_rules(config.rules),
-        {"acme": _Users()},
-        lambda *_: "en",
-        wake=wake,
-        outbox_wake=asyncio.Event(),
-    )
+    processor = _processor(config, sqlite_store, _Users(), wake=wake)
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=60))
     try:
@@ -171,15 +169,7 @@ async def test_a_rule_error_is_counted_as_one_whatever_its_message_says(sqlite_s
     message: "substring not found" once made a broken rule count as `user_not_found`."""
     config = parse_config(RULE_ERROR_CONFIG, env={})
     await sqlite_store.add_events("acme", [sample_event("ss", log_id="R1", user_id="auth0|1")], now=0)
-    processor = Processor(
-        config.tenants,
-        sqlite_store,
-        compile_rules(config.rules),
-        {"acme": _Users()},
-        lambda *_: "en",
-        wake=asyncio.Event(),
-        outbox_wake=asyncio.Event(),
-    )
+    processor = _processor(config, sqlite_store, _Users())
 
     def dropped(reason):
         return (
@@ -232,15 +222,7 @@ async def test_evaluated_events_the_store_refuses_are_settled_when_it_is_back_no
         return await original(*args, **kwargs)
 
     sqlite_store.settle_events = away_twice
-    processor = Processor(
-        config.tenants,
-        sqlite_store,
-        compile_rules(config.rules),
-        {"acme": _Unverified()},
-        lambda *_: "en",
-        wake=asyncio.Event(),
-        outbox_wake=asyncio.Event(),
-    )
+    processor = _processor(config, sqlite_store, _Unverified())
     stop = asyncio.Event()
     task = asyncio.create_task(processor.run(stop, idle_s=0.05))
     try:
@@ -279,15 +261,7 @@ async def test_a_user_whose_lookup_auth0_refuses_is_rejected_alone_in_few_calls(
         "acme", [sample_event("ss", log_id=f"E{i}", user_id=uid) for i, uid in enumerate(users)], now=0
     )
     source = _Refusing()
-    processor = Processor(
-        config.tenants,
-        sqlite_store,
-        compile_rules(config.rules),
-        {"acme": source},
-        lambda *_: "en",
-        wake=asyncio.Event(),
-        outbox_wake=asyncio.Event(),
-    )
+    processor = _processor(config, sqlite_store, source)
     assert await processor.process_once() == 64
     assert (await sqlite_store.stats(now=0))["inbox_pending"] == 0
     queued = await sqlite_store.list_emails(states=None, limit=1000)
