@@ -53,6 +53,11 @@ BOUNDED = [
     "locale resolver 4,096",
     "Password-reset rate limiter: `max_keys` addresses/IPs, each a deque of `limit` hits (not exercised here)",
     "Jinja2 template cache: 2,000 templates",
+    "SNS MessageIds taken (`RecentMessages`, replay check): none kept over 70 min, at most 100,000 (not exercised "
+    "here)",
+    "Events stored but not yet claimed, kept parsed (SQLite `_fresh`): at most 5,000 events; beyond, read from "
+    "the file",
+    "Young GC generation: collected every 100,000 new containers (gc_tuning.YOUNG_THRESHOLD)",
 ]
 
 
