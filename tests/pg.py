@@ -140,25 +140,11 @@ class Cluster:
             "max_connections": "200",
             **(settings or {}),
         }
-        options = " ".join(f"-c {key}={value}" for key, value in settings.items())
-        self._options = options
+        self._options = " ".join(f"-c {key}={value}" for key, value in settings.items())
         for attempt in range(attempts):  # the free port may be taken between probe and bind
             self.port = _free_port()
             try:
-                self._run(
-                    str(self.bindir / "pg_ctl"),
-                    "-D",
-                    str(self.data),
-                    "-l",
-                    str(self.log),
-                    "-w",
-                    "-t",
-                    "30",
-                    "-o",
-                    f"-p {self.port} -k {self.root} {options}",
-                    "start",
-                    timeout=60,
-                )
+                self._start_server()
             except PgSetupError:
                 if attempt + 1 < attempts and "already in use" in self.log_tail():
                     continue
@@ -190,6 +176,10 @@ class Cluster:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", timeout=60)
 
     def resume(self) -> None:
+        self._start_server()
+
+    def _start_server(self) -> None:
+        """`pg_ctl start` on this data directory, port and settings; returns once it accepts connections."""
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
