@@ -44,10 +44,8 @@ class PermanentFailure(Exception):
 _REMEMBERED_LIMIT = 100_000
 
 
-class TicketApi(Protocol):
-    async def create_email_verification_ticket(
-        self, *, user_id: str, result_url: str | None = None, ttl_sec: int | None = None, client_id: str | None = None
-    ) -> str: ...
+class PasswordChangeTickets(Protocol):
+    """What a password-reset link needs of Auth0 (also the hosted form's, streamer.password_reset)."""
 
     async def create_password_change_ticket(
         self,
@@ -56,6 +54,12 @@ class TicketApi(Protocol):
         result_url: str | None = None,
         ttl_sec: int | None = None,
         new_password: str | None = None,
+    ) -> str: ...
+
+
+class TicketApi(PasswordChangeTickets, Protocol):
+    async def create_email_verification_ticket(
+        self, *, user_id: str, result_url: str | None = None, ttl_sec: int | None = None, client_id: str | None = None
     ) -> str: ...
 
     async def update_app_metadata(self, user_id: str, values: dict[str, Any]) -> None: ...

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from streamer.auth0.errors import Auth0Permanent
+from streamer.delivery import PasswordChangeTickets
 from streamer.logs import get_logger
 from streamer.password_reset.vault import NewPasswordVault
 
 log = get_logger(__name__)
 
 
-class TicketApi(Protocol):
-    async def create_password_change_ticket(
-        self,
-        *,
-        user_id: str,
-        result_url: str | None = None,
-        ttl_sec: int | None = None,
-        new_password: str | None = None,
-    ) -> str: ...
+#: What a reset ticket needs of Auth0: the password-change endpoint only.
+TicketApi = PasswordChangeTickets
 
 
 async def create_reset_ticket(
