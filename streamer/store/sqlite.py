@@ -239,6 +239,12 @@ CLAIM_RETRIES = (
 )
 
 
+def _claim_emails(conn: sqlite3.Connection, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
+    """Due emails set to `sending` (Command.CLAIM), by next attempt time."""
+    rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
+    return sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
+
+
 def _lock(path: Path) -> int:
     """One `streamer run` per SQLite file: two would both send (PostgreSQL is for several processes).
     An flock on `<file>.lock`, released when its descriptor closes (or the process dies)."""
@@ -695,11 +701,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
 
     # --- outbox -----------------------------------------------------------------------------
     async def claim_emails(self, *, limit: int, now: float, lease_s: float) -> list[OutboxEmail]:
-        def claim(conn: sqlite3.Connection) -> list[OutboxEmail]:
-            rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
-            return sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
-
-        return await self._write(claim, durable=False)
+        return await self._write(lambda conn: _claim_emails(conn, limit=limit, now=now, lease_s=lease_s), durable=False)
 
     async def claim_emails_checked(
         self, *, limit: int, now: float, lease_s: float, unsubscribable: frozenset[str] = frozenset()
@@ -710,8 +712,7 @@ class SqliteStore(SqlOutbox, SqlRecords):
 
         def claim(conn: sqlite3.Connection) -> tuple[list[OutboxEmail], dict[str, RecipientChecks | None]]:
             failures.clear()  # a group commit that failed runs its operations again
-            rows = conn.execute(CLAIM_EMAILS, (now + lease_s, now, now, limit)).fetchall()
-            emails = sorted((email_from_row(r) for r in rows), key=lambda e: e.next_attempt_at)
+            emails = _claim_emails(conn, limit=limit, now=now, lease_s=lease_s)
             users = users_by_tenant(emails, unsubscribable)
             found: dict[str, RecipientChecks | None] = {}
             for tenant, recipients in recipients_by_tenant(emails).items():
