@@ -188,6 +188,28 @@ async def test_a_lost_lead_session_is_noticed_and_taken_over(db_url):
         await b.close()
 
 
+async def test_a_lead_session_asyncpg_can_no_longer_use_is_replaced_not_raised(db_url, monkeypatch):
+    """asyncpg may answer a call on a session PostgreSQL terminated with InternalClientError
+    ("another operation is in progress"), seen in CI: try_lead must treat it as a lost session,
+    as it promises never to raise for an unreachable database."""
+    store = PostgresStore(db_url)
+    await store.open()
+    try:
+        assert await store.try_lead("poll:acme") is True
+        broken, fetchval = store._lead_conn, asyncpg.Connection.fetchval
+
+        async def unusable_on_the_old_session(conn, *args, **kwargs):
+            if conn is broken:
+                raise asyncpg.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+            return await fetchval(conn, *args, **kwargs)
+
+        monkeypatch.setattr(asyncpg.Connection, "fetchval", unusable_on_the_old_session)
+        assert await store.try_lead("poll:acme") is True  # a new session took the lock again
+        assert store._lead_conn is not broken
+    finally:
+        await store.close()
+
+
 async def test_concurrent_first_open_creates_the_schema_once(db_url):
     stores = [PostgresStore(db_url) for _ in range(5)]
     await asyncio.gather(*(s.open() for s in stores))

@@ -86,6 +86,10 @@ _PENDING_NAMESPACE = 0x50574443  # "PWDC", one writer per user's pending passwor
 _RETRIES = 5
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _LEAD_CHECK_TIMEOUT_S = 5.0
+#: What a call on the lead/liveness session raises when the session is gone or unusable. asyncpg's
+#: InternalClientError ("another operation is in progress") comes from a connection whose backend
+#: was terminated while it was idle: the session is as lost as after a network error.
+_SESSION_LOST = (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 _DIALECT = Dialect(
     numbered=True, release="lease_until = NULL, claimed_by = NULL", recipient_is="lower(recipient) = lower(?)"
 )
@@ -587,11 +591,11 @@ class PostgresStore(SqlOutbox, SqlRecords):
             if conn is not None and not conn.is_closed() and self._alive:
                 try:
                     await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
-                except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                except _SESSION_LOST:
                     await self._drop_lead_connection()
             try:
                 await self._lead_connection()
-            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except _SESSION_LOST as exc:
                 await self._drop_lead_connection()
                 self._suspects = {}
                 raise self._error("cannot hold the liveness lock", exc) from None
@@ -785,7 +789,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
                 try:
                     await conn.fetchval("SELECT 1", timeout=_LEAD_CHECK_TIMEOUT_S)
                     return True
-                except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                except _SESSION_LOST:
                     await self._drop_lead_connection()  # the session (and its locks) may be gone
             try:
                 conn = await self._lead_connection()
@@ -797,7 +801,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
                         timeout=_LEAD_CHECK_TIMEOUT_S,
                     )
                 )
-            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except _SESSION_LOST:
                 await self._drop_lead_connection()
                 return False
             if got:
@@ -820,7 +824,7 @@ class PostgresStore(SqlOutbox, SqlRecords):
                     _text(name),
                     timeout=_LEAD_CHECK_TIMEOUT_S,
                 )
-            except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            except _SESSION_LOST:
                 await self._drop_lead_connection()  # ending the session releases its locks
 
     async def _lead_connection(self) -> asyncpg.Connection:
